@@ -1,0 +1,220 @@
+// Package qcow2 reads QCOW2 images (versions 2 and 3) through
+// github.com/lima-vm/go-qcow2reader, after checking the header itself: the
+// library trusts header fields with allocations and opens backing files on
+// its own, so we validate every field against the file size first and let it
+// open a backing file only once we have resolved and allowed that path.
+package qcow2
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	limaimage "github.com/lima-vm/go-qcow2reader/image"
+	limaqcow2 "github.com/lima-vm/go-qcow2reader/image/qcow2"
+
+	"vmimport/reader/image"
+)
+
+// Image is an opened QCOW2 image.
+type Image struct {
+	src     image.Source
+	h       *header
+	q       *limaqcow2.Qcow2
+	backing image.Image
+	cluster int64
+}
+
+var _ image.Image = (*Image)(nil)
+
+// plainReaderAt hides the file's name from go-qcow2reader, so it cannot
+// resolve and open a backing file by itself.
+type plainReaderAt struct{ io.ReaderAt }
+
+// namedReaderAt lets go-qcow2reader open the backing file we already resolved.
+type namedReaderAt struct {
+	io.ReaderAt
+	name string
+}
+
+func (n namedReaderAt) Name() string { return n.name }
+
+// Open opens the QCOW2 image in src. Backing files are opened through
+// opts.Open, and only when opts allow them.
+func Open(src image.Source, opts *image.Options) (*Image, error) {
+	register()
+	h, err := parseHeader(src)
+	if err != nil {
+		return nil, err
+	}
+	im := &Image{src: src, h: h, cluster: 1 << h.ClusterBits}
+	var ra io.ReaderAt = plainReaderAt{src.R}
+	var open limaimage.OpenWithType
+	if h.BackingFile != "" {
+		if opts == nil || !opts.AllowBacking || opts.Open == nil {
+			return nil, fmt.Errorf("%s: qcow2: image has backing file %q: %w: pass --allow-backing to read through the backing chain", src.Path, h.BackingFile, image.ErrNotAllowed)
+		}
+		if opts.Depth+1 > image.MaxChainDepth {
+			return nil, image.Corruptf(src.Path, "qcow2", 8, "backing chain deeper than %d images (a loop?)", image.MaxChainDepth)
+		}
+		resolved, err := image.ResolvePath(src.Path, h.BackingFile, opts)
+		if err != nil {
+			return nil, fmt.Errorf("%s: qcow2: backing file: %w", src.Path, err)
+		}
+		backing, err := opts.Open(resolved, opts.Depth+1)
+		if err != nil {
+			return nil, fmt.Errorf("%s: qcow2: backing file %q: %w", src.Path, h.BackingFile, err)
+		}
+		im.backing = backing
+		want, err := os.Stat(resolved)
+		if err != nil {
+			backing.Close()
+			return nil, err
+		}
+		ra = namedReaderAt{src.R, src.Path}
+		open = func(f io.ReaderAt, _ limaimage.Type) (limaimage.Image, error) {
+			// The library opened the path it computed; make sure it is
+			// the file we checked, then read through our own image.
+			defer closeIfCloser(f)
+			if named, ok := f.(interface{ Stat() (os.FileInfo, error) }); ok {
+				if got, err := named.Stat(); err != nil || !os.SameFile(got, want) {
+					return nil, fmt.Errorf("backing file changed while opening")
+				}
+			}
+			return limaAdapter{backing}, nil
+		}
+	}
+	q, err := limaqcow2.Open(ra, open)
+	if err == nil {
+		err = q.Readable()
+	}
+	if err != nil {
+		if im.backing != nil {
+			im.backing.Close()
+		}
+		return nil, fmt.Errorf("%s: qcow2: %w", src.Path, err)
+	}
+	im.q = q
+	return im, nil
+}
+
+func closeIfCloser(x any) {
+	if c, ok := x.(io.Closer); ok {
+		c.Close()
+	}
+}
+
+// ReadAt reads guest bytes; safe for concurrent use.
+func (im *Image) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, errors.New("qcow2: negative offset")
+	}
+	size := int64(im.h.Size)
+	if off >= size {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		return 0, io.EOF
+	}
+	n, err := im.q.ReadAt(p, off)
+	if err == io.EOF {
+		if n == len(p) {
+			return n, nil
+		}
+		if off+int64(n) == size {
+			return n, io.EOF
+		}
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return n, fmt.Errorf("%s: qcow2: reading guest offset %d: %w", im.src.Path, off+int64(n), err)
+	}
+	return n, nil
+}
+
+// Size is the virtual size.
+func (im *Image) Size() int64 { return int64(im.h.Size) }
+
+// Extent reports unallocated clusters (without a backing file to show
+// through) and zero clusters as zero runs.
+func (im *Image) Extent(off, n int64) (image.Extent, error) {
+	size := int64(im.h.Size)
+	if off < 0 || off >= size {
+		return image.Extent{}, io.EOF
+	}
+	n = min(n, size-off)
+	if im.h.Incompatible&incompatExtendedL2 != 0 {
+		// The library re-reads an extended L2 table for every cluster it
+		// looks at; keep the question short.
+		n = min(n, im.cluster)
+	} else {
+		n = min(n, 1<<30)
+	}
+	aligned := off / im.cluster * im.cluster
+	e, err := im.q.Extent(aligned, min(n+(off-aligned), size-aligned))
+	if err != nil {
+		return image.Extent{}, fmt.Errorf("%s: qcow2: allocation of guest offset %d: %w", im.src.Path, off, err)
+	}
+	end := min(e.Start+e.Length, off+n)
+	if end <= off {
+		// Cannot happen for a well-formed answer; never report an empty run.
+		return image.Extent{Start: off, Length: min(n, im.cluster-(off-aligned))}, nil
+	}
+	return image.Extent{Start: off, Length: end - off, Zero: e.Zero}, nil
+}
+
+// Info describes the image and its backing chain.
+func (im *Image) Info() image.Info {
+	info := image.Info{
+		Format:      "qcow2",
+		Subformat:   im.h.subformat(),
+		VirtualSize: int64(im.h.Size),
+		ClusterSize: im.cluster,
+		Path:        im.src.Path,
+		BackingFile: im.h.BackingFile,
+		Fields:      im.h.fields(),
+	}
+	if im.h.Version >= 3 {
+		info.Compression = "zlib"
+		if im.h.CompressionType == 1 {
+			info.Compression = "zstd"
+		}
+	} else {
+		info.Compression = "zlib"
+	}
+	if im.backing != nil {
+		b := im.backing.Info()
+		info.Backing = &b
+	}
+	return info
+}
+
+// Close closes the backing chain; the file belongs to the caller.
+func (im *Image) Close() error {
+	if im.backing != nil {
+		return im.backing.Close()
+	}
+	return nil
+}
+
+// limaAdapter shows one of our images to go-qcow2reader as a backing image.
+type limaAdapter struct{ im image.Image }
+
+func (a limaAdapter) ReadAt(p []byte, off int64) (int, error) { return a.im.ReadAt(p, off) }
+func (a limaAdapter) Close() error                             { return nil } // closed by Image.Close
+func (a limaAdapter) Type() limaimage.Type                     { return limaimage.Type(a.im.Info().Format) }
+func (a limaAdapter) Size() int64                              { return a.im.Size() }
+func (a limaAdapter) Readable() error                          { return nil }
+func (a limaAdapter) Extent(start, length int64) (limaimage.Extent, error) {
+	e, err := a.im.Extent(start, length)
+	if err != nil {
+		return limaimage.Extent{}, err
+	}
+	// go-qcow2reader stretches the answer to a whole cluster of the child:
+	// a zero run that ends inside it must not hide the data after it.
+	if e.Zero && e.Length < length {
+		return limaimage.Extent{Start: start, Length: length, Allocated: true}, nil
+	}
+	return limaimage.Extent{Start: e.Start, Length: e.Length, Allocated: !e.Zero, Zero: e.Zero}, nil
+}

@@ -1,0 +1,155 @@
+// Package reader opens a virtual disk image of any supported format.
+//
+// Open detects the format from magic bytes, never from the file name, trying
+// formats in a fixed order with RAW last. Each format is read by its own
+// package below reader/, behind the image.Image interface.
+package reader
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"vmimport/reader/image"
+	"vmimport/reader/qcow2"
+	"vmimport/reader/raw"
+)
+
+// Image is a virtual disk opened for reading; see image.Image.
+type Image = image.Image
+
+// Options bound what Open may read besides the named file.
+type Options = image.Options
+
+type opener func(src image.Source, opts *image.Options) (image.Image, error)
+
+// probes lists the formats in the order Open tries them. RAW, which matches
+// anything, is not in the list: it comes last.
+func probes() []probe {
+	return []probe{
+		{name: "QCOW2", detect: isQCOW(2), open: func(s image.Source, o *image.Options) (image.Image, error) { return qcow2.Open(s, o) }},
+		{name: "QCOW version 1", detect: isQCOW(1), hint: "convert it with qemu-img to qcow2 first"},
+		{name: "QED", detect: magic("QED\x00"), hint: "convert it with qemu-img to qcow2 first"},
+		{name: "VMDK", detect: isVMDKSparse},
+		{name: "VMDK descriptor", detect: isVMDKDescriptor},
+		{name: "VHDX", detect: magic("vhdxfile")},
+		{name: "VHD", detect: isVHD},
+		{name: "VDI", detect: isVDI},
+		{name: "Parallels", detect: isParallels, hint: "convert it with qemu-img to qcow2 first"},
+		{name: "ISO 9660", detect: isISO, hint: "an installer or CD image is not a system disk: install the system onto a disk and import that disk"},
+		{name: "OVA/tar", detect: isTar},
+		{name: "gzip-compressed", detect: magic("\x1f\x8b"), hint: "decompress it first (gunzip -k)"},
+		{name: "xz-compressed", detect: magic("\xfd7zXZ\x00"), hint: "decompress it first (xz -dk)"},
+		{name: "zstd-compressed", detect: magic("\x28\xb5\x2f\xfd"), hint: "decompress it first (zstd -d)"},
+		{name: "bzip2-compressed", detect: magic("BZh"), hint: "decompress it first (bunzip2 -k)"},
+		{name: "zip archive", detect: magic("PK\x03\x04"), hint: "unpack it first (unzip)"},
+	}
+}
+
+// Open opens the image at path. The caller closes it.
+func Open(path string, opts Options) (Image, error) {
+	return open(path, opts, opts.Depth)
+}
+
+func open(path string, opts Options, depth int) (Image, error) {
+	f, src, err := openFile(path)
+	if err != nil {
+		return nil, err
+	}
+	o := opts
+	o.Depth = depth
+	o.Open = func(p string, d int) (image.Image, error) { return open(p, opts, d) }
+	im, err := Detect(src, &o)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &fileImage{Image: im, f: f}, nil
+}
+
+// Detect opens src, whose bytes are already at hand (a file, a section of
+// an OVA), as whatever format its magic bytes say.
+func Detect(src image.Source, opts *image.Options) (Image, error) {
+	if src.Size == 0 {
+		return nil, fmt.Errorf("%s: empty file (0 bytes): not a disk image", src.Path)
+	}
+	head := make([]byte, min(src.Size, headSize))
+	if err := image.ReadFull(src.R, src.Size, head, 0, src.Path, "input", "first bytes"); err != nil {
+		return nil, err
+	}
+	var tail []byte
+	if src.Size >= 512 {
+		tail = make([]byte, 512)
+		if err := image.ReadFull(src.R, src.Size, tail, src.Size-512, src.Path, "input", "last sector"); err != nil {
+			return nil, err
+		}
+	}
+	for _, p := range probes() {
+		if !p.detect(head, tail, src.Size) {
+			continue
+		}
+		if p.open == nil {
+			if p.hint != "" {
+				return nil, fmt.Errorf("%s: %s input is not supported: %s: %w", src.Path, p.name, p.hint, image.ErrUnsupported)
+			}
+			return nil, fmt.Errorf("%s: %s input is not supported yet: %w", src.Path, p.name, image.ErrUnsupported)
+		}
+		im, err := p.open(src, opts)
+		if errors.Is(err, image.ErrWrongFormat) {
+			continue
+		}
+		return im, err
+	}
+	sub := "file"
+	if src.Fd < 0 {
+		sub = "section"
+	}
+	return raw.Open(src, sub)
+}
+
+// openFile opens a regular file or a block device and finds its size.
+func openFile(path string) (*os.File, image.Source, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, image.Source{}, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, image.Source{}, err
+	}
+	var size int64
+	switch m := fi.Mode(); {
+	case m.IsRegular():
+		size = fi.Size()
+	case m.IsDir():
+		f.Close()
+		return nil, image.Source{}, fmt.Errorf("%s: is a directory, not a disk image", path)
+	case m&os.ModeDevice != 0 && m&os.ModeCharDevice == 0:
+		// A block device: its size is where a seek to the end lands.
+		size, err = f.Seek(0, io.SeekEnd)
+		if err != nil {
+			f.Close()
+			return nil, image.Source{}, fmt.Errorf("%s: finding the size of the block device: %w", path, err)
+		}
+	default:
+		f.Close()
+		return nil, image.Source{}, fmt.Errorf("%s: a %s is not a disk image: give a regular file or a block device", path, m.Type())
+	}
+	return f, image.Source{R: f, Size: size, Path: path, Fd: int(f.Fd())}, nil
+}
+
+// fileImage closes the file an image was opened from.
+type fileImage struct {
+	image.Image
+	f *os.File
+}
+
+func (fi *fileImage) Close() error {
+	err := fi.Image.Close()
+	if err2 := fi.f.Close(); err == nil {
+		err = err2
+	}
+	return err
+}

@@ -1,0 +1,184 @@
+package writer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// File is a Target that writes a local file under a temporary name in the
+// same folder, leaves holes for zero runs, and on Commit patches the head,
+// fsyncs and renames the file to its final name.
+type File struct {
+	final   string
+	f       *os.File
+	pos     int64 // logical end of the output
+	written int64 // bytes really written (not holes)
+	seekTo  int64 // pending position after skips, -1 if none
+	done    bool
+}
+
+var _ Target = (*File)(nil)
+
+// CreateFile starts writing the file at path. Nothing appears at path
+// until Commit.
+func CreateFile(path string) (*File, error) {
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: is a %s, not a regular file: refusing to replace it", path, fi.Mode().Type())
+	}
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+".*.partial")
+	if err != nil {
+		return nil, fmt.Errorf("creating the output: %w", err)
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, err
+	}
+	return &File{final: path, f: f, seekTo: -1}, nil
+}
+
+// TempName is the file being written until Commit.
+func (t *File) TempName() string { return t.f.Name() }
+
+// Write appends p.
+func (t *File) Write(p []byte) (int, error) {
+	if t.seekTo >= 0 {
+		if _, err := t.f.Seek(t.seekTo, io.SeekStart); err != nil {
+			return 0, err
+		}
+		t.seekTo = -1
+	}
+	n, err := t.f.Write(p)
+	t.pos += int64(n)
+	t.written += int64(n)
+	if err != nil {
+		return n, fmt.Errorf("writing %s: %w", t.f.Name(), err)
+	}
+	return n, nil
+}
+
+// Skip leaves a hole of n bytes.
+func (t *File) Skip(n int64) error {
+	if n < 0 {
+		return errors.New("writer: negative skip")
+	}
+	t.pos += n
+	t.seekTo = t.pos
+	return nil
+}
+
+// Written is the number of bytes really written, holes excluded.
+func (t *File) Written() int64 { return t.written }
+
+// Commit patches the head, sets the length, syncs and renames.
+func (t *File) Commit(_ context.Context, head []byte) error {
+	if t.done {
+		return errors.New("writer: commit after finish")
+	}
+	t.done = true
+	fail := func(err error) error {
+		t.f.Close()
+		os.Remove(t.f.Name())
+		return fmt.Errorf("finishing %s: %w", t.final, err)
+	}
+	if len(head) > 0 {
+		if int64(len(head)) > t.pos {
+			return fail(fmt.Errorf("head of %d bytes is longer than the output (%d bytes)", len(head), t.pos))
+		}
+		if _, err := t.f.WriteAt(head, 0); err != nil {
+			return fail(err)
+		}
+	}
+	// A trailing zero run is a hole: setting the length makes it.
+	if err := t.f.Truncate(t.pos); err != nil {
+		return fail(err)
+	}
+	if err := t.f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := t.f.Close(); err != nil {
+		os.Remove(t.f.Name())
+		return fmt.Errorf("finishing %s: %w", t.final, err)
+	}
+	if err := os.Rename(t.f.Name(), t.final); err != nil {
+		os.Remove(t.f.Name())
+		return fmt.Errorf("finishing %s: %w", t.final, err)
+	}
+	if d, err := os.Open(filepath.Dir(t.final)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// Abort removes the temporary file.
+func (t *File) Abort(context.Context) error {
+	if t.done {
+		return nil
+	}
+	t.done = true
+	t.f.Close()
+	return os.Remove(t.f.Name())
+}
+
+// Stream is a Target over a plain writer such as stdout: zero runs are
+// written as zeros and the head cannot be patched, so formats whose header
+// comes last must not be sent to it.
+type Stream struct {
+	w    io.Writer
+	zero []byte
+	n    int64
+}
+
+var _ Target = (*Stream)(nil)
+
+// NewStream returns a Target writing to w.
+func NewStream(w io.Writer) *Stream { return &Stream{w: w, zero: make([]byte, 1<<20)} }
+
+// Write passes p on.
+func (s *Stream) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	s.n += int64(n)
+	return n, err
+}
+
+// Skip writes n zeros.
+func (s *Stream) Skip(n int64) error {
+	for n > 0 {
+		k := min(n, int64(len(s.zero)))
+		if _, err := s.Write(s.zero[:k]); err != nil {
+			return err
+		}
+		n -= k
+	}
+	return nil
+}
+
+// Written is the number of bytes sent.
+func (s *Stream) Written() int64 { return s.n }
+
+// ErrHeadOnStream is returned when a head must be patched into a stream
+// that has already gone out.
+var ErrHeadOnStream = errors.New("writer: this output format needs its header patched at the end, which a pipe cannot take: write to a file or a bucket")
+
+// Commit flushes; a head cannot be patched into a stream.
+func (s *Stream) Commit(_ context.Context, head []byte) error {
+	if len(head) > 0 {
+		return ErrHeadOnStream
+	}
+	if f, ok := s.w.(interface{ Flush() error }); ok {
+		return f.Flush()
+	}
+	return nil
+}
+
+// Abort does nothing: what was sent is gone.
+func (s *Stream) Abort(context.Context) error { return nil }

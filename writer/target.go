@@ -1,0 +1,74 @@
+// Package writer turns the ordered block stream into an output image (RAW
+// here, QCOW2 in writer/qcow2) and lands it on a Target: a local file,
+// stdout, or (package upload) an S3 multipart upload.
+package writer
+
+import (
+	"context"
+
+	"vmimport/stream"
+)
+
+// Target receives the bytes of one output image, front to back.
+//
+// Write and Skip append; nothing is visible under the final name until
+// Commit succeeds; Abort leaves nothing behind. A Target is used from one
+// goroutine.
+type Target interface {
+	// Write appends p.
+	Write(p []byte) (int, error)
+	// Skip appends n zero bytes. Targets that can leave a hole (a sparse
+	// file, a server-side copy of zeros) do so.
+	Skip(n int64) error
+	// Commit finishes the image. If head is not empty it replaces the first
+	// len(head) bytes, which were written or skipped before; this is how a
+	// QCOW2 header, known only at the end, lands at offset 0. Then the
+	// output is made durable and appears under its final name.
+	Commit(ctx context.Context, head []byte) error
+	// Abort discards the output; nothing remains under the final name.
+	Abort(ctx context.Context) error
+}
+
+// Encoder lays out an output format over a Target: it receives the ordered
+// blocks (it is a stream.Sink) and, after the last, writes what follows the
+// data and commits the Target.
+type Encoder interface {
+	stream.Sink
+	// Transform, if not nil, runs on data blocks in the stream's workers
+	// (compression happens there, in parallel).
+	Transform() func(b *stream.Block) error
+	// Finish writes the trailing structures and commits the target.
+	Finish(ctx context.Context) error
+	// Written is the number of bytes of output so far.
+	Written() int64
+}
+
+// Raw writes the disk as it is: data blocks as bytes, zero runs as holes.
+type Raw struct {
+	t Target
+	n int64
+}
+
+var _ Encoder = (*Raw)(nil)
+
+// NewRaw returns a RAW encoder on t.
+func NewRaw(t Target) *Raw { return &Raw{t: t} }
+
+// WriteBlock appends a block.
+func (r *Raw) WriteBlock(_ context.Context, b *stream.Block) error {
+	r.n += b.Len
+	if b.Zero {
+		return r.t.Skip(b.Len)
+	}
+	_, err := r.t.Write(b.Data)
+	return err
+}
+
+// Transform is nil: RAW blocks need no work in the workers.
+func (r *Raw) Transform() func(b *stream.Block) error { return nil }
+
+// Finish commits the target; RAW has no head to patch.
+func (r *Raw) Finish(ctx context.Context) error { return r.t.Commit(ctx, nil) }
+
+// Written is the output size so far.
+func (r *Raw) Written() int64 { return r.n }
