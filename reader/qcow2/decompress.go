@@ -7,8 +7,8 @@ import (
 
 	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/zstd"
-	limalog "github.com/lima-vm/go-qcow2reader/log"
 	limaqcow2 "github.com/lima-vm/go-qcow2reader/image/qcow2"
+	limalog "github.com/lima-vm/go-qcow2reader/log"
 )
 
 // go-qcow2reader keeps its decompressors in a package-level table and makes

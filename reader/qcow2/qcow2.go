@@ -202,10 +202,10 @@ func (im *Image) Close() error {
 type limaAdapter struct{ im image.Image }
 
 func (a limaAdapter) ReadAt(p []byte, off int64) (int, error) { return a.im.ReadAt(p, off) }
-func (a limaAdapter) Close() error                             { return nil } // closed by Image.Close
-func (a limaAdapter) Type() limaimage.Type                     { return limaimage.Type(a.im.Info().Format) }
-func (a limaAdapter) Size() int64                              { return a.im.Size() }
-func (a limaAdapter) Readable() error                          { return nil }
+func (a limaAdapter) Close() error                            { return nil } // closed by Image.Close
+func (a limaAdapter) Type() limaimage.Type                    { return limaimage.Type(a.im.Info().Format) }
+func (a limaAdapter) Size() int64                             { return a.im.Size() }
+func (a limaAdapter) Readable() error                         { return nil }
 func (a limaAdapter) Extent(start, length int64) (limaimage.Extent, error) {
 	e, err := a.im.Extent(start, length)
 	if err != nil {
