@@ -203,9 +203,9 @@ func (h *header) scanExtensions(buf []byte, path string) error {
 
 func (h *header) subformat() string {
 	if h.Version == 2 {
-		return "v2 (compat 0.10)"
+		return "v2, compat 0.10"
 	}
-	return "v3 (compat 1.1)"
+	return "v3, compat 1.1"
 }
 
 func (h *header) fields() []image.Field {

@@ -1,0 +1,53 @@
+// Package check holds the target cloud's import rules. This file has the
+// size rules, which every conversion checks before writing a byte.
+package check
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Limits of the ImportImage API's systemDiskSizeGB.
+const (
+	MinDiskGB  = 40
+	MaxDiskGB  = 500
+	StepDiskGB = 10
+	GiB        = int64(1) << 30
+)
+
+// ErrRule is wrapped by every broken import rule.
+var ErrRule = errors.New("import rule")
+
+// VirtualGB is the virtual size rounded up to whole GiB.
+func VirtualGB(virtual int64) int64 { return (virtual + GiB - 1) / GiB }
+
+// SuggestDiskGB is the smallest importable system disk size that holds the
+// virtual size: at least 40, a multiple of 10. It may exceed 500 for disks
+// too large to import.
+func SuggestDiskGB(virtual int64) int64 {
+	gb := max(VirtualGB(virtual), MinDiskGB)
+	return (gb + StepDiskGB - 1) / StepDiskGB * StepDiskGB
+}
+
+// DiskSize checks a requested system disk size (0: none given) against the
+// virtual size and returns the size to use. Errors wrap ErrRule and say
+// which value would be right.
+func DiskSize(virtual, requestedGB int64) (int64, error) {
+	suggest := SuggestDiskGB(virtual)
+	if VirtualGB(virtual) > MaxDiskGB {
+		return suggest, fmt.Errorf("%w: the virtual size %d bytes (%d GiB) is above the cloud's %d GiB limit for system disks: shrink the disk in the guest first", ErrRule, virtual, VirtualGB(virtual), MaxDiskGB)
+	}
+	if requestedGB == 0 {
+		return suggest, nil
+	}
+	switch {
+	case requestedGB < MinDiskGB || requestedGB > MaxDiskGB:
+		return suggest, fmt.Errorf("%w: --system-disk-size-gb %d is outside %d..%d; use %d", ErrRule, requestedGB, MinDiskGB, MaxDiskGB, suggest)
+	case requestedGB%StepDiskGB != 0:
+		up := (requestedGB + StepDiskGB - 1) / StepDiskGB * StepDiskGB
+		return suggest, fmt.Errorf("%w: --system-disk-size-gb %d is not a multiple of %d; use %d", ErrRule, requestedGB, StepDiskGB, max(up, suggest))
+	case requestedGB < VirtualGB(virtual):
+		return suggest, fmt.Errorf("%w: --system-disk-size-gb %d is below the image's virtual size (%d GiB); use %d or more", ErrRule, requestedGB, VirtualGB(virtual), suggest)
+	}
+	return requestedGB, nil
+}

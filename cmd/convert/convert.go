@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/term"
+
+	"vmimport/check"
+	"vmimport/reader"
+	"vmimport/reader/image"
+	"vmimport/stream"
+	"vmimport/writer"
+)
+
+type convertOptions struct {
+	readerOptions
+	outFormat  string
+	output     string
+	workers    int
+	blockSize  string
+	progress   string
+	asJSON     bool
+	diskSizeGB int64
+	force      bool
+}
+
+func convertFlags(o *convertOptions) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("convert", pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.StringVarP(&o.outFormat, "output-format", "O", "raw", "output format: raw")
+	fs.StringVarP(&o.output, "output", "o", "", "output file, or - for stdout (required)")
+	fs.Int64Var(&o.diskSizeGB, "system-disk-size-gb", 0, "system disk size for ImportImage: 40..500, a multiple of 10, not below the virtual size (default: the smallest that fits)")
+	fs.BoolVar(&o.force, "force", false, "go on despite a broken import rule (the import itself may then fail)")
+	fs.IntVar(&o.workers, "workers", runtime.GOMAXPROCS(0), "blocks read and decoded in parallel")
+	fs.StringVar(&o.blockSize, "block-size", "1M", "unit of reading and zero detection (4k..64M, a power of two)")
+	fs.StringVar(&o.progress, "progress", "auto", "progress bar on stderr: auto (when stderr is a terminal), always, never")
+	fs.BoolVar(&o.asJSON, "json", false, "print a JSON summary at the end (on stdout, or stderr when the image goes to stdout)")
+	o.register(fs)
+	return fs
+}
+
+// summary is what --json prints at the end of a conversion.
+type summary struct {
+	Source           image.Info   `json:"source"`
+	Output           string       `json:"output"`
+	OutputFormat     string       `json:"output_format"`
+	OutputBytes      int64        `json:"output_bytes"`
+	SystemDiskSizeGB int64        `json:"system_disk_size_gb"`
+	Seconds          float64      `json:"seconds"`
+	Stats            stream.Stats `json:"stats"`
+	Warnings         []string     `json:"warnings,omitempty"`
+}
+
+func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o convertOptions
+	fs := convertFlags(&o)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: convert SRC -O raw -o OUT|- [flags]\n\nFlags:\n")
+		fmt.Fprint(stderr, fs.FlagUsages())
+		fmt.Fprint(stderr, "\n"+exitCodesHelp)
+	}
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return usageError{fmt.Errorf("give exactly one source image, got %d", fs.NArg())}
+	}
+	if o.output == "" {
+		return usageError{errors.New("no output: give -o FILE, or -o - for stdout")}
+	}
+	if o.outFormat != "raw" {
+		return usageError{fmt.Errorf("-O %s: output format not supported (use raw)", o.outFormat)}
+	}
+	switch o.progress {
+	case "auto", "always", "never":
+	default:
+		return usageError{fmt.Errorf("--progress %q: use auto, always or never", o.progress)}
+	}
+	bs, err := parseSize(o.blockSize)
+	if err != nil {
+		return usageError{fmt.Errorf("--block-size: %w", err)}
+	}
+	toStdout := o.output == "-"
+	if toStdout {
+		if f, ok := stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			return usageError{errors.New("refusing to write a disk image to a terminal: redirect stdout or give -o FILE")}
+		}
+	}
+	var warnings []string
+	ropts := o.options(stderr)
+	warn := ropts.Warn
+	ropts.Warn = func(msg string) { warnings = append(warnings, msg); warn(msg) }
+
+	src := fs.Arg(0)
+	im, err := reader.Open(src, ropts)
+	if err != nil {
+		return inputError{err}
+	}
+	defer im.Close()
+
+	diskGB, err := check.DiskSize(im.Size(), o.diskSizeGB)
+	if err != nil {
+		if !o.force {
+			return inputError{fmt.Errorf("%s: %w (--force goes on anyway)", src, err)}
+		}
+		ropts.Warn(fmt.Sprintf("%v; going on because of --force", err))
+	}
+
+	var target writer.Target
+	if toStdout {
+		target = writer.NewStream(stdout)
+	} else {
+		f, err := writer.CreateFile(o.output)
+		if err != nil {
+			return err
+		}
+		target = f
+	}
+	enc := writer.NewRaw(target)
+
+	bar := newProgress(o.progress, stderr, im.Size())
+	start := time.Now()
+	st, err := stream.Run(ctx, im, enc, stream.Options{
+		Workers:   o.workers,
+		BlockSize: int(bs),
+		Transform: enc.Transform(),
+		Progress:  bar.update,
+	})
+	if err == nil {
+		err = enc.Finish(ctx)
+	}
+	bar.finish(err == nil)
+	if err != nil {
+		// Abort with a fresh context: the run's may be cancelled already.
+		abortCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if aerr := target.Abort(abortCtx); aerr != nil {
+			fmt.Fprintf(stderr, "convert: cleaning up: %v\n", aerr)
+		}
+		if errors.Is(err, stream.ErrOptions) {
+			return usageError{err}
+		}
+		return fmt.Errorf("converting %s: %w", src, err)
+	}
+	elapsed := time.Since(start)
+	sum := summary{
+		Source: im.Info(), Output: o.output, OutputFormat: o.outFormat, OutputBytes: enc.Written(),
+		SystemDiskSizeGB: diskGB, Seconds: elapsed.Seconds(), Stats: st, Warnings: warnings,
+	}
+	out := stdout
+	if toStdout {
+		out = stderr
+	}
+	if o.asJSON {
+		e := json.NewEncoder(out)
+		e.SetIndent("", "  ")
+		return e.Encode(sum)
+	}
+	if !toStdout || o.progress != "never" {
+		fmt.Fprintf(stderr, "%s -> %s (%s): %s virtual, %s data, %s zero (%s never read) in %.1fs (%.0f MB/s); system disk size %d GB\n",
+			src, o.output, o.outFormat, human(st.Size), human(st.Data), human(st.Skipped+st.Detected), human(st.Skipped),
+			elapsed.Seconds(), float64(st.Size)/1e6/max(elapsed.Seconds(), 1e-9), diskGB)
+	}
+	return nil
+}

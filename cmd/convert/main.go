@@ -1,0 +1,23 @@
+// Command convert reads a virtual disk image (QCOW2, RAW, ...), checks it
+// against the target cloud's import rules and writes it, converted, to a
+// file, to stdout or to an object store. See `convert --help`.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	code := exitCode(ctx, err)
+	if err != nil && code != exitOK {
+		fmt.Fprintf(os.Stderr, "convert: %v\n", err)
+	}
+	os.Exit(code)
+}

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+)
+
+const version = "0.1.0"
+
+const mainHelp = `convert moves a virtual machine's system disk into the cloud.
+
+It reads a disk image once, checks it against the cloud's import rules,
+and writes it converted to sparse-aware RAW (or QCOW2) into a file or to
+stdout, in one pass with bounded memory.
+
+Usage:
+  convert SRC -O raw -o OUT [flags]    convert an image (flags below)
+  convert info SRC [--json]            describe an image
+  convert version                      print the version
+
+SRC is a disk image: QCOW2 (v2/v3, zlib/zstd clusters, backing chains with
+--allow-backing) or RAW (file or block device). The format is detected from
+the file's bytes, never from its name. OUT is a file, or - for stdout.
+
+Examples:
+  convert disk.qcow2 -O raw -o disk.raw
+  convert disk.qcow2 -O raw -o - | ssh host 'cat > disk.raw'
+  convert info --json disk.qcow2
+
+`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, mainHelp+exitCodesHelp)
+		return usageError{fmt.Errorf("no image given")}
+	}
+	switch args[0] {
+	case "info":
+		return runInfo(ctx, args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintf(stdout, "convert %s\n", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, mainHelp)
+		fmt.Fprint(stdout, convertFlags(new(convertOptions)).FlagUsages())
+		fmt.Fprint(stdout, "\n"+exitCodesHelp)
+		return nil
+	}
+	if strings.HasPrefix(args[0], "-") || len(args) > 0 {
+		return runConvert(ctx, args, stdout, stderr)
+	}
+	return nil
+}
