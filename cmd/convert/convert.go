@@ -30,6 +30,8 @@ type convertOptions struct {
 	asJSON     bool
 	diskSizeGB int64
 	force      bool
+	upload     uploadOptions
+	check      checkOptions
 }
 
 func convertFlags(o *convertOptions) *pflag.FlagSet {
@@ -44,6 +46,8 @@ func convertFlags(o *convertOptions) *pflag.FlagSet {
 	fs.StringVar(&o.progress, "progress", "auto", "progress bar on stderr: auto (when stderr is a terminal), always, never")
 	fs.BoolVar(&o.asJSON, "json", false, "print a JSON summary at the end (on stdout, or stderr when the image goes to stdout)")
 	o.register(fs)
+	o.upload.register(fs)
+	o.check.register(fs)
 	return fs
 }
 
@@ -57,6 +61,16 @@ type summary struct {
 	Seconds          float64      `json:"seconds"`
 	Stats            stream.Stats `json:"stats"`
 	Warnings         []string     `json:"warnings,omitempty"`
+	// Target holds what the target reports after Commit (an upload's URLs
+	// and import command), if it reports anything.
+	Target any `json:"target,omitempty"`
+}
+
+// reporter is implemented by targets with something to tell after Commit.
+type reporter interface {
+	Report() any
+	// Print writes the report for people.
+	Print(w io.Writer)
 }
 
 func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -116,15 +130,13 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		ropts.Warn(fmt.Sprintf("%v; going on because of --force", err))
 	}
 
-	var target writer.Target
-	if toStdout {
-		target = writer.NewStream(stdout)
-	} else {
-		f, err := writer.CreateFile(o.output)
-		if err != nil {
-			return err
-		}
-		target = f
+	if err := importCheck(ctx, &o, im, src, stderr); err != nil {
+		return err
+	}
+
+	target, err := openTarget(ctx, &o, im, stdout, stderr)
+	if err != nil {
+		return err
 	}
 	enc := writer.NewRaw(target)
 
@@ -161,6 +173,10 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if toStdout {
 		out = stderr
 	}
+	rep, hasReport := target.(reporter)
+	if hasReport {
+		sum.Target = rep.Report()
+	}
 	if o.asJSON {
 		e := json.NewEncoder(out)
 		e.SetIndent("", "  ")
@@ -170,6 +186,9 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintf(stderr, "%s -> %s (%s): %s virtual, %s data, %s zero (%s never read) in %.1fs (%.0f MB/s); system disk size %d GB\n",
 			src, o.output, o.outFormat, human(st.Size), human(st.Data), human(st.Skipped+st.Detected), human(st.Skipped),
 			elapsed.Seconds(), float64(st.Size)/1e6/max(elapsed.Seconds(), 1e-9), diskGB)
+	}
+	if hasReport {
+		rep.Print(stdout)
 	}
 	return nil
 }
