@@ -32,6 +32,44 @@ func ResolvePath(imagePath, name string, opts *Options) (string, error) {
 	if !filepath.IsAbs(p) {
 		p = filepath.Join(base, p)
 	}
+	within := func(dir, path string) bool {
+		rel, err := filepath.Rel(dir, path)
+		return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
+	}
+	// inside reports whether path lies in dir, comparing both as written
+	// and with symlinks resolved.
+	inside := func(dir, path string) bool {
+		if within(filepath.Clean(dir), path) {
+			return true
+		}
+		d, err := filepath.EvalSymlinks(dir)
+		if err != nil {
+			return false
+		}
+		d, err = filepath.Abs(d)
+		return err == nil && within(d, path)
+	}
+	allowedDir := func(path string) bool {
+		if opts == nil {
+			return false
+		}
+		for _, d := range opts.AllowPaths {
+			if ad, err := filepath.Abs(d); err == nil && inside(ad, path) {
+				return true
+			}
+		}
+		return false
+	}
+	outside := func(path string) error {
+		return fmt.Errorf("%w: %q named by %s resolves to %s, outside the image's folder %s (allow it with --allow-path)", ErrNotAllowed, name, imagePath, path, base)
+	}
+	// Refuse on the name alone first, so that a name like ../../etc/passwd
+	// is refused for what it is, whether or not the file exists.
+	p = filepath.Clean(p)
+	allowed := allowedDir(p)
+	if !allowed && !inside(base, p) {
+		return "", outside(p)
+	}
 	real, err := filepath.EvalSymlinks(p)
 	if err != nil {
 		return "", fmt.Errorf("file %q named by %s: %w", name, imagePath, err)
@@ -44,26 +82,10 @@ func ResolvePath(imagePath, name string, opts *Options) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	inside := func(dir string) bool {
-		d, err := filepath.EvalSymlinks(dir)
-		if err != nil {
-			return false
-		}
-		d, err = filepath.Abs(d)
-		if err != nil {
-			return false
-		}
-		rel, err := filepath.Rel(d, real)
-		return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
-	}
-	allowed := false
-	if opts != nil {
-		for _, d := range opts.AllowPaths {
-			if inside(d) {
-				allowed = true
-				break
-			}
-		}
+	// Then again with symlinks followed: a link must not lead out either.
+	allowed = allowedDir(real)
+	if !allowed && !inside(base, real) {
+		return "", outside(real)
 	}
 	mode := fi.Mode()
 	switch {
@@ -71,9 +93,6 @@ func ResolvePath(imagePath, name string, opts *Options) (string, error) {
 	case mode&os.ModeDevice != 0 && mode&os.ModeCharDevice == 0 && allowed:
 	default:
 		return "", fmt.Errorf("%w: %q named by %s is not a regular file (%s)", ErrNotAllowed, name, imagePath, mode.Type())
-	}
-	if !allowed && !inside(base) {
-		return "", fmt.Errorf("%w: %q named by %s resolves to %s, outside the image's folder %s (allow it with --allow-path)", ErrNotAllowed, name, imagePath, real, base)
 	}
 	return real, nil
 }

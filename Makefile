@@ -1,0 +1,54 @@
+# convert: move a VM's system disk into the cloud. See README.md.
+GO        ?= go
+BIN       ?= bin/convert
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+DEMO_DIR  ?= demo-out
+# The test suite's own limit; CI has 90 minutes, the suite aims at well under 15.
+TEST_TIMEOUT ?= 20m
+
+.PHONY: all build test test-short check demo bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -o $(BIN) ./cmd/convert
+
+# Everything, with the race detector: readers against qemu-img, the writer,
+# the pipeline, the CLI end to end.
+test:
+	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+
+# The quick subset: skips the slow suites.
+test-short:
+	$(GO) test -short ./...
+
+# gofmt, go vet, staticcheck and a tidy go.mod.
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+	cp go.mod /tmp/go.mod.check; cp go.sum /tmp/go.sum.check
+	$(GO) mod tidy
+	@if ! diff -q go.mod /tmp/go.mod.check >/dev/null || ! diff -q go.sum /tmp/go.sum.check >/dev/null; then echo "go.mod/go.sum are not tidy (run go mod tidy)"; cp /tmp/go.mod.check go.mod; cp /tmp/go.sum.check go.sum; exit 1; fi
+
+# Convert the bundled sample (a 64 MiB MBR + ext4 disk as compressed QCOW2).
+demo: build
+	@mkdir -p $(DEMO_DIR)
+	$(BIN) info testdata/sample.qcow2
+	$(BIN) testdata/sample.qcow2 -O raw -o $(DEMO_DIR)/sample.raw
+	@echo "demo: wrote $(DEMO_DIR)/sample.raw ($$(du -k $(DEMO_DIR)/sample.raw | cut -f1) KiB on disk for 64 MiB virtual)"
+
+# Go benchmarks of the pipeline and readers (the bench tool comes with its issue).
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./stream/ ./cmd/convert/
+
+# A short run of every fuzz target.
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s $$pkg || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf bin $(DEMO_DIR)
