@@ -149,7 +149,9 @@ func (im *Image) Extent(off, n int64) (image.Extent, error) {
 		// looks at; keep the question short.
 		n = min(n, im.cluster)
 	} else {
-		n = min(n, 1<<30)
+		// The library walks the map cluster by cluster: bound the walk
+		// (4096 clusters: 256 MiB at 64 KiB, 2 MiB at 512 B).
+		n = min(n, 4096*im.cluster)
 	}
 	aligned := off / im.cluster * im.cluster
 	e, err := im.q.Extent(aligned, min(n+(off-aligned), size-aligned))
