@@ -28,6 +28,7 @@ type convertOptions struct {
 	blockSize  string
 	progress   string
 	asJSON     bool
+	cpuProfile string
 	diskSizeGB int64
 	force      bool
 	upload     uploadOptions
@@ -45,6 +46,8 @@ func convertFlags(o *convertOptions) *pflag.FlagSet {
 	fs.StringVar(&o.blockSize, "block-size", "1M", "unit of reading and zero detection (4k..64M, a power of two)")
 	fs.StringVar(&o.progress, "progress", "auto", "progress bar on stderr: auto (when stderr is a terminal), always, never")
 	fs.BoolVar(&o.asJSON, "json", false, "print a JSON summary at the end (on stdout, or stderr when the image goes to stdout)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the conversion to this file")
+	_ = fs.MarkHidden("cpuprofile")
 	o.register(fs)
 	o.upload.register(fs)
 	o.check.register(fs)
@@ -140,6 +143,13 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	enc := writer.NewRaw(target)
 
+	if o.cpuProfile != "" {
+		stop, err := startCPUProfile(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	bar := newProgress(o.progress, stderr, im.Size())
 	start := time.Now()
 	st, err := stream.Run(ctx, im, enc, stream.Options{
