@@ -13,7 +13,7 @@ import (
 // qemu-img writes and checks our reader against qemu-img's RAW of each.
 func TestAgainstQemu(t *testing.T) {
 	dir := t.TempDir()
-	disk := testkit.MakeDisk(t, dir, testkit.DiskOptions{SizeMiB: 48, Tail: true})
+	disk := testkit.MakeDisk(t, dir, testkit.DiskOptions{SizeMiB: 32, Tail: true})
 	cases := []struct {
 		name string
 		opts []string
