@@ -348,4 +348,24 @@ func TestInterrupt(t *testing.T) {
 		t.Fatalf("exit: %v (stderr %q); want %d", err, stderr.String(), exitCancelled)
 	}
 	noLeftovers(t, dir, out)
+
+	// The real binary's exit codes for the other outcomes.
+	for _, c := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{src, "-o", out, "-O", "nonsense"}, exitUsage},
+		{[]string{filepath.Join(dir, "missing.img"), "-o", out}, exitBadInput},
+		{[]string{src, "-o", filepath.Join(dir, "no", "such", "dir", "x.raw")}, exitFailure},
+		{[]string{"info", src}, exitOK},
+	} {
+		err := exec.Command(bin, c.args...).Run()
+		got := 0
+		if errors.As(err, &ee) {
+			got = ee.ExitCode()
+		}
+		if got != c.code {
+			t.Errorf("convert %v: exit %d, want %d", c.args, got, c.code)
+		}
+	}
 }

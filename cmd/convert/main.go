@@ -14,8 +14,10 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
+	// Read the exit code before stop: stop cancels ctx, which would make
+	// every failure look like an interrupt.
 	code := exitCode(ctx, err)
+	stop()
 	if err != nil && code != exitOK {
 		fmt.Fprintf(os.Stderr, "convert: %v\n", err)
 	}

@@ -18,6 +18,7 @@ stdout, in one pass with bounded memory.
 Usage:
   convert SRC -O raw -o OUT [flags]    convert an image (flags below)
   convert info SRC [--json]            describe an image
+  convert bench SRC | --suite          measure throughput (convert bench --help)
   convert version                      print the version
 
 SRC is a disk image: QCOW2 (v2/v3, zlib/zstd clusters, backing chains with
@@ -39,6 +40,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "info":
 		return runInfo(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return runBench(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "convert %s\n", version)
 		return nil

@@ -1,0 +1,161 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Sample is one timed run of a command.
+type Sample struct {
+	Seconds    float64 `json:"seconds"`
+	CPUSeconds float64 `json:"cpu_seconds"` // user + system
+	MaxRSS     int64   `json:"max_rss_bytes"`
+}
+
+// Run times one command to completion and reads its resource usage.
+func Run(ctx context.Context, argv []string) (Sample, error) {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return Sample{}, err
+	}
+	// rusage's maxrss would report the Go parent's size: a child made by
+	// fork+exec keeps its parent's high-water mark. The exec'd process's
+	// own VmHWM in /proc is right, so sample it while the child runs.
+	done := make(chan struct{})
+	hwm := make(chan int64, 1)
+	go func() {
+		var peak int64
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			peak = max(peak, vmHWM(cmd.Process.Pid))
+			select {
+			case <-done:
+				hwm <- peak
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	err := cmd.Wait()
+	wall := time.Since(start)
+	close(done)
+	peak := <-hwm
+	if err != nil {
+		msg := strings.TrimSpace(out.String())
+		if len(msg) > 400 {
+			msg = msg[len(msg)-400:]
+		}
+		return Sample{}, fmt.Errorf("%s: %v: %s", strings.Join(argv, " "), err, msg)
+	}
+	s := Sample{Seconds: wall.Seconds()}
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		s.CPUSeconds = tv(ru.Utime) + tv(ru.Stime)
+	}
+	s.MaxRSS = peak
+	return s, nil
+}
+
+// vmHWM reads a process's peak resident set size from /proc, 0 if gone.
+func vmHWM(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb int64
+			fmt.Sscanf(strings.TrimSpace(rest), "%d", &kb)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+
+// Summary is the median of a set of samples.
+type Summary struct {
+	Seconds    float64   `json:"seconds"`
+	CPUSeconds float64   `json:"cpu_seconds"`
+	MaxRSS     int64     `json:"max_rss_bytes"`
+	Runs       []float64 `json:"runs_seconds"`
+}
+
+// Summarize takes the median time and CPU and the largest RSS.
+func Summarize(samples []Sample) Summary {
+	var s Summary
+	var cpu []float64
+	for _, x := range samples {
+		s.Runs = append(s.Runs, x.Seconds)
+		cpu = append(cpu, x.CPUSeconds)
+		s.MaxRSS = max(s.MaxRSS, x.MaxRSS)
+	}
+	s.Seconds = Median(s.Runs)
+	s.CPUSeconds = Median(cpu)
+	return s
+}
+
+// Median of xs; 0 for none. For an even count, the mean of the middle two.
+func Median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	m := len(s) / 2
+	if len(s)%2 == 1 {
+		return s[m]
+	}
+	return (s[m-1] + s[m]) / 2
+}
+
+// Ratio is how many times faster ours is than the peer: peer / ours.
+func Ratio(ours, peer float64) float64 {
+	if ours <= 0 {
+		return 0
+	}
+	return peer / ours
+}
+
+// Interleave runs ours and the peer runs times each, alternating which goes
+// first, so that drifts of a noisy machine fall on both alike. prepare runs
+// before each command (to remove the previous output).
+func Interleave(ctx context.Context, runs int, ours, peer []string, prepare func()) (o, p []Sample, err error) {
+	one := func(argv []string, into *[]Sample) error {
+		if prepare != nil {
+			prepare()
+		}
+		s, err := Run(ctx, argv)
+		if err != nil {
+			return err
+		}
+		*into = append(*into, s)
+		return nil
+	}
+	for i := range runs {
+		first, second := ours, peer
+		fo, so := &o, &p
+		if i%2 == 1 {
+			first, second, fo, so = peer, ours, &p, &o
+		}
+		if err := one(first, fo); err != nil {
+			return o, p, err
+		}
+		if err := one(second, so); err != nil {
+			return o, p, err
+		}
+	}
+	return o, p, nil
+}

@@ -1,0 +1,108 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestMedian(t *testing.T) {
+	cases := []struct {
+		in   []float64
+		want float64
+	}{
+		{nil, 0},
+		{[]float64{3}, 3},
+		{[]float64{3, 1, 2}, 2},
+		{[]float64{4, 1, 3, 2}, 2.5},
+		{[]float64{10, 1, 1, 1, 10}, 1},
+	}
+	for _, c := range cases {
+		if got := Median(c.in); got != c.want {
+			t.Errorf("Median(%v) = %v, want %v", c.in, got, c.want)
+		}
+	}
+	in := []float64{3, 1, 2}
+	Median(in)
+	if in[0] != 3 {
+		t.Error("Median sorted its argument in place")
+	}
+}
+
+func TestSummarizeAndRatio(t *testing.T) {
+	s := Summarize([]Sample{{Seconds: 2, CPUSeconds: 3, MaxRSS: 10}, {Seconds: 4, CPUSeconds: 1, MaxRSS: 30}, {Seconds: 3, CPUSeconds: 2, MaxRSS: 20}})
+	if s.Seconds != 3 || s.CPUSeconds != 2 || s.MaxRSS != 30 || len(s.Runs) != 3 {
+		t.Fatalf("Summarize = %+v", s)
+	}
+	if r := Ratio(2, 5); math.Abs(r-2.5) > 1e-9 {
+		t.Errorf("Ratio(2, 5) = %v", r)
+	}
+	if r := Ratio(0, 5); r != 0 {
+		t.Errorf("Ratio(0, 5) = %v", r)
+	}
+}
+
+func TestInterleaveAlternates(t *testing.T) {
+	var order []string
+	o, p, err := Interleave(context.Background(), 4, []string{"true"}, []string{"true"}, func() { order = append(order, "x") })
+	if err != nil || len(o) != 4 || len(p) != 4 || len(order) != 8 {
+		t.Fatalf("Interleave: %d, %d, %v, %d prepares", len(o), len(p), err, len(order))
+	}
+	if o[0].Seconds <= 0 || o[0].MaxRSS <= 0 {
+		t.Errorf("sample without time or RSS: %+v", o[0])
+	}
+	if _, _, err := Interleave(context.Background(), 1, []string{"false"}, []string{"true"}, nil); err == nil {
+		t.Error("a failing command is not reported")
+	}
+}
+
+func TestReportWrite(t *testing.T) {
+	r := &Report{Date: "2026-11-27T08:00:00Z", Machine: Machine{Host: "ci/box", CPUs: 2}, Command: "convert bench --suite",
+		Cases: []Case{
+			{Name: "qcow2 -> raw (50%)", Peer: "qemu-img", VirtualSize: 8 << 30, DataBytes: 4 << 30, Ours: Summary{Seconds: 2}, Theirs: Summary{Seconds: 3}, Ratio: 1.5},
+			{Name: "vhdx -> raw (50%)", Peer: "qemu-img", Skipped: "VHDX input is not supported yet"},
+		},
+		Scaling: []Scaling{{Case: "x", Seconds: map[string]float64{"1": 4, "2": 2.2}}}}
+	dir, err := r.Write(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Base(dir) != "2026-11-27T0800-ci_box-2cpu" {
+		t.Errorf("folder %s", dir)
+	}
+	md, _ := os.ReadFile(filepath.Join(dir, "results.md"))
+	for _, want := range []string{"**1.50x**", "skipped: VHDX", "4295 / 2147", "1 workers 4.00s", "Reproduce"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("results.md lacks %q:\n%s", want, md)
+		}
+	}
+	svg, _ := os.ReadFile(filepath.Join(dir, "ratios.svg"))
+	if !strings.Contains(string(svg), "1.50x") || strings.Contains(string(svg), "VHDX") {
+		t.Errorf("ratios.svg:\n%s", svg)
+	}
+	var back Report
+	js, _ := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err := json.Unmarshal(js, &back); err != nil || len(back.Cases) != 2 {
+		t.Errorf("results.json: %v", err)
+	}
+}
+
+func TestRunMeasuresTheChildsOwnRSS(t *testing.T) {
+	// A 64 MiB parent allocation must not show up in a small child's RSS.
+	ballast := make([]byte, 64<<20)
+	for i := range ballast {
+		ballast[i] = 1
+	}
+	s, err := Run(context.Background(), []string{"sleep", "0.2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.MaxRSS <= 0 || s.MaxRSS > 32<<20 {
+		t.Errorf("sleep's peak RSS measured as %d bytes", s.MaxRSS)
+	}
+	_ = ballast[len(ballast)-1]
+}

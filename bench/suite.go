@@ -1,0 +1,284 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// SuiteOptions configure a benchmark suite run.
+type SuiteOptions struct {
+	Convert string    // our binary
+	Dir     string    // scratch folder for disks and outputs (needs ~4x Size free)
+	Out     string    // results folder (a dated subfolder is made inside)
+	Size    int64     // virtual size of the uncompressed cases (default 8 GiB)
+	Small   int64     // virtual size of the compressed cases (default 2 GiB)
+	Fills   []float64 // fills for the QCOW2 -> RAW cases (default 0.1, 0.5, 0.9)
+	Runs    int       // runs per tool and case (default 3)
+	Workers []int     // worker counts for the scaling case (default 1, 2, 4)
+	Seed    uint64
+	Log     io.Writer // progress lines; nil for none
+}
+
+// Case is one conversion measured against its peer.
+type Case struct {
+	Name         string  `json:"name"`
+	SourceFormat string  `json:"source_format"`
+	Output       string  `json:"output"`
+	Peer         string  `json:"peer"`
+	VirtualSize  int64   `json:"virtual_size"`
+	DataBytes    int64   `json:"data_bytes"`
+	Fill         float64 `json:"fill"`
+	Ours         Summary `json:"ours"`
+	Theirs       Summary `json:"peer_result"`
+	Ratio        float64 `json:"ratio"` // peer seconds / our seconds: above 1, we are faster
+	Skipped      string  `json:"skipped,omitempty"`
+}
+
+// Scaling is our time for one case at several worker counts.
+type Scaling struct {
+	Case    string             `json:"case"`
+	Seconds map[string]float64 `json:"seconds_by_workers"`
+}
+
+// Report is everything a suite run measured.
+type Report struct {
+	Date    string    `json:"date"`
+	Machine Machine   `json:"machine"`
+	Command string    `json:"command"`
+	Cases   []Case    `json:"cases"`
+	Scaling []Scaling `json:"scaling,omitempty"`
+}
+
+// Machine says where the figures were measured.
+type Machine struct {
+	Host    string `json:"host"`
+	CPUs    int    `json:"cpus"`
+	Go      string `json:"go"`
+	QemuImg string `json:"qemu_img"`
+	Kernel  string `json:"kernel"`
+}
+
+func (o *SuiteOptions) defaults() {
+	if o.Size == 0 {
+		o.Size = 8 << 30
+	}
+	if o.Small == 0 {
+		o.Small = 2 << 30
+	}
+	if len(o.Fills) == 0 {
+		o.Fills = []float64{0.1, 0.5, 0.9}
+	}
+	if o.Runs == 0 {
+		o.Runs = 3
+	}
+	if len(o.Workers) == 0 {
+		o.Workers = []int{1, 2, 4}
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+}
+
+// source is a disk in one format, made from a generated RAW disk.
+type source struct {
+	format  string   // label: "qcow2", "qcow2 zlib", "vmdk streamOptimized", ...
+	qemuFmt string   // qemu-img -O
+	opts    []string // qemu-img options
+	small   bool     // made from the small disk (compressed formats)
+}
+
+func sources() []source {
+	return []source{
+		{format: "qcow2", qemuFmt: "qcow2"},
+		{format: "qcow2 zlib", qemuFmt: "qcow2", opts: []string{"-c", "-o", "compression_type=zlib"}, small: true},
+		{format: "qcow2 zstd", qemuFmt: "qcow2", opts: []string{"-c", "-o", "compression_type=zstd"}, small: true},
+		{format: "vmdk monolithicSparse", qemuFmt: "vmdk", opts: []string{"-o", "subformat=monolithicSparse"}},
+		{format: "vmdk streamOptimized", qemuFmt: "vmdk", opts: []string{"-o", "subformat=streamOptimized"}, small: true},
+		{format: "vhd dynamic", qemuFmt: "vpc", opts: []string{"-o", "subformat=dynamic"}},
+		{format: "vhdx", qemuFmt: "vhdx"},
+		{format: "vdi", qemuFmt: "vdi"},
+		{format: "raw", qemuFmt: "raw"},
+	}
+}
+
+// RunSuite generates the disks, converts them into every source format,
+// times each case against its peer and writes the report.
+func RunSuite(ctx context.Context, o SuiteOptions) (*Report, string, error) {
+	o.defaults()
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, "", err
+	}
+	rep := &Report{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Command: strings.Join(os.Args, " ")}
+	logf := func(format string, args ...any) { fmt.Fprintf(o.Log, "bench: "+format+"\n", args...) }
+
+	// The disks: one per fill at the full size, one small at 50%.
+	disks := map[string]string{}
+	gen := func(key string, size int64, fill float64) (string, error) {
+		if p, ok := disks[key]; ok {
+			return p, nil
+		}
+		p := filepath.Join(o.Dir, key+".raw")
+		logf("generating %s (%s virtual, %.0f%% data)", p, gib(size), fill*100)
+		if err := Generate(p, GenOptions{Size: size, Fill: fill, Seed: o.Seed}); err != nil {
+			return "", err
+		}
+		disks[key] = p
+		return p, nil
+	}
+	out := filepath.Join(o.Dir, "out.img")
+	clean := func() { os.Remove(out); removeGlob(filepath.Join(o.Dir, ".out.img.*")) }
+	ours := func(src string, extra ...string) []string {
+		return append([]string{o.Convert, src, "-o", out, "--progress", "never"}, extra...)
+	}
+	measure := func(c Case, oursArgv, peerArgv []string) {
+		logf("measuring %s", c.Name)
+		clean()
+		if _, err := Run(ctx, oursArgv); err != nil {
+			c.Skipped = firstLine(err.Error())
+			rep.Cases = append(rep.Cases, c)
+			logf("  skipped: %s", c.Skipped)
+			return
+		}
+		os_, ps, err := Interleave(ctx, o.Runs, oursArgv, peerArgv, clean)
+		if err != nil {
+			c.Skipped = firstLine(err.Error())
+		} else {
+			c.Ours, c.Theirs = Summarize(os_), Summarize(ps)
+			c.Ratio = Ratio(c.Ours.Seconds, c.Theirs.Seconds)
+			logf("  ours %.2fs, %s %.2fs: %.2fx", c.Ours.Seconds, c.Peer, c.Theirs.Seconds, c.Ratio)
+		}
+		rep.Cases = append(rep.Cases, c)
+		clean()
+	}
+
+	// Source formats -> RAW, and the scaling case.
+	for _, s := range sources() {
+		size, fill, key := o.Size, 0.5, "disk-50"
+		if s.small {
+			size, key = o.Small, "small-50"
+		}
+		fills := []float64{fill}
+		if s.format == "qcow2" {
+			fills = o.Fills
+		}
+		for _, f := range fills {
+			k := key
+			if f != 0.5 {
+				k = fmt.Sprintf("disk-%02.0f", f*100)
+			}
+			raw, err := gen(k, size, f)
+			if err != nil {
+				return rep, "", err
+			}
+			src := raw
+			if s.format != "raw" {
+				src = filepath.Join(o.Dir, fmt.Sprintf("%s.%s", k, strings.ReplaceAll(s.format, " ", "-")))
+				if _, err := os.Stat(src); err != nil {
+					logf("making %s", src)
+					args := append(append([]string{"convert", "-O", s.qemuFmt}, s.opts...), raw, src)
+					if out, err := exec.CommandContext(ctx, "qemu-img", args...).CombinedOutput(); err != nil {
+						return rep, "", fmt.Errorf("qemu-img %s: %v: %s", strings.Join(args, " "), err, out)
+					}
+				}
+			}
+			data := dataBytes(raw)
+			base := Case{SourceFormat: s.format, VirtualSize: size, DataBytes: data, Fill: f, Peer: "qemu-img"}
+			c := base
+			c.Name, c.Output = fmt.Sprintf("%s -> raw (%.0f%%)", s.format, f*100), "raw"
+			measure(c, ours(src, "-O", "raw"), []string{"qemu-img", "convert", "-O", "raw", src, out})
+			if s.format == "qcow2" && f == 0.5 || s.format == "raw" || s.format == "vmdk monolithicSparse" {
+				c = base
+				c.Name, c.Output = fmt.Sprintf("%s -> qcow2 (%.0f%%)", s.format, f*100), "qcow2"
+				measure(c, ours(src, "-O", "qcow2"), []string{"qemu-img", "convert", "-O", "qcow2", src, out})
+			}
+			if s.format == "qcow2 zlib" {
+				small, err := gen("small-50", o.Small, 0.5)
+				if err != nil {
+					return rep, "", err
+				}
+				c = base
+				c.SourceFormat = "raw"
+				c.Name, c.Output = "raw -> qcow2 -c zlib (50%)", "qcow2 compressed"
+				measure(c, ours(small, "-O", "qcow2", "-c"), []string{"qemu-img", "convert", "-c", "-O", "qcow2", small, out})
+				sc := Scaling{Case: "qcow2 zlib -> raw (50%)", Seconds: map[string]float64{}}
+				for _, w := range o.Workers {
+					var runs []Sample
+					for range o.Runs {
+						clean()
+						smp, err := Run(ctx, ours(src, "-O", "raw", "--workers", fmt.Sprint(w)))
+						if err != nil {
+							break
+						}
+						runs = append(runs, smp)
+					}
+					if len(runs) > 0 {
+						sc.Seconds[fmt.Sprint(w)] = Summarize(runs).Seconds
+					}
+				}
+				rep.Scaling = append(rep.Scaling, sc)
+				clean()
+			}
+		}
+	}
+	dir, err := rep.Write(o.Out)
+	return rep, dir, err
+}
+
+func machine() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), Go: runtime.Version()}
+	m.Host, _ = os.Hostname()
+	if out, err := exec.Command("qemu-img", "--version").Output(); err == nil {
+		m.QemuImg = firstLine(string(out))
+	}
+	if out, err := exec.Command("uname", "-sr").Output(); err == nil {
+		m.Kernel = strings.TrimSpace(string(out))
+	}
+	return m
+}
+
+// dataBytes counts the non-zero MiBs of a RAW disk (the data a converter
+// must move), using the file's holes to skip most of it.
+func dataBytes(path string) int64 {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	buf := make([]byte, mib)
+	var n int64
+	for off := int64(0); ; off += mib {
+		k, err := f.ReadAt(buf, off)
+		for _, b := range buf[:k] {
+			if b != 0 {
+				n += int64(k)
+				break
+			}
+		}
+		if err != nil {
+			return n
+		}
+	}
+}
+
+func removeGlob(pattern string) {
+	m, _ := filepath.Glob(pattern)
+	for _, p := range m {
+		os.Remove(p)
+	}
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+func gib(n int64) string { return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30)) }

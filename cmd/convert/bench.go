@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"vmimport/bench"
+	"vmimport/reader"
+	"vmimport/stream"
+	"vmimport/writer"
+)
+
+const benchHelp = `Usage:
+  convert bench SRC [--workers N] [--block-size SIZE] [--tmpdir DIR] [--json]
+  convert bench --suite [--size 8G] [--small 2G] [--runs 3] [--dir DIR] [--out DIR]
+
+convert bench SRC measures, on your own image, without keeping anything:
+  read    the image is read and decoded through the pipeline, output discarded:
+          decode throughput and the fraction of the disk that is zero;
+  raw     the image is converted to a sparse RAW file in --tmpdir, then removed:
+          end-to-end throughput to a local file.
+Throughput is given per second of virtual size and of data actually moved.
+
+convert bench --suite generates realistic disks from a fixed seed (an MBR disk
+with an ext4 file system full of files, random regions and zero gaps), converts
+them into every source format with qemu-img, and times convert against
+qemu-img case by case, interleaving the two and taking the median of --runs.
+It writes results.md, results.json and ratios.svg to a folder of --out named
+by date and machine. Needs qemu-img, mkfs.ext4, debugfs and about 4x --size
+of free space in --dir. make bench runs it with the defaults.
+
+Flags:
+`
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		suite            bool
+		size, small, bs  string
+		runs, workers    int
+		dir, out, tmpdir string
+		workersList      string
+		seed             uint64
+		asJSON           bool
+	)
+	fs := pflag.NewFlagSet("convert bench", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.SortFlags = false
+	fs.BoolVar(&suite, "suite", false, "run the benchmark suite against qemu-img")
+	fs.StringVar(&size, "size", "8G", "suite: virtual size of the uncompressed cases")
+	fs.StringVar(&small, "small", "2G", "suite: virtual size of the compressed cases (qemu-img -c is serial and slow)")
+	fs.IntVar(&runs, "runs", 3, "suite: runs per tool and case (the median is reported)")
+	fs.StringVar(&workersList, "workers-list", "1,2,4", "suite: worker counts for the scaling case")
+	fs.StringVar(&dir, "dir", filepath.Join(os.TempDir(), "convert-bench"), "suite: scratch folder for disks and outputs")
+	fs.StringVar(&out, "out", "bench/results", "suite: folder for the results")
+	fs.Uint64Var(&seed, "seed", 1, "suite: seed of the generated disks")
+	fs.IntVar(&workers, "workers", runtime.GOMAXPROCS(0), "SRC: blocks read and decoded in parallel")
+	fs.StringVar(&bs, "block-size", "1M", "SRC: unit of reading and zero detection")
+	fs.StringVar(&tmpdir, "tmpdir", os.TempDir(), "SRC: folder for the temporary RAW output")
+	fs.BoolVar(&asJSON, "json", false, "SRC: print JSON")
+	fs.Usage = func() { fmt.Fprint(stderr, benchHelp+fs.FlagUsages()) }
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if suite {
+		if fs.NArg() != 0 {
+			return usageError{fmt.Errorf("--suite takes no image")}
+		}
+		o := bench.SuiteOptions{Dir: dir, Out: out, Runs: runs, Seed: seed, Log: stderr}
+		var err error
+		if o.Size, err = parseSize(size); err != nil {
+			return usageError{fmt.Errorf("--size: %w", err)}
+		}
+		if o.Small, err = parseSize(small); err != nil {
+			return usageError{fmt.Errorf("--small: %w", err)}
+		}
+		for _, w := range strings.Split(workersList, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(w))
+			if err != nil || n < 1 {
+				return usageError{fmt.Errorf("--workers-list %q: give numbers like 1,2,4", workersList)}
+			}
+			o.Workers = append(o.Workers, n)
+		}
+		if o.Convert, err = os.Executable(); err != nil {
+			return err
+		}
+		rep, folder, err := bench.RunSuite(ctx, o)
+		if err != nil {
+			return err
+		}
+		fmt.Fprint(stdout, rep.Markdown())
+		fmt.Fprintf(stdout, "\nresults in %s\n", folder)
+		return nil
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return usageError{fmt.Errorf("bench takes one image, or --suite")}
+	}
+	blockSize, err := parseSize(bs)
+	if err != nil {
+		return usageError{fmt.Errorf("--block-size: %w", err)}
+	}
+	return benchImage(ctx, fs.Arg(0), workers, int(blockSize), tmpdir, asJSON, stdout, stderr)
+}
+
+type benchPhase struct {
+	Phase        string  `json:"phase"`
+	Seconds      float64 `json:"seconds"`
+	VirtualMBps  float64 `json:"virtual_mb_per_s"`
+	DataMBps     float64 `json:"data_mb_per_s"`
+	OutputBytes  int64   `json:"output_bytes,omitempty"`
+	ZeroFraction float64 `json:"zero_fraction"`
+}
+
+func benchImage(ctx context.Context, src string, workers, blockSize int, tmpdir string, asJSON bool, stdout, stderr io.Writer) error {
+	im, err := reader.Open(src, reader.Options{})
+	if err != nil {
+		return inputError{err}
+	}
+	defer im.Close()
+	var phases []benchPhase
+	phase := func(name string, st stream.Stats, d time.Duration, outBytes int64) {
+		s := max(d.Seconds(), 1e-9)
+		phases = append(phases, benchPhase{Phase: name, Seconds: d.Seconds(), VirtualMBps: float64(st.Size) / 1e6 / s,
+			DataMBps: float64(st.Data) / 1e6 / s, OutputBytes: outBytes, ZeroFraction: float64(st.Skipped+st.Detected) / float64(max(st.Size, 1))})
+	}
+	opts := stream.Options{Workers: workers, BlockSize: blockSize}
+	start := time.Now()
+	st, err := stream.Run(ctx, im, stream.SinkFunc(func(context.Context, *stream.Block) error { return nil }), opts)
+	if err != nil {
+		return err
+	}
+	phase("read", st, time.Since(start), 0)
+
+	f, err := writer.CreateFile(filepath.Join(tmpdir, "convert-bench.raw"))
+	if err != nil {
+		return err
+	}
+	enc := writer.NewRaw(f)
+	opts.Transform = enc.Transform()
+	start = time.Now()
+	st, err = stream.Run(ctx, im, enc, opts)
+	if err == nil {
+		err = enc.Finish(ctx)
+	} else {
+		f.Abort(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	phase("raw", st, time.Since(start), f.Written())
+	os.Remove(filepath.Join(tmpdir, "convert-bench.raw"))
+
+	if asJSON {
+		e := json.NewEncoder(stdout)
+		e.SetIndent("", "  ")
+		return e.Encode(map[string]any{"source": im.Info(), "workers": workers, "block_size": blockSize, "phases": phases})
+	}
+	info := im.Info()
+	fmt.Fprintf(stdout, "%s: %s, %s virtual, %.0f%% zero; %d workers, %s blocks\n", src, info.Format, human(im.Size()), phases[0].ZeroFraction*100, workers, human(int64(blockSize)))
+	fmt.Fprintf(stdout, "%-6s %9s %16s %13s\n", "phase", "seconds", "MB/s (virtual)", "MB/s (data)")
+	for _, p := range phases {
+		fmt.Fprintf(stdout, "%-6s %9.2f %16.0f %13.0f\n", p.Phase, p.Seconds, p.VirtualMBps, p.DataMBps)
+	}
+	return nil
+}
