@@ -102,7 +102,10 @@ func Detect(src image.Source, opts *image.Options) (Image, error) {
 		return im, err
 	}
 	sub := "file"
-	if src.Fd < 0 {
+	switch {
+	case src.Device:
+		sub = "block device"
+	case src.Fd < 0:
 		sub = "section"
 	}
 	return raw.Open(src, sub)
@@ -137,7 +140,7 @@ func openFile(path string) (*os.File, image.Source, error) {
 		f.Close()
 		return nil, image.Source{}, fmt.Errorf("%s: a %s is not a disk image: give a regular file or a block device", path, m.Type())
 	}
-	return f, image.Source{R: f, Size: size, Path: path, Fd: int(f.Fd())}, nil
+	return f, image.Source{R: f, Size: size, Path: path, Fd: int(f.Fd()), Device: fi.Mode()&os.ModeDevice != 0}, nil
 }
 
 // fileImage closes the file an image was opened from.

@@ -369,3 +369,26 @@ func TestInterrupt(t *testing.T) {
 		}
 	}
 }
+
+// TestBlockDevice reads a loop device as a RAW source. It needs root and
+// loop devices, and skips where the machine has neither.
+func TestBlockDevice(t *testing.T) {
+	dir := t.TempDir()
+	backing := filepath.Join(dir, "dev.img")
+	testkit.Run(t, "cp", "--sparse=always", disk(t), backing)
+	out, err := exec.Command("losetup", "--find", "--show", "--read-only", backing).CombinedOutput()
+	if err != nil {
+		t.Skipf("no loop device here: %v %s", err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	defer exec.Command("losetup", "-d", dev).Run()
+	info := mustConvertInfo(t, dev)
+	if info.Format != "raw" || info.Subformat != "block device" || info.VirtualSize != 48<<20 || info.FileSize != 48<<20 {
+		t.Fatalf("info of %s: %+v", dev, info)
+	}
+	raw := filepath.Join(dir, "out.raw")
+	mustConvert(t, dev, "-o", raw)
+	if testkit.FileSHA256(t, raw) != testkit.FileSHA256(t, backing) {
+		t.Fatal("block device read differs from its backing file")
+	}
+}

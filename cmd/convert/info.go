@@ -55,6 +55,9 @@ func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok && fi.Mode().IsRegular() {
 			r.AllocatedSize = st.Blocks * 512
 		}
+		if fi.Mode()&os.ModeDevice != 0 {
+			r.FileSize, r.AllocatedSize = im.Size(), im.Size()
+		}
 	}
 	if asJSON {
 		enc := json.NewEncoder(stdout)

@@ -161,4 +161,6 @@ type Source struct {
 	// Fd is the file descriptor behind R when R is a whole file, for
 	// SEEK_DATA / SEEK_HOLE; -1 otherwise.
 	Fd int
+	// Device is set when the file is a block device.
+	Device bool
 }
