@@ -1,0 +1,242 @@
+package check
+
+import (
+	"context"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"vmimport/internal/testkit"
+	"vmimport/reader"
+)
+
+const rootUUID = "6f1ed6a1-0b32-4e4b-8f43-1d2b51e3a1c0"
+
+// elf64 is the start of an x86_64 ELF program; elf32 of an i386 one.
+var (
+	elf64 = "\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x03\x00\x3e\x00" + strings.Repeat("\x00", 44)
+	elf32 = "\x7fELF\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x03\x00\x03\x00" + strings.Repeat("\x00", 32)
+)
+
+// cleanRoot is a root file system tree that breaks no rule.
+func cleanRoot(fstype string) map[string]string {
+	return map[string]string{
+		"etc/os-release": "NAME=\"CentOS Linux\"\nVERSION=\"7 (Core)\"\nID=\"centos\"\nVERSION_ID=\"7\"\n",
+		"etc/fstab": "# /etc/fstab\nUUID=" + rootUUID + " / " + fstype + " defaults 0 1\n" +
+			"proc /proc proc defaults 0 0\ntmpfs /tmp tmpfs defaults 0 0\n/dev/vda1 /mnt/x " + fstype + " noauto 0 0\n",
+		"bin":           "->usr/bin",
+		"lib":           "->usr/lib",
+		"usr/bin/sh":    "->bash",
+		"usr/bin/bash":  elf64,
+		"usr/sbin/sshd": elf64,
+		"usr/lib/modules/5.14.0-1.el9.x86_64/modules.builtin":     "kernel/drivers/block/virtio_blk.ko\nkernel/drivers/char/mem.ko\n",
+		"usr/lib/modules/5.14.0-1.el9.x86_64/modules.dep":         "kernel/drivers/net/virtio_net.ko.xz: kernel/drivers/net/net_failover.ko.xz\n",
+		"usr/lib/systemd/system/sshd.service":                     "[Unit]\nDescription=OpenSSH server daemon\n",
+		"usr/lib/systemd/system/jcs-agent-core.service":           "[Unit]\nDescription=JCS agent\n",
+		"etc/systemd/system/multi-user.target.wants/sshd.service": "->/usr/lib/systemd/system/sshd.service",
+		"etc/sysconfig/network-scripts/ifcfg-eth0":                "DEVICE=eth0\nBOOTPROTO=dhcp\nONBOOT=yes\n",
+		"etc/selinux/config":                                      "SELINUX=disabled\nSELINUXTYPE=targeted\n",
+		"etc/udev/rules.d/":                                       "",
+	}
+}
+
+func rootPart(fstype string, files map[string]string) testkit.FSPart {
+	return testkit.FSPart{SizeMiB: 48, Bootable: true, FS: fstype, UUID: rootUUID, Files: files}
+}
+
+func with(m map[string]string, kv ...string) map[string]string {
+	m = maps.Clone(m)
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] == "" && !strings.HasSuffix(kv[i], "/") {
+			delete(m, kv[i])
+			continue
+		}
+		m[kv[i]] = kv[i+1]
+	}
+	return m
+}
+
+func runCheck(t *testing.T, path string, o Options) *Report {
+	t.Helper()
+	im, err := reader.Open(path, reader.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	if o.Format == "" {
+		o.Format = im.Info().Format
+	}
+	r, err := Run(context.Background(), im, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestRules(t *testing.T) {
+	clean := cleanRoot("ext4")
+	cases := []struct {
+		name  string
+		disk  testkit.RootDiskOptions
+		opts  Options
+		grow  int64 // truncate the disk to this size afterwards
+		rules []string
+	}{
+		{name: "clean", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext4", clean)}}},
+		{name: "clean-ext3", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext3", cleanRoot("ext3"))}}},
+		{name: "clean-xfs", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{
+			{SizeMiB: 300, Bootable: true, FS: "xfs", UUID: rootUUID, Files: cleanRoot("xfs")}}}},
+		{name: "boot-and-swap", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{
+			{SizeMiB: 16, Bootable: true, FS: "ext4", Label: "BOOT", Files: map[string]string{"grub2/grub.cfg": "set timeout=5\n"}},
+			{SizeMiB: 8, Type: "82", FS: "swap", UUID: "8d3c2a9e-58e1-4a7c-9b1e-3f1d2c4b5a69"},
+			{SizeMiB: 48, FS: "ext4", UUID: rootUUID, Files: with(clean, "etc/fstab",
+				"UUID="+rootUUID+" / ext4 defaults 0 1\nLABEL=BOOT /boot ext4 defaults 0 2\nUUID=8d3c2a9e-58e1-4a7c-9b1e-3f1d2c4b5a69 none swap sw 0 0\nPARTUUID=12345678-01 /boot2 ext4 defaults 0 0\n")}}}},
+		{name: "gpt", disk: testkit.RootDiskOptions{Label: "gpt", Parts: []testkit.FSPart{rootPart("ext4", clean)}},
+			rules: []string{RuleGPT}},
+		{name: "gpt-esp", disk: testkit.RootDiskOptions{Label: "gpt", Parts: []testkit.FSPart{
+			{SizeMiB: 8, Type: "U", FS: "vfat"}, rootPart("ext4", clean)}},
+			rules: []string{RuleEFI, RuleGPT}},
+		{name: "mbr-esp", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{
+			{SizeMiB: 8, Type: "ef", FS: "vfat"}, rootPart("ext4", clean)}},
+			rules: []string{RuleEFI}},
+		{name: "lvm", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{
+			rootPart("ext4", clean), {SizeMiB: 4, Type: "8e", FS: "lvm"}}},
+			rules: []string{RuleLVM}},
+		{name: "lvm-only", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{
+			{SizeMiB: 4, Bootable: true, FS: "lvm"}}},
+			rules: []string{RuleLVM}},
+		{name: "luks", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{
+			rootPart("ext4", clean), {SizeMiB: 4, FS: "luks"}}},
+			rules: []string{RuleLUKS}},
+		{name: "btrfs", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{
+			rootPart("ext4", clean), {SizeMiB: 4, FS: "btrfs"}}},
+			rules: []string{RuleBtrfs}},
+		{name: "no-boot-code", disk: testkit.RootDiskOptions{Parts: []testkit.FSPart{rootPart("ext4", clean)}},
+			rules: []string{RuleBootCode}},
+		{name: "no-active", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{
+			{SizeMiB: 48, FS: "ext4", UUID: rootUUID, Files: clean}}},
+			rules: []string{RuleActive}},
+		{name: "ext2-root", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext2", cleanRoot("ext2"))}},
+			rules: []string{RuleRootFS}},
+		{name: "no-root", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{
+			{SizeMiB: 16, Bootable: true, FS: "ext4", Files: map[string]string{"data/x": "x"}}}},
+			rules: []string{RuleRootFS}},
+		{name: "fstab-stale-uuid", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext4",
+			with(clean, "etc/fstab", "UUID="+rootUUID+" / ext4 defaults 0 1\nUUID=0a0b0c0d-1111-2222-3333-444455556666 /data xfs defaults 0 0\n"))}},
+			rules: []string{RuleFstabUUID}},
+		{name: "fstab-sdb1", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext4",
+			with(clean, "etc/fstab", "UUID="+rootUUID+" / ext4 defaults 0 1\n/dev/sdb1 /data ext4 defaults 0 0\n"))}},
+			rules: []string{RuleFstabDevice}},
+		{name: "fstab-nfs", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext4",
+			with(clean, "etc/fstab", "UUID="+rootUUID+" / ext4 defaults 0 1\nnas:/export /data nfs defaults 0 0\nshare /media/sf vboxsf defaults 0 0\n"))}},
+			rules: []string{RuleFstabNetwork}},
+		{name: "persistent-net", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext4",
+			with(clean, "etc/udev/rules.d/70-persistent-net.rules", "SUBSYSTEM==\"net\", ATTR{address}==\"52:54:00:12:34:56\", NAME=\"eth0\"\n"))}},
+			rules: []string{RulePersistentNet}},
+		{name: "cloud-init", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext4",
+			with(clean, "usr/bin/cloud-init", "#!/usr/bin/python3\n"))}},
+			rules: []string{RuleCloudInit}},
+		{name: "qemu-ga-dpkg", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext4",
+			with(clean, "var/lib/dpkg/status", "Package: bash\nStatus: install ok installed\n\nPackage: qemu-guest-agent\nStatus: install ok installed\nVersion: 1:6.2\n\nPackage: cloud-init\nStatus: deinstall ok config-files\n"))}},
+			rules: []string{RuleQemuGA}},
+		{name: "no-virtio", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext4",
+			with(clean, "usr/lib/modules/5.14.0-1.el9.x86_64/modules.builtin", "kernel/drivers/char/mem.ko\n",
+				"usr/lib/modules/5.14.0-1.el9.x86_64/modules.dep", "kernel/drivers/net/e1000.ko.xz:\n"))}},
+			rules: []string{RuleVirtio}},
+		{name: "32-bit", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext4",
+			with(clean, "usr/bin/bash", elf32))}},
+			rules: []string{RuleArch}},
+		{name: "selinux-sshd-dhcp-agent", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext4",
+			with(clean, "etc/selinux/config", "SELINUX=enforcing\n",
+				"etc/systemd/system/multi-user.target.wants/sshd.service", "",
+				"etc/sysconfig/network-scripts/ifcfg-eth0", "BOOTPROTO=static\nIPADDR=10.0.0.5\n",
+				"usr/lib/systemd/system/jcs-agent-core.service", ""))}},
+			rules: []string{RuleDHCP, RuleAgent, RuleSELinux, RuleSSHD}},
+		{name: "600GiB", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext4", clean)}},
+			grow: 600 * GiB, rules: []string{RuleVirtualSize}},
+		{name: "disk-size-45", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext4", clean)}},
+			opts: Options{DiskSizeGB: 45}, rules: []string{RuleDiskSize}},
+		{name: "shrink-ok", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext4", clean)}},
+			grow: 600 * GiB, opts: Options{DiskSizeGB: 40, Shrink: true}},
+		{name: "shrink-partition-beyond", disk: testkit.RootDiskOptions{BootCode: true, SizeMiB: 41 << 10, Parts: []testkit.FSPart{rootPart("ext4", clean), {SizeMiB: 40 << 10}}},
+			opts: Options{DiskSizeGB: 40, Shrink: true}, rules: []string{RuleDataBeyond}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			disk := testkit.MakeRootDisk(t, t.TempDir(), c.disk)
+			if c.grow > 0 {
+				if err := os.Truncate(disk, c.grow); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := runCheck(t, disk, c.opts)
+			got := r.Rules(Warning)
+			want := slices.Clone(c.rules)
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				var b strings.Builder
+				r.WriteText(&b, Info)
+				t.Fatalf("rules %v, want %v\n%s", got, want, b.String())
+			}
+			for _, f := range r.Findings {
+				if f.Message == "" || f.Rule == "" {
+					t.Errorf("finding without rule or message: %+v", f)
+				}
+			}
+			if len(want) == 0 && r.Status != "pass" {
+				t.Errorf("status %q, want pass", r.Status)
+			}
+		})
+	}
+}
+
+func TestCleanReport(t *testing.T) {
+	t.Parallel()
+	disk := testkit.MakeRootDisk(t, t.TempDir(), testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext4", cleanRoot("ext4"))}})
+	r := runCheck(t, disk, Options{})
+	want := OS{OSType: "linux", Platform: "CentOS", Name: "CentOS Linux", ID: "centos", Version: "7", Architecture: "x86_64", RootPartition: 1}
+	if r.OS != want {
+		t.Errorf("OS %+v, want %+v", r.OS, want)
+	}
+	if got := r.Rules(Info); !slices.Equal(got, []string{RuleOS, RuleOffline}) {
+		t.Errorf("info rules %v", got)
+	}
+	if r.PartitionTable != "mbr" || len(r.Partitions) != 1 || r.Partitions[0].FS != "ext4" || r.Partitions[0].UUID != rootUUID || r.Partitions[0].Mount != "/" {
+		t.Errorf("partitions %+v", r.Partitions)
+	}
+	if r.SystemDiskSizeGB != 40 || r.Status != "pass" {
+		t.Errorf("size %d, status %s", r.SystemDiskSizeGB, r.Status)
+	}
+}
+
+// TestExistingTestkitDisk: testkit.MakeDisk's disk has no boot code, a
+// stale fstab UUID and none of the system files.
+func TestMakeDisk(t *testing.T) {
+	t.Parallel()
+	disk := testkit.MakeDisk(t, t.TempDir(), testkit.DiskOptions{SizeMiB: 32, DataMiB: 1})
+	r := runCheck(t, disk, Options{})
+	for _, rule := range []string{RuleBootCode, RuleFstabUUID, RuleVirtio, RuleSSHD} {
+		if !r.Has(rule) {
+			t.Errorf("no %s finding", rule)
+		}
+	}
+	if r.OS.Name != "Test Linux" || r.OS.Platform != "Other Linux" {
+		t.Errorf("OS %+v", r.OS)
+	}
+}
+
+func TestQCOW2Source(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	disk := testkit.MakeRootDisk(t, dir, testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext4",
+		with(cleanRoot("ext4"), "usr/bin/cloud-init", "x"))}})
+	q := testkit.Convert(t, disk, filepath.Join(dir, "disk.qcow2"), "qcow2")
+	r := runCheck(t, q, Options{})
+	if got := r.Rules(Warning); !slices.Equal(got, []string{RuleCloudInit}) || r.Format != "qcow2" {
+		t.Errorf("rules %v, format %s", got, r.Format)
+	}
+}
