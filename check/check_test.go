@@ -15,33 +15,12 @@ import (
 
 const rootUUID = "6f1ed6a1-0b32-4e4b-8f43-1d2b51e3a1c0"
 
-// elf64 is the start of an x86_64 ELF program; elf32 of an i386 one.
 var (
-	elf64 = "\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x03\x00\x3e\x00" + strings.Repeat("\x00", 44)
-	elf32 = "\x7fELF\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x03\x00\x03\x00" + strings.Repeat("\x00", 32)
+	elf64 = testkit.ELF64
+	elf32 = testkit.ELF32
 )
 
-// cleanRoot is a root file system tree that breaks no rule.
-func cleanRoot(fstype string) map[string]string {
-	return map[string]string{
-		"etc/os-release": "NAME=\"CentOS Linux\"\nVERSION=\"7 (Core)\"\nID=\"centos\"\nVERSION_ID=\"7\"\n",
-		"etc/fstab": "# /etc/fstab\nUUID=" + rootUUID + " / " + fstype + " defaults 0 1\n" +
-			"proc /proc proc defaults 0 0\ntmpfs /tmp tmpfs defaults 0 0\n/dev/vda1 /mnt/x " + fstype + " noauto 0 0\n",
-		"bin":           "->usr/bin",
-		"lib":           "->usr/lib",
-		"usr/bin/sh":    "->bash",
-		"usr/bin/bash":  elf64,
-		"usr/sbin/sshd": elf64,
-		"usr/lib/modules/5.14.0-1.el9.x86_64/modules.builtin":     "kernel/drivers/block/virtio_blk.ko\nkernel/drivers/char/mem.ko\n",
-		"usr/lib/modules/5.14.0-1.el9.x86_64/modules.dep":         "kernel/drivers/net/virtio_net.ko.xz: kernel/drivers/net/net_failover.ko.xz\n",
-		"usr/lib/systemd/system/sshd.service":                     "[Unit]\nDescription=OpenSSH server daemon\n",
-		"usr/lib/systemd/system/jcs-agent-core.service":           "[Unit]\nDescription=JCS agent\n",
-		"etc/systemd/system/multi-user.target.wants/sshd.service": "->/usr/lib/systemd/system/sshd.service",
-		"etc/sysconfig/network-scripts/ifcfg-eth0":                "DEVICE=eth0\nBOOTPROTO=dhcp\nONBOOT=yes\n",
-		"etc/selinux/config":                                      "SELINUX=disabled\nSELINUXTYPE=targeted\n",
-		"etc/udev/rules.d/":                                       "",
-	}
-}
+func cleanRoot(fstype string) map[string]string { return testkit.LinuxRoot(fstype, rootUUID) }
 
 func rootPart(fstype string, files map[string]string) testkit.FSPart {
 	return testkit.FSPart{SizeMiB: 48, Bootable: true, FS: fstype, UUID: rootUUID, Files: files}

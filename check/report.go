@@ -189,7 +189,7 @@ func (r *Report) WriteText(w io.Writer, min Severity) {
 		if f.Severity < min {
 			continue
 		}
-		fmt.Fprintf(w, "%-7s %s: %s", f.Severity, f.Rule, f.Message)
+		line := fmt.Sprintf("%-7s %s: %s", f.Severity, f.Rule, f.Message)
 		var ev []string
 		if f.Partition > 0 {
 			ev = append(ev, fmt.Sprintf("partition %d", f.Partition))
@@ -201,9 +201,9 @@ func (r *Report) WriteText(w io.Writer, min Severity) {
 			ev = append(ev, fmt.Sprintf("offset %d", *f.Offset))
 		}
 		if len(ev) > 0 {
-			fmt.Fprintf(w, " [%s]", strings.Join(ev, ", "))
+			line += " [" + strings.Join(ev, ", ") + "]"
 		}
-		fmt.Fprintln(w)
+		io.WriteString(w, line+"\n")
 	}
 }
 

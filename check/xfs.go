@@ -373,7 +373,7 @@ func (f *xfsFS) readDir(in *inode) ([]dirEntry, error) {
 
 func (f *xfsFS) shortDir(in *inode, b []byte) ([]dirEntry, error) {
 	bad := fmt.Errorf("%w: short-form directory inode %d", errXFSCorrupt, in.ino)
-	if len(b) < 6 || int64(len(b)) < in.size {
+	if in.size < 6 || int64(len(b)) < in.size {
 		return nil, bad
 	}
 	b = b[:in.size]

@@ -125,6 +125,9 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	defer im.Close()
 
+	if im, err = o.check.shrinkImage(ctx, im, o.diskSizeGB); err != nil { // --shrink: im.Size() becomes the requested size
+		return inputError{fmt.Errorf("%s: %w", src, err)}
+	}
 	diskGB, err := check.DiskSize(im.Size(), o.diskSizeGB)
 	if err != nil {
 		if !o.force {

@@ -309,3 +309,34 @@ func copySparse(t testing.TB, f *os.File, off int64, src string) {
 		}
 	}
 }
+
+// ELF64 is the start of an x86_64 ELF program; ELF32 of an i386 one.
+var (
+	ELF64 = "\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x03\x00\x3e\x00" + strings.Repeat("\x00", 44)
+	ELF32 = "\x7fELF\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x03\x00\x03\x00" + strings.Repeat("\x00", 32)
+)
+
+// LinuxRoot is a CentOS 7 root file system tree for an fstype file system
+// with the given UUID that breaks none of the cloud's import rules: fstab by
+// UUID, virtio drivers, sshd enabled, DHCP, the cloud's agent, SELinux
+// off, a 64-bit /bin/sh.
+func LinuxRoot(fstype, uuid string) map[string]string {
+	return map[string]string{
+		"etc/os-release": "NAME=\"CentOS Linux\"\nVERSION=\"7 (Core)\"\nID=\"centos\"\nVERSION_ID=\"7\"\n",
+		"etc/fstab": "# /etc/fstab\nUUID=" + uuid + " / " + fstype + " defaults 0 1\n" +
+			"proc /proc proc defaults 0 0\ntmpfs /tmp tmpfs defaults 0 0\n/dev/vda1 /mnt/x " + fstype + " noauto 0 0\n",
+		"bin":           "->usr/bin",
+		"lib":           "->usr/lib",
+		"usr/bin/sh":    "->bash",
+		"usr/bin/bash":  ELF64,
+		"usr/sbin/sshd": ELF64,
+		"usr/lib/modules/5.14.0-1.el9.x86_64/modules.builtin":     "kernel/drivers/block/virtio_blk.ko\nkernel/drivers/char/mem.ko\n",
+		"usr/lib/modules/5.14.0-1.el9.x86_64/modules.dep":         "kernel/drivers/net/virtio_net.ko.xz: kernel/drivers/net/net_failover.ko.xz\n",
+		"usr/lib/systemd/system/sshd.service":                     "[Unit]\nDescription=OpenSSH server daemon\n",
+		"usr/lib/systemd/system/jcs-agent-core.service":           "[Unit]\nDescription=JCS agent\n",
+		"etc/systemd/system/multi-user.target.wants/sshd.service": "->/usr/lib/systemd/system/sshd.service",
+		"etc/sysconfig/network-scripts/ifcfg-eth0":                "DEVICE=eth0\nBOOTPROTO=dhcp\nONBOOT=yes\n",
+		"etc/selinux/config":                                      "SELINUX=disabled\nSELINUXTYPE=targeted\n",
+		"etc/udev/rules.d/":                                       "",
+	}
+}
