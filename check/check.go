@@ -265,6 +265,7 @@ type candidate struct {
 
 func rootRules(ctx context.Context, r *Report, d Disk, parts []Partition, view *diskView, volumes []string) error {
 	var best *candidate
+	var others []candidate
 	var windows *Partition
 	for i := range parts {
 		if err := ctx.Err(); err != nil {
@@ -303,8 +304,10 @@ func rootRules(ctx context.Context, r *Report, d Disk, parts []Partition, view *
 		if t.exists("/bin/sh") || t.exists("/usr/bin") {
 			score++
 		}
+		c := candidate{p: p, t: t, score: score}
+		others = append(others, c)
 		if score > 0 && (best == nil || score > best.score) {
-			best = &candidate{p: p, t: t, score: score}
+			best = &c
 		}
 	}
 	hasVolume := false
@@ -323,6 +326,11 @@ func rootRules(ctx context.Context, r *Report, d Disk, parts []Partition, view *
 			f.Partition = p.Index
 		}
 		l := &linux{t: best.t, r: r, part: p.Index, disk: view}
+		for _, o := range others {
+			if o.p != p {
+				l.boot = append(l.boot, bootFS{o.t, o.p.Index, "/"})
+			}
+		}
 		l.run()
 		r.addf(RuleOffline, Info, "not checked offline (they need the running system): the firewall is off with TCP 22 open, no IPv6 dependence, and the agent's health")
 	case windows != nil:

@@ -1,6 +1,8 @@
 package check
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"maps"
 	"os"
@@ -8,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 
 	"vmimport/internal/testkit"
 	"vmimport/reader"
@@ -55,6 +59,33 @@ func runCheck(t *testing.T, path string, o Options) *Report {
 	return r
 }
 
+const kver = "5.14.0-1.el9.x86_64"
+const kdir = "usr/lib/modules/" + kver
+
+// initramfs is an uncompressed early-microcode archive followed by a
+// compressed one, with or without the virtio_blk module.
+func initramfs(t testing.TB, compression string, virtio bool) string {
+	files := map[string]string{"usr/lib/modules/" + kver + "/kernel/fs/xfs/xfs.ko.xz": "module", "init": "#!/bin/sh\n"}
+	if virtio {
+		files["usr/lib/modules/"+kver+"/kernel/drivers/block/virtio_blk.ko.xz"] = "module"
+	}
+	var main bytes.Buffer
+	switch compression {
+	case "gzip":
+		z := gzip.NewWriter(&main)
+		z.Write(testkit.Cpio(files))
+		z.Close()
+	case "zstd":
+		z, err := zstd.NewWriter(&main)
+		if err != nil {
+			t.Fatal(err)
+		}
+		z.Write(testkit.Cpio(files))
+		z.Close()
+	}
+	return string(testkit.Cpio(map[string]string{"kernel/x86/microcode/GenuineIntel.bin": "ucode"})) + main.String()
+}
+
 func TestRules(t *testing.T) {
 	clean := cleanRoot("ext4")
 	cases := []struct {
@@ -73,6 +104,8 @@ func TestRules(t *testing.T) {
 			{SizeMiB: 8, Type: "82", FS: "swap", UUID: "8d3c2a9e-58e1-4a7c-9b1e-3f1d2c4b5a69"},
 			{SizeMiB: 48, FS: "ext4", UUID: rootUUID, Files: with(clean, "etc/fstab",
 				"UUID="+rootUUID+" / ext4 defaults 0 1\nLABEL=BOOT /boot ext4 defaults 0 2\nUUID=8d3c2a9e-58e1-4a7c-9b1e-3f1d2c4b5a69 none swap sw 0 0\nPARTUUID=12345678-01 /boot2 ext4 defaults 0 0\n")}}}},
+		{name: "windows", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{
+			{SizeMiB: 1, Type: "7", Bootable: true, FS: "ntfs"}, {SizeMiB: 4, Type: "7", FS: "ntfs"}}}},
 		{name: "gpt", disk: testkit.RootDiskOptions{Label: "gpt", Parts: []testkit.FSPart{rootPart("ext4", clean)}},
 			rules: []string{RuleGPT}},
 		{name: "gpt-esp", disk: testkit.RootDiskOptions{Label: "gpt", Parts: []testkit.FSPart{
@@ -125,6 +158,15 @@ func TestRules(t *testing.T) {
 			with(clean, "usr/lib/modules/5.14.0-1.el9.x86_64/modules.builtin", "kernel/drivers/char/mem.ko\n",
 				"usr/lib/modules/5.14.0-1.el9.x86_64/modules.dep", "kernel/drivers/net/e1000.ko.xz:\n"))}},
 			rules: []string{RuleVirtio}},
+		{name: "virtio-module-in-initramfs", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext4",
+			with(clean, kdir+"/modules.builtin", "kernel/drivers/char/mem.ko\n",
+				kdir+"/modules.dep", "kernel/drivers/block/virtio_blk.ko.xz: kernel/drivers/virtio/virtio.ko.xz\nkernel/drivers/net/virtio_net.ko.xz:\n",
+				"boot/initramfs-"+kver+".img", initramfs(t, "gzip", true)))}}},
+		{name: "virtio-module-not-in-initramfs", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{
+			{SizeMiB: 8, Bootable: true, FS: "ext4", Label: "boot", Files: map[string]string{"initramfs-" + kver + ".img": initramfs(t, "zstd", false)}},
+			{SizeMiB: 48, FS: "ext4", UUID: rootUUID, Files: with(clean, kdir+"/modules.builtin", "kernel/drivers/char/mem.ko\n",
+				kdir+"/modules.dep", "kernel/drivers/block/virtio_blk.ko.xz: kernel/drivers/virtio/virtio.ko.xz\nkernel/drivers/net/virtio_net.ko.xz:\n")}}},
+			rules: []string{RuleVirtio}},
 		{name: "32-bit", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext4",
 			with(clean, "usr/bin/bash", elf32))}},
 			rules: []string{RuleArch}},
@@ -170,6 +212,16 @@ func TestRules(t *testing.T) {
 				t.Errorf("status %q, want pass", r.Status)
 			}
 		})
+	}
+}
+
+func TestWindows(t *testing.T) {
+	t.Parallel()
+	disk := testkit.MakeRootDisk(t, t.TempDir(), testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{
+		{SizeMiB: 1, Type: "7", Bootable: true, FS: "ntfs"}}})
+	r := runCheck(t, disk, Options{})
+	if r.OS.OSType != "windows" || r.OS.Platform != "Other Windows" || !r.Has(RuleWindowsOff) || r.Partitions[0].UUID != "90ABCDEF12345678" {
+		t.Errorf("%+v %+v", r.OS, r.Partitions)
 	}
 }
 

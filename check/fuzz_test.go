@@ -174,6 +174,15 @@ func FuzzSuperblock(f *testing.F) {
 	})
 }
 
+// FuzzInitramfs reads the member names of an initramfs.
+func FuzzInitramfs(f *testing.F) {
+	f.Add([]byte(initramfs(f, "gzip", true)))
+	f.Add([]byte(initramfs(f, "zstd", false)))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		cpioNames(bytes.NewReader(b), int64(len(b)))
+	})
+}
+
 // handMadeEBR is a 32 KiB disk: a primary partition and an extended one
 // holding two logical partitions, in a chain of two EBRs.
 func handMadeEBR() []byte {

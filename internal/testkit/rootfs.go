@@ -3,6 +3,7 @@ package testkit
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,7 +22,8 @@ type FSPart struct {
 	Bootable bool
 	// FS is what goes in: "ext4", "ext3", "ext2", "xfs", "vfat", "swap",
 	// or the bare magic bytes of "lvm" (an LVM2 label), "luks" (a LUKS1
-	// header), "btrfs" (a superblock magic); "" leaves it zero.
+	// header), "btrfs" (a superblock magic), "ntfs" (a boot sector); ""
+	// leaves it zero.
 	FS    string
 	UUID  string
 	Label string
@@ -146,6 +148,18 @@ func makeFS(t testing.TB, base string, p FSPart) string {
 		return magic(0, "LUKS\xba\xbe\x00\x01aes\x00")
 	case "btrfs":
 		return magic(0x10040, "_BHRfS_M")
+	case "ntfs":
+		// An NTFS boot sector: OEM id, serial number, signature.
+		f := create()
+		defer f.Close()
+		bs := make([]byte, 512)
+		copy(bs, "\xeb\x52\x90NTFS    ")
+		copy(bs[0x48:], "\x78\x56\x34\x12\xef\xcd\xab\x90")
+		bs[510], bs[511] = 0x55, 0xaa
+		if _, err := f.WriteAt(bs, 0); err != nil {
+			t.Fatal(err)
+		}
+		return img
 	case "ext2", "ext3", "ext4":
 		Need(t, "mkfs."+p.FS)
 		tree := writeTree(t, base+".tree", p.Files)
@@ -339,4 +353,33 @@ func LinuxRoot(fstype, uuid string) map[string]string {
 		"etc/selinux/config":                                      "SELINUX=disabled\nSELINUXTYPE=targeted\n",
 		"etc/udev/rules.d/":                                       "",
 	}
+}
+
+// Cpio builds a newc cpio archive (what an initramfs holds) of regular
+// files, in name order, with its trailer, padded to 512 bytes.
+func Cpio(files map[string]string) []byte {
+	var b bytes.Buffer
+	pad := func() {
+		for b.Len()%4 != 0 {
+			b.WriteByte(0)
+		}
+	}
+	member := func(ino int, name, data string, mode int) {
+		fmt.Fprintf(&b, "070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X",
+			ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name)+1, 0)
+		b.WriteString(name)
+		b.WriteByte(0)
+		pad()
+		b.WriteString(data)
+		pad()
+	}
+	names := slices.Sorted(maps.Keys(files))
+	for i, n := range names {
+		member(i+1, n, files[n], 0o100644)
+	}
+	member(0, "TRAILER!!!", "", 0)
+	for b.Len()%512 != 0 {
+		b.WriteByte(0)
+	}
+	return b.Bytes()
 }
