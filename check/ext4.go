@@ -110,6 +110,14 @@ type extFS struct {
 	sb   *extSuper
 	bs   int64
 	gdt  int64 // offset of the group descriptor table
+	// nodes caches extent tree blocks (the reader is used by one
+	// goroutine at a time).
+	nodes [4]cachedNode
+}
+
+type cachedNode struct {
+	blk  uint64
+	data []byte
 }
 
 func openExt(r io.ReaderAt, size int64) (*extFS, error) {
@@ -243,11 +251,28 @@ func (f *extFS) mapExtent(node []byte, lblk uint64) (uint64, error) {
 		if leaf == 0 || leaf >= f.sb.blocks {
 			return 0, fmt.Errorf("%w: extent index points to block %d", errExtCorrupt, leaf)
 		}
-		node = make([]byte, f.bs)
-		if err := f.read(node, int64(leaf)*f.bs); err != nil {
+		var err error
+		if node, err = f.node(leaf); err != nil {
 			return 0, err
 		}
 	}
+}
+
+// node reads an extent tree block, keeping the last few: reading a file
+// maps block after block through the same nodes.
+func (f *extFS) node(blk uint64) ([]byte, error) {
+	for _, c := range f.nodes {
+		if c.blk == blk && c.data != nil {
+			return c.data, nil
+		}
+	}
+	b := make([]byte, f.bs)
+	if err := f.read(b, int64(blk)*f.bs); err != nil {
+		return nil, err
+	}
+	copy(f.nodes[1:], f.nodes[:len(f.nodes)-1])
+	f.nodes[0] = cachedNode{blk, b}
+	return b, nil
 }
 
 func (f *extFS) mapIndirect(iblock []byte, lblk uint64) (uint64, error) {
@@ -321,6 +346,14 @@ func (f *extFS) readAt(in *inode, p []byte, off int64) (int, error) {
 		pblk, err := f.mapBlock(in, lblk)
 		if err != nil {
 			return int(done), err
+		}
+		// Extend the read over the blocks that follow on disk too.
+		for pblk != 0 && done+chunk < want {
+			next, err := f.mapBlock(in, lblk+uint64((in0+chunk)/f.bs))
+			if err != nil || next != pblk+uint64((in0+chunk)/f.bs) || chunk >= 1<<20 {
+				break
+			}
+			chunk = min(chunk+f.bs, want-done)
 		}
 		dst := p[done : done+chunk]
 		if pblk == 0 {

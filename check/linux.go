@@ -229,7 +229,7 @@ func (l *linux) fstab() {
 			if !l.disk.partuuids[strings.ToLower(u)] {
 				l.finding("linux.fstab-uuid", Error, where, "%s mounts PARTUUID %s, which no partition in the image has: it is another disk; delete the line or add noauto,nofail", mnt, u)
 			}
-		case otherDisk.MatchString(spec):
+		case otherDisk.MatchString(spec) || strings.HasPrefix(spec, "/dev/disk/by-id/") || strings.HasPrefix(spec, "/dev/disk/by-path/"):
 			l.finding("linux.fstab-device", Error, where, "%s mounts %s by device name: the cloud's system disk is /dev/vda and other disks will not be there; mount by UUID= (blkid shows it) or delete the line", mnt, spec)
 		case strings.HasPrefix(spec, "/dev/mapper/"):
 			l.finding("linux.fstab-device", Error, where, "%s mounts the device-mapper volume %s (LVM or encryption), which the cloud's import does not support; move it onto a plain partition", mnt, spec)
@@ -441,6 +441,24 @@ func (l *linux) agent() {
 	l.finding("linux.jcs-agent", Warning, "", "the cloud's agent (JCS-agent) was not found: password reset, key pairs and monitoring will not work; install it before exporting the image")
 }
 
+// hasStaticNM reports whether NetworkManager has a connection with a
+// static IPv4 address, or ifcfg files that it would read.
+func (l *linux) hasStaticNM() bool {
+	static := regexp.MustCompile(`(?im)^\s*(method\s*=\s*manual|BOOTPROTO\s*=\s*["']?(static|none))`)
+	for _, d := range []string{"/etc/NetworkManager/system-connections", "/etc/sysconfig/network-scripts"} {
+		entries, _ := l.t.readDir(d)
+		for i, e := range entries {
+			if i >= 256 {
+				break
+			}
+			if b, err := l.t.readFile(d+"/"+e.name, maxConfigFile); err == nil && static.Match(b) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // dhcp looks for a network configuration that asks for DHCP.
 func (l *linux) dhcp() {
 	dhcp := regexp.MustCompile(`(?im)^\s*(BOOTPROTO\s*=\s*["']?dhcp|iface\s+\S+\s+inet6?\s+dhcp|dhcp4\s*:\s*(true|yes|on)|DHCP\s*=\s*(yes|true|ipv4|both)|method\s*=\s*auto)`)
@@ -461,6 +479,11 @@ func (l *linux) dhcp() {
 		if err == nil && dhcp.Match(b) {
 			return
 		}
+	}
+	// NetworkManager, enabled and without a connection of its own for
+	// the NIC, brings it up by DHCP ("Wired connection 1").
+	if l.t.exists("/etc/systemd/system/multi-user.target.wants/NetworkManager.service") && !l.hasStaticNM() {
+		return
 	}
 	l.finding("linux.dhcp", Warning, "", "no network configuration asking for DHCP was found (ifcfg BOOTPROTO=dhcp, netplan dhcp4, interfaces inet dhcp, systemd-networkd DHCP=, NetworkManager method=auto): the instance may get no address; configure eth0 for DHCP")
 }

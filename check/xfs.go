@@ -1,10 +1,12 @@
 package check
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // A small read-only xfs reader for path lookup of small files: superblock,
@@ -81,6 +83,12 @@ type xfsFS struct {
 	size int64
 	sb   *xfsSuper
 	bs   int64
+	// last is the extent list of the inode read last, sorted by offset
+	// (the reader is used by one goroutine at a time).
+	last struct {
+		ino  uint64
+		exts []xfsExtent
+	}
 }
 
 // Fork formats.
@@ -189,8 +197,22 @@ func parseXFSExtent(b []byte) xfsExtent {
 	}
 }
 
-// extents lists the data fork's extents (extent-list or B+tree format).
+// extents lists the data fork's extents (extent-list or B+tree format),
+// sorted by logical offset.
 func (f *xfsFS) extents(in *inode) ([]xfsExtent, error) {
+	if f.last.exts != nil && f.last.ino == in.ino {
+		return f.last.exts, nil
+	}
+	exts, err := f.readExtents(in)
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(exts, func(a, b xfsExtent) int { return cmp.Compare(a.off, b.off) })
+	f.last.ino, f.last.exts = in.ino, exts
+	return exts, nil
+}
+
+func (f *xfsFS) readExtents(in *inode) ([]xfsExtent, error) {
 	fork, format, err := f.fork(in)
 	if err != nil {
 		return nil, err
@@ -277,8 +299,11 @@ func (f *xfsFS) readLogical(exts []xfsExtent, p []byte, off int64) error {
 		lblk := uint64(pos / f.bs)
 		in0 := pos % f.bs
 		chunk := min(f.bs-in0, int64(len(p))-done)
-		for _, e := range exts {
-			if lblk >= e.off && lblk-e.off < e.count {
+		// The last extent starting at or before lblk.
+		i, _ := slices.BinarySearchFunc(exts, lblk+1, func(e xfsExtent, t uint64) int { return cmp.Compare(e.off, t) })
+		if i > 0 {
+			e := exts[i-1]
+			if lblk-e.off < e.count {
 				if !e.unwritten {
 					o, err := f.fsbOffset(e.block + (lblk - e.off))
 					if err != nil {
@@ -288,7 +313,6 @@ func (f *xfsFS) readLogical(exts []xfsExtent, p []byte, off int64) error {
 						return err
 					}
 				}
-				break
 			}
 		}
 		done += chunk
