@@ -98,7 +98,7 @@ func TestRules(t *testing.T) {
 		{name: "clean", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext4", clean)}}},
 		{name: "clean-ext3", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext3", cleanRoot("ext3"))}}},
 		{name: "clean-xfs", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{
-			{SizeMiB: 300, Bootable: true, FS: "xfs", UUID: rootUUID, Files: cleanRoot("xfs")}}}},
+			{SizeMiB: 48, Bootable: true, FS: "xfs", UUID: rootUUID, Files: cleanRoot("xfs")}}}},
 		{name: "boot-and-swap", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{
 			{SizeMiB: 16, Bootable: true, FS: "ext4", Label: "BOOT", Files: map[string]string{"grub2/grub.cfg": "set timeout=5\n"}},
 			{SizeMiB: 8, Type: "82", FS: "swap", UUID: "8d3c2a9e-58e1-4a7c-9b1e-3f1d2c4b5a69"},

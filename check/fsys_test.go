@@ -58,7 +58,7 @@ func TestReaders(t *testing.T) {
 			t.Parallel()
 			size := int64(64)
 			if fstype == "xfs" {
-				size = 300
+				size = 48
 			}
 			disk := testkit.MakeRootDisk(t, t.TempDir(), testkit.RootDiskOptions{Parts: []testkit.FSPart{{SizeMiB: size, FS: fstype, Files: files}}})
 			f, err := os.Open(disk)
