@@ -19,10 +19,7 @@ import (
 
 const rootUUID = "6f1ed6a1-0b32-4e4b-8f43-1d2b51e3a1c0"
 
-var (
-	elf64 = testkit.ELF64
-	elf32 = testkit.ELF32
-)
+var elf32 = testkit.ELF32
 
 func cleanRoot(fstype string) map[string]string { return testkit.LinuxRoot(fstype, rootUUID) }
 

@@ -122,8 +122,6 @@ type Report struct {
 	Status string `json:"status"`
 }
 
-func (r *Report) add(f Finding) { r.Findings = append(r.Findings, f) }
-
 func (r *Report) addf(rule string, sev Severity, format string, args ...any) *Finding {
 	r.Findings = append(r.Findings, Finding{Rule: rule, Severity: sev, Message: fmt.Sprintf(format, args...)})
 	return &r.Findings[len(r.Findings)-1]

@@ -92,6 +92,11 @@ func importCheck(ctx context.Context, o *convertOptions, im reader.Image, src st
 		return err
 	}
 	c.report = r
+	if o.asJSON {
+		// The findings go into the JSON summary; stderr may be where
+		// the summary goes, so it stays clean.
+		stderr = io.Discard
+	}
 	r.WriteText(prefixWriter{stderr, "convert: check: "}, check.Warning)
 	fmt.Fprintf(stderr, "convert: check: %s\n", r.Summary())
 	errs := r.Count(check.Error)

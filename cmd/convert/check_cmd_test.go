@@ -101,6 +101,14 @@ func TestConvertCheckModes(t *testing.T) {
 	if code != exitOK || !strings.Contains(errs, check.RulePersistentNet) {
 		t.Fatalf("auto to a file: exit %d\n%s", code, errs)
 	}
+	// --json: the findings are in the summary, not on stderr.
+	code, stdout, errs := runCLI(disk, "-O", "raw", "-o", out, "--json", "--progress", "never")
+	var sum struct {
+		Check *check.Report `json:"check"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &sum); err != nil || code != exitOK || sum.Check == nil || !sum.Check.Has(check.RulePersistentNet) || strings.Contains(errs, "check:") {
+		t.Fatalf("--json: exit %d, %v\n%s\n%s", code, err, stdout, errs)
+	}
 	// --force goes on in strict mode and records forceImport.
 	var o convertOptions
 	fs := convertFlags(&o)
