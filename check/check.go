@@ -312,7 +312,7 @@ func rootRules(ctx context.Context, r *Report, d Disk, parts []Partition, view *
 	}
 	hasVolume := false
 	for _, v := range volumes {
-		if v == "lvm2" || v == "luks" || v == "md" || v == "btrfs" {
+		if v == "lvm2" || v == "luks" || v == "md" || v == "btrfs" || v == "iso9660" {
 			hasVolume = true
 		}
 	}
@@ -339,7 +339,7 @@ func rootRules(ctx context.Context, r *Report, d Disk, parts []Partition, view *
 		f.Partition = windows.Index
 		r.addf(RuleWindowsOff, Info, "not checked offline, as NTFS is not read: Windows Server 2008 R2/2012 R2/2016 64-bit, virtio drivers installed, qemu-ga and cloudbase-init uninstalled, JCS-agent installed, RDP 3389 open, firewall off, free space")
 	case hasVolume:
-		r.addf(RuleRootFS, Info, "no root file system was found outside the LVM, encrypted, RAID or btrfs volumes; it is probably inside them")
+		r.addf(RuleRootFS, Info, "no root file system was found outside the LVM, encrypted, RAID, btrfs or ISO volumes; it is probably inside them")
 	default:
 		r.addf(RuleRootFS, Error, "no root file system was found: the cloud needs a Linux system on ext3, ext4 or xfs, or Windows on NTFS, on a plain MBR partition")
 	}

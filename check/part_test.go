@@ -2,8 +2,10 @@ package check
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -114,5 +116,49 @@ func TestInitramfs(t *testing.T) {
 	xz := string(testkit.Cpio(map[string]string{"a": "b"})) + "\xfd7zXZ\x00rest"
 	if _, err := cpioNames(bytes.NewReader([]byte(xz)), int64(len(xz))); !errors.Is(err, errCompression) || !strings.Contains(err.Error(), "xz") {
 		t.Errorf("xz: %v", err)
+	}
+}
+
+type memDisk struct{ *bytes.Reader }
+
+func (m memDisk) Size() int64 { return m.Reader.Size() }
+
+func TestFormatRules(t *testing.T) {
+	iso := make([]byte, 64<<10)
+	copy(iso[0x8001:], "CD001")
+	r, err := Run(context.Background(), memDisk{bytes.NewReader(iso)}, Options{Format: "raw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Rules(Warning); !slices.Equal(got, []string{RuleFormat, RulePartTable}) {
+		t.Errorf("iso: %v", got)
+	}
+	r, err = Run(context.Background(), memDisk{bytes.NewReader(handMadeEBR())}, Options{Format: "vdi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Has(RuleFormat) {
+		t.Errorf("vdi: %v", r.Findings)
+	}
+	for _, f := range r.Findings {
+		if f.Rule == RuleFormat && f.Severity != Info {
+			t.Errorf("vdi: %+v", f)
+		}
+	}
+}
+
+func TestWholeDiskFS(t *testing.T) {
+	t.Parallel()
+	disk := testkit.MakeRootDisk(t, t.TempDir(), testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext4", cleanRoot("ext4"))}})
+	b, err := os.ReadFile(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Run(context.Background(), memDisk{bytes.NewReader(b[1<<20 : 49<<20])}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Rules(Warning); !slices.Equal(got, []string{RulePartTable}) || r.OS.Platform != "CentOS" || r.PartitionTable != "none" {
+		t.Errorf("rules %v, OS %+v", got, r.OS)
 	}
 }
