@@ -53,14 +53,22 @@ func readerTree() (map[string]string, map[string]string) {
 
 func TestReaders(t *testing.T) {
 	files, want := readerTree()
-	for _, fstype := range []string{"ext4", "ext3", "ext2", "xfs"} {
-		t.Run(fstype, func(t *testing.T) {
+	for _, c := range []struct {
+		name, fstype string
+		args         []string
+	}{
+		{"ext4", "ext4", nil},
+		{"ext4-4k", "ext4", []string{"-b", "4096"}},
+		{"ext3", "ext3", nil},
+		{"ext2", "ext2", nil},
+		{"xfs", "xfs", nil},
+		{"xfs-v4", "xfs", []string{"-m", "crc=0", "-n", "ftype=0"}},
+	} {
+		fstype := c.fstype
+		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			size := int64(64)
-			if fstype == "xfs" {
-				size = 48
-			}
-			disk := testkit.MakeRootDisk(t, t.TempDir(), testkit.RootDiskOptions{Parts: []testkit.FSPart{{SizeMiB: size, FS: fstype, Files: files}}})
+			size := int64(48)
+			disk := testkit.MakeRootDisk(t, t.TempDir(), testkit.RootDiskOptions{Parts: []testkit.FSPart{{SizeMiB: size, FS: fstype, Files: files, MkfsArgs: c.args}}})
 			f, err := os.Open(disk)
 			if err != nil {
 				t.Fatal(err)

@@ -98,7 +98,8 @@ func runCheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return err
 		}
 	} else {
-		fmt.Fprintf(stdout, "%s: %s, %s virtual, %s partition table\n", src, r.Format, human(r.VirtualSize), r.PartitionTable)
+		table := map[string]string{"mbr": "MBR", "gpt": "GPT", "none": "no"}[r.PartitionTable]
+		fmt.Fprintf(stdout, "%s: %s, %s virtual, %s partition table\n", src, r.Format, human(r.VirtualSize), table)
 		r.WriteText(stdout, check.Info)
 		fmt.Fprintln(stdout, r.Summary())
 	}

@@ -31,6 +31,9 @@ type FSPart struct {
 	// content starting with "->" makes a symlink to the rest; a path ending
 	// in "/" an empty directory.
 	Files map[string]string
+	// MkfsArgs are extra options for mke2fs or mkfs.xfs ("-b", "4096",
+	// "-m", "crc=0", ...).
+	MkfsArgs []string
 }
 
 // RootDiskOptions shape a disk built by MakeRootDisk.
@@ -170,6 +173,7 @@ func makeFS(t testing.TB, base string, p FSPart) string {
 		if p.Label != "" {
 			args = append(args, "-L", p.Label)
 		}
+		args = append(args, p.MkfsArgs...)
 		Run(t, "mke2fs", append(args, img, fmt.Sprintf("%dM", p.SizeMiB))...)
 		os.RemoveAll(tree)
 		return img
@@ -186,6 +190,7 @@ func makeFS(t testing.TB, base string, p FSPart) string {
 		if p.Label != "" {
 			args = append(args, "-L", p.Label)
 		}
+		args = append(args, p.MkfsArgs...)
 		cmd := exec.Command("mkfs.xfs", append(args, img)...)
 		// Small test file systems: xfsprogs refuses under 300 MiB
 		// unless it runs under its test suite.
