@@ -68,8 +68,14 @@ const (
 // MaxUsedPct is the most a file system may be used (space and inodes).
 const MaxUsedPct = 98
 
-// importable are the formats ImportImage takes as they are.
-var importable = []string{"raw", "qcow2", "vmdk", "vhd"}
+// importable reports whether ImportImage takes the format as it is.
+func importable(format string) bool {
+	switch strings.ToLower(format) {
+	case "raw", "qcow2", "vmdk", "vhd":
+		return true
+	}
+	return false
+}
 
 // Run checks a disk against the cloud's import rules. It fails only when
 // ctx ends; everything else, unreadable structures included, becomes a
@@ -78,7 +84,7 @@ func Run(ctx context.Context, d Disk, o Options) (*Report, error) {
 	size := d.Size()
 	r := &Report{Format: o.Format, VirtualSize: size}
 
-	if o.Format != "" && !containsFold(importable, o.Format) {
+	if o.Format != "" && !importable(o.Format) {
 		r.addf(RuleFormat, Info, "%s is not a format ImportImage takes; the converted output (RAW or QCOW2) is what gets imported", o.Format)
 	}
 
@@ -113,15 +119,6 @@ func Run(ctx context.Context, d Disk, o Options) (*Report, error) {
 	}
 	r.finish()
 	return r, nil
-}
-
-func containsFold(list []string, s string) bool {
-	for _, x := range list {
-		if strings.EqualFold(x, s) {
-			return true
-		}
-	}
-	return false
 }
 
 // partitions applies the partition table and boot rules.
@@ -167,10 +164,16 @@ func partitions(r *Report, t *partTable, size int64) {
 	r.Partitions = t.parts
 }
 
-// MBR and GPT partition types that mark volumes the cloud cannot import.
-var volumeTypes = map[string]string{
-	"0x8e": "lvm2", "0xfd": "md",
-	"e6d6d379-f507-44c2-a23c-238f2a3df928": "lvm2", "a19d880f-05fc-4d3b-a006-743f0f84911e": "md",
+// volumeType names the volume format an MBR or GPT partition type marks
+// (LVM, md RAID), or "".
+func volumeType(typ string) string {
+	switch strings.ToLower(typ) {
+	case "0x8e", "e6d6d379-f507-44c2-a23c-238f2a3df928":
+		return "lvm2"
+	case "0xfd", "a19d880f-05fc-4d3b-a006-743f0f84911e":
+		return "md"
+	}
+	return ""
 }
 
 // fileSystems probes every partition, applies the volume and usage rules,
@@ -195,7 +198,7 @@ func fileSystems(ctx context.Context, r *Report, d Disk, t *partTable) error {
 		psize := min(p.Size, size-p.Start)
 		fi := probe(io.NewSectionReader(d, p.Start, psize), psize)
 		if fi.Type == "" {
-			fi.Type = volumeTypes[strings.ToLower(p.Type)]
+			fi.Type = volumeType(p.Type)
 		}
 		p.FS = fi.Type
 		if fi.UUID != "" {

@@ -102,7 +102,7 @@ func (l *linux) osRelease() {
 		for _, file = range []string{"/etc/centos-release", "/etc/redhat-release"} {
 			if b, ok = l.readConfig(file); ok {
 				os.Name = strings.TrimSpace(string(b))
-				if m := regexp.MustCompile(`release ([0-9.]+)`).FindStringSubmatch(os.Name); m != nil {
+				if m := releaseVersion.FindStringSubmatch(os.Name); m != nil {
 					os.Version = m[1]
 				}
 				if strings.HasPrefix(os.Name, "CentOS") {
@@ -182,9 +182,23 @@ func (l *linux) arch() {
 	}
 }
 
-var networkFS = []string{"nfs", "nfs4", "cifs", "smbfs", "smb3", "glusterfs", "ceph", "sshfs", "fuse.sshfs", "davfs", "vboxsf", "9p", "virtiofs", "lustre", "gfs2", "ocfs2", "fuse.glusterfs", "afs"}
+// networkFS reports whether a file system type mounts from the network or
+// the host.
+func networkFS(typ string) bool {
+	switch typ {
+	case "nfs", "nfs4", "cifs", "smbfs", "smb3", "glusterfs", "ceph", "sshfs", "fuse.sshfs", "davfs", "vboxsf", "9p", "virtiofs", "lustre", "gfs2", "ocfs2", "fuse.glusterfs", "afs":
+		return true
+	}
+	return false
+}
 
-var otherDisk = regexp.MustCompile(`^/dev/(sd[a-z]+|hd[a-z]+|xvd[a-z]+|vd[b-z][a-z]*|nvme[0-9]+n[0-9]+)`)
+// Patterns the rules match (compiled once, never changed).
+var (
+	otherDisk      = regexp.MustCompile(`^/dev/(sd[a-z]+|hd[a-z]+|xvd[a-z]+|vd[b-z][a-z]*|nvme[0-9]+n[0-9]+)`)
+	releaseVersion = regexp.MustCompile(`release ([0-9.]+)`)
+	dhcpConfig     = regexp.MustCompile(`(?im)^\s*(BOOTPROTO\s*=\s*["']?dhcp|iface\s+\S+\s+inet6?\s+dhcp|dhcp4\s*:\s*(true|yes|on)|DHCP\s*=\s*(yes|true|ipv4|both)|method\s*=\s*auto)`)
+	staticConfig   = regexp.MustCompile(`(?im)^\s*(method\s*=\s*manual|BOOTPROTO\s*=\s*["']?(static|none))`)
+)
 
 // fstab checks that every auto-mounted entry names a file system on this
 // disk, in a way that survives the move to the cloud's virtio disk.
@@ -212,7 +226,7 @@ func (l *linux) fstab() {
 		}
 		where := fmt.Sprintf("%s:%d", file, n+1)
 		switch {
-		case slices.Contains(networkFS, typ) || strings.HasPrefix(spec, "//") || (strings.Contains(spec, ":/") && !strings.HasPrefix(spec, "/")):
+		case networkFS(typ) || strings.HasPrefix(spec, "//") || (strings.Contains(spec, ":/") && !strings.HasPrefix(spec, "/")):
 			l.finding("linux.fstab-network", Error, where, "%s mounts %s (%s) from the network or the host: the cloud instance cannot reach it at boot; delete the line or add noauto", mnt, spec, typ)
 		case strings.HasPrefix(spec, "UUID=") || strings.HasPrefix(spec, "/dev/disk/by-uuid/"):
 			u := strings.Trim(strings.TrimPrefix(strings.TrimPrefix(spec, "UUID="), "/dev/disk/by-uuid/"), `"`)
@@ -444,14 +458,13 @@ func (l *linux) agent() {
 // hasStaticNM reports whether NetworkManager has a connection with a
 // static IPv4 address, or ifcfg files that it would read.
 func (l *linux) hasStaticNM() bool {
-	static := regexp.MustCompile(`(?im)^\s*(method\s*=\s*manual|BOOTPROTO\s*=\s*["']?(static|none))`)
 	for _, d := range []string{"/etc/NetworkManager/system-connections", "/etc/sysconfig/network-scripts"} {
 		entries, _ := l.t.readDir(d)
 		for i, e := range entries {
 			if i >= 256 {
 				break
 			}
-			if b, err := l.t.readFile(d+"/"+e.name, maxConfigFile); err == nil && static.Match(b) {
+			if b, err := l.t.readFile(d+"/"+e.name, maxConfigFile); err == nil && staticConfig.Match(b) {
 				return true
 			}
 		}
@@ -461,7 +474,6 @@ func (l *linux) hasStaticNM() bool {
 
 // dhcp looks for a network configuration that asks for DHCP.
 func (l *linux) dhcp() {
-	dhcp := regexp.MustCompile(`(?im)^\s*(BOOTPROTO\s*=\s*["']?dhcp|iface\s+\S+\s+inet6?\s+dhcp|dhcp4\s*:\s*(true|yes|on)|DHCP\s*=\s*(yes|true|ipv4|both)|method\s*=\s*auto)`)
 	dirs := []string{"/etc/sysconfig/network-scripts", "/etc/sysconfig/network", "/etc/netplan", "/etc/systemd/network",
 		"/etc/NetworkManager/system-connections", "/etc/network/interfaces.d", "/run/systemd/network", "/usr/lib/systemd/network"}
 	files := []string{"/etc/network/interfaces"}
@@ -476,7 +488,7 @@ func (l *linux) dhcp() {
 	}
 	for _, f := range files {
 		b, err := l.t.readFile(f, maxConfigFile)
-		if err == nil && dhcp.Match(b) {
+		if err == nil && dhcpConfig.Match(b) {
 			return
 		}
 	}

@@ -223,7 +223,7 @@ func (t *partTable) readGPT(d io.ReaderAt, size, hdrOff int64) {
 		}
 		first := binary.LittleEndian.Uint64(e[32:])
 		last := binary.LittleEndian.Uint64(e[40:])
-		if last < first || last >= uint64(size/lba)+(1<<40) {
+		if last < first || last-first >= 1<<42 {
 			t.problem(base+i*int64(esize), "GPT entry %d has the invalid range %d..%d", i+1, first, last)
 			continue
 		}

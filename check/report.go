@@ -141,11 +141,11 @@ func (r *Report) Count(s Severity) int {
 }
 
 // Rules are the distinct rule ids of the findings at or above severity
-// min, sorted.
-func (r *Report) Rules(min Severity) []string {
+// least, sorted.
+func (r *Report) Rules(least Severity) []string {
 	var ids []string
 	for _, f := range r.Findings {
-		if f.Severity >= min && !slices.Contains(ids, f.Rule) {
+		if f.Severity >= least && !slices.Contains(ids, f.Rule) {
 			ids = append(ids, f.Rule)
 		}
 	}
@@ -180,11 +180,11 @@ func (r *Report) WriteJSON(w io.Writer) error {
 	return e.Encode(r)
 }
 
-// WriteText writes the findings for people, most serious first, and a
-// closing line with the counts. min hides findings below that severity.
-func (r *Report) WriteText(w io.Writer, min Severity) {
+// WriteText writes the findings for people, one a line, most serious
+// first. Findings below severity least are left out.
+func (r *Report) WriteText(w io.Writer, least Severity) {
 	for _, f := range r.Findings {
-		if f.Severity < min {
+		if f.Severity < least {
 			continue
 		}
 		line := fmt.Sprintf("%-7s %s: %s", f.Severity, f.Rule, f.Message)
