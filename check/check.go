@@ -47,6 +47,7 @@ const (
 	RuleSpace         = "fs.space"
 	RuleInodes        = "fs.inodes"
 	RuleUnchecked     = "fs.unchecked"
+	RuleDirty         = "fs.dirty"
 	RuleOS            = "linux.os"
 	RuleArch          = "linux.arch"
 	RuleFstabUUID     = "linux.fstab-uuid"
@@ -235,6 +236,9 @@ func fileSystems(ctx context.Context, r *Report, d Disk, t *partTable) error {
 			ev(r.addf(RuleMD, Error, "partition %d is a member of a software RAID (md): the cloud imports single plain disks only; move the system off the RAID", p.Index))
 		case "iso9660":
 			ev(r.addf(RuleFormat, Error, "the disk holds an ISO 9660 (CD/DVD) image: the cloud does not import ISO; install the system onto a disk and import that"))
+		}
+		if fi.Dirty != "" {
+			ev(r.addf(RuleDirty, Warning, "partition %d (%s) was not unmounted cleanly (%s): the image was taken from a running or crashed system, and files read here may be stale; shut the guest down cleanly (or run fsck) and export again", p.Index, fi.Type, fi.Dirty))
 		}
 		if fi.Used > MaxUsedPct {
 			ev(r.addf(RuleSpace, Warning, "partition %d (%s) is %.1f%% full, above %d%%: the system may fail to boot or log; free some space", p.Index, fi.Type, fi.Used, MaxUsedPct))

@@ -90,6 +90,7 @@ func TestRules(t *testing.T) {
 		disk  testkit.RootDiskOptions
 		opts  Options
 		grow  int64 // truncate the disk to this size afterwards
+		patch func(t *testing.T, disk string)
 		rules []string
 	}{
 		{name: "clean", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext4", clean)}}},
@@ -179,6 +180,25 @@ func TestRules(t *testing.T) {
 				"etc/sysconfig/network-scripts/ifcfg-eth0", "BOOTPROTO=static\nIPADDR=10.0.0.5\n",
 				"usr/lib/systemd/system/jcs-agent-core.service", ""))}},
 			rules: []string{RuleDHCP, RuleAgent, RuleSELinux, RuleSSHD}},
+		{name: "dirty", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext4", clean)}},
+			patch: func(t *testing.T, disk string) {
+				// Set needs_recovery in the root file system's superblock.
+				f, err := os.OpenFile(disk, os.O_RDWR, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				b := make([]byte, 4)
+				off := int64(1<<20 + 1024 + 0x60)
+				if _, err := f.ReadAt(b, off); err != nil {
+					t.Fatal(err)
+				}
+				b[0] |= extIncompatRecover
+				if _, err := f.WriteAt(b, off); err != nil {
+					t.Fatal(err)
+				}
+			},
+			rules: []string{RuleDirty}},
 		{name: "600GiB", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext4", clean)}},
 			grow: 600 * GiB, rules: []string{RuleVirtualSize}},
 		{name: "disk-size-45", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext4", clean)}},
@@ -192,6 +212,9 @@ func TestRules(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			disk := testkit.MakeRootDisk(t, t.TempDir(), c.disk)
+			if c.patch != nil {
+				c.patch(t, disk)
+			}
 			if c.grow > 0 {
 				if err := os.Truncate(disk, c.grow); err != nil {
 					t.Fatal(err)

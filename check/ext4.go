@@ -25,11 +25,13 @@ type extSuper struct {
 	inodeSize            uint32
 	descSize             uint32
 	compat, incompat, ro uint32
+	state                uint16 // 1: cleanly unmounted, 2: errors found
 	uuid, label          string
 }
 
 const (
 	extCompatJournal   = 0x4
+	extIncompatRecover = 0x4
 	extIncompatExtents = 0x40
 	extIncompat64      = 0x80
 	extIncompatFlexBG  = 0x200
@@ -48,7 +50,7 @@ func parseExtSuper(b []byte) (*extSuper, error) {
 	s := &extSuper{
 		inodes: le32(0), blocks: uint64(le32(4)), freeBlocks: uint64(le32(0xc)), freeInodes: le32(0x10),
 		firstDataBlock: le32(0x14), logBlockSize: le32(0x18), blocksPerGroup: le32(0x20), inodesPerGroup: le32(0x28),
-		compat: le32(0x5c), incompat: le32(0x60), ro: le32(0x64),
+		compat: le32(0x5c), incompat: le32(0x60), ro: le32(0x64), state: uint16(le16(0x3a)),
 		uuid: uuidString(b[0x68:0x78]), label: cstring(b[0x78:0x88]), inodeSize: 128, descSize: 32,
 	}
 	if le32(0x4c) >= 1 { // dynamic revision
@@ -94,6 +96,12 @@ func (s *extSuper) kind() string {
 
 func (s *extSuper) info() fsInfo {
 	f := fsInfo{Type: s.kind(), UUID: s.uuid, Label: s.label, Used: -1, Inodes: -1, Magic: 1024 + 0x38}
+	switch {
+	case s.state&2 != 0:
+		f.Dirty = "the kernel recorded errors in it"
+	case s.incompat&extIncompatRecover != 0:
+		f.Dirty = "its journal needs recovery"
+	}
 	if s.freeBlocks <= s.blocks {
 		f.Used = 100 * float64(s.blocks-s.freeBlocks) / float64(s.blocks)
 	}

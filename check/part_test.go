@@ -90,6 +90,13 @@ func TestUsage(t *testing.T) {
 	if fi := s.info(); fi.Used < 99 || fi.Inodes < 98 {
 		t.Errorf("full ext4 %+v", fi)
 	}
+	if fi.Dirty != "" {
+		t.Errorf("clean ext4 is dirty: %s", fi.Dirty)
+	}
+	binary.LittleEndian.PutUint32(sb[0x60:], binary.LittleEndian.Uint32(sb[0x60:])|extIncompatRecover)
+	if s, err := parseExtSuper(sb); err != nil || s.info().Dirty == "" {
+		t.Errorf("needs_recovery not seen: %v", err)
+	}
 	x := loadSeedPrefix(t, "xfs.img.gz", 512)
 	fi = probeBytes(x[:512])
 	if fi.Type != "xfs" || fi.UUID != "11111111-2222-3333-4444-555555555555" || fi.Used <= 0 || fi.Used > 98 {

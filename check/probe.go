@@ -18,6 +18,8 @@ type fsInfo struct {
 	Used, Inodes float64
 	// Magic is the offset of the magic bytes in the partition.
 	Magic int64
+	// Dirty says why the file system is not clean, if it is not.
+	Dirty string
 }
 
 // probeHead is how much of a partition's start probe reads: enough for the
