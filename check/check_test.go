@@ -259,6 +259,12 @@ func TestCleanReport(t *testing.T) {
 	if r.OS != want {
 		t.Errorf("OS %+v, want %+v", r.OS, want)
 	}
+	if f := r.ImportFields(); f != (ImportFields{"x86_64", "linux", "CentOS", "7"}) {
+		t.Errorf("import fields %+v", f)
+	}
+	if f := (&Report{}).ImportFields(); f != (ImportFields{"x86_64", "linux", "Other Linux", ""}) {
+		t.Errorf("default import fields %+v", f)
+	}
 	if got := r.Rules(Info); !slices.Equal(got, []string{RuleOS, RuleOffline}) {
 		t.Errorf("info rules %v", got)
 	}

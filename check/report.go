@@ -217,3 +217,28 @@ func (r *Report) Summary() string {
 	}
 	return s
 }
+
+// ImportFields are the ImportImage request fields the check can fill.
+type ImportFields struct {
+	Architecture string `json:"architecture"`
+	OSType       string `json:"osType"`
+	Platform     string `json:"platform"`
+	OSVersion    string `json:"osVersion,omitempty"`
+}
+
+// ImportFields fills the ImportImage fields from what the check found,
+// with the defaults the API needs where it found nothing: x86_64, linux,
+// "Other Linux" (or "Other Windows").
+func (r *Report) ImportFields() ImportFields {
+	f := ImportFields{Architecture: r.OS.Architecture, OSType: r.OS.OSType, Platform: r.OS.Platform, OSVersion: r.OS.Version}
+	if f.Architecture == "" {
+		f.Architecture = "x86_64"
+	}
+	if f.OSType == "" {
+		f.OSType = "linux"
+	}
+	if f.Platform == "" {
+		f.Platform = map[string]string{"linux": "Other Linux", "windows": "Other Windows"}[f.OSType]
+	}
+	return f
+}
