@@ -197,3 +197,24 @@ func openTest(t *testing.T, path string) reader.Image {
 	t.Cleanup(func() { im.Close() })
 	return im
 }
+
+func TestToBucket(t *testing.T) {
+	var o convertOptions
+	fs := convertFlags(&o)
+	if fs.Lookup("bucket") == nil {
+		// The upload options register --bucket; until then, stand in.
+		fs.String("bucket", "", "")
+	}
+	if err := fs.Parse([]string{"src", "-o", "key.raw"}); err != nil {
+		t.Fatal(err)
+	}
+	if o.check.toBucket(o.output) {
+		t.Error("a file is not a bucket")
+	}
+	if err := fs.Parse([]string{"src", "-o", "key.raw", "--bucket", "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if !o.check.toBucket(o.output) || !o.check.toBucket("s3://b/k") {
+		t.Error("--bucket and s3:// are buckets")
+	}
+}
