@@ -67,6 +67,8 @@ type summary struct {
 	// Target holds what the target reports after Commit (an upload's URLs
 	// and import command), if it reports anything.
 	Target any `json:"target,omitempty"`
+	// Check is the import readiness check's verdict (nil with --check off).
+	Check *check.Report `json:"check,omitempty"`
 }
 
 // reporter is implemented by targets with something to tell after Commit.
@@ -125,6 +127,9 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	defer im.Close()
 
+	if im, err = o.check.shrinkImage(ctx, im, o.diskSizeGB); err != nil { // --shrink: im.Size() becomes the requested size
+		return inputError{fmt.Errorf("%s: %w", src, err)}
+	}
 	diskGB, err := check.DiskSize(im.Size(), o.diskSizeGB)
 	if err != nil {
 		if !o.force {
@@ -178,6 +183,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	sum := summary{
 		Source: im.Info(), Output: o.output, OutputFormat: o.outFormat, OutputBytes: enc.Written(),
 		SystemDiskSizeGB: diskGB, Seconds: elapsed.Seconds(), Stats: st, Warnings: warnings,
+		Check: o.check.Report(),
 	}
 	out := stdout
 	if toStdout {

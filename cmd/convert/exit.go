@@ -39,12 +39,18 @@ type inputError struct{ error }
 
 func (e inputError) Unwrap() error { return e.error }
 
+// exitCoder errors carry their own exit code (convert check's findings).
+type exitCoder interface{ ExitCode() int }
+
 func exitCode(ctx context.Context, err error) int {
 	var ue usageError
 	var ie inputError
+	var ec exitCoder
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, &ec):
+		return ec.ExitCode()
 	case errors.Is(err, pflag.ErrHelp), errors.Is(err, flag.ErrHelp):
 		return exitOK
 	case ctx.Err() != nil || errors.Is(err, context.Canceled):

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/spf13/pflag"
+
+	"vmimport/check"
+	"vmimport/reader"
+)
+
+// Exit codes of convert check.
+const (
+	exitCheckErrors   = exitBadInput // 3: error-severity findings
+	exitCheckWarnings = 4            // warnings, no errors
+)
+
+const checkHelp = `Usage: convert check SRC [--json] [--system-disk-size-gb N [--shrink]] [flags]
+
+Checks a disk image against the cloud's import rules, offline, from the
+disk's bytes: image format and size, partition table and boot (MBR with
+boot code and one active partition; no GPT, no EFI system partition), file
+systems (ext3/ext4/xfs or NTFS; no LVM, LUKS, btrfs, md RAID; at most 98%
+used), and inside a Linux root file system: /etc/fstab, 70-persistent-net
+udev rules, cloud-init and qemu-guest-agent, virtio drivers, SELinux, sshd,
+DHCP, the cloud's agent, 64-bit, and the OS name and version for the
+ImportImage request. convert runs the same check before writing (--check).
+
+Every finding has a rule id, a severity (error: the import fails or the
+instance does not boot; warning: it may not work well; info: worth
+knowing, or not checkable offline), a message saying how to fix it, and its
+evidence (partition, file, disk offset).
+
+Exit codes:
+  0    pass: no errors, no warnings
+  2    usage error
+  3    errors found (the import would fail), or the image cannot be opened
+  4    warnings only
+  1    the check itself failed (I/O error)
+  130  interrupted
+
+Flags:
+`
+
+// checkFailed carries the exit code of a check with findings.
+type checkFailed struct {
+	code int
+	msg  string
+}
+
+func (c checkFailed) Error() string { return c.msg }
+
+// ExitCode is the process exit code.
+func (c checkFailed) ExitCode() int { return c.code }
+
+func runCheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		asJSON     bool
+		diskSizeGB int64
+		shrink     bool
+		ro         readerOptions
+	)
+	fs := pflag.NewFlagSet("convert check", pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.SetOutput(stderr)
+	fs.BoolVar(&asJSON, "json", false, "print the report as JSON on stdout, for scripts")
+	fs.Int64Var(&diskSizeGB, "system-disk-size-gb", 0, "the system disk size the import will ask for (default: the smallest that fits)")
+	fs.BoolVar(&shrink, "shrink", false, "check for convert --shrink: the virtual size may exceed --system-disk-size-gb if everything beyond is zero")
+	ro.register(fs)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, checkHelp)
+		fmt.Fprint(stderr, fs.FlagUsages())
+	}
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return usageError{fmt.Errorf("check takes exactly one image, got %d", fs.NArg())}
+	}
+	if shrink && diskSizeGB == 0 {
+		return usageError{fmt.Errorf("--shrink needs --system-disk-size-gb")}
+	}
+	src := fs.Arg(0)
+	im, err := reader.Open(src, ro.options(stderr))
+	if err != nil {
+		return inputError{err}
+	}
+	defer im.Close()
+	r, err := check.Run(ctx, im, check.Options{Format: im.Info().Format, DiskSizeGB: diskSizeGB, Shrink: shrink})
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		if err := r.WriteJSON(stdout); err != nil {
+			return err
+		}
+	} else {
+		table := map[string]string{"mbr": "MBR", "gpt": "GPT", "none": "no"}[r.PartitionTable]
+		fmt.Fprintf(stdout, "%s: %s, %s virtual, %s partition table\n", src, r.Format, human(r.VirtualSize), table)
+		r.WriteText(stdout, check.Info)
+		fmt.Fprintln(stdout, r.Summary())
+	}
+	switch {
+	case r.Count(check.Error) > 0:
+		return checkFailed{exitCheckErrors, fmt.Sprintf("%s: %d import rule(s) broken", src, r.Count(check.Error))}
+	case r.Count(check.Warning) > 0:
+		return checkFailed{exitCheckWarnings, fmt.Sprintf("%s: %d warning(s)", src, r.Count(check.Warning))}
+	}
+	return nil
+}
