@@ -11,13 +11,15 @@ const version = "0.1.0"
 
 const mainHelp = `convert moves a virtual machine's system disk into the cloud.
 
-It reads a disk image once, checks it against the cloud's import rules,
+It reads a disk image once, checks it against the cloud's import rules
+(partitions, file systems, fstab, drivers, agents: see convert check),
 and writes it converted to sparse-aware RAW (or QCOW2) into a file or to
 stdout, in one pass with bounded memory.
 
 Usage:
   convert SRC -O raw -o OUT [flags]    convert an image (flags below)
   convert info SRC [--json]            describe an image
+  convert check SRC [--json]           check an image against the cloud's import rules
   convert bench SRC | --suite          measure throughput (convert bench --help)
   convert version                      print the version
 
