@@ -14,6 +14,7 @@ import (
 	"vmimport/reader/image"
 	"vmimport/reader/qcow2"
 	"vmimport/reader/raw"
+	"vmimport/reader/vmdk"
 )
 
 // Image is a virtual disk opened for reading; see image.Image.
@@ -31,8 +32,8 @@ func probes() []probe {
 		{name: "QCOW2", detect: isQCOW(2), open: func(s image.Source, o *image.Options) (image.Image, error) { return qcow2.Open(s, o) }},
 		{name: "QCOW version 1", detect: isQCOW(1), hint: "convert it with qemu-img to qcow2 first"},
 		{name: "QED", detect: magic("QED\x00"), hint: "convert it with qemu-img to qcow2 first"},
-		{name: "VMDK", detect: isVMDKSparse},
-		{name: "VMDK descriptor", detect: isVMDKDescriptor},
+		{name: "VMDK", detect: isVMDKSparse, open: func(s image.Source, o *image.Options) (image.Image, error) { return vmdk.Open(s, o) }},
+		{name: "VMDK descriptor", detect: isVMDKDescriptor, open: func(s image.Source, o *image.Options) (image.Image, error) { return vmdk.Open(s, o) }},
 		{name: "VHDX", detect: magic("vhdxfile")},
 		{name: "VHD", detect: isVHD},
 		{name: "VDI", detect: isVDI},
