@@ -405,10 +405,16 @@ func inflate(dst, src []byte) (int, error) {
 		inflaters.Put(z)
 		return 0, err
 	}
-	n, err := io.ReadFull(z.zr, dst)
-	if err == io.ErrUnexpectedEOF || err == io.EOF {
-		err = nil // shorter than dst: the caller checks the length
-	} else if err == nil {
+	n := 0
+	for n < len(dst) && err == nil {
+		var m int
+		m, err = z.zr.Read(dst[n:])
+		n += m
+	}
+	switch {
+	case err == io.EOF:
+		err = nil // the stream ended, maybe short: the caller checks the length
+	case err == nil:
 		// dst is full: the stream must end here (this also checks the
 		// checksum, read after the last block).
 		var one [1]byte
@@ -422,6 +428,8 @@ func inflate(dst, src []byte) (int, error) {
 		case err2 != io.EOF:
 			err = err2
 		}
+	case err == io.ErrUnexpectedEOF:
+		err = errors.New("the compressed stream is cut short")
 	}
 	if err != nil {
 		z.zr = nil
