@@ -12,6 +12,7 @@ import (
 	"os"
 
 	"vmimport/reader/image"
+	"vmimport/reader/ova"
 	"vmimport/reader/qcow2"
 	"vmimport/reader/raw"
 	"vmimport/reader/vmdk"
@@ -39,7 +40,7 @@ func probes() []probe {
 		{name: "VDI", detect: isVDI},
 		{name: "Parallels", detect: isParallels, hint: "convert it with qemu-img to qcow2 first"},
 		{name: "ISO 9660", detect: isISO, hint: "an installer or CD image is not a system disk: install the system onto a disk and import that disk"},
-		{name: "OVA/tar", detect: isTar},
+		{name: "OVA/tar", detect: isTar, open: func(s image.Source, o *image.Options) (image.Image, error) { return ova.Open(s, o, Detect) }},
 		{name: "gzip-compressed", detect: magic("\x1f\x8b"), hint: "decompress it first (gunzip -k)"},
 		{name: "xz-compressed", detect: magic("\xfd7zXZ\x00"), hint: "decompress it first (xz -dk)"},
 		{name: "zstd-compressed", detect: magic("\x28\xb5\x2f\xfd"), hint: "decompress it first (zstd -d)"},
@@ -149,6 +150,9 @@ type fileImage struct {
 	image.Image
 	f *os.File
 }
+
+// Unwrap returns the image read from the file, for image.Verify.
+func (fi *fileImage) Unwrap() image.Image { return fi.Image }
 
 func (fi *fileImage) Close() error {
 	err := fi.Image.Close()
