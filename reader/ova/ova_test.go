@@ -145,7 +145,7 @@ func TestOVA(t *testing.T) {
 			if listed != 2 || !strings.Contains(info.Fields[0].Value, "33554432") || !strings.Contains(info.Fields[0].Value, "[selected]") {
 				t.Errorf("disks in Info: %+v", info.Fields)
 			}
-			readertest.Check(t, im, fx.raw1)
+			readertest.CheckFast(t, im, fx.raw1)
 			if err := image.Verify(im); err != nil {
 				t.Fatalf("Verify: %v", err)
 			}
@@ -158,7 +158,7 @@ func TestOVA(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer im.Close()
-		readertest.Check(t, im, fx.raw2)
+		readertest.CheckFast(t, im, fx.raw2)
 		if err := image.Verify(im); err != nil {
 			t.Fatalf("Verify: %v", err)
 		}

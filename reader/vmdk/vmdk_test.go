@@ -26,7 +26,7 @@ var (
 	diskDir  string
 )
 
-func testDisk(t *testing.T) string {
+func testDisk(t testing.TB) string {
 	t.Helper()
 	testkit.Need(t, "qemu-img", "sfdisk", "mkfs.ext4")
 	diskOnce.Do(func() {
@@ -77,8 +77,8 @@ func TestAgainstQemu(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if c.slow && testing.Short() {
-				t.Skip("slow variant skipped with -short")
+			if c.slow && (testing.Short() || readertest.Race) {
+				t.Skip("variant skipped with -short and -race")
 			}
 			if strings.Contains(c.opts, "hwversion=undefined") {
 				c.opts = strings.ReplaceAll(c.opts, ",hwversion=undefined", "")
@@ -99,7 +99,7 @@ func TestAgainstQemu(t *testing.T) {
 				t.Errorf("subformat %q, want %q", info.Subformat, want)
 			}
 			t.Logf("info: %+v", info)
-			readertest.Check(t, im, disk)
+			readertest.CheckFast(t, im, disk)
 		})
 	}
 }
@@ -136,7 +136,7 @@ func TestDelta(t *testing.T) {
 	if info.BackingFile != "base.vmdk" || info.Backing == nil || info.Backing.Path != base {
 		t.Errorf("backing info %+v", info)
 	}
-	readertest.Check(t, im, changed)
+	readertest.CheckFast(t, im, changed)
 }
 
 // TestMixedExtents reads hand-written descriptors: a FLAT extent at an
@@ -189,7 +189,7 @@ func TestMixedExtents(t *testing.T) {
 			}
 			defer im.Close()
 			t.Logf("%+v", im.Info())
-			readertest.Check(t, im, disk)
+			readertest.CheckFast(t, im, disk)
 			zero := false
 			for off := int64(0); off < im.Size(); {
 				e, err := im.Extent(off, im.Size()-off)
