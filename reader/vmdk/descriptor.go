@@ -115,6 +115,9 @@ func parseExtentLine(line string) (descExtent, error) {
 		return e, lineError("names no file")
 	}
 	e.File = fields[3]
+	if e.File == "" {
+		return e, lineError("names an empty file")
+	}
 	if len(fields) > 4 {
 		o, err := strconv.ParseInt(fields[4], 10, 64)
 		if err != nil || o < 0 || o > image.MaxVirtualSize/sector {

@@ -91,7 +91,8 @@ func openSparse(r io.ReaderAt, size int64, path string, opts *image.Options) (*s
 	s.maxComp = h.grainBytes + h.grainBytes/8 + 1024
 	gb := h.grainBytes
 	s.grains.New = func() any { b := make([]byte, gb); return &b }
-	s.inBufs.New = func() any { b := make([]byte, 0, gb+2*sector); return &b }
+	ib := min(gb+2*sector, size)
+	s.inBufs.New = func() any { b := make([]byte, 0, ib); return &b }
 	return s, nil
 }
 
@@ -215,9 +216,11 @@ func (s *sparseExtent) classify(gte uint32) int {
 }
 
 // status reports the class of the run at off (extent-relative) and its
-// length, at most n.
+// length, at most n. It scans whole grain tables, a bounded number of
+// grains per call so one question never walks a huge disk.
 func (s *sparseExtent) status(off, n int64) (int64, int, error) {
 	gb := s.h.grainBytes
+	per := uint64(s.h.NumGTEsPerGT)
 	g := uint64(off / gb)
 	e, err := s.gte(g)
 	if err != nil {
@@ -225,28 +228,34 @@ func (s *sparseExtent) status(off, n int64) (int64, int, error) {
 	}
 	class := s.classify(e)
 	end := (int64(g) + 1) * gb
-	// Coalesce following grains of the same class, a bounded number at a
-	// time so one question never walks the whole disk.
-	for steps := 0; end < off+n && steps < 1<<16; steps++ {
-		g++
-		// A whole missing grain table is one step.
-		t := g / uint64(s.h.NumGTEsPerGT)
-		if t < uint64(len(s.gd)) && s.gd[t] == 0 && g%uint64(s.h.NumGTEsPerGT) == 0 {
+	g++
+	for budget := 1 << 20; end < off+n && budget > 0; {
+		t := g / per
+		if t >= uint64(len(s.gd)) {
+			break // past the capacity: the caller clips to the extent
+		}
+		if s.gd[t] == 0 {
 			if class != classHole {
 				break
 			}
-			end += gb * int64(s.h.NumGTEsPerGT)
-			g += uint64(s.h.NumGTEsPerGT) - 1
+			k := per - g%per
+			end += int64(k) * gb
+			g += k
+			budget -= int(k)
 			continue
 		}
-		e, err := s.gte(g)
+		gt, err := s.gts.get(s, uint32(t))
 		if err != nil {
 			return 0, 0, err
 		}
-		if s.classify(e) != class {
-			break
+		for i := g % per; i < per && end < off+n; i++ {
+			if s.classify(gt[i]) != class {
+				return min(end, off+n) - off, class, nil
+			}
+			end += gb
+			g++
+			budget--
 		}
-		end += gb
 	}
 	return min(end, off+n) - off, class, nil
 }
