@@ -322,7 +322,14 @@ func (s *sparseExtent) readCompressed(p []byte, g uint64, in int64, e uint32) er
 	}
 	bp := s.inBufs.Get().(*[]byte)
 	defer s.inBufs.Put(bp)
-	buf := (*bp)[:min(int64(cap(*bp)), s.size-mOff)]
+	// Read the marker and the compressed bytes at once. Writers put grains
+	// one after the other, so the next grain's marker usually bounds this
+	// one: read up to there, or a whole grain's worth when it is not known.
+	want := min(int64(cap(*bp)), s.size-mOff)
+	if next, err := s.gte(g + 1); err == nil && next > e && int64(next-e)*sector < want {
+		want = int64(next-e) * sector
+	}
+	buf := (*bp)[:want]
 	if err := s.readFull(buf, mOff, g); err != nil {
 		return err
 	}
