@@ -410,7 +410,7 @@ func (im *Image) Info() image.Info {
 			v += ": (no file)"
 		}
 		if d.Capacity >= 0 {
-			v += fmt.Sprintf(", capacity %d bytes (%.1f GiB)", d.Capacity, float64(d.Capacity)/(1<<30))
+			v += fmt.Sprintf(", capacity %d bytes (%.1f MiB)", d.Capacity, float64(d.Capacity)/(1<<20))
 		} else if d.RawCap != "" {
 			v += ", capacity " + d.RawCap
 		}
@@ -431,7 +431,7 @@ func (im *Image) Info() image.Info {
 		info.Fields = append(info.Fields, image.Field{Name: "manifest", Value: "none"})
 	}
 	for _, f := range in.Fields {
-		info.Fields = append(info.Fields, image.Field{Name: in.Format + " " + f.Name, Value: f.Value})
+		info.Fields = append(info.Fields, f) // the selected disk's own facts
 	}
 	return info
 }

@@ -378,17 +378,16 @@ func (im *Image) Info() image.Info {
 	add("create type", info.Subformat)
 	if s != nil {
 		info.ClusterSize = s.h.grainBytes
-		add("sparse header version", strconv.Itoa(int(s.h.Version)))
+		add("sparse version", strconv.Itoa(int(s.h.Version)))
 		add("grain size", fmt.Sprintf("%d bytes (%d sectors)", s.h.grainBytes, s.h.GrainSize))
 		if s.h.compressed {
 			info.Compression = "deflate"
 		}
-		add("compression", info.Compression)
 		if s.footer {
 			add("grain directory", "in the footer")
 		}
 		if s.h.zeroedGrain {
-			add("zeroed-grain entries", "yes")
+			add("zeroed grains", "yes (GTE 1 reads as zeros)")
 		}
 		if s.h.Unclean {
 			add("unclean shutdown", "yes")
