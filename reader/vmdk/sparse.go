@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/zlib"
 
@@ -87,7 +88,7 @@ func openSparse(r io.ReaderAt, size int64, path string, opts *image.Options) (*s
 			return nil, err
 		}
 	}
-	s.gts.init(h)
+	s.gts.init(h, len(s.gd))
 	s.maxComp = h.grainBytes + h.grainBytes/8 + 1024
 	gb := h.grainBytes
 	s.grains.New = func() any { b := make([]byte, gb); return &b }
@@ -456,27 +457,27 @@ func inflate(dst, src []byte) (int, error) {
 
 // gtCache keeps recently used grain tables, a bounded number of them: a
 // table of 512 entries is 2 KiB and covers 32 MiB of 64 KiB grains.
+// Lookups are one atomic load, without a lock: with a mutex, a worker
+// preempted by the OS while holding it stalls the others for a time slice,
+// which on a loaded machine made two workers slower than one.
 type gtCache struct {
-	mu    sync.Mutex
-	m     map[uint32][]uint32
-	ring  []uint32 // insertion order, for eviction
-	next  int
-	limit int
+	tables []atomic.Pointer[[]uint32] // one slot per grain directory entry
+	mu     sync.Mutex                 // guards ring and next, taken on loads only
+	ring   []uint32                   // loaded tables in load order, for eviction
+	next   int
+	limit  int
 }
 
 const gtCacheBytes = 4 << 20
 
-func (c *gtCache) init(h *header) {
+func (c *gtCache) init(h *header, n int) {
 	c.limit = max(16, int(gtCacheBytes/h.gtBytes))
-	c.m = make(map[uint32][]uint32)
+	c.tables = make([]atomic.Pointer[[]uint32], n) // n*8 bytes: n*4 <= file size
 }
 
 func (c *gtCache) get(s *sparseExtent, t uint32) ([]uint32, error) {
-	c.mu.Lock()
-	gt, ok := c.m[t]
-	c.mu.Unlock()
-	if ok {
-		return gt, nil
+	if p := c.tables[t].Load(); p != nil {
+		return *p, nil
 	}
 	gt, err := s.loadGT(t)
 	if err != nil {
@@ -484,16 +485,16 @@ func (c *gtCache) get(s *sparseExtent, t uint32) ([]uint32, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if old, ok := c.m[t]; ok {
-		return old, nil
+	if p := c.tables[t].Load(); p != nil {
+		return *p, nil
 	}
 	if len(c.ring) < c.limit {
 		c.ring = append(c.ring, t)
 	} else {
-		delete(c.m, c.ring[c.next])
+		c.tables[c.ring[c.next]].Store(nil)
 		c.ring[c.next] = t
 		c.next = (c.next + 1) % c.limit
 	}
-	c.m[t] = gt
+	c.tables[t].Store(&gt)
 	return gt, nil
 }
