@@ -48,6 +48,12 @@ func isVMDKDescriptor(head, _ []byte, size int64) bool {
 		return false
 	}
 	n := min(len(head), 4096)
+	// A descriptor is text, maybe padded with NULs to a sector: look only
+	// before the first NUL, so a tar (an OVA) holding a VMDK whose embedded
+	// descriptor sits in its first 4 KiB is not taken for one.
+	if i := bytes.IndexByte(head[:n], 0); i >= 0 {
+		n = i
+	}
 	if bytes.Contains(head[:n], []byte("# Disk DescriptorFile")) {
 		return true
 	}

@@ -12,8 +12,10 @@ import (
 	"os"
 
 	"vmimport/reader/image"
+	"vmimport/reader/ova"
 	"vmimport/reader/qcow2"
 	"vmimport/reader/raw"
+	"vmimport/reader/vmdk"
 )
 
 // Image is a virtual disk opened for reading; see image.Image.
@@ -31,14 +33,14 @@ func probes() []probe {
 		{name: "QCOW2", detect: isQCOW(2), open: func(s image.Source, o *image.Options) (image.Image, error) { return qcow2.Open(s, o) }},
 		{name: "QCOW version 1", detect: isQCOW(1), hint: "convert it with qemu-img to qcow2 first"},
 		{name: "QED", detect: magic("QED\x00"), hint: "convert it with qemu-img to qcow2 first"},
-		{name: "VMDK", detect: isVMDKSparse},
-		{name: "VMDK descriptor", detect: isVMDKDescriptor},
+		{name: "VMDK", detect: isVMDKSparse, open: func(s image.Source, o *image.Options) (image.Image, error) { return vmdk.Open(s, o) }},
+		{name: "VMDK descriptor", detect: isVMDKDescriptor, open: func(s image.Source, o *image.Options) (image.Image, error) { return vmdk.Open(s, o) }},
 		{name: "VHDX", detect: magic("vhdxfile")},
 		{name: "VHD", detect: isVHD},
 		{name: "VDI", detect: isVDI},
 		{name: "Parallels", detect: isParallels, hint: "convert it with qemu-img to qcow2 first"},
 		{name: "ISO 9660", detect: isISO, hint: "an installer or CD image is not a system disk: install the system onto a disk and import that disk"},
-		{name: "OVA/tar", detect: isTar},
+		{name: "OVA/tar", detect: isTar, open: func(s image.Source, o *image.Options) (image.Image, error) { return ova.Open(s, o, Detect) }},
 		{name: "gzip-compressed", detect: magic("\x1f\x8b"), hint: "decompress it first (gunzip -k)"},
 		{name: "xz-compressed", detect: magic("\xfd7zXZ\x00"), hint: "decompress it first (xz -dk)"},
 		{name: "zstd-compressed", detect: magic("\x28\xb5\x2f\xfd"), hint: "decompress it first (zstd -d)"},
@@ -148,6 +150,9 @@ type fileImage struct {
 	image.Image
 	f *os.File
 }
+
+// Unwrap returns the image read from the file, for image.Verify.
+func (fi *fileImage) Unwrap() image.Image { return fi.Image }
 
 func (fi *fileImage) Close() error {
 	err := fi.Image.Close()
