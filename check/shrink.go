@@ -92,6 +92,10 @@ type shrunk struct {
 
 func (s *shrunk) Size() int64 { return s.size }
 
+// Unwrap returns the whole image, for image.Verify (an OVA's digest covers
+// the whole disk file, which the pass still reads in full where it holds data).
+func (s *shrunk) Unwrap() image.Image { return s.Image }
+
 func (s *shrunk) ReadAt(p []byte, off int64) (int, error) {
 	if off >= s.size {
 		return 0, io.EOF

@@ -164,6 +164,13 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		Progress:  bar.update,
 	})
 	if err == nil {
+		// A digest checked during the pass (an OVA's manifest) gives its
+		// verdict before anything is committed; nil for other formats.
+		if err = image.Verify(im); err != nil {
+			err = inputError{err}
+		}
+	}
+	if err == nil {
 		err = enc.Finish(ctx)
 	}
 	bar.finish(err == nil)

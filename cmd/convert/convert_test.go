@@ -392,3 +392,40 @@ func TestBlockDevice(t *testing.T) {
 		t.Fatal("block device read differs from its backing file")
 	}
 }
+
+// TestOVADigest: an OVA whose manifest matches converts like qemu-img reads
+// its disk; one whose disk digest does not match fails with exit 3 after the
+// pass, and nothing is committed.
+func TestOVADigest(t *testing.T) {
+	dir := t.TempDir()
+	good, err := os.ReadFile("../../reader/ova/testdata/small.ova")
+	if err != nil {
+		t.Fatal(err)
+	}
+	goodPath := filepath.Join(dir, "good.ova")
+	os.WriteFile(goodPath, good, 0o644)
+	out := filepath.Join(dir, "out.raw")
+	mustConvert(t, goodPath, "-o", out)
+	disk := filepath.Join(dir, "disk.vmdk")
+	testkit.Run(t, "tar", "-xf", goodPath, "-C", dir, "small-disk1.vmdk")
+	os.Rename(filepath.Join(dir, "small-disk1.vmdk"), disk)
+	if testkit.FileSHA256(t, out) != testkit.RawSHA256(t, disk) {
+		t.Fatal("the OVA's disk converts differently from qemu-img's reading of it")
+	}
+	os.Remove(out)
+
+	i := bytes.Index(good, []byte("SHA1(small-disk1.vmdk)= "))
+	if i < 0 {
+		t.Fatal("fixture has no disk digest")
+	}
+	bad := append([]byte(nil), good...)
+	d := i + len("SHA1(small-disk1.vmdk)= ")
+	bad[d] ^= 1 // another hex digit
+	badPath := filepath.Join(dir, "bad.ova")
+	os.WriteFile(badPath, bad, 0o644)
+	code, _, errOut := convertCLI(t, badPath, "-o", out)
+	if code != exitBadInput || !strings.Contains(errOut, "bad.ova") || !strings.Contains(strings.ToLower(errOut), "digest") {
+		t.Fatalf("bad digest: exit %d, %q", code, errOut)
+	}
+	noLeftovers(t, dir, out)
+}
