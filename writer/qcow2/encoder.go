@@ -456,14 +456,16 @@ func (e *Encoder) Finish(ctx context.Context) error {
 		binary.BigEndian.PutUint64(tb[i*8:], v)
 	}
 	e.write(tb)
+	// The L1 table ends the file; like qemu, write only its entries (at
+	// least one), not the zeros up to the end of its last cluster.
 	l1Off := e.pos
-	tb = make([]byte, l1Clusters*g.cs)
+	tb = make([]byte, max(1, len(e.l1))*8)
 	for i, v := range e.l1 {
 		binary.BigEndian.PutUint64(tb[i*8:], v)
 	}
 	e.write(tb)
-	if e.pos != end*g.cs {
-		return e.fail(fmt.Errorf("qcow2: internal error: the file ends at %d, not at cluster %d", e.pos, end))
+	if l1Off+l1Clusters*g.cs != end*g.cs {
+		return e.fail(fmt.Errorf("qcow2: internal error: the L1 table ends at %d, not at cluster %d", l1Off+l1Clusters*g.cs, end))
 	}
 	e.flushBuf()
 	if e.err != nil {
