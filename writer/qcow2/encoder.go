@@ -456,10 +456,10 @@ func (e *Encoder) Finish(ctx context.Context) error {
 		binary.BigEndian.PutUint64(tb[i*8:], v)
 	}
 	e.write(tb)
-	// The L1 table ends the file; like qemu, write only its entries (at
-	// least one), not the zeros up to the end of its last cluster.
+	// The L1 table ends the file; like qemu, write only its entries, not
+	// the zeros up to the end of its last cluster.
 	l1Off := e.pos
-	tb = make([]byte, max(1, len(e.l1))*8)
+	tb = make([]byte, len(e.l1)*8)
 	for i, v := range e.l1 {
 		binary.BigEndian.PutUint64(tb[i*8:], v)
 	}

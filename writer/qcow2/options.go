@@ -140,8 +140,9 @@ func (o Options) geometry() geometry {
 	return g
 }
 
-// l1Clusters is the number of clusters the L1 table takes (at least one).
-func (g geometry) l1Clusters() int64 { return max(1, ceilDiv(g.l1Size*8, g.cs)) }
+// l1Clusters is the number of clusters the L1 table takes (none for an
+// empty disk: qemu would count such a cluster as leaked).
+func (g geometry) l1Clusters() int64 { return ceilDiv(g.l1Size*8, g.cs) }
 
 // tail solves the layout of the end of the file: given that host clusters
 // [0, p) are written and refcount blocks below firstOpen are written too,
