@@ -20,10 +20,10 @@ const (
 	headerV2Len = 72
 	headerV3Len = 112 // up to compression_type (byte 104), padded to 8
 
-	// maxPending bounds the tables waiting for a cluster boundary while
-	// compressed clusters are being packed; past it the current cluster is
-	// padded so they can go out.
-	maxPending = 8
+	// queueBytes bounds the whole clusters (data or tables) held in memory
+	// behind a compressed cluster that is still being filled; past it the
+	// compressed cluster goes out with its free tail as padding.
+	queueBytes = 4 << 20
 	// bufSize is the write buffer in front of the Target: compressed
 	// clusters and small clusters would otherwise be many small writes.
 	bufSize = 1 << 20
@@ -42,9 +42,20 @@ type Encoder struct {
 	finished bool
 	err      error // sticky: once a write failed, every call fails
 
-	pos  int64  // bytes of output so far (buffered included)
-	buf  []byte // output not yet handed to the Target
-	next int64  // virtual offset the next block must start at
+	// The output is laid out in whole clusters up to pos. While a
+	// compressed cluster is open (cbuf != nil) it sits at cPos, filled up
+	// to cFill, and the whole clusters laid out after it wait in queue;
+	// everything before cPos has been written. With no open compressed
+	// cluster everything up to pos has been written.
+	pos     int64
+	cbuf    []byte
+	cPos    int64
+	cFill   int64
+	queue   [][]byte
+	qMax    int
+	written int64  // bytes handed on (buffered included)
+	buf     []byte // output not yet handed to the Target
+	next    int64  // virtual offset the next block must start at
 
 	l1     []uint64 // the L1 table, in memory to the end
 	l2Idx  int64    // index of the L2 table being filled, -1 if none
@@ -53,8 +64,8 @@ type Encoder struct {
 
 	rt      []uint64  // refcount table: offsets of the refcount blocks written
 	open    []*rblock // refcount blocks still counting, by index
-	pending []table   // tables waiting for a cluster boundary
-	free    [][]byte  // cluster buffers for pending tables
+	pending []table   // tables to lay out
+	free    [][]byte  // cluster buffers for tables and the queue
 	spare   []*rblock // refcount block buffers for reuse
 }
 
@@ -94,6 +105,7 @@ func NewEncoder(t writer.Target, o Options) (*Encoder, error) {
 		l2Idx: -1,
 		l2:    make([]uint64, g.l2Entries),
 		buf:   make([]byte, 0, max(bufSize, int(g.cs))),
+		qMax:  int(max(1, queueBytes/g.cs)),
 	}
 	return e, nil
 }
@@ -106,7 +118,7 @@ func (e *Encoder) Options() Options { return e.o }
 func (e *Encoder) Transform() func(b *stream.Block) error { return e.transform }
 
 // Written is the number of bytes of output so far.
-func (e *Encoder) Written() int64 { return e.pos }
+func (e *Encoder) Written() int64 { return e.written }
 
 // WriteBlock appends one block of the ordered stream.
 func (e *Encoder) WriteBlock(_ context.Context, b *stream.Block) error {
@@ -132,7 +144,7 @@ func (e *Encoder) WriteBlock(_ context.Context, b *stream.Block) error {
 		if e.l2Idx >= 0 && e.next >= (e.l2Idx+1)*e.g.l2Entries*e.g.cs {
 			e.closeL2()
 		}
-		return e.flushIfAligned()
+		return e.settle()
 	}
 	info, ok := b.Aux.(*blockInfo)
 	if !ok {
@@ -155,10 +167,7 @@ func (e *Encoder) WriteBlock(_ context.Context, b *stream.Block) error {
 		switch kind {
 		case kindPlain:
 			lo := int64(i) * cs
-			off, err := e.putPlain(b.Data[lo:min(lo+cs, b.Len)])
-			if err != nil {
-				return e.fail(err)
-			}
+			off := e.putWhole(b.Data[lo:min(lo+cs, b.Len)])
 			entry = uint64(off) | flagCopied
 		case kindCompressed:
 			c := info.comp[info.start[i]:info.start[i+1]]
@@ -170,13 +179,16 @@ func (e *Encoder) WriteBlock(_ context.Context, b *stream.Block) error {
 			sectors := uint64((off+int64(len(c))-1)>>9 - off>>9)
 			entry = flagCompressed | sectors<<x | uint64(off)
 		}
+		if err := e.settle(); err != nil {
+			return err
+		}
 		e.l2[(vc+int64(i))%e.g.l2Entries] = entry
 		e.l2Used = true
 	}
 	if e.next == e.o.VirtualSize || e.next%(e.g.l2Entries*cs) == 0 {
 		e.closeL2()
 	}
-	return e.flushIfAligned()
+	return e.settle()
 }
 
 func (e *Encoder) fail(err error) error {
@@ -195,7 +207,7 @@ func (e *Encoder) start() error {
 	if err := e.t.Skip(e.g.cs); err != nil {
 		return e.fail(err)
 	}
-	e.pos = e.g.cs
+	e.pos, e.written = e.g.cs, e.g.cs
 	e.ref(0)
 	return nil
 }
@@ -237,48 +249,93 @@ func (e *Encoder) cluster() []byte {
 	return make([]byte, e.g.cs)
 }
 
-// putPlain writes a data cluster (padded with zeros if it is the short
-// last one) at the next cluster boundary.
-func (e *Encoder) putPlain(p []byte) (int64, error) {
-	if err := e.align(); err != nil {
-		return 0, err
-	}
+// putWhole lays out a whole cluster (a data cluster, padded with zeros if
+// it is the short last one, or a table) at the end and returns its offset.
+// Behind an open compressed cluster it waits in the queue.
+func (e *Encoder) putWhole(p []byte) int64 {
+	cs := e.g.cs
 	off := e.pos
-	e.write(p)
-	e.write(e.zero[:e.g.cs-int64(len(p))])
-	e.ref(off / e.g.cs)
-	return off, e.settle()
+	e.pos += cs
+	e.ref(off / cs)
+	if e.cbuf == nil {
+		e.write(p)
+		e.write(e.zero[:cs-int64(len(p))])
+		return off
+	}
+	q := e.cluster()
+	copy(q, p)
+	clear(q[len(p):])
+	e.queue = append(e.queue, q)
+	if len(e.queue) >= e.qMax {
+		e.closeCompressed()
+	}
+	return off
 }
 
 // putCompressed packs compressed bytes right after the previous ones, as
-// qemu does; they may run into the next host cluster. Each host cluster
-// holding a part of them counts one reference.
+// qemu does, into the open compressed cluster; they run on into the next
+// host cluster when that one is contiguous (nothing queued), else a new
+// compressed cluster is opened after the queue. Each host cluster holding a
+// part of them counts one reference.
 func (e *Encoder) putCompressed(c []byte) (int64, error) {
 	cs := e.g.cs
-	in := e.pos % cs
-	// Tables are waiting and this would start or run into a new cluster:
-	// end the current one here so they can be written first. And a host
-	// cluster holds at most maxRefcount compressed clusters.
-	if len(e.pending) > 0 && (in == 0 || in+int64(len(c)) > cs) ||
-		in != 0 && e.refcount(e.pos/cs) >= maxRefcount {
-		if err := e.align(); err != nil {
-			return 0, err
-		}
+	n := int64(len(c))
+	if e.cbuf != nil && (e.cFill+n > cs && len(e.queue) > 0 || e.refcount(e.cPos/cs) >= maxRefcount) {
+		e.closeCompressed()
 	}
-	if x := 62 - (e.g.cbits - 8); e.pos+int64(len(c)) > 1<<x {
-		return 0, fmt.Errorf("qcow2: compressed data at offset %d is beyond what a %d-byte cluster descriptor can address", e.pos, cs)
+	if e.cbuf == nil {
+		e.openCompressed()
 	}
-	off := e.pos
-	e.write(c)
-	for h := off / cs; h <= (e.pos-1)/cs; h++ {
-		e.ref(h)
+	off := e.cPos + e.cFill
+	if x := 62 - (e.g.cbits - 8); off+n > 1<<x {
+		return 0, fmt.Errorf("qcow2: compressed data at offset %d is beyond what a %d-byte cluster descriptor can address", off, cs)
 	}
-	return off, e.settle()
+	k := min(n, cs-e.cFill)
+	copy(e.cbuf[e.cFill:], c[:k])
+	e.cFill += k
+	e.ref(e.cPos / cs)
+	if e.cFill == cs {
+		e.closeCompressed()
+	}
+	if k < n {
+		// The rest goes at the start of the next cluster, contiguous
+		// since nothing was queued.
+		e.openCompressed()
+		copy(e.cbuf, c[k:])
+		e.cFill = n - k
+		e.ref(e.cPos / cs)
+	}
+	return off, nil
+}
+
+func (e *Encoder) openCompressed() {
+	e.cbuf = e.cluster()
+	e.cPos = e.pos
+	e.cFill = 0
+	e.pos += e.g.cs
+}
+
+// closeCompressed writes the open compressed cluster, its free tail as
+// zeros, and the clusters queued behind it.
+func (e *Encoder) closeCompressed() {
+	if e.cbuf == nil {
+		return
+	}
+	clear(e.cbuf[e.cFill:])
+	e.write(e.cbuf)
+	e.free = append(e.free, e.cbuf)
+	e.cbuf = nil
+	for _, q := range e.queue {
+		e.write(q)
+		e.free = append(e.free, q)
+	}
+	clear(e.queue)
+	e.queue = e.queue[:0]
 }
 
 // write appends to the output through the buffer.
 func (e *Encoder) write(p []byte) {
-	e.pos += int64(len(p))
+	e.written += int64(len(p))
 	if len(e.buf)+len(p) > cap(e.buf) {
 		e.flushBuf()
 		if len(p) >= cap(e.buf) {
@@ -302,68 +359,35 @@ func (e *Encoder) flushBuf() {
 	e.buf = e.buf[:0]
 }
 
-// align pads the output to the next cluster boundary and writes the tables
-// that wait for one.
-func (e *Encoder) align() error {
-	if in := e.pos % e.g.cs; in != 0 {
-		e.write(e.zero[:e.g.cs-in])
-		e.queueFinal()
-	}
-	return e.flushPending()
-}
-
-// flushIfAligned writes waiting tables if that costs no padding, or if too
-// many wait.
-func (e *Encoder) flushIfAligned() error {
-	if len(e.pending) == 0 {
-		return e.err
-	}
-	if e.pos%e.g.cs == 0 || len(e.pending) > maxPending {
-		return e.align()
-	}
-	return e.err
-}
-
-// settle queues every refcount block whose clusters are all behind the
-// output position (no later write can touch them), then writes waiting
-// tables if the position is on a cluster boundary.
+// settle lays out the tables that are ready: closed L2 tables, and the
+// refcount blocks whose clusters all lie before the open compressed cluster
+// (or the end): no later write can add a reference to them. Laying out a
+// table takes a cluster, which may complete another refcount block.
 func (e *Encoder) settle() error {
-	e.queueFinal()
-	return e.flushIfAligned()
-}
-
-// queueFinal queues the refcount blocks that cover only clusters behind the
-// output position: no later write can add a reference to them.
-func (e *Encoder) queueFinal() {
-	done := e.pos / e.g.cs // clusters below are final
-	for len(e.open) > 0 && (e.open[0].idx+1)*e.g.rbEntries <= done {
-		rb := e.open[0]
-		e.open = e.open[1:]
-		e.pending = append(e.pending, table{idx: rb.idx, data: e.encodeRefblock(rb)})
-	}
-}
-
-// flushPending writes the waiting tables at the (aligned) position. Each
-// takes a cluster, which counts in a refcount block, which may then be
-// complete and wait in turn.
-func (e *Encoder) flushPending() error {
-	for len(e.pending) > 0 {
+	for {
+		done := e.pos / e.g.cs // clusters below are final
+		if e.cbuf != nil {
+			done = e.cPos / e.g.cs
+		}
+		for len(e.open) > 0 && (e.open[0].idx+1)*e.g.rbEntries <= done {
+			rb := e.open[0]
+			e.open = e.open[1:]
+			e.pending = append(e.pending, table{idx: rb.idx, data: e.encodeRefblock(rb)})
+		}
+		if len(e.pending) == 0 {
+			break
+		}
 		tb := e.pending[0]
 		e.pending = e.pending[1:]
-		off := e.pos
-		e.write(tb.data)
-		e.ref(off / e.g.cs)
+		off := e.putWhole(tb.data)
 		if tb.l2 {
 			e.l1[tb.idx] = uint64(off) | flagCopied
 		} else {
 			e.setRT(tb.idx, off)
 		}
 		e.free = append(e.free, tb.data)
-		e.queueFinal()
 	}
-	if len(e.pending) == 0 {
-		e.pending = e.pending[:0:cap(e.pending)]
-	}
+	e.pending = e.pending[:0:cap(e.pending)]
 	return e.err
 }
 
@@ -430,7 +454,11 @@ func (e *Encoder) Finish(ctx context.Context) error {
 		return err
 	}
 	e.closeL2()
-	if err := e.align(); err != nil {
+	if err := e.settle(); err != nil {
+		return err
+	}
+	e.closeCompressed()
+	if err := e.settle(); err != nil {
 		return err
 	}
 	// Every refcount block below firstOpen is written; the rest, the
@@ -448,6 +476,7 @@ func (e *Encoder) Finish(ctx context.Context) error {
 		rb := e.rblock(firstOpen + i)
 		e.setRT(rb.idx, e.pos)
 		e.write(e.encodeRefblock(rb))
+		e.pos += g.cs
 	}
 	e.open = e.open[:0]
 	rtOff := e.pos
@@ -456,6 +485,7 @@ func (e *Encoder) Finish(ctx context.Context) error {
 		binary.BigEndian.PutUint64(tb[i*8:], v)
 	}
 	e.write(tb)
+	e.pos += int64(len(tb))
 	// The L1 table ends the file; like qemu, write only its entries, not
 	// the zeros up to the end of its last cluster.
 	l1Off := e.pos
@@ -464,8 +494,9 @@ func (e *Encoder) Finish(ctx context.Context) error {
 		binary.BigEndian.PutUint64(tb[i*8:], v)
 	}
 	e.write(tb)
-	if l1Off+l1Clusters*g.cs != end*g.cs {
-		return e.fail(fmt.Errorf("qcow2: internal error: the L1 table ends at %d, not at cluster %d", l1Off+l1Clusters*g.cs, end))
+	if l1Off+l1Clusters*g.cs != end*g.cs || e.written != l1Off+int64(len(tb)) {
+		return e.fail(fmt.Errorf("qcow2: internal error: the L1 table at %d ends at %d, not at cluster %d; %d bytes written",
+			l1Off, l1Off+l1Clusters*g.cs, end, e.written))
 	}
 	e.flushBuf()
 	if e.err != nil {

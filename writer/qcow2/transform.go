@@ -57,8 +57,7 @@ var zstdEncoders = sync.Pool{New: func() any {
 	e, err := zstd.NewWriter(nil,
 		zstd.WithEncoderConcurrency(1),
 		zstd.WithEncoderCRC(false),
-		zstd.WithEncoderLevel(zstd.SpeedDefault),
-		zstd.WithLowerEncoderMem(true))
+		zstd.WithEncoderLevel(zstd.SpeedDefault))
 	if err != nil {
 		panic(err) // constant, valid options
 	}
