@@ -18,28 +18,39 @@ import (
 	"vmimport/reader/image"
 	"vmimport/stream"
 	"vmimport/writer"
+	"vmimport/writer/qcow2"
 )
 
 type convertOptions struct {
 	readerOptions
-	outFormat  string
-	output     string
-	workers    int
-	blockSize  string
-	progress   string
-	asJSON     bool
-	cpuProfile string
-	diskSizeGB int64
-	force      bool
-	upload     uploadOptions
-	check      checkOptions
+	outFormat string
+	// QCOW2 output.
+	qcow2Compat string
+	cluster     string
+	compress    bool
+	compression string
+	qcow2       qcow2.Options // validated, once the virtual size is known
+	output      string
+	workers     int
+	blockSize   string
+	progress    string
+	asJSON      bool
+	cpuProfile  string
+	diskSizeGB  int64
+	force       bool
+	upload      uploadOptions
+	check       checkOptions
 }
 
 func convertFlags(o *convertOptions) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("convert", pflag.ContinueOnError)
 	fs.SortFlags = false
-	fs.StringVarP(&o.outFormat, "output-format", "O", "raw", "output format: raw")
-	fs.StringVarP(&o.output, "output", "o", "", "output file, or - for stdout (required)")
+	fs.StringVarP(&o.outFormat, "output-format", "O", "raw", "output format: raw or qcow2")
+	fs.StringVarP(&o.output, "output", "o", "", "output file, or - for stdout (required; qcow2 cannot go to stdout)")
+	fs.StringVar(&o.qcow2Compat, "qcow2-compat", "1.1", "QCOW2 compat: 1.1 (version 3) or 0.10 (version 2, for old importers)")
+	fs.StringVar(&o.cluster, "cluster-size", "64k", "QCOW2 cluster size: 512..2M, a power of two")
+	fs.BoolVarP(&o.compress, "compress", "c", false, "compress QCOW2 clusters, in the worker threads")
+	fs.StringVar(&o.compression, "compression", "zlib", "QCOW2 compression: zlib (any qemu) or zstd (qemu 5.1+, compat 1.1)")
 	fs.Int64Var(&o.diskSizeGB, "system-disk-size-gb", 0, "system disk size for ImportImage: 40..500, a multiple of 10, not below the virtual size (default: the smallest that fits)")
 	fs.BoolVar(&o.force, "force", false, "go on despite a broken import rule (the import itself may then fail)")
 	fs.IntVar(&o.workers, "workers", runtime.GOMAXPROCS(0), "blocks read and decoded in parallel")
@@ -52,6 +63,17 @@ func convertFlags(o *convertOptions) *pflag.FlagSet {
 	o.upload.register(fs)
 	o.check.register(fs)
 	return fs
+}
+
+// maxOutputSize bounds the size of the output image for a virtual size,
+// for targets that plan ahead (an upload's part grid).
+func (o *convertOptions) maxOutputSize(virtual int64) int64 {
+	if o.outFormat == "qcow2" {
+		if n, err := qcow2.MaxSize(o.qcow2); err == nil {
+			return n
+		}
+	}
+	return virtual
 }
 
 // summary is what --json prints at the end of a conversion.
@@ -83,7 +105,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := convertFlags(&o)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: convert SRC -O raw -o OUT|- [flags]\n\nFlags:\n")
+		fmt.Fprint(stderr, "Usage: convert SRC [-O raw|qcow2] -o OUT|- [flags]\n\nFlags:\n")
 		fmt.Fprint(stderr, fs.FlagUsages())
 		fmt.Fprint(stderr, "\n"+exitCodesHelp)
 	}
@@ -97,8 +119,25 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if o.output == "" {
 		return usageError{errors.New("no output: give -o FILE, or -o - for stdout")}
 	}
-	if o.outFormat != "raw" {
-		return usageError{fmt.Errorf("-O %s: output format not supported (use raw)", o.outFormat)}
+	toStdout := o.output == "-"
+	var clusterSize int64
+	switch o.outFormat {
+	case "raw":
+		for _, name := range []string{"compress", "compression", "cluster-size", "qcow2-compat"} {
+			if fs.Changed(name) {
+				return usageError{fmt.Errorf("--%s applies to -O qcow2", name)}
+			}
+		}
+	case "qcow2":
+		if toStdout {
+			return usageError{fmt.Errorf("-O qcow2 -o -: %w; or use -O raw for pipes", writer.ErrHeadOnStream)}
+		}
+		var err error
+		if clusterSize, err = parseSize(o.cluster); err != nil {
+			return usageError{fmt.Errorf("--cluster-size: %w", err)}
+		}
+	default:
+		return usageError{fmt.Errorf("-O %s: output format not supported (use raw or qcow2)", o.outFormat)}
 	}
 	switch o.progress {
 	case "auto", "always", "never":
@@ -109,7 +148,6 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return usageError{fmt.Errorf("--block-size: %w", err)}
 	}
-	toStdout := o.output == "-"
 	if toStdout {
 		if f, ok := stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 			return usageError{errors.New("refusing to write a disk image to a terminal: redirect stdout or give -o FILE")}
@@ -141,12 +179,31 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := importCheck(ctx, &o, im, src, stderr); err != nil {
 		return err
 	}
+	if o.outFormat == "qcow2" {
+		o.qcow2 = qcow2.Options{Compat: o.qcow2Compat, ClusterSize: int(clusterSize), VirtualSize: im.Size()}
+		if o.compress || fs.Changed("compression") {
+			o.qcow2.Compression = o.compression
+		}
+		if o.qcow2, err = o.qcow2.Validate(); err != nil {
+			return usageError{err}
+		}
+		// The QCOW2 encoder takes whole clusters: blocks are at least one.
+		bs = int64(qcow2.BlockSize(int(bs), o.qcow2.ClusterSize))
+	}
 
 	target, err := openTarget(ctx, &o, im, stdout, stderr)
 	if err != nil {
 		return err
 	}
-	enc := writer.NewRaw(target)
+	var enc writer.Encoder = writer.NewRaw(target)
+	if o.outFormat == "qcow2" {
+		q, err := qcow2.NewEncoder(target, o.qcow2)
+		if err != nil {
+			target.Abort(ctx)
+			return usageError{err}
+		}
+		enc = q
+	}
 
 	if o.cpuProfile != "" {
 		stop, err := startCPUProfile(o.cpuProfile)

@@ -429,3 +429,55 @@ func TestOVADigest(t *testing.T) {
 	}
 	noLeftovers(t, dir, out)
 }
+
+// TestQCOW2Output converts sources of several formats to QCOW2 with the
+// CLI: qemu-img check finds no errors or leaks, qemu-img compare finds the
+// output identical to the source, and qemu-img's RAW of it hashes like the
+// source disk.
+func TestQCOW2Output(t *testing.T) {
+	dir := t.TempDir()
+	raw := disk(t)
+	want := testkit.FileSHA256(t, raw)
+	sources := map[string]string{
+		"raw":           raw,
+		"qcow2-zstd":    testkit.Convert(t, raw, filepath.Join(dir, "src.qcow2"), "qcow2", "-c", "-o", "compression_type=zstd"),
+		"vmdk-stream":   testkit.Convert(t, raw, filepath.Join(dir, "src.vmdk"), "vmdk", "-o", "subformat=streamOptimized"),
+		"vmdk-sparse2M": testkit.Convert(t, raw, filepath.Join(dir, "src2.vmdk"), "vmdk", "-o", "subformat=twoGbMaxExtentSparse"),
+	}
+	options := map[string][]string{
+		"default":     nil,
+		"compat-0.10": {"--qcow2-compat", "0.10", "--cluster-size", "4k"},
+		"zlib":        {"-c"},
+		"zstd-2M":     {"-c", "--compression", "zstd", "--cluster-size", "2M"},
+	}
+	for sname, src := range sources {
+		for oname, opts := range options {
+			if testing.Short() && oname != "default" {
+				continue
+			}
+			t.Run(sname+"/"+oname, func(t *testing.T) {
+				out := filepath.Join(t.TempDir(), "out.qcow2")
+				mustConvert(t, append([]string{src, "-O", "qcow2", "-o", out, "--check", "off"}, opts...)...)
+				testkit.QemuImg(t, "check", out)
+				testkit.QemuImg(t, "compare", src, out)
+				if got := testkit.RawSHA256(t, out); got != want {
+					t.Fatal("qemu-img reads our QCOW2 differently from the source")
+				}
+			})
+		}
+	}
+}
+
+func TestQCOW2OutputRefusals(t *testing.T) {
+	src := disk(t)
+	for _, args := range [][]string{
+		{src, "-O", "qcow2", "-o", "-"},
+		{src, "-O", "qcow2", "-o", "x.qcow2", "--cluster-size", "3k"},
+		{src, "-O", "qcow2", "-o", "x.qcow2", "-c", "--compression", "zstd", "--qcow2-compat", "0.10"},
+		{src, "-O", "raw", "-o", "x.raw", "-c"},
+	} {
+		if code, _, errOut := convertCLI(t, args...); code != exitUsage {
+			t.Errorf("convert %v: exit %d, want %d: %s", args, code, exitUsage, errOut)
+		}
+	}
+}

@@ -17,7 +17,7 @@ and writes it converted to sparse-aware RAW (or QCOW2) into a file or to
 stdout, in one pass with bounded memory.
 
 Usage:
-  convert SRC -O raw -o OUT [flags]    convert an image (flags below)
+  convert SRC [-O raw|qcow2] -o OUT    convert an image (flags below)
   convert info SRC [--json]            describe an image
   convert check SRC [--json]           check an image against the cloud's import rules
   convert bench SRC | --suite          measure throughput (convert bench --help)
@@ -33,6 +33,7 @@ Examples:
   convert disk.qcow2 -O raw -o disk.raw
   convert disk.qcow2 -O raw -o - | ssh host 'cat > disk.raw'
   convert info --json disk.qcow2
+  convert disk.vmdk -O qcow2 -c -o disk.qcow2
 
 `
 
