@@ -16,6 +16,7 @@ import (
 	"vmimport/reader/qcow2"
 	"vmimport/reader/raw"
 	"vmimport/reader/vmdk"
+	"vmimport/reader/vhd"
 )
 
 // Image is a virtual disk opened for reading; see image.Image.
@@ -36,7 +37,7 @@ func probes() []probe {
 		{name: "VMDK", detect: isVMDKSparse, open: func(s image.Source, o *image.Options) (image.Image, error) { return vmdk.Open(s, o) }},
 		{name: "VMDK descriptor", detect: isVMDKDescriptor, open: func(s image.Source, o *image.Options) (image.Image, error) { return vmdk.Open(s, o) }},
 		{name: "VHDX", detect: magic("vhdxfile")},
-		{name: "VHD", detect: isVHD},
+		{name: "VHD", detect: isVHD, open: func(s image.Source, o *image.Options) (image.Image, error) { return vhd.Open(s, o) }},
 		{name: "VDI", detect: isVDI},
 		{name: "Parallels", detect: isParallels, hint: "convert it with qemu-img to qcow2 first"},
 		{name: "ISO 9660", detect: isISO, hint: "an installer or CD image is not a system disk: install the system onto a disk and import that disk"},
