@@ -15,8 +15,9 @@ import (
 	"vmimport/reader/ova"
 	"vmimport/reader/qcow2"
 	"vmimport/reader/raw"
-	"vmimport/reader/vmdk"
 	"vmimport/reader/vhd"
+	"vmimport/reader/vhdx"
+	"vmimport/reader/vmdk"
 )
 
 // Image is a virtual disk opened for reading; see image.Image.
@@ -37,6 +38,9 @@ func probes() []probe {
 		{name: "VMDK", detect: isVMDKSparse, open: func(s image.Source, o *image.Options) (image.Image, error) { return vmdk.Open(s, o) }},
 		{name: "VMDK descriptor", detect: isVMDKDescriptor, open: func(s image.Source, o *image.Options) (image.Image, error) { return vmdk.Open(s, o) }},
 		{name: "VHDX", detect: magic("vhdxfile")},
+		{name: "VMDK", detect: isVMDKSparse},
+		{name: "VMDK descriptor", detect: isVMDKDescriptor},
+		{name: "VHDX", detect: magic("vhdxfile"), open: func(s image.Source, o *image.Options) (image.Image, error) { return vhdx.Open(s, o) }},
 		{name: "VHD", detect: isVHD, open: func(s image.Source, o *image.Options) (image.Image, error) { return vhd.Open(s, o) }},
 		{name: "VDI", detect: isVDI},
 		{name: "Parallels", detect: isParallels, hint: "convert it with qemu-img to qcow2 first"},
