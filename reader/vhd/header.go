@@ -213,8 +213,8 @@ func parseDynHeader(b []byte) (*dynHeader, int, string) {
 // bitmapSize is the size of the sector bitmap in front of every block:
 // one bit per sector, padded to a whole sector.
 func (h *dynHeader) bitmapSize() int64 {
-	bits := int64(h.BlockSize) / 512
-	return (bits/8 + 511) / 512 * 512
+	bytes := (int64(h.BlockSize)/512 + 7) / 8
+	return (bytes + 511) / 512 * 512
 }
 
 // utf16String decodes UTF-16 up to the first NUL.
