@@ -56,7 +56,7 @@ var _ image.Image = (*Image)(nil)
 // Open opens the VHD in src. A differencing disk's parent is opened through
 // opts.Open, only when opts.AllowBacking is set.
 func Open(src image.Source, opts *image.Options) (*Image, error) {
-	f, warn, err := readFooter(src)
+	f, warn, footerLen, err := readFooter(src)
 	if err != nil {
 		return nil, err
 	}
@@ -70,8 +70,8 @@ func Open(src image.Source, opts *image.Options) (*Image, error) {
 		return nil, image.Corruptf(src.Path, format, 48, "virtual size %d bytes (by %s) is larger than the VHD limit of 2040 GiB", im.size, im.sizeRule)
 	}
 	if f.DiskType == typeFixed {
-		if im.size > src.Size-footerSize {
-			return nil, image.Corruptf(src.Path, format, 48, "fixed disk of %d bytes (by %s) needs a file of %d bytes, the file has %d", im.size, im.sizeRule, im.size+footerSize, src.Size)
+		if im.size > src.Size-footerLen {
+			return nil, image.Corruptf(src.Path, format, 48, "fixed disk of %d bytes (by %s) needs a file of %d bytes, the file has %d", im.size, im.sizeRule, im.size+footerLen, src.Size)
 		}
 		fs := src
 		fs.Size = im.size
@@ -93,8 +93,29 @@ func Open(src image.Source, opts *image.Options) (*Image, error) {
 }
 
 // readFooter finds a sound footer: the last 512 bytes, or the copy at
-// offset 0 when the last one is damaged.
-func readFooter(src image.Source) (*footer, string, error) {
+// offset 0 when the last one is damaged. Old Virtual PC versions wrote a
+// 511-byte footer (without the last reserved byte) after fixed disks;
+// footerLen says which was found.
+func readFooter(src image.Source) (f *footer, warn string, footerLen int64, err error) {
+	f, warn, err = readFooter512(src)
+	if err == nil || src.Size < footerSize {
+		return f, warn, footerSize, err
+	}
+	tail := make([]byte, footerSize)
+	if image.ReadFull(src.R, src.Size, tail[:footerSize-1], src.Size-(footerSize-1), src.Path, format, "footer") != nil || string(tail[:8]) != "conectix" {
+		return nil, "", 0, err
+	}
+	f, at, rule := parseFooter(tail)
+	if rule != "" {
+		return nil, "", 0, image.Corruptf(src.Path, format, src.Size-(footerSize-1)+int64(at), "%s (511-byte footer)", rule)
+	}
+	if f.DiskType != typeFixed {
+		return nil, "", 0, image.Corruptf(src.Path, format, src.Size-(footerSize-1)+60, "a 511-byte footer after a %s disk (only fixed disks had one)", f.diskTypeName())
+	}
+	return f, "", footerSize - 1, nil
+}
+
+func readFooter512(src image.Source) (*footer, string, error) {
 	if src.Size < footerSize {
 		return nil, "", image.WrongFormat(format, "file shorter than a footer")
 	}

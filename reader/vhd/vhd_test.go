@@ -345,6 +345,17 @@ func TestBadInput(t *testing.T) {
 		})
 		wantErr(t, im, err, image.ErrCorrupt, "fixed disk of 67108864 bytes")
 	})
+	t.Run("511-byte-footer", func(t *testing.T) {
+		im, err := damage(t, fixed, reader.Options{}, func(b []byte) []byte { return b[:len(b)-1] })
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer im.Close()
+		got := make([]byte, 14)
+		if _, err := im.ReadAt(got, 5<<20); err != nil || string(got) != "hello, block 2" || im.Size() < 8<<20 {
+			t.Fatalf("read %q, %v, size %d", got, err, im.Size())
+		}
+	})
 	t.Run("bat-too-small", func(t *testing.T) {
 		im, err := damage(t, dyn, reader.Options{}, func(b []byte) []byte {
 			be.PutUint32(b[512+28:], 1)
