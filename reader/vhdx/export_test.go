@@ -137,3 +137,49 @@ func ParentLocator(kv [][2]string) []byte {
 	}
 	return append(head, data...)
 }
+
+// Desc is one write of a test log entry: Zero bytes at FileOffset, or the
+// 4 KiB Page.
+type Desc struct {
+	Zero       bool
+	FileOffset int64
+	Length     int64
+	Page       []byte
+}
+
+// LogEntryWith builds a valid log entry with descriptors and their data
+// sectors.
+func LogEntryWith(logGUID [16]byte, seq uint64, tail uint32, flushed, last uint64, descs ...Desc) []byte {
+	le := binary.LittleEndian
+	head := (64 + 32*len(descs) + 4095) / 4096 * 4096
+	e := make([]byte, head)
+	copy(e, "loge")
+	le.PutUint32(e[12:], tail)
+	le.PutUint64(e[16:], seq)
+	le.PutUint32(e[24:], uint32(len(descs)))
+	copy(e[32:], logGUID[:])
+	le.PutUint64(e[48:], flushed)
+	le.PutUint64(e[56:], last)
+	for i, d := range descs {
+		p := e[64+32*i:]
+		le.PutUint64(p[16:], uint64(d.FileOffset))
+		le.PutUint64(p[24:], seq)
+		if d.Zero {
+			copy(p, "zero")
+			le.PutUint64(p[8:], uint64(d.Length))
+			continue
+		}
+		copy(p, "desc")
+		copy(p[4:8], d.Page[4092:])
+		copy(p[8:16], d.Page[:8])
+		s := make([]byte, 4096)
+		copy(s, "data")
+		le.PutUint32(s[4:], uint32(seq>>32))
+		copy(s[8:4092], d.Page[8:4092])
+		le.PutUint32(s[4092:], uint32(seq))
+		e = append(e, s...)
+	}
+	le.PutUint32(e[8:], uint32(len(e)))
+	le.PutUint32(e[4:], crc(e, 4))
+	return e
+}

@@ -110,6 +110,23 @@ func seedFiles(f *testing.F) [][]byte {
 		}
 		files = append(files, b)
 	}
+	// A dirty copy of the first: a log entry writing a BAT page and
+	// zeroing a page, to replay.
+	if len(files) > 0 {
+		b := bytes.Clone(files[0])
+		g := [16]byte{1, 2, 3}
+		for _, off := range []int{header1Off, header2Off} {
+			copy(b[off+48:], g[:])
+		}
+		FixHeaders(b)
+		bat, _ := Regions(b)
+		logOff := binary.LittleEndian.Uint64(b[CurrentHeader(b)+72:])
+		e := LogEntryWith(g, 5, 0, uint64(len(b)), uint64(len(b)),
+			Desc{FileOffset: bat, Page: bytes.Clone(b[bat : bat+4096])},
+			Desc{Zero: true, FileOffset: 1 << 20, Length: 8192})
+		copy(b[logOff:], e)
+		files = append(files, b)
+	}
 	return files
 }
 

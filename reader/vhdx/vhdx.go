@@ -11,9 +11,12 @@
 // parent); partially present blocks of a differencing disk are read sector
 // by sector as their sector bitmap says.
 //
-// An image whose log holds entries (it was not closed cleanly) is refused:
-// reading it without replaying the log would return stale data. A header
-// that names a log in which no valid entry is found is read, as qemu does.
+// An image whose log holds entries (it was not closed cleanly) has its log
+// replayed in memory, never written back: reading it without the replay
+// would return stale data. The result equals what qemu-img shows after
+// "qemu-img check -r all" replayed the log into the file. A header that
+// names a log in which no valid entry is found is read as it is, as qemu
+// does.
 package vhdx
 
 import (
@@ -50,6 +53,7 @@ type Image struct {
 	parentName string
 	locator    parentLocator
 	warnings   []string
+	replayed   int // log entries replayed in memory
 }
 
 var _ image.Image = (*Image)(nil)
@@ -134,8 +138,8 @@ func (im *Image) readHeaders(warn func(string, ...any)) error {
 	return nil
 }
 
-// checkLog refuses an image whose log holds valid entries: they hold
-// writes not yet applied to the file.
+// checkLog replays a log that holds entries, in memory: they hold writes
+// not yet applied to the file.
 func (im *Image) checkLog(warn func(string, ...any)) error {
 	h := im.hdr
 	if h.LogGUID.zero() {
@@ -148,51 +152,17 @@ func (im *Image) checkLog(warn func(string, ...any)) error {
 		h.LogOffset > uint64(im.src.Size) || !image.CheckRange(int64(h.LogOffset), int64(h.LogLength), im.src.Size) {
 		return im.corrupt(-1, "log of %d bytes at offset %d is not 1 MiB-aligned inside the file (%d bytes)", h.LogLength, h.LogOffset, im.src.Size)
 	}
-	n, err := im.logEntries()
+	n, err := im.replayLog()
 	if err != nil {
-		return err
+		return fmt.Errorf("replaying the log of an image not closed cleanly: %w", err)
 	}
 	if n > 0 {
-		return image.Unsupportedf(im.src.Path, format, int64(h.LogOffset),
-			"the log holds %d entries not yet replayed (the image was not closed cleanly) and this reader does not replay logs: "+
-				"attach the disk once in Hyper-V, or run \"qemu-img check -r all\" on a copy, then convert the copy", n)
+		warn("the image was not closed cleanly: replayed %d log entries in memory (the file is not changed)", n)
+		im.replayed = n
+		return nil
 	}
 	warn("header names log %s but the log holds no valid entry; nothing to replay", h.LogGUID)
 	return nil
-}
-
-// logEntries counts the valid log entries of the current log: at a 4 KiB
-// boundary, signature "loge", the header's log GUID, a length inside the
-// log and a sound CRC-32C.
-func (im *Image) logEntries() (int, error) {
-	h := im.hdr
-	logLen := int64(h.LogLength)
-	b := make([]byte, 64)
-	count := 0
-	for pos := int64(0); pos < logLen; pos += 4096 {
-		if err := image.ReadFull(im.src.R, im.src.Size, b, int64(h.LogOffset)+pos, im.src.Path, format, "log entry"); err != nil {
-			return 0, err
-		}
-		e, ok := parseLogEntryHeader(b)
-		if !ok || e.LogGUID != h.LogGUID || e.EntryLength == 0 || e.EntryLength%4096 != 0 || int64(e.EntryLength) > logLen {
-			continue
-		}
-		// The entry may wrap around the end of the circular log.
-		entry := make([]byte, e.EntryLength)
-		first := min(int64(e.EntryLength), logLen-pos)
-		if err := image.ReadFull(im.src.R, im.src.Size, entry[:first], int64(h.LogOffset)+pos, im.src.Path, format, "log entry"); err != nil {
-			return 0, err
-		}
-		if first < int64(e.EntryLength) {
-			if err := image.ReadFull(im.src.R, im.src.Size, entry[first:], int64(h.LogOffset), im.src.Path, format, "log entry"); err != nil {
-				return 0, err
-			}
-		}
-		if crc(entry, 4) == e.Checksum {
-			count++
-		}
-	}
-	return count, nil
 }
 
 // readRegions finds the BAT and metadata regions in the region table.
@@ -683,6 +653,9 @@ func (im *Image) Info() image.Info {
 	add("physical sector size", fmt.Sprint(im.physicalSect))
 	add("virtual disk ID", im.diskID.String())
 	add("data write GUID", im.hdr.DataWriteGUID.String())
+	if im.replayed > 0 {
+		add("log", fmt.Sprintf("%d entries replayed in memory", im.replayed))
+	}
 	for _, w := range im.warnings {
 		add("warning", w)
 	}

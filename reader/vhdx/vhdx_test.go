@@ -216,33 +216,84 @@ func TestBadInput(t *testing.T) {
 	})
 }
 
-// setLog points both headers at a log GUID and, if entry, writes one valid
-// log entry at the start of the log.
-func setLog(b []byte, entry bool) {
-	le := binary.LittleEndian
-	g := [16]byte{9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5, 6}
+var logGUID = [16]byte{9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5, 6}
+
+// setLog points both headers at a log GUID and writes the entries at the
+// start of the log, one after the other.
+func setLog(b []byte, entries ...[]byte) {
 	for _, off := range []int{64 << 10, 128 << 10} {
-		copy(b[off+48:], g[:])
+		copy(b[off+48:], logGUID[:])
 	}
 	vhdx.FixHeaders(b)
-	if entry {
-		logOff := le.Uint64(b[vhdx.CurrentHeader(b)+72:])
-		copy(b[logOff:], vhdx.LogEntry(g, 10))
+	pos := binary.LittleEndian.Uint64(b[vhdx.CurrentHeader(b)+72:])
+	for _, e := range entries {
+		copy(b[pos:], e)
+		pos += uint64(len(e))
 	}
+}
+
+// dirtyEntries writes through the log: a page into block 0, zeros over the
+// first page of block 0, and a BAT page on which block 2 shares block 0's
+// data.
+func dirtyEntries(b []byte, tail2 uint32) [][]byte {
+	le := binary.LittleEndian
+	bat, _ := vhdx.Regions(b)
+	blk0 := int64(le.Uint64(b[bat:]) >> 20 << 20)
+	size := uint64(len(b))
+	page := bytes.Repeat([]byte("replayed"), 512)
+	copy(page, "LEADING!")
+	copy(page[4092:], "TRAI")
+	batPage := bytes.Clone(b[bat : bat+4096])
+	copy(batPage[16:24], batPage[0:8])
+	e1 := vhdx.LogEntryWith(logGUID, 10, 0, size, size,
+		vhdx.Desc{FileOffset: blk0 + 8192, Page: page},
+		vhdx.Desc{FileOffset: bat, Page: batPage})
+	e2 := vhdx.LogEntryWith(logGUID, 11, tail2, size, size,
+		vhdx.Desc{Zero: true, FileOffset: blk0, Length: 4096})
+	return [][]byte{e1, e2}
 }
 
 func TestDirtyLog(t *testing.T) {
 	v, raw := smallImage(t, "block_size=1M")
-	t.Run("entries-refused", func(t *testing.T) {
-		p := edit(t, v, func(b []byte) { setLog(b, true) })
-		wantErr(t, p, image.ErrUnsupported, "log holds 1 entries not yet replayed", "not closed cleanly", "qemu-img check -r all")
-		// qemu-img refuses it too, read-only.
+	t.Run("replayed", func(t *testing.T) {
+		p := edit(t, v, func(b []byte) { setLog(b, dirtyEntries(b, 0)...) })
+		// The oracle: qemu-img replays the log when it opens a copy
+		// read-write; read-only it refuses the image.
 		if err := exec(t, "qemu-img", "convert", "-O", "raw", p, filepath.Join(t.TempDir(), "x.raw")); err == nil {
-			t.Errorf("qemu-img read a VHDX with a log to replay")
+			t.Errorf("qemu-img read a VHDX with a log to replay read-only")
 		}
+		c := filepath.Join(t.TempDir(), "copy.vhdx")
+		b, _ := os.ReadFile(p)
+		os.WriteFile(c, b, 0o644)
+		testkit.QemuImg(t, "check", "-r", "all", c)
+		want := testkit.Convert(t, c, filepath.Join(t.TempDir(), "want.raw"), "raw")
+		var warns []string
+		im, err := reader.Open(p, reader.Options{Warn: func(m string) { warns = append(warns, m) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer im.Close()
+		if len(warns) != 1 || !strings.Contains(warns[0], "replayed 2 log entries in memory") {
+			t.Fatalf("warnings %q", warns)
+		}
+		quickCheck(t, im, want)
+		// The replay did change the disk, and the file was left alone.
+		got := make([]byte, 4096)
+		im.ReadAt(got, 2<<20+8192)
+		if !bytes.HasPrefix(got, []byte("LEADING!")) || !bytes.HasSuffix(got, []byte("TRAI")) {
+			t.Fatalf("block 2 after replay starts %q", got[:16])
+		}
+		if after, _ := os.ReadFile(p); !bytes.Equal(after, b) {
+			t.Fatal("the file changed")
+		}
+		_ = raw
+	})
+	t.Run("broken-sequence", func(t *testing.T) {
+		p := edit(t, v, func(b []byte) { setLog(b, dirtyEntries(b, 16384)...) })
+		wantErr(t, p, image.ErrCorrupt, "not closed cleanly", "log sequence broken")
 	})
 	t.Run("empty-log-read", func(t *testing.T) {
-		p := edit(t, v, func(b []byte) { setLog(b, false) })
+		p := edit(t, v, func(b []byte) { setLog(b) })
 		var warns []string
 		im, err := reader.Open(p, reader.Options{Warn: func(m string) { warns = append(warns, m) }})
 		if err != nil {
