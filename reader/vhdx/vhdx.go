@@ -6,10 +6,11 @@
 // verified with CRC-32C; a damaged header or primary region table is
 // survived when its twin is sound, with a warning. Block sizes of 1 to
 // 256 MiB and logical sectors of 512 or 4096 bytes are read. Payload
-// blocks that are not present, undefined, zero or unmapped read as zeros
-// (in a differencing disk, not present and undefined blocks read from the
-// parent); partially present blocks of a differencing disk are read sector
-// by sector as their sector bitmap says.
+// blocks that are not present, undefined, zero or unmapped read as zeros,
+// as qemu reads them (MS-VHDX lets undefined and unmapped blocks read as
+// zeros); in a differencing disk, not present blocks read from the parent
+// and partially present blocks sector by sector as the chunk's sector
+// bitmap says (bit 0 of byte 0 is the chunk's first sector, MS-VHDX 2.4).
 //
 // An image whose log holds entries (it was not closed cleanly) has its log
 // replayed in memory, never written back: reading it without the replay
@@ -500,7 +501,7 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 			err = im.readFile(buf, int64(e>>20<<20)+in)
 		case statePartial:
 			err = im.readPartial(buf, pos, int64(e>>20<<20))
-		case stateNotPresent, stateUndefined:
+		case stateNotPresent:
 			if im.parent != nil {
 				err = im.readParent(buf, pos)
 			} else {
@@ -595,7 +596,7 @@ func (im *Image) kind(bi int64) int {
 	switch im.bat[im.batIndex(bi)] & 7 {
 	case stateFullyPresent, statePartial:
 		return 1
-	case stateNotPresent, stateUndefined:
+	case stateNotPresent:
 		if im.parent != nil {
 			return 2
 		}
