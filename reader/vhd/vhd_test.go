@@ -248,6 +248,20 @@ func TestDifferencing(t *testing.T) {
 		}
 		im.Close()
 	})
+	t.Run("parent-by-header-name", func(t *testing.T) {
+		// No locators: the header's Unicode parent name, next to the child.
+		c4, _ := child(t, pfoot, parentRaw, nil)
+		p := filepath.Join(dir, "child4.vhd")
+		if err := os.WriteFile(p, c4, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		im, err := reader.Open(p, reader.Options{AllowBacking: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer im.Close()
+		quickCheck(t, im, wantPath)
+	})
 	t.Run("wrong-parent-uuid", func(t *testing.T) {
 		bad := bytes.Clone(pfoot)
 		bad[70] ^= 0xFF
