@@ -224,7 +224,8 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 // Size is the virtual size.
 func (im *Image) Size() int64 { return im.size }
 
-// Extent reports unallocated and discarded blocks as zero runs.
+// Extent reports unallocated and discarded blocks, and allocated blocks
+// that are holes of the file, as zero runs.
 func (im *Image) Extent(off, n int64) (image.Extent, error) {
 	if off < 0 || off >= im.size {
 		return image.Extent{}, io.EOF
@@ -233,6 +234,13 @@ func (im *Image) Extent(off, n int64) (image.Extent, error) {
 	bi := off / im.blockSize
 	zero := im.bmap[bi] >= blockZero
 	end := min((bi+1)*im.blockSize, off+n)
+	if !zero {
+		// A block of a static image never written is a hole of the file.
+		if h := holeAt(im.src.Fd, im.dataOffset(im.bmap[bi])+off%im.blockSize, end-off); h > 0 {
+			return image.Extent{Start: off, Length: h, Zero: true}, nil
+		}
+		return image.Extent{Start: off, Length: end - off}, nil
+	}
 	for end < off+n && (im.bmap[end/im.blockSize] >= blockZero) == zero {
 		end = min(end+im.blockSize, off+n)
 	}

@@ -624,6 +624,13 @@ func (im *Image) Extent(off, n int64) (image.Extent, error) {
 		}
 		return image.Extent{Start: off, Length: e.Length, Zero: e.Zero}, nil
 	}
+	if e := im.bat[im.batIndex(bi)]; e&7 == stateFullyPresent {
+		// A block of a fixed image never written is a hole of the file.
+		if h := holeAt(im.src.Fd, int64(e>>20<<20)+off%im.blockSize, end-off); h > 0 {
+			return image.Extent{Start: off, Length: h, Zero: true}, nil
+		}
+		return image.Extent{Start: off, Length: end - off}, nil
+	}
 	for end < off+n && im.kind(end/im.blockSize) == k {
 		end = min(end+im.blockSize, off+n)
 	}
