@@ -15,6 +15,10 @@ import (
 
 const logSector = 4096
 
+// maxLogLength bounds the log this reader replays; Hyper-V and qemu make
+// 1 MiB logs.
+const maxLogLength = 256 << 20
+
 // maxOverlayPages bounds the memory a replay may take (4 KiB pages, 1 GiB):
 // far above what a real log (1 MiB by default) can describe.
 const maxOverlayPages = 1 << 18
@@ -79,6 +83,12 @@ func (o *overlay) ReadAt(p []byte, off int64) (int, error) {
 func (im *Image) replayLog() (int, error) {
 	h := im.hdr
 	logOff, logLen := int64(h.LogOffset), int64(h.LogLength)
+	if logLen > maxLogLength {
+		return 0, image.Unsupportedf(im.src.Path, format, logOff, "a log of %d bytes is larger than the %d this reader replays", logLen, maxLogLength)
+	}
+	// Candidate entries may overlap; checking each costs its length. The
+	// budget keeps a crafted log from costing more than a few passes.
+	budget := 4 * logLen
 	entries := map[int64]*logEntry{}
 	var head *logEntry
 	b := make([]byte, 64)
@@ -89,6 +99,9 @@ func (im *Image) replayLog() (int, error) {
 		e, ok := parseLogEntryHeader(b)
 		if !ok || e.LogGUID != h.LogGUID || e.EntryLength == 0 || e.EntryLength%logSector != 0 || int64(e.EntryLength) > logLen {
 			continue
+		}
+		if budget -= int64(e.EntryLength); budget < 0 {
+			return 0, image.Unsupportedf(im.src.Path, format, logOff+pos, "the log holds too many overlapping entries to check")
 		}
 		// The entry may wrap around the end of the circular log.
 		data := make([]byte, e.EntryLength)

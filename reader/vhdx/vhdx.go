@@ -171,6 +171,7 @@ func (im *Image) readRegions(warn func(string, ...any)) (bat, meta regionEntry, 
 	var es []regionEntry
 	var firstRule string
 	var firstAt int64
+	tableOff := int64(region1Off)
 	for i, off := range []int64{region1Off, region2Off} {
 		b := make([]byte, regionSize)
 		if err := image.ReadFull(im.src.R, im.src.Size, b, off, im.src.Path, format, "region table"); err != nil {
@@ -181,7 +182,7 @@ func (im *Image) readRegions(warn func(string, ...any)) (bat, meta regionEntry, 
 			if i == 1 {
 				warn("region table at offset %d is damaged (%s); using the copy at offset %d", firstAt, firstRule, off)
 			}
-			es = t
+			es, tableOff = t, off
 			break
 		}
 		if i == 0 {
@@ -192,7 +193,7 @@ func (im *Image) readRegions(warn func(string, ...any)) (bat, meta regionEntry, 
 	}
 	var haveBAT, haveMeta bool
 	for i, e := range es {
-		at := int64(region1Off + 16 + 32*i)
+		at := tableOff + 16 + 32*int64(i)
 		if e.Offset%mib != 0 || e.Offset < mib || e.Length == 0 || e.Length%mib != 0 ||
 			e.Offset > uint64(im.src.Size) || !image.CheckRange(int64(e.Offset), int64(e.Length), im.src.Size) {
 			return bat, meta, im.corrupt(at, "region %s of %d bytes at offset %d is not 1 MiB-aligned inside the file (%d bytes)", e.GUID, e.Length, e.Offset, im.src.Size)
@@ -215,7 +216,7 @@ func (im *Image) readRegions(warn func(string, ...any)) (bat, meta regionEntry, 
 		}
 	}
 	if !haveBAT || !haveMeta {
-		return bat, meta, im.corrupt(region1Off, "region table lacks the BAT or the metadata region")
+		return bat, meta, im.corrupt(tableOff, "region table lacks the BAT or the metadata region")
 	}
 	return bat, meta, nil
 }
