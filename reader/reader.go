@@ -15,6 +15,9 @@ import (
 	"vmimport/reader/ova"
 	"vmimport/reader/qcow2"
 	"vmimport/reader/raw"
+	"vmimport/reader/vdi"
+	"vmimport/reader/vhd"
+	"vmimport/reader/vhdx"
 	"vmimport/reader/vmdk"
 )
 
@@ -35,9 +38,9 @@ func probes() []probe {
 		{name: "QED", detect: magic("QED\x00"), hint: "convert it with qemu-img to qcow2 first"},
 		{name: "VMDK", detect: isVMDKSparse, open: func(s image.Source, o *image.Options) (image.Image, error) { return vmdk.Open(s, o) }},
 		{name: "VMDK descriptor", detect: isVMDKDescriptor, open: func(s image.Source, o *image.Options) (image.Image, error) { return vmdk.Open(s, o) }},
-		{name: "VHDX", detect: magic("vhdxfile")},
-		{name: "VHD", detect: isVHD},
-		{name: "VDI", detect: isVDI},
+		{name: "VHDX", detect: magic("vhdxfile"), open: func(s image.Source, o *image.Options) (image.Image, error) { return vhdx.Open(s, o) }},
+		{name: "VHD", detect: isVHD, open: func(s image.Source, o *image.Options) (image.Image, error) { return vhd.Open(s, o) }},
+		{name: "VDI", detect: isVDI, open: func(s image.Source, o *image.Options) (image.Image, error) { return vdi.Open(s, o) }},
 		{name: "Parallels", detect: isParallels, hint: "convert it with qemu-img to qcow2 first"},
 		{name: "ISO 9660", detect: isISO, hint: "an installer or CD image is not a system disk: install the system onto a disk and import that disk"},
 		{name: "OVA/tar", detect: isTar, open: func(s image.Source, o *image.Options) (image.Image, error) { return ova.Open(s, o, Detect) }},

@@ -1,0 +1,488 @@
+// Package vhd reads Microsoft VHD images (Virtual PC, Hyper-V, Azure,
+// Disk2vhd, qemu "vpc"): fixed, dynamic and differencing disks, written from
+// Microsoft's "Virtual Hard Disk Image Format Specification" and checked
+// against qemu-img.
+//
+// Behaviour chosen to match qemu-img, so the same file gives the same bytes:
+//
+//   - The virtual size is the CHS geometry (cylinders x heads x sectors x 512)
+//     for images made by Virtual PC ("vpc ") or by qemu without force_size
+//     ("qemu"), unless the geometry is the largest one (65535/16/255); for
+//     every other creator it is the footer's current size. See
+//     footer.virtualSize.
+//   - In a dynamic disk the per-block sector bitmap is ignored: an allocated
+//     block reads as the bytes stored in it, as qemu reads it. In a
+//     differencing disk the bitmap decides, sector by sector, whether the
+//     child or the parent holds the data, as the specification says.
+//
+// Both footer copies are checked: the one in the last 512 bytes is the
+// primary; when it is damaged and the copy at offset 0 (dynamic and
+// differencing disks only) is sound, the copy is used with a warning.
+package vhd
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"vmimport/reader/image"
+	"vmimport/reader/raw"
+)
+
+const format = "vhd"
+
+// Image is an opened VHD.
+type Image struct {
+	src      image.Source
+	f        *footer
+	h        *dynHeader // nil for fixed disks
+	size     int64
+	sizeRule string
+	fixed    *raw.Image // fixed disks: the data is the file's first size bytes
+
+	blockSize  int64
+	bitmapSize int64
+	bat        []uint32 // one entry per block of the virtual size
+
+	parent     image.Image // differencing disks
+	parentName string      // as the child names it
+	warnings   []string
+}
+
+var _ image.Image = (*Image)(nil)
+
+// Open opens the VHD in src. A differencing disk's parent is opened through
+// opts.Open, only when opts.AllowBacking is set.
+func Open(src image.Source, opts *image.Options) (*Image, error) {
+	f, warn, footerLen, err := readFooter(src)
+	if err != nil {
+		return nil, err
+	}
+	im := &Image{src: src, f: f}
+	if warn != "" {
+		opts.Warnf("%s: vhd: %s", src.Path, warn)
+		im.warnings = append(im.warnings, warn)
+	}
+	im.size, im.sizeRule = f.virtualSize()
+	if im.size > image.MaxVirtualSize || im.size/512 >= maxSectors {
+		return nil, image.Corruptf(src.Path, format, 48, "virtual size %d bytes (by %s) is larger than the VHD limit of 2040 GiB", im.size, im.sizeRule)
+	}
+	if f.DiskType == typeFixed {
+		if im.size > src.Size-footerLen {
+			return nil, image.Corruptf(src.Path, format, 48, "fixed disk of %d bytes (by %s) needs a file of %d bytes, the file has %d", im.size, im.sizeRule, im.size+footerLen, src.Size)
+		}
+		fs := src
+		fs.Size = im.size
+		im.fixed, err = raw.Open(fs, "fixed")
+		if err != nil {
+			return nil, err
+		}
+		return im, nil
+	}
+	if err := im.openDynamic(); err != nil {
+		return nil, err
+	}
+	if f.DiskType == typeDifferencing {
+		if err := im.openParent(opts); err != nil {
+			return nil, err
+		}
+	}
+	return im, nil
+}
+
+// readFooter finds a sound footer: the last 512 bytes, or the copy at
+// offset 0 when the last one is damaged. Old Virtual PC versions wrote a
+// 511-byte footer (without the last reserved byte) after fixed disks;
+// footerLen says which was found.
+func readFooter(src image.Source) (f *footer, warn string, footerLen int64, err error) {
+	f, warn, err = readFooter512(src)
+	if err == nil || src.Size < footerSize {
+		return f, warn, footerSize, err
+	}
+	tail := make([]byte, footerSize)
+	if image.ReadFull(src.R, src.Size, tail[:footerSize-1], src.Size-(footerSize-1), src.Path, format, "footer") != nil || string(tail[:8]) != "conectix" {
+		return nil, "", 0, err
+	}
+	f, at, rule := parseFooter(tail)
+	if rule != "" {
+		return nil, "", 0, image.Corruptf(src.Path, format, src.Size-(footerSize-1)+int64(at), "%s (511-byte footer)", rule)
+	}
+	if f.DiskType != typeFixed {
+		return nil, "", 0, image.Corruptf(src.Path, format, src.Size-(footerSize-1)+60, "a 511-byte footer after a %s disk (only fixed disks had one)", f.diskTypeName())
+	}
+	return f, "", footerSize - 1, nil
+}
+
+func readFooter512(src image.Source) (*footer, string, error) {
+	if src.Size < footerSize {
+		return nil, "", image.WrongFormat(format, "file shorter than a footer")
+	}
+	tail := make([]byte, footerSize)
+	head := make([]byte, footerSize)
+	tailOff := src.Size - footerSize
+	if err := image.ReadFull(src.R, src.Size, tail, tailOff, src.Path, format, "footer"); err != nil {
+		return nil, "", err
+	}
+	if err := image.ReadFull(src.R, src.Size, head, 0, src.Path, format, "footer copy"); err != nil {
+		return nil, "", err
+	}
+	ft, ftAt, tailRule := parseFooter(tail)
+	fh, fhAt, headRule := parseFooter(head)
+	if tailRule == "" {
+		if headRule == "" && string(head) != string(tail) {
+			return ft, fmt.Sprintf("the footer copy at offset 0 differs from the footer at offset %d; using the latter", tailOff), nil
+		}
+		return ft, "", nil
+	}
+	if headRule == "" && fh.DiskType != typeFixed {
+		return fh, fmt.Sprintf("footer at offset %d is damaged (%s); using the backup copy at offset 0", tailOff, tailRule), nil
+	}
+	switch {
+	case ft != nil:
+		msg := tailRule
+		if fh != nil {
+			msg += "; the backup copy at offset 0 is damaged too: " + headRule
+		}
+		return nil, "", image.Corruptf(src.Path, format, tailOff+int64(ftAt), "%s", msg)
+	case fh != nil && headRule != "":
+		return nil, "", image.Corruptf(src.Path, format, int64(fhAt), "%s; no footer in the last 512 bytes", headRule)
+	case fh != nil:
+		return nil, "", image.Corruptf(src.Path, format, 60, "the only footer (at offset 0) says fixed disk, whose footer must be at the end")
+	}
+	return nil, "", image.WrongFormat(format, "no \"conectix\" footer")
+}
+
+// openDynamic reads the dynamic disk header and the BAT.
+func (im *Image) openDynamic() error {
+	src, f := im.src, im.f
+	if f.DataOffset > uint64(src.Size) || !image.CheckRange(int64(f.DataOffset), dynHeaderSize, src.Size) {
+		return image.Corruptf(src.Path, format, 16, "dynamic disk header offset %d lies past the end of the file (%d bytes)", f.DataOffset, src.Size)
+	}
+	hoff := int64(f.DataOffset)
+	b := make([]byte, dynHeaderSize)
+	if err := image.ReadFull(src.R, src.Size, b, hoff, src.Path, format, "dynamic disk header"); err != nil {
+		return err
+	}
+	h, at, rule := parseDynHeader(b)
+	if rule != "" {
+		return image.Corruptf(src.Path, format, hoff+int64(at), "%s", rule)
+	}
+	im.h = h
+	im.blockSize = int64(h.BlockSize)
+	im.bitmapSize = h.bitmapSize()
+	blocks := (im.size + im.blockSize - 1) / im.blockSize
+	if int64(h.MaxTableEntries) < blocks {
+		return image.Corruptf(src.Path, format, hoff+28, "BAT of %d entries of %d bytes covers less than the %d-byte disk", h.MaxTableEntries, im.blockSize, im.size)
+	}
+	if h.TableOffset > uint64(src.Size) || !image.CheckRange(int64(h.TableOffset), blocks*4, src.Size) {
+		return image.Corruptf(src.Path, format, hoff+16, "BAT (%d entries at offset %d) lies past the end of the file (%d bytes)", blocks, h.TableOffset, src.Size)
+	}
+	raw := make([]byte, blocks*4)
+	if err := image.ReadFull(src.R, src.Size, raw, int64(h.TableOffset), src.Path, format, "BAT"); err != nil {
+		return err
+	}
+	im.bat = make([]uint32, blocks)
+	for i := range im.bat {
+		e := binary.BigEndian.Uint32(raw[4*i:])
+		im.bat[i] = e
+		if e == batUnused {
+			continue
+		}
+		if !image.CheckRange(int64(e)*512, im.bitmapSize+im.blockSize, src.Size) {
+			return image.Corruptf(src.Path, format, int64(h.TableOffset)+4*int64(i), "BAT entry %d points to a block at offset %d that lies past the end of the file (%d bytes)", i, int64(e)*512, src.Size)
+		}
+	}
+	return nil
+}
+
+// openParent finds, checks and opens the parent of a differencing disk.
+func (im *Image) openParent(opts *image.Options) error {
+	src, h := im.src, im.h
+	names := im.parentNames()
+	im.parentName = h.ParentName
+	if len(names) > 0 {
+		im.parentName = names[0]
+	}
+	if opts == nil || !opts.AllowBacking || opts.Open == nil {
+		return fmt.Errorf("%s: vhd: differencing disk with parent %q: %w: pass --allow-backing to read through the parent", src.Path, im.parentName, image.ErrNotAllowed)
+	}
+	if opts.Depth+1 > image.MaxChainDepth {
+		return image.Corruptf(src.Path, format, int64(im.f.DataOffset), "parent chain deeper than %d images (a loop?)", image.MaxChainDepth)
+	}
+	if len(names) == 0 {
+		return image.Corruptf(src.Path, format, int64(im.f.DataOffset)+64, "differencing disk names no parent")
+	}
+	var firstErr error
+	for _, name := range names {
+		resolved, err := image.ResolvePath(src.Path, name, opts)
+		if err != nil {
+			if firstErr == nil || (errors.Is(err, image.ErrNotAllowed) && !errors.Is(firstErr, image.ErrNotAllowed)) {
+				firstErr = err
+			}
+			continue
+		}
+		p, err := opts.Open(resolved, opts.Depth+1)
+		if err != nil {
+			return fmt.Errorf("%s: vhd: parent %q: %w", src.Path, name, err)
+		}
+		info := p.Info()
+		want := uuidString(h.ParentUUID)
+		if info.Format != format || field(info, "UUID") != want {
+			p.Close()
+			return image.Corruptf(src.Path, format, int64(im.f.DataOffset)+40, "parent %q is %s with UUID %q, the child expects a VHD with UUID %s", name, info.Format, field(info, "UUID"), want)
+		}
+		im.parent = p
+		im.parentName = name
+		return nil
+	}
+	return fmt.Errorf("%s: vhd: parent: %w", src.Path, firstErr)
+}
+
+func field(info image.Info, name string) string {
+	for _, f := range info.Fields {
+		if f.Name == name {
+			return f.Value
+		}
+	}
+	return ""
+}
+
+// parentNames lists the parent file names a differencing disk records,
+// best first: the relative Windows locator ("W2ru"), the absolute one
+// ("W2ku") and the Mac ones when they name a file next to the child, and
+// last the bare parent name of the header.
+func (im *Image) parentNames() []string {
+	var names []string
+	seen := map[string]bool{}
+	add := func(n string) {
+		n = strings.TrimRight(n, "\x00")
+		if n == "" || seen[n] {
+			return
+		}
+		seen[n] = true
+		names = append(names, n)
+	}
+	order := []string{"W2ru", "W2ku", "MacX", "Mac "}
+	for _, code := range order {
+		for _, l := range im.h.Locators {
+			if string(l.Code[:]) != code || l.DataLength == 0 || l.DataLength > 64<<10 {
+				continue
+			}
+			if !image.CheckRange(int64(l.DataOffset), int64(l.DataLength), im.src.Size) || l.DataOffset > uint64(im.src.Size) {
+				continue
+			}
+			b := make([]byte, l.DataLength)
+			if _, err := im.src.R.ReadAt(b, int64(l.DataOffset)); err != nil {
+				continue
+			}
+			var n string
+			switch code {
+			case "W2ru", "W2ku":
+				n = windowsPath(utf16String(b, false))
+			default:
+				n = strings.TrimPrefix(strings.TrimRight(string(b), "\x00"), "file://")
+			}
+			add(n)
+		}
+	}
+	add(windowsPath(im.h.ParentName))
+	return names
+}
+
+// windowsPath turns ".\dir\parent.vhd" into "dir/parent.vhd". A path with a
+// drive letter or a UNC path cannot be found here and is dropped.
+func windowsPath(p string) string {
+	if len(p) >= 2 && p[1] == ':' || strings.HasPrefix(p, `\\`) {
+		return ""
+	}
+	p = strings.ReplaceAll(p, `\`, "/")
+	for strings.HasPrefix(p, "./") {
+		p = p[2:]
+	}
+	return p
+}
+
+// ReadAt reads guest bytes; safe for concurrent use.
+func (im *Image) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, errors.New("vhd: negative offset")
+	}
+	if im.fixed != nil {
+		return im.fixed.ReadAt(p, off)
+	}
+	n, short := image.Clip(off, len(p), im.size)
+	if n == 0 && len(p) > 0 {
+		return 0, io.EOF
+	}
+	var bitmap []byte
+	for done := 0; done < n; {
+		pos := off + int64(done)
+		bi := pos / im.blockSize
+		in := pos % im.blockSize
+		k := int(min(int64(n-done), im.blockSize-in))
+		buf := p[done : done+k]
+		e := im.bat[bi]
+		switch {
+		case e == batUnused && im.parent == nil:
+			clear(buf)
+		case e == batUnused:
+			if err := im.readParent(buf, pos); err != nil {
+				return done, err
+			}
+		case im.parent == nil:
+			if err := im.readFile(buf, int64(e)*512+im.bitmapSize+in); err != nil {
+				return done, err
+			}
+		default:
+			if bitmap == nil {
+				bitmap = make([]byte, im.bitmapSize)
+			}
+			if err := im.readFile(bitmap, int64(e)*512); err != nil {
+				return done, err
+			}
+			if err := im.readMixed(buf, pos, int64(e)*512+im.bitmapSize, bitmap); err != nil {
+				return done, err
+			}
+		}
+		done += k
+	}
+	if short {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// readMixed fills buf (inside one block) sector run by sector run from the
+// child where the block's bitmap bit is set, from the parent elsewhere.
+// Bits are numbered from the most significant bit of byte 0.
+func (im *Image) readMixed(buf []byte, pos, dataOff int64, bitmap []byte) error {
+	blockStart := pos / im.blockSize * im.blockSize
+	bit := func(s int64) bool { return bitmap[s/8]&(0x80>>(s%8)) != 0 }
+	for done := 0; done < len(buf); {
+		p := pos + int64(done)
+		s := (p - blockStart) / 512
+		set := bit(s)
+		end := (s + 1) * 512
+		for end < im.blockSize && end-(p-blockStart) < int64(len(buf)-done) && bit(end/512) == set {
+			end += 512
+		}
+		k := int(min(end-(p-blockStart), int64(len(buf)-done)))
+		var err error
+		if set {
+			err = im.readFile(buf[done:done+k], dataOff+(p-blockStart))
+		} else {
+			err = im.readParent(buf[done:done+k], p)
+		}
+		if err != nil {
+			return err
+		}
+		done += k
+	}
+	return nil
+}
+
+func (im *Image) readFile(buf []byte, off int64) error {
+	return image.ReadFull(im.src.R, im.src.Size, buf, off, im.src.Path, format, "block data")
+}
+
+// readParent reads from the parent; past the parent's end the disk reads
+// as zeros.
+func (im *Image) readParent(buf []byte, off int64) error {
+	ps := im.parent.Size()
+	if off >= ps {
+		clear(buf)
+		return nil
+	}
+	k := int(min(int64(len(buf)), ps-off))
+	n, err := im.parent.ReadAt(buf[:k], off)
+	if n == k {
+		err = nil
+	} else if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return fmt.Errorf("%s: vhd: reading parent at offset %d: %w", im.src.Path, off, err)
+	}
+	clear(buf[k:])
+	return nil
+}
+
+// Size is the virtual size.
+func (im *Image) Size() int64 { return im.size }
+
+// Extent reports unallocated blocks as zero runs (in a differencing disk,
+// as the parent reports them).
+func (im *Image) Extent(off, n int64) (image.Extent, error) {
+	if off < 0 || off >= im.size {
+		return image.Extent{}, io.EOF
+	}
+	n = min(n, im.size-off)
+	if im.fixed != nil {
+		return im.fixed.Extent(off, n)
+	}
+	bi := off / im.blockSize
+	alloc := im.bat[bi] != batUnused
+	end := min((bi+1)*im.blockSize, off+n)
+	if !alloc && im.parent != nil {
+		if off >= im.parent.Size() {
+			return image.Extent{Start: off, Length: end - off, Zero: true}, nil
+		}
+		e, err := im.parent.Extent(off, min(end, im.parent.Size())-off)
+		if err != nil {
+			return image.Extent{}, fmt.Errorf("%s: vhd: parent allocation at %d: %w", im.src.Path, off, err)
+		}
+		return image.Extent{Start: off, Length: e.Length, Zero: e.Zero}, nil
+	}
+	for end < off+n && (im.bat[end/im.blockSize] != batUnused) == alloc {
+		end = min(end+im.blockSize, off+n)
+	}
+	return image.Extent{Start: off, Length: end - off, Zero: !alloc}, nil
+}
+
+// Info describes the image.
+func (im *Image) Info() image.Info {
+	f := im.f
+	info := image.Info{
+		Format:      format,
+		Subformat:   f.diskTypeName(),
+		VirtualSize: im.size,
+		ClusterSize: im.blockSize,
+		Path:        im.src.Path,
+	}
+	add := func(name, value string) { info.Fields = append(info.Fields, image.Field{Name: name, Value: value}) }
+	add("creator", fmt.Sprintf("%q version %d.%d on %s", printable(f.CreatorApp[:]), f.CreatorVersion>>16, f.CreatorVersion&0xffff, hostOS(f.CreatorOS)))
+	add("disk type", f.diskTypeName())
+	add("geometry", fmt.Sprintf("%d/%d/%d (C/H/S)", f.Cylinders, f.Heads, f.SectorsPerCyl))
+	add("current size", fmt.Sprint(f.CurrentSize))
+	add("size rule", im.sizeRule)
+	if im.h != nil {
+		add("block size", fmt.Sprint(im.blockSize))
+	}
+	add("UUID", uuidString(f.UUID))
+	if f.SavedState != 0 {
+		add("saved state", "yes")
+	}
+	for _, w := range im.warnings {
+		add("warning", w)
+	}
+	if f.DiskType == typeDifferencing {
+		info.BackingFile = im.parentName
+		add("parent", im.parentName)
+		add("parent UUID", uuidString(im.h.ParentUUID))
+		if im.parent != nil {
+			b := im.parent.Info()
+			info.Backing = &b
+		}
+	}
+	return info
+}
+
+// Close closes the parent; the file belongs to the caller.
+func (im *Image) Close() error {
+	if im.parent != nil {
+		return im.parent.Close()
+	}
+	return nil
+}

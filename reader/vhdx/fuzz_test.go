@@ -1,0 +1,241 @@
+package vhdx
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/binary"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"vmimport/reader/image"
+)
+
+// FuzzOpen feeds whole files, encoded sparsely so that a multi-megabyte
+// image is a small input: a flags byte, then records of a 4-byte
+// little-endian page index and the 4096 bytes of that page. The file ends
+// after the highest page given. Flag bit 0 repairs the CRC-32C of the
+// headers and region tables, so that mutations reach the metadata and BAT.
+
+const page = 4096
+
+type sparse struct {
+	m    map[int64][]byte
+	size int64
+}
+
+func (s *sparse) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, io.EOF
+	}
+	n := 0
+	for n < len(p) && off+int64(n) < s.size {
+		pos := off + int64(n)
+		k := min(len(p)-n, int(page-pos%page), int(s.size-pos))
+		if pg, ok := s.m[pos/page]; ok {
+			copy(p[n:n+k], pg[pos%page:])
+		} else {
+			clear(p[n : n+k])
+		}
+		n += k
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func decodeSparse(data []byte) (*sparse, byte) {
+	s := &sparse{m: map[int64][]byte{}}
+	if len(data) == 0 {
+		return s, 0
+	}
+	flags := data[0]
+	data = data[1:]
+	for len(data) >= 4+page {
+		i := int64(binary.LittleEndian.Uint32(data) % (1 << 13)) // up to 32 MiB
+		s.m[i] = bytes.Clone(data[4 : 4+page])
+		s.size = max(s.size, (i+1)*page)
+		data = data[4+page:]
+	}
+	return s, flags
+}
+
+func encodeSparse(b []byte, flags byte) []byte {
+	out := []byte{flags}
+	for i := 0; i < len(b); i += page {
+		pg := b[i:min(len(b), i+page)]
+		if i+page < len(b) && bytes.Count(pg, []byte{0}) == len(pg) {
+			continue
+		}
+		out = binary.LittleEndian.AppendUint32(out, uint32(i/page))
+		out = append(out, pg...)
+		out = append(out, make([]byte, page-len(pg))...)
+	}
+	return out
+}
+
+// repair recomputes the checksums of the headers and region tables.
+func (s *sparse) repair() {
+	fix := func(off, n int64) {
+		b := make([]byte, n)
+		s.ReadAt(b, off)
+		binary.LittleEndian.PutUint32(b[4:], crc(b, 4))
+		for i := int64(0); i < n; i += page {
+			s.m[(off+i)/page] = b[i : i+page]
+		}
+		s.size = max(s.size, off+n)
+	}
+	fix(header1Off, headerSize)
+	fix(header2Off, headerSize)
+	fix(region1Off, regionSize)
+	fix(region2Off, regionSize)
+}
+
+func seedFiles(f *testing.F) [][]byte {
+	names, _ := filepath.Glob("testdata/*.gz")
+	var files [][]byte
+	for _, n := range names {
+		b, err := os.ReadFile(n)
+		if err != nil {
+			f.Fatal(err)
+		}
+		r, err := gzip.NewReader(bytes.NewReader(b))
+		if err != nil {
+			f.Fatal(err)
+		}
+		if b, err = io.ReadAll(r); err != nil {
+			f.Fatal(err)
+		}
+		files = append(files, b)
+	}
+	// A dirty copy of the first: a log entry writing a BAT page and
+	// zeroing a page, to replay.
+	if len(files) > 0 {
+		b := bytes.Clone(files[0])
+		g := [16]byte{1, 2, 3}
+		for _, off := range []int{header1Off, header2Off} {
+			copy(b[off+48:], g[:])
+		}
+		FixHeaders(b)
+		bat, _ := Regions(b)
+		logOff := binary.LittleEndian.Uint64(b[CurrentHeader(b)+72:])
+		e := LogEntryWith(g, 5, 0, uint64(len(b)), uint64(len(b)),
+			Desc{FileOffset: bat, Page: bytes.Clone(b[bat : bat+4096])},
+			Desc{Zero: true, FileOffset: 1 << 20, Length: 8192})
+		copy(b[logOff:], e)
+		files = append(files, b)
+	}
+	return files
+}
+
+func FuzzOpen(f *testing.F) {
+	for _, b := range seedFiles(f) {
+		f.Add(encodeSparse(b, 0))
+		f.Add(encodeSparse(b, 1))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, flags := decodeSparse(data)
+		if flags&1 != 0 {
+			s.repair()
+		}
+		im, err := Open(image.Source{R: s, Size: s.size, Path: "fuzz.vhdx", Fd: -1}, &image.Options{})
+		if err != nil {
+			return
+		}
+		defer im.Close()
+		exercise(t, im)
+	})
+}
+
+// exercise reads an opened image the way the pipeline does, within bounds
+// that keep one fuzz run short.
+func exercise(t *testing.T, im image.Image) {
+	_ = im.Info()
+	size := im.Size()
+	buf := make([]byte, 64<<10)
+	off := int64(0)
+	for calls := 0; off < size && calls < 64; calls++ {
+		e, err := im.Extent(off, size-off)
+		if err != nil {
+			return
+		}
+		if e.Start != off || e.Length <= 0 || e.Start+e.Length > size {
+			t.Fatalf("Extent(%d) = %+v", off, e)
+		}
+		n, err := im.ReadAt(buf, off)
+		if err == nil && n != len(buf) || n > len(buf) {
+			t.Fatalf("ReadAt = %d, %v", n, err)
+		}
+		off += e.Length
+	}
+	for _, o := range []int64{size - 100, size / 2, size - 1} {
+		if o >= 0 {
+			im.ReadAt(buf[:1000], o)
+		}
+	}
+}
+
+// pad copies b into n bytes, stamping sig at 0 and, if fix, a valid
+// CRC-32C at 4.
+func pad(b []byte, n int, sig string, fix bool) []byte {
+	out := make([]byte, n)
+	copy(out, b)
+	if fix {
+		copy(out, sig)
+		binary.LittleEndian.PutUint32(out[4:], crc(out, 4))
+	}
+	return out
+}
+
+func FuzzHeader(f *testing.F) {
+	for _, b := range seedFiles(f) {
+		f.Add(b[header1Off : header1Off+256])
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		parseHeader(pad(b, headerSize, "head", false))
+		parseHeader(pad(b, headerSize, "head", true))
+	})
+}
+
+func FuzzRegionTable(f *testing.F) {
+	for _, b := range seedFiles(f) {
+		f.Add(b[region1Off : region1Off+256])
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		parseRegionTable(pad(b, regionSize, "regi", false))
+		es, _, rule := parseRegionTable(pad(b, regionSize, "regi", true))
+		if rule == "" && len(es) > maxEntries {
+			t.Fatalf("%d entries", len(es))
+		}
+	})
+}
+
+func FuzzMetadataTable(f *testing.F) {
+	for _, b := range seedFiles(f) {
+		_, meta := regionsOf(b)
+		f.Add(b[meta : meta+512])
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p := make([]byte, metaTabSize)
+		copy(p, b)
+		copy(p, "metadata")
+		parseMetadataTable(p)
+	})
+}
+
+func FuzzParentLocator(f *testing.F) {
+	f.Add(ParentLocator([][2]string{{"parent_linkage", "{01234567-89ab-cdef-0123-456789abcdef}"}, {"relative_path", `..\p.vhdx`}}))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		parseParentLocator(b)
+		if len(b) >= 16 {
+			b = bytes.Clone(b)
+			copy(b, parentTypeVHDX[:])
+			parseParentLocator(b)
+		}
+	})
+}
+
+func regionsOf(b []byte) (bat, meta int64) { return Regions(b) }
