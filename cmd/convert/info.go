@@ -108,7 +108,7 @@ type readerOptions struct {
 }
 
 func (r *readerOptions) register(fs *pflag.FlagSet) {
-	fs.BoolVar(&r.allowBacking, "allow-backing", false, "read through backing files and parent disks (QCOW2 backing chains, VMDK and VHD deltas)")
+	fs.BoolVar(&r.allowBacking, "allow-backing", false, "read through backing files and parent disks (QCOW2 backing chains, VMDK, VHD and VHDX deltas)")
 	fs.StringArrayVar(&r.allowPaths, "allow-path", nil, "a folder that backing files and extents may live in besides the image's own (repeatable)")
 	fs.IntVar(&r.disk, "disk", 0, "which disk of a multi-disk container (OVA) to read, from 0")
 }

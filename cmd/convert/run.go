@@ -26,7 +26,8 @@ Usage:
 SRC is a disk image: QCOW2 (v2/v3, zlib/zstd clusters, backing chains with
 --allow-backing), VMDK (sparse, streamOptimized, flat, split, ESXi vmfs,
 deltas with --allow-backing), OVA (read in place, manifest digest checked,
---disk N) or RAW (file or block device). The format is detected from
+--disk N), VHD and VHDX (fixed, dynamic, differencing), VDI, or RAW (file
+or block device). The format is detected from
 the file's bytes, never from its name. OUT is a file, or - for stdout.
 
 Examples:
