@@ -52,8 +52,10 @@ func TestInterleaveAlternates(t *testing.T) {
 	if err != nil || len(o) != 4 || len(p) != 4 || len(order) != 8 {
 		t.Fatalf("Interleave: %d, %d, %v, %d prepares", len(o), len(p), err, len(order))
 	}
-	if o[0].Seconds <= 0 || o[0].MaxRSS <= 0 {
-		t.Errorf("sample without time or RSS: %+v", o[0])
+	// `true` may end before the first /proc sample: RSS is checked by
+	// TestRunMeasuresTheChildsOwnRSS with a child that lives long enough.
+	if o[0].Seconds <= 0 {
+		t.Errorf("sample without a time: %+v", o[0])
 	}
 	if _, _, err := Interleave(context.Background(), 1, []string{"false"}, []string{"true"}, nil); err == nil {
 		t.Error("a failing command is not reported")
