@@ -38,13 +38,13 @@ func Op(r *http.Request) string {
 type Fault int
 
 const (
-	Pass       Fault = iota
-	Fail500          // answer 500 InternalError without forwarding
-	Drop             // read some of the body, then close the connection
-	Slow             // wait Delay, then forward
-	Refuse501        // answer 501 NotImplemented
-	Deny403          // answer 403 AccessDenied
-	SlowOnReply      // forward, then wait Delay before answering
+	Pass        Fault = iota
+	Fail500           // answer 500 InternalError without forwarding
+	Drop              // read some of the body, then close the connection
+	Slow              // wait Delay, then forward
+	Refuse501         // answer 501 NotImplemented
+	Deny403           // answer 403 AccessDenied
+	SlowOnReply       // forward, then wait Delay before answering
 )
 
 // Proxy is a reverse proxy to the server that counts the request bytes it
