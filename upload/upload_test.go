@@ -291,12 +291,12 @@ func TestZeroObjectGrows(t *testing.T) {
 
 func TestRefusedCopyFallsBack(t *testing.T) {
 	e := newEnv(t, true)
-	e.proxy.Decide = func(op string, n int) s3test.Fault {
+	e.proxy.Inject(300*time.Millisecond, func(op string, n int) s3test.Fault {
 		if op == "UploadPartCopy" {
 			return s3test.Refuse501
 		}
 		return s3test.Pass
-	}
+	})
 	tg := e.start("disk.raw", Options{SizeHint: patternSize(sparsePattern), PartSize: 5 * mib})
 	want := replay(t, tg, sparsePattern)
 	if err := tg.Commit(context.Background(), nil); err != nil {
@@ -315,8 +315,7 @@ func TestRefusedCopyFallsBack(t *testing.T) {
 
 func TestFaultsAreRetried(t *testing.T) {
 	e := newEnv(t, true)
-	e.proxy.Delay = 150 * time.Millisecond
-	e.proxy.Decide = func(op string, n int) s3test.Fault {
+	e.proxy.Inject(150*time.Millisecond, func(op string, n int) s3test.Fault {
 		switch {
 		case op == "UploadPart" && n%4 == 1:
 			return s3test.Fail500
@@ -330,7 +329,7 @@ func TestFaultsAreRetried(t *testing.T) {
 			return s3test.Drop
 		}
 		return s3test.Pass
-	}
+	})
 	tg := e.start("disk.raw", Options{SizeHint: patternSize(sparsePattern), PartSize: 5 * mib, Verify: true})
 	want := replay(t, tg, sparsePattern)
 	if err := tg.Commit(context.Background(), nil); err != nil {
@@ -365,12 +364,12 @@ func TestAbortLeavesNothing(t *testing.T) {
 // A fatal error (the store denies a part) stops the pass and aborts.
 func TestFatalErrorAborts(t *testing.T) {
 	e := newEnv(t, true)
-	e.proxy.Decide = func(op string, n int) s3test.Fault {
+	e.proxy.Inject(300*time.Millisecond, func(op string, n int) s3test.Fault {
 		if op == "UploadPart" && n >= 2 {
 			return s3test.Deny403
 		}
 		return s3test.Pass
-	}
+	})
 	tg := e.start("disk.raw", Options{SizeHint: 64 * mib, PartSize: 5 * mib})
 	var err error
 	b := randBytes(mib, 1)
@@ -471,13 +470,12 @@ func TestPreflight(t *testing.T) {
 // Memory: the pool never holds more than Concurrency+1 buffers.
 func TestPoolBound(t *testing.T) {
 	e := newEnv(t, true)
-	e.proxy.Delay = 50 * time.Millisecond
-	e.proxy.Decide = func(op string, n int) s3test.Fault {
+	e.proxy.Inject(50*time.Millisecond, func(op string, n int) s3test.Fault {
 		if op == "UploadPart" {
 			return s3test.Slow
 		}
 		return s3test.Pass
-	}
+	})
 	tg := e.start("disk.raw", Options{SizeHint: 80 * mib, PartSize: 5 * mib, Concurrency: 2})
 	b := randBytes(mib, 3)
 	for range 80 {

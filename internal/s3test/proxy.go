@@ -51,11 +51,9 @@ const (
 // forwards and injects faults. The Host header passes unchanged, so SigV4
 // signatures made for the proxy's address stay valid.
 type Proxy struct {
-	URL   string
-	Delay time.Duration
-	// Decide picks the fault for a request; n counts the requests of the
-	// same Op so far, from 1. Nil passes everything.
-	Decide func(op string, n int) Fault
+	URL    string
+	delay  time.Duration
+	decide func(op string, n int) Fault
 
 	Sent     atomic.Int64 // request body bytes forwarded to the server
 	mu       sync.Mutex
@@ -71,13 +69,22 @@ func NewProxy(s *Server) *Proxy {
 	if err != nil {
 		panic(err)
 	}
-	p := &Proxy{count: map[string]int{}, done: map[string]int{}, Delay: 300 * time.Millisecond}
+	p := &Proxy{count: map[string]int{}, done: map[string]int{}, delay: 300 * time.Millisecond}
 	p.upstream = httputil.NewSingleHostReverseProxy(target)
 	p.upstream.Transport = &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 32, DisableCompression: true}
 	p.upstream.ErrorLog = nil
 	p.srv = httptest.NewServer(http.HandlerFunc(p.serve))
 	p.URL = p.srv.URL
 	return p
+}
+
+// Inject sets the faults: decide picks the fault for a request, n counting
+// the requests of the same Op so far from 1 (nil passes everything); delay
+// is how long Slow and SlowOnReply wait.
+func (p *Proxy) Inject(delay time.Duration, decide func(op string, n int) Fault) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.delay, p.decide = delay, decide
 }
 
 // Close stops the proxy.
@@ -129,7 +136,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	p.mu.Lock()
 	p.count[op]++
 	n := p.count[op]
-	decide := p.Decide
+	decide, delay := p.decide, p.delay
 	p.mu.Unlock()
 	f := Pass
 	if decide != nil {
@@ -162,7 +169,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		panic(http.ErrAbortHandler)
 	case Slow:
 		select {
-		case <-time.After(p.Delay):
+		case <-time.After(delay):
 		case <-r.Context().Done():
 			return
 		}
@@ -172,7 +179,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
 	if f == SlowOnReply {
-		rec.ResponseWriter = delayed{w, p.Delay}
+		rec.ResponseWriter = delayed{w, delay}
 	}
 	p.upstream.ServeHTTP(rec, r)
 	if rec.code < 300 {
