@@ -891,15 +891,36 @@ func (t *Target) Abort(ctx context.Context) error {
 	return removeState(t.statePath)
 }
 
+// abortUpload aborts the upload and checks it is gone: S3 asks callers to
+// check, since parts in flight during an abort may survive it, and a store
+// busy with a failed Complete may not drop it at once.
 func (t *Target) abortUpload(ctx context.Context) error {
-	_, err := t.c.S3.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
-		Bucket: aws.String(t.bucket), Key: aws.String(t.key), UploadId: aws.String(t.uploadID),
-	})
-	if err != nil && apiCode(err) != "NoSuchUpload" {
-		return fmt.Errorf("aborting upload %s of s3://%s/%s: %s (it is recorded in %s; `convert uploads abort s3://%s/%s` drops it)",
-			t.uploadID, t.bucket, t.key, short(err), t.statePath, t.bucket, t.key)
+	var err error
+	for attempt := range 4 {
+		if attempt > 0 {
+			select {
+			case <-time.After(time.Duration(attempt) * time.Second):
+			case <-ctx.Done():
+				err = ctx.Err()
+			}
+		}
+		_, err = t.c.S3.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
+			Bucket: aws.String(t.bucket), Key: aws.String(t.key), UploadId: aws.String(t.uploadID),
+		})
+		if err != nil && apiCode(err) != "NoSuchUpload" {
+			continue
+		}
+		var pending []Pending
+		if pending, err = t.c.ListUploads(ctx, t.bucket, t.key); err != nil {
+			continue
+		}
+		if !slices.ContainsFunc(pending, func(p Pending) bool { return p.UploadID == t.uploadID }) {
+			return nil
+		}
+		err = errors.New("the store still lists it after the abort")
 	}
-	return nil
+	return fmt.Errorf("aborting upload %s of s3://%s/%s: %s (it is recorded in %s; `convert uploads abort s3://%s/%s` drops it)",
+		t.uploadID, t.bucket, t.key, short(err), t.statePath, t.bucket, t.key)
 }
 
 // zeroReader reads n zero bytes and can seek, so that the SDK can sign and

@@ -219,7 +219,26 @@ func (s *Server) Bucket(t testing.TB) string {
 	if _, err := s.Client().CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
 		t.Fatalf("creating bucket %s: %v", name, err)
 	}
+	t.Cleanup(func() { s.dropBucket(name) })
 	return name
+}
+
+// dropBucket empties and deletes a test bucket, so that test runs do not
+// fill the server's disk.
+func (s *Server) dropBucket(name string) {
+	ctx := context.Background()
+	c := s.Client()
+	if out, err := c.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(name)}); err == nil {
+		for _, u := range out.Uploads {
+			c.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(name), Key: u.Key, UploadId: u.UploadId})
+		}
+	}
+	if out, err := c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(name)}); err == nil {
+		for _, o := range out.Contents {
+			c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(name), Key: o.Key})
+		}
+	}
+	c.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: aws.String(name)})
 }
 
 // Pending lists the incomplete uploads of a bucket.
