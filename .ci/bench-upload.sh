@@ -42,11 +42,11 @@ sync
 
 now() { date +%s.%N; }
 t0=$(now)
-/usr/bin/time -f '%M' -o "$work/rss" "$work/convert" "$src" -O raw -o "s3://$bucket/a.raw" --endpoint "$ep" --part-size "$part" --progress never --json >"$work/a.json"
+/usr/bin/time -f '%M %U %S' -o "$work/rss" "$work/convert" "$src" -O raw -o "s3://$bucket/a.raw" --endpoint "$ep" --part-size "$part" --upload-concurrency "${BENCH_K:-8}" --progress never --json >"$work/a.json"
 t1=$(now)
-qemu-img convert -O raw "$src" "$work/b.raw"
+/usr/bin/time -f '%U %S' -o "$work/cpu-b1" qemu-img convert -O raw "$src" "$work/b.raw"
 t2=$(now)
-"$aws" --endpoint-url "$ep" s3 cp "$work/b.raw" "s3://$bucket/b.raw" --only-show-errors
+/usr/bin/time -f '%U %S' -o "$work/cpu-b2" "$aws" --endpoint-url "$ep" s3 cp "$work/b.raw" "s3://$bucket/b.raw" --only-show-errors
 t3=$(now)
 
 a=$(echo "$t1 - $t0" | bc)
@@ -54,9 +54,10 @@ b1=$(echo "$t2 - $t1" | bc)
 b2=$(echo "$t3 - $t2" | bc)
 b=$(echo "$t3 - $t1" | bc)
 echo "source: $(qemu-img info "$src" | grep -E 'virtual size|disk size' | tr '\n' ' ')"
-echo "convert -> s3:               ${a}s  (peak RSS $(( $(cat "$work/rss") / 1024 )) MiB)"
+read -r rss ua sa <"$work/rss"
+echo "convert -> s3:               ${a}s  (peak RSS $((rss / 1024)) MiB, CPU ${ua}s user ${sa}s sys)"
 echo "qemu-img convert:            ${b1}s"
-echo "aws s3 cp:                   ${b2}s"
+echo "aws s3 cp:                   ${b2}s  (CPU $(cat "$work/cpu-b2"), qemu-img CPU $(cat "$work/cpu-b1"), user sys)"
 echo "qemu-img + aws s3 cp:        ${b}s"
 echo "ratio:                       $(echo "scale=2; $b / $a" | bc)x"
 grep -E '"(parts|parts_sent|parts_copied|bytes_sent|data)"' "$work/a.json" | tr -d ' ,' | tr '\n' ' '; echo

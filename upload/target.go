@@ -75,7 +75,7 @@ type Options struct {
 	SizeHint int64
 	// PartSize overrides the planned part size (0: plan it).
 	PartSize int64
-	// Concurrency is the number of parts in flight (default 4). Memory holds
+	// Concurrency is the number of parts in flight (default 8). Memory holds
 	// at most Concurrency+2 parts.
 	Concurrency int
 	// StateFile records the upload for --resume (empty: DefaultStateFile).
@@ -182,7 +182,7 @@ func Start(ctx context.Context, c *Client, o Options) (*Target, error) {
 		return nil, errors.New("upload: no bucket or key")
 	}
 	if o.Concurrency <= 0 {
-		o.Concurrency = 4
+		o.Concurrency = 8
 	}
 	if o.PresignTTL == 0 {
 		o.PresignTTL = 7 * 24 * time.Hour

@@ -35,7 +35,7 @@ func (u *uploadOptions) register(fs *pflag.FlagSet) {
 	u.registerStore(fs)
 	fs.Var(&destFlag{fs: fs, u: u, isKey: false}, "bucket", "upload to this bucket (with --key; same as -o s3://BUCKET/KEY)")
 	fs.Var(&destFlag{fs: fs, u: u, isKey: true}, "key", "object key of the upload (with --bucket)")
-	fs.IntVar(&u.concurrency, "upload-concurrency", 4, "parts uploaded in parallel; memory holds at most this + 2 parts")
+	fs.IntVar(&u.concurrency, "upload-concurrency", 8, "parts uploaded in parallel; memory holds at most this + 2 parts")
 	fs.StringVar(&u.partSize, "part-size", "auto", "size of the upload parts (5M..5G; auto: from the virtual size, so that 10,000 parts suffice)")
 	fs.StringVar(&u.stateFile, "state-file", "", "where the upload is recorded for --resume (default: one file per destination under the user's cache folder)")
 	fs.BoolVar(&u.resume, "resume", false, "continue the interrupted upload recorded for this destination, and keep the upload (instead of aborting it) if this run fails")
