@@ -165,6 +165,7 @@ type Target struct {
 	zeroSums map[int64][16]byte
 
 	zmu       sync.Mutex
+	zeroTried bool // building the zero object began: it may exist
 	zeroReady bool
 	zeroErr   error
 	refused   atomic.Bool
@@ -612,6 +613,7 @@ func (t *Target) ensureZero(ctx context.Context) error {
 	if t.zeroErr != nil {
 		return t.zeroErr
 	}
+	t.zeroTried = true
 	err := t.buildZero(ctx)
 	switch {
 	case err == nil:
@@ -691,13 +693,17 @@ func (t *Target) deleteObject(ctx context.Context, key string) error {
 // dropZero deletes the zero object, if it was made.
 func (t *Target) dropZero(ctx context.Context) {
 	t.zmu.Lock()
-	made := t.zeroReady
+	tried, ready := t.zeroTried, t.zeroReady
 	t.zmu.Unlock()
-	if !made && len(t.existing) == 0 {
+	if !tried && len(t.existing) == 0 {
 		return
 	}
 	if err := t.deleteObject(ctx, t.zeroKey); err != nil && httpStatus(err) != http.StatusNotFound {
 		t.log(fmt.Sprintf("could not delete the zero object s3://%s/%s (%s): delete it by hand", t.bucket, t.zeroKey, short(err)))
+	}
+	if !ready {
+		// Interrupted while building: the seed may be there too.
+		t.deleteObject(ctx, t.zeroKey+".seed")
 	}
 }
 
