@@ -15,14 +15,6 @@ import (
 	"vmimport/writer"
 )
 
-// qcow2SizeHint bounds the QCOW2 file made of a disk of the given virtual
-// size: data clusters plus tables (L2 tables are 1/8192 of the data with
-// 64 KiB clusters, refcounts less), with a wide margin.
-// TODO: use writer/qcow2's exact bound once it lands.
-func qcow2SizeHint(virtual int64) int64 {
-	return virtual + virtual/100 + 64<<20
-}
-
 // client builds the S3 client from the store flags.
 func (u *uploadOptions) client(ctx context.Context) (*upload.Client, error) {
 	return upload.NewClient(ctx, upload.Config{
@@ -68,9 +60,12 @@ func openUpload(ctx context.Context, o *convertOptions, im reader.Image, stderr 
 	default:
 		return nil, usageError{fmt.Errorf("--os-type %q: use linux or windows", u.osType)}
 	}
-	hint := im.Size()
+	// The part grid is planned on the largest output this run can make.
+	hint := o.maxOutputSize(im.Size())
+	// What shapes the output bytes: a resumed upload must make the same.
+	output := o.outFormat
 	if o.outFormat == "qcow2" {
-		hint = qcow2SizeHint(im.Size())
+		output = fmt.Sprintf("qcow2 %+v", o.qcow2)
 	}
 	var partSize int64
 	if u.partSize != "auto" && u.partSize != "" {
@@ -99,7 +94,7 @@ func openUpload(ctx context.Context, o *convertOptions, im reader.Image, stderr 
 	}
 	return upload.Start(ctx, c, upload.Options{
 		Bucket: bucket, Key: key, SizeHint: hint, PartSize: partSize, Concurrency: u.concurrency,
-		StateFile: u.stateFile, Resume: u.resume, Source: id, Output: o.outFormat, Verify: u.verify,
+		StateFile: u.stateFile, Resume: u.resume, Source: id, Output: output, Verify: u.verify,
 		PresignTTL: u.presignTTL,
 		Import: upload.ImportMeta{
 			Architecture: u.architecture, OSType: u.osType, Platform: u.platform, OSVersion: u.osVersion,

@@ -213,13 +213,14 @@ func checkRSS(t *testing.T, r result, k int, partSize int64) {
 	}
 }
 
-func TestUploadRAWFromRawAndQCOW2(t *testing.T) {
+func TestUploadRAWFromRawQCOW2VMDK(t *testing.T) {
 	e := newEnv(t)
 	dir := t.TempDir()
 	disk := makeDisk(t, dir, 160*mib, []run{{mib, 20 * mib}, {50*mib + 12*kib, 4 * kib}, {70*mib + 300*kib, 12 * mib}, {159 * mib, mib}})
 	want := testkit.RawSHA256(t, disk)
 	qcow := testkit.Convert(t, disk, filepath.Join(dir, "disk.qcow2"), "qcow2")
-	for _, src := range []string{disk, qcow} {
+	vmdk := testkit.Convert(t, disk, filepath.Join(dir, "disk.vmdk"), "vmdk")
+	for _, src := range []string{disk, qcow, vmdk} {
 		key := "img/" + filepath.Base(src) + ".raw"
 		before := e.proxy.Sent.Load()
 		r, s := e.mustRun(src, "-O", "raw", "-o", "s3://"+e.bucket+"/"+key, "--verify")
@@ -242,7 +243,44 @@ func TestUploadRAWFromRawAndQCOW2(t *testing.T) {
 		t.Logf("%s: %d MiB data, %d MiB sent, %d of %d parts copied", filepath.Base(src), s.Stats.Data>>20, sent>>20, s.Target.PartsCopied, s.Target.Parts)
 		checkRSS(t, r, 8, s.Target.PartSize)
 	}
-	e.nothingLeft("img/disk.qcow2.raw", "img/disk.raw.raw")
+	e.nothingLeft("img/disk.qcow2.raw", "img/disk.raw.raw", "img/disk.vmdk.raw")
+}
+
+// QCOW2 output: the encoder appends clusters, then tables, and hands the
+// header to Commit; part 1 goes up last with it. The object must equal the
+// local conversion to a file, byte for byte.
+func TestUploadQCOW2Output(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	disk := makeDisk(t, dir, 96*mib, []run{{mib, 20 * mib}, {40*mib + 12*kib, 4 * kib}, {60 * mib, 10 * mib}, {95 * mib, mib}})
+	local := filepath.Join(dir, "local.qcow2")
+	if r := e.run(disk, "-O", "qcow2", "-o", local); r.code != 0 {
+		t.Fatalf("convert to a file: exit %d: %s", r.code, r.stderr)
+	}
+	f, err := os.Open(local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := hashReader(t, f)
+	f.Close()
+	r, s := e.mustRun(disk, "-O", "qcow2", "-o", "s3://"+e.bucket+"/disk.qcow2", "--verify")
+	if got := e.objectSHA("disk.qcow2"); got != want {
+		t.Fatalf("object sha256 %s, local conversion %s", got, want)
+	}
+	resp, err := http.Get(s.Target.PresignedURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := hashReader(t, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || got != want {
+		t.Errorf("presigned download: status %d, sha256 %s", resp.StatusCode, got)
+	}
+	if !strings.Contains(r.stdout, `"diskFormat": "qcow2"`) {
+		t.Errorf("the ImportImage body does not say qcow2:\n%s", r.stdout)
+	}
+	checkRSS(t, r, 8, s.Target.PartSize)
+	e.nothingLeft("disk.qcow2")
 }
 
 // A sparse disk: whole zero parts are copied server-side, so little more
