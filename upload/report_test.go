@@ -16,6 +16,7 @@ func TestReportJDCloud(t *testing.T) {
 	t.Setenv("AWS_SESSION_TOKEN", "")
 	t.Setenv("AWS_CONFIG_FILE", "/dev/null")
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 	for _, session := range []bool{false, true} {
 		if session {
 			t.Setenv("AWS_SESSION_TOKEN", "token")

@@ -613,8 +613,16 @@ func (t *Target) ensureZero(ctx context.Context) error {
 	if t.zeroErr != nil {
 		return t.zeroErr
 	}
+	if err := ctx.Err(); err != nil {
+		return context.Cause(ctx)
+	}
 	t.zeroTried = true
-	err := t.buildZero(ctx)
+	// The build is not cut short by an abort: a request cancelled on our
+	// side may still land on the server after the abort deleted the zero
+	// object. It is short (one seed, a few copies), so it is let finish.
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	err := t.buildZero(bctx)
 	switch {
 	case err == nil:
 		t.zeroReady = true
@@ -690,7 +698,9 @@ func (t *Target) deleteObject(ctx context.Context, key string) error {
 	return err
 }
 
-// dropZero deletes the zero object, if it was made.
+// dropZero deletes the zero object, if it was made or begun, and checks
+// it is gone: a build cut short by an abort may still land on the server
+// after the request was cancelled.
 func (t *Target) dropZero(ctx context.Context) {
 	t.zmu.Lock()
 	tried, ready := t.zeroTried, t.zeroReady
@@ -698,12 +708,34 @@ func (t *Target) dropZero(ctx context.Context) {
 	if !tried && len(t.existing) == 0 {
 		return
 	}
-	if err := t.deleteObject(ctx, t.zeroKey); err != nil && httpStatus(err) != http.StatusNotFound {
-		t.log(fmt.Sprintf("could not delete the zero object s3://%s/%s (%s): delete it by hand", t.bucket, t.zeroKey, short(err)))
-	}
+	keys := []string{t.zeroKey}
 	if !ready {
-		// Interrupted while building: the seed may be there too.
-		t.deleteObject(ctx, t.zeroKey+".seed")
+		keys = append(keys, t.zeroKey+".seed")
+	}
+	for _, key := range keys {
+		var err error
+		for attempt := range 5 {
+			if attempt > 0 {
+				select {
+				case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+				case <-ctx.Done():
+				}
+			}
+			if err = t.deleteObject(ctx, key); err != nil && httpStatus(err) != http.StatusNotFound {
+				continue
+			}
+			_, err = t.c.S3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(t.bucket), Key: aws.String(key)})
+			if httpStatus(err) == http.StatusNotFound {
+				err = nil
+				break
+			}
+			if err == nil {
+				err = errors.New("still there after the delete")
+			}
+		}
+		if err != nil {
+			t.log(fmt.Sprintf("could not delete the zero object s3://%s/%s (%s): delete it by hand", t.bucket, key, short(err)))
+		}
 	}
 }
 

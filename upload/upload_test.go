@@ -89,6 +89,7 @@ func newEnv(t *testing.T, proxy bool) *env {
 	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
 	t.Setenv("AWS_CONFIG_FILE", "/dev/null")
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true") // no traffic off the loopback
 	c, err := NewClient(context.Background(), Config{Endpoint: endpoint, Region: srv.Region, MaxAttempts: 8, MaxBackoff: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
