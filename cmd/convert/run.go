@@ -50,6 +50,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runBench(ctx, args[1:], stdout, stderr)
 	case "check":
 		return runCheckCmd(ctx, args[1:], stdout, stderr)
+	case "uploads":
+		return runUploads(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "convert %s\n", version)
 		return nil

@@ -1,8 +1,94 @@
 package main
 
-import "github.com/spf13/pflag"
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/pflag"
+)
 
 // uploadOptions are the flags of uploads to an object store.
-type uploadOptions struct{}
+type uploadOptions struct {
+	endpoint      string
+	region        string
+	jdcloudRegion string
+	pathStyle     bool
+	profile       string
+	concurrency   int
+	partSize      string
+	stateFile     string
+	resume        bool
+	verify        bool
+	presignTTL    time.Duration
+	bucket        string
+	key           string
 
-func (u *uploadOptions) register(*pflag.FlagSet) {}
+	imageName    string
+	description  string
+	osType       string
+	osVersion    string
+	architecture string
+	platform     string
+}
+
+func (u *uploadOptions) register(fs *pflag.FlagSet) {
+	u.registerStore(fs)
+	fs.Var(&destFlag{fs: fs, u: u, isKey: false}, "bucket", "upload to this bucket (with --key; same as -o s3://BUCKET/KEY)")
+	fs.Var(&destFlag{fs: fs, u: u, isKey: true}, "key", "object key of the upload (with --bucket)")
+	fs.IntVar(&u.concurrency, "upload-concurrency", 8, "parts uploaded in parallel; memory holds at most this + 2 parts")
+	fs.StringVar(&u.partSize, "part-size", "auto", "size of the upload parts (5M..5G; auto: from the virtual size, so that 10,000 parts suffice)")
+	fs.StringVar(&u.stateFile, "state-file", "", "where the upload is recorded for --resume (default: one file per destination under the user's cache folder)")
+	fs.BoolVar(&u.resume, "resume", false, "continue the interrupted upload recorded for this destination, and keep the upload (instead of aborting it) if this run fails")
+	fs.BoolVar(&u.verify, "verify", false, "after the upload, read the object back and compare every part")
+	fs.DurationVar(&u.presignTTL, "presign-ttl", 7*24*time.Hour, "validity of the presigned import URL (24h..168h)")
+	fs.StringVar(&u.imageName, "image-name", "", "image name for ImportImage (default: from the key)")
+	fs.StringVar(&u.description, "description", "", "image description for ImportImage")
+	fs.StringVar(&u.osType, "os-type", "linux", "ImportImage osType: linux or windows")
+	fs.StringVar(&u.osVersion, "os-version", "", "ImportImage osVersion, e.g. 7.4 or 18.04")
+	fs.StringVar(&u.architecture, "architecture", "x86_64", "ImportImage architecture: x86_64, i386 or arm64")
+	fs.StringVar(&u.platform, "platform", "", `ImportImage platform: CentOS, Ubuntu, "Windows Server", "Other Linux", "Other Windows" (default: Other <os-type>)`)
+}
+
+// registerStore adds the flags that say how to reach the store; `convert
+// uploads` shares them.
+func (u *uploadOptions) registerStore(fs *pflag.FlagSet) {
+	fs.StringVar(&u.endpoint, "endpoint", "", "S3 endpoint URL (default: --jdcloud-region's, else AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, else AWS)")
+	fs.StringVar(&u.region, "region", "", "signing region (default: --jdcloud-region, else AWS_REGION or the profile's, else us-east-1)")
+	fs.StringVar(&u.jdcloudRegion, "jdcloud-region", "", "target cloud region (cn-north-1, ...): sets the endpoint https://s3.REGION.jdcloud-oss.com and checks the bucket is there")
+	fs.BoolVar(&u.pathStyle, "path-style", false, "address the bucket in the path, not the host name (always on for IP addresses and localhost)")
+	fs.StringVar(&u.profile, "profile", "", "AWS shared config profile for credentials (default: AWS_PROFILE, else default)")
+}
+
+// destFlag is --bucket or --key: once both are given they set -o to
+// s3://BUCKET/KEY, so the rest of the command line sees one output.
+type destFlag struct {
+	fs    *pflag.FlagSet
+	u     *uploadOptions
+	isKey bool
+}
+
+func (d *destFlag) String() string {
+	if d.u == nil {
+		return ""
+	}
+	if d.isKey {
+		return d.u.key
+	}
+	return d.u.bucket
+}
+
+func (d *destFlag) Set(s string) error {
+	if d.isKey {
+		d.u.key = s
+	} else {
+		d.u.bucket = s
+	}
+	if d.u.bucket != "" && d.u.key != "" {
+		if out := d.fs.Lookup("output"); out != nil {
+			return out.Value.Set(fmt.Sprintf("s3://%s/%s", d.u.bucket, d.u.key))
+		}
+	}
+	return nil
+}
+
+func (d *destFlag) Type() string { return "string" }

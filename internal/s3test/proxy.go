@@ -1,0 +1,206 @@
+package s3test
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Op names the S3 operation of a request, roughly.
+func Op(r *http.Request) string {
+	q := r.URL.Query()
+	switch {
+	case r.Method == http.MethodPut && r.Header.Get("X-Amz-Copy-Source") != "" && q.Has("partNumber"):
+		return "UploadPartCopy"
+	case r.Method == http.MethodPut && q.Has("partNumber"):
+		return "UploadPart"
+	case r.Method == http.MethodPost && q.Has("uploadId"):
+		return "CompleteMultipartUpload"
+	case r.Method == http.MethodPost && q.Has("uploads"):
+		return "CreateMultipartUpload"
+	case r.Method == http.MethodDelete && q.Has("uploadId"):
+		return "AbortMultipartUpload"
+	case r.Method == http.MethodPut:
+		return "PutObject"
+	case r.Method == http.MethodGet:
+		return "Get"
+	}
+	return r.Method
+}
+
+// Fault is what the proxy does to one request.
+type Fault int
+
+const (
+	Pass        Fault = iota
+	Fail500           // answer 500 InternalError without forwarding
+	Drop              // read some of the body, then close the connection
+	Slow              // wait Delay, then forward
+	Refuse501         // answer 501 NotImplemented
+	Deny403           // answer 403 AccessDenied
+	SlowOnReply       // forward, then wait Delay before answering
+)
+
+// Proxy is a reverse proxy to the server that counts the request bytes it
+// forwards and injects faults. The Host header passes unchanged, so SigV4
+// signatures made for the proxy's address stay valid.
+type Proxy struct {
+	URL    string
+	delay  time.Duration
+	decide func(op string, n int) Fault
+
+	Sent     atomic.Int64 // request body bytes forwarded to the server
+	mu       sync.Mutex
+	count    map[string]int
+	done     map[string]int
+	srv      *httptest.Server
+	upstream *httputil.ReverseProxy
+}
+
+// NewProxy starts a proxy in front of s.
+func NewProxy(s *Server) *Proxy {
+	target, err := url.Parse(s.Endpoint)
+	if err != nil {
+		panic(err)
+	}
+	p := &Proxy{count: map[string]int{}, done: map[string]int{}, delay: 300 * time.Millisecond}
+	p.upstream = httputil.NewSingleHostReverseProxy(target)
+	p.upstream.Transport = &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 32, DisableCompression: true}
+	p.upstream.ErrorLog = nil
+	p.srv = httptest.NewServer(http.HandlerFunc(p.serve))
+	p.URL = p.srv.URL
+	return p
+}
+
+// Inject sets the faults: decide picks the fault for a request, n counting
+// the requests of the same Op so far from 1 (nil passes everything); delay
+// is how long Slow and SlowOnReply wait.
+func (p *Proxy) Inject(delay time.Duration, decide func(op string, n int) Fault) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.delay, p.decide = delay, decide
+}
+
+// Close stops the proxy.
+func (p *Proxy) Close() {
+	p.srv.CloseClientConnections()
+	p.srv.Close()
+}
+
+// Count is how many requests of op arrived; Done how many were answered
+// with a success.
+func (p *Proxy) Count(op string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.count[op]
+}
+
+// Done is how many requests of op were forwarded and succeeded.
+func (p *Proxy) Done(op string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.done[op]
+}
+
+type countingBody struct {
+	r io.ReadCloser
+	n *atomic.Int64
+}
+
+func (c countingBody) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func (c countingBody) Close() error { return c.r.Close() }
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.code = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
+	op := Op(r)
+	p.mu.Lock()
+	p.count[op]++
+	n := p.count[op]
+	decide, delay := p.decide, p.delay
+	p.mu.Unlock()
+	f := Pass
+	if decide != nil {
+		f = decide(op, n)
+	}
+	switch f {
+	case Fail500:
+		io.Copy(io.Discard, r.Body)
+		writeError(w, http.StatusInternalServerError, "InternalError", "injected failure")
+		return
+	case Refuse501:
+		io.Copy(io.Discard, r.Body)
+		writeError(w, http.StatusNotImplemented, "NotImplemented", "UploadPartCopy is not implemented")
+		return
+	case Deny403:
+		io.Copy(io.Discard, r.Body)
+		writeError(w, http.StatusForbidden, "AccessDenied", "injected denial")
+		return
+	case Drop:
+		io.CopyN(io.Discard, r.Body, 64<<10)
+		if hj, ok := w.(http.Hijacker); ok {
+			if c, _, err := hj.Hijack(); err == nil {
+				if tc, ok := c.(*net.TCPConn); ok {
+					tc.SetLinger(0)
+				}
+				c.Close()
+				return
+			}
+		}
+		panic(http.ErrAbortHandler)
+	case Slow:
+		select {
+		case <-time.After(delay):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	if r.Body != nil {
+		r.Body = countingBody{r.Body, &p.Sent}
+	}
+	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+	if f == SlowOnReply {
+		rec.ResponseWriter = delayed{w, delay}
+	}
+	p.upstream.ServeHTTP(rec, r)
+	if rec.code < 300 {
+		p.mu.Lock()
+		p.done[op]++
+		p.mu.Unlock()
+	}
+}
+
+type delayed struct {
+	http.ResponseWriter
+	d time.Duration
+}
+
+func (d delayed) WriteHeader(code int) {
+	time.Sleep(d.d)
+	d.ResponseWriter.WriteHeader(code)
+}
+
+func writeError(w http.ResponseWriter, code int, s3code, msg string) {
+	w.Header().Set("Content-Type", "application/xml")
+	w.WriteHeader(code)
+	io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>`+s3code+`</Code><Message>`+msg+`</Message><RequestId>injected</RequestId></Error>`)
+}

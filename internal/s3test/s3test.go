@@ -1,0 +1,270 @@
+// Package s3test gives tests a real S3 server on the loopback interface
+// (versitygw, as .ci/versitygw.sh starts it, or started here), buckets on
+// it, and a reverse proxy that counts bytes and injects faults. Only tests
+// import it. No traffic ever leaves 127.0.0.1.
+package s3test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+// Server is a running S3 server.
+type Server struct {
+	Endpoint  string // http://127.0.0.1:PORT
+	AccessKey string
+	SecretKey string
+	Region    string
+	cmd       *exec.Cmd
+	dir       string
+}
+
+// Env is the environment a subprocess needs to reach the server (and
+// nothing else: AWS_CONFIG_FILE and friends point nowhere).
+func (s *Server) Env(home string) []string {
+	env := []string{}
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "AWS_") || k == "HOME" || k == "XDG_CACHE_HOME" {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env,
+		"HOME="+home, "XDG_CACHE_HOME="+filepath.Join(home, ".cache"),
+		"AWS_ACCESS_KEY_ID="+s.AccessKey, "AWS_SECRET_ACCESS_KEY="+s.SecretKey, "AWS_REGION="+s.Region,
+		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true",
+	)
+}
+
+// binary finds versitygw: $VERSITYGW_BIN, the cache folder of
+// .ci/versitygw.sh, then PATH.
+func binary() string {
+	if b := os.Getenv("VERSITYGW_BIN"); b != "" {
+		return b
+	}
+	cache := os.Getenv("VERSITYGW_CACHE")
+	if cache == "" {
+		if d, err := os.UserCacheDir(); err == nil {
+			cache = filepath.Join(d, "vmimport", "versitygw-v1.8.0")
+		}
+	}
+	if cache != "" {
+		if b := filepath.Join(cache, "versitygw"); isExec(b) {
+			return b
+		}
+	}
+	if b, err := exec.LookPath("versitygw"); err == nil {
+		return b
+	}
+	return ""
+}
+
+func isExec(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+}
+
+// Start finds the server: CONVERT_TEST_S3_ENDPOINT with AWS_ACCESS_KEY_ID
+// and AWS_SECRET_ACCESS_KEY, or a versitygw binary it starts. It returns
+// nil, nil when there is neither.
+func Start() (*Server, error) {
+	if ep := os.Getenv("CONVERT_TEST_S3_ENDPOINT"); ep != "" {
+		u, err := url.Parse(ep)
+		if err != nil || (u.Hostname() != "127.0.0.1" && u.Hostname() != "localhost" && u.Hostname() != "::1") {
+			return nil, fmt.Errorf("CONVERT_TEST_S3_ENDPOINT=%s: tests only talk to the loopback interface", ep)
+		}
+		s := &Server{Endpoint: strings.TrimSuffix(ep, "/"), AccessKey: os.Getenv("AWS_ACCESS_KEY_ID"), SecretKey: os.Getenv("AWS_SECRET_ACCESS_KEY"), Region: os.Getenv("AWS_REGION")}
+		if s.AccessKey == "" || s.SecretKey == "" {
+			return nil, errors.New("CONVERT_TEST_S3_ENDPOINT is set but AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY is not")
+		}
+		if s.Region == "" {
+			s.Region = "us-east-1"
+		}
+		return s, nil
+	}
+	bin := binary()
+	if bin == "" {
+		return nil, nil
+	}
+	dir, err := os.MkdirTemp("", "versitygw-test-")
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{AccessKey: "test" + randHex(4), SecretKey: randHex(20), Region: "us-east-1", dir: dir}
+	for range 5 {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		log, err := os.Create(filepath.Join(dir, "versitygw.log"))
+		if err != nil {
+			return nil, err
+		}
+		os.MkdirAll(filepath.Join(dir, "data"), 0o755)
+		cmd := exec.Command(bin, "--port", fmt.Sprintf("127.0.0.1:%d", port), "--health", "/healthz", "posix", filepath.Join(dir, "data"))
+		cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+s.AccessKey, "ROOT_SECRET_KEY="+s.SecretKey)
+		cmd.Stdout, cmd.Stderr = log, log
+		if err := cmd.Start(); err != nil {
+			log.Close()
+			return nil, err
+		}
+		log.Close()
+		s.cmd = cmd
+		s.Endpoint = fmt.Sprintf("http://127.0.0.1:%d", port)
+		if waitHealthy(s.Endpoint, 20*time.Second) {
+			return s, nil
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "versitygw.log"))
+	return nil, fmt.Errorf("versitygw did not start: %s", b)
+}
+
+func waitHealthy(endpoint string, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	c := &http.Client{Timeout: time.Second}
+	for time.Now().Before(deadline) {
+		if r, err := c.Get(endpoint + "/healthz"); err == nil {
+			r.Body.Close()
+			if r.StatusCode == http.StatusOK {
+				return true
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return false
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Stop stops a server this package started.
+func (s *Server) Stop() {
+	if s == nil || s.cmd == nil {
+		return
+	}
+	s.cmd.Process.Kill()
+	s.cmd.Wait()
+	os.RemoveAll(s.dir)
+}
+
+// Main runs the tests of a package around a server: *srv is nil when none
+// is available (tests then skip, or fail under CI=true).
+func Main(m *testing.M, srv **Server) int {
+	s, err := Start()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "s3test: %v\n", err)
+		return 1
+	}
+	*srv = s
+	defer s.Stop()
+	return m.Run()
+}
+
+// Need skips the test when there is no server (fails under CI).
+func Need(t testing.TB, s *Server) {
+	t.Helper()
+	if s == nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("no S3 server: CI must run .ci/versitygw.sh and export its environment")
+		}
+		t.Skip("no S3 server: run `eval \"$(.ci/versitygw.sh)\"`, or put versitygw on PATH")
+	}
+}
+
+// Client is a plain SDK client of the server, for checks.
+func (s *Server) Client() *s3.Client {
+	return s3.New(s3.Options{
+		Region: s.Region, BaseEndpoint: aws.String(s.Endpoint), UsePathStyle: true,
+		Credentials:                credentials.NewStaticCredentialsProvider(s.AccessKey, s.SecretKey, ""),
+		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
+		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
+	})
+}
+
+// Bucket creates a new bucket for one test.
+func (s *Server) Bucket(t testing.TB) string {
+	t.Helper()
+	name := "t-" + randHex(6)
+	if _, err := s.Client().CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
+		t.Fatalf("creating bucket %s: %v", name, err)
+	}
+	t.Cleanup(func() { s.dropBucket(name) })
+	return name
+}
+
+// dropBucket empties and deletes a test bucket, so that test runs do not
+// fill the server's disk.
+func (s *Server) dropBucket(name string) {
+	ctx := context.Background()
+	c := s.Client()
+	if out, err := c.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(name)}); err == nil {
+		for _, u := range out.Uploads {
+			c.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(name), Key: u.Key, UploadId: u.UploadId})
+		}
+	}
+	if out, err := c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(name)}); err == nil {
+		for _, o := range out.Contents {
+			c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(name), Key: o.Key})
+		}
+	}
+	c.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: aws.String(name)})
+}
+
+// Pending lists the incomplete uploads of a bucket.
+func (s *Server) Pending(t testing.TB, bucket string) []string {
+	t.Helper()
+	out, err := s.Client().ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, u := range out.Uploads {
+		ids = append(ids, aws.ToString(u.Key)+" "+aws.ToString(u.UploadId))
+	}
+	return ids
+}
+
+// Keys lists the objects of a bucket.
+func (s *Server) Keys(t testing.TB, bucket string) []string {
+	t.Helper()
+	out, err := s.Client().ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String(bucket)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, o := range out.Contents {
+		keys = append(keys, aws.ToString(o.Key))
+	}
+	return keys
+}

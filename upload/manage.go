@@ -1,0 +1,68 @@
+package upload
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+// Pending is an incomplete multipart upload.
+type Pending struct {
+	Key       string    `json:"key"`
+	UploadID  string    `json:"upload_id"`
+	Initiated time.Time `json:"initiated"`
+}
+
+// ListUploads lists the incomplete multipart uploads of bucket whose key
+// starts with prefix, every page of them.
+func (c *Client) ListUploads(ctx context.Context, bucket, prefix string) ([]Pending, error) {
+	var all []Pending
+	in := &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket)}
+	if prefix != "" {
+		in.Prefix = aws.String(prefix)
+	}
+	for {
+		out, err := c.S3.ListMultipartUploads(ctx, in)
+		if err != nil {
+			return nil, fmt.Errorf("listing the uploads of bucket %q: %s", bucket, short(err))
+		}
+		for _, u := range out.Uploads {
+			all = append(all, Pending{Key: aws.ToString(u.Key), UploadID: aws.ToString(u.UploadId), Initiated: aws.ToTime(u.Initiated)})
+		}
+		if !aws.ToBool(out.IsTruncated) || (aws.ToString(out.NextKeyMarker) == "" && aws.ToString(out.NextUploadIdMarker) == "") {
+			return all, nil
+		}
+		in.KeyMarker, in.UploadIdMarker = out.NextKeyMarker, out.NextUploadIdMarker
+	}
+}
+
+// AbortUpload aborts one upload and deletes the zero object this tool may
+// have left beside it.
+func (c *Client) AbortUpload(ctx context.Context, bucket string, p Pending) error {
+	if _, err := c.S3.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
+		Bucket: aws.String(bucket), Key: aws.String(p.Key), UploadId: aws.String(p.UploadID),
+	}); err != nil && apiCode(err) != "NoSuchUpload" {
+		return fmt.Errorf("aborting %s of %s: %s", p.UploadID, p.Key, short(err))
+	}
+	if !strings.Contains(p.Key, ".convert-zeros-") {
+		c.S3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: aws.String(zeroKeyFor(p.Key, p.UploadID))})
+	}
+	return nil
+}
+
+// ParseS3URL splits s3://bucket/key.
+func ParseS3URL(s string) (bucket, key string, err error) {
+	rest, ok := strings.CutPrefix(s, "s3://")
+	if !ok {
+		return "", "", fmt.Errorf("%q is not an s3://bucket/key address", s)
+	}
+	bucket, key, _ = strings.Cut(rest, "/")
+	if bucket == "" {
+		return "", "", fmt.Errorf("%q names no bucket", s)
+	}
+	return bucket, key, nil
+}
