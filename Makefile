@@ -31,12 +31,19 @@ check:
 	$(GO) mod tidy
 	@if ! diff -q go.mod /tmp/go.mod.check >/dev/null || ! diff -q go.sum /tmp/go.sum.check >/dev/null; then echo "go.mod/go.sum are not tidy (run go mod tidy)"; cp /tmp/go.mod.check go.mod; cp /tmp/go.sum.check go.sum; exit 1; fi
 
-# Convert the bundled sample (a 64 MiB MBR + ext4 disk as compressed QCOW2).
+# Convert the bundled sample (a 64 MiB MBR + ext4 disk as compressed QCOW2)
+# to a sparse RAW file, then start a local S3 server (versitygw, installed
+# on first use with go install) and upload the sample to it as QCOW2,
+# printing the URLs and the ImportImage command a real upload would give.
 demo: build
 	@mkdir -p $(DEMO_DIR)
 	$(BIN) info testdata/sample.qcow2
 	$(BIN) testdata/sample.qcow2 -O raw -o $(DEMO_DIR)/sample.raw
 	@echo "demo: wrote $(DEMO_DIR)/sample.raw ($$(du -k $(DEMO_DIR)/sample.raw | cut -f1) KiB on disk for 64 MiB virtual)"
+	@set -e; eval "$$(.ci/versitygw.sh)"; trap '.ci/versitygw.sh stop' EXIT; \
+	  $(GO) run ./internal/demobucket demo; \
+	  echo "demo: uploading to the local S3 server at $$CONVERT_TEST_S3_ENDPOINT"; \
+	  $(BIN) testdata/sample.qcow2 -O qcow2 -o s3://demo/images/sample.qcow2 --endpoint $$CONVERT_TEST_S3_ENDPOINT --verify --image-name sample
 
 # The benchmark suite: generated disks in every source format, convert vs
 # qemu-img, interleaved, median of 3; results under bench/results/.

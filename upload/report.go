@@ -25,6 +25,9 @@ type ImportMeta struct {
 	SystemDiskSizeGB int64
 	ImageName        string
 	Description      string
+	// ForceImport asks the cloud to skip its own image checks: set when
+	// --force carried the conversion past an import-rule error.
+	ForceImport bool
 }
 
 // ImportImageBody is the JSON body of the target cloud's ImportImage call
@@ -39,6 +42,7 @@ type ImportImageBody struct {
 	ImageURL         string `json:"imageUrl"`
 	ImageName        string `json:"imageName"`
 	Description      string `json:"description,omitempty"`
+	ForceImport      bool   `json:"forceImport,omitempty"`
 	ClientToken      string `json:"clientToken"`
 }
 
@@ -71,6 +75,10 @@ type Report struct {
 	ImportImage   ImportImageBody `json:"import_image"`
 	ImportCommand string          `json:"import_command"`
 }
+
+// SetImport changes the ImportImage fields of the report to come, once
+// the pass has learned them (the OS found by the import check, forceImport).
+func (t *Target) SetImport(f func(m *ImportMeta)) { f(&t.o.Import) }
 
 // Report returns what the upload tells after Commit (nil before).
 func (t *Target) Report() any {
@@ -194,7 +202,7 @@ func (t *Target) makeReport(ctx context.Context, etag string, verified bool) *Re
 	r.ImportImage = ImportImageBody{
 		Architecture: orDefault(m.Architecture, "x86_64"), OSType: orDefault(m.OSType, "linux"), Platform: m.Platform,
 		OSVersion: m.OSVersion, DiskFormat: orDefault(m.DiskFormat, "raw"), SystemDiskSizeGB: m.SystemDiskSizeGB,
-		ImageURL: imageURL, ImageName: name, Description: m.Description,
+		ImageURL: imageURL, ImageName: name, Description: m.Description, ForceImport: m.ForceImport,
 		ClientToken: hex.EncodeToString(tok[:16]),
 	}
 	if r.ImportImage.Platform == "" {
@@ -264,6 +272,9 @@ func importCommand(region string, b ImportImageBody) string {
 		"--image-url", b.ImageURL, "--image-name", b.ImageName)
 	if b.Description != "" {
 		args = append(args, "--description", b.Description)
+	}
+	if b.ForceImport {
+		args = append(args, "--force-import", "true")
 	}
 	args = append(args, "--client-token", b.ClientToken)
 	for i, a := range args {

@@ -17,6 +17,7 @@ import (
 	"vmimport/reader"
 	"vmimport/reader/image"
 	"vmimport/stream"
+	"vmimport/upload"
 	"vmimport/writer"
 	"vmimport/writer/qcow2"
 )
@@ -46,7 +47,7 @@ func convertFlags(o *convertOptions) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("convert", pflag.ContinueOnError)
 	fs.SortFlags = false
 	fs.StringVarP(&o.outFormat, "output-format", "O", "raw", "output format: raw or qcow2")
-	fs.StringVarP(&o.output, "output", "o", "", "output file, or - for stdout (required; qcow2 cannot go to stdout)")
+	fs.StringVarP(&o.output, "output", "o", "", "output: a file, - for stdout (raw only), or s3://BUCKET/KEY for an upload (required)")
 	fs.StringVar(&o.qcow2Compat, "qcow2-compat", "1.1", "QCOW2 compat: 1.1 (version 3) or 0.10 (version 2, for old importers)")
 	fs.StringVar(&o.cluster, "cluster-size", "64k", "QCOW2 cluster size: 512..2M, a power of two")
 	fs.BoolVarP(&o.compress, "compress", "c", false, "compress QCOW2 clusters, in the worker threads")
@@ -63,6 +64,29 @@ func convertFlags(o *convertOptions) *pflag.FlagSet {
 	o.upload.register(fs)
 	o.check.register(fs)
 	return fs
+}
+
+// fillImport completes the ImportImage fields from what the import check
+// found, where the user did not set them, and records --force.
+func (o *convertOptions) fillImport(m *upload.ImportMeta, changed func(string) bool) {
+	if r := o.check.Report(); r != nil {
+		f := r.ImportFields()
+		for _, x := range []struct {
+			flag string
+			dst  *string
+			val  string
+		}{
+			{"architecture", &m.Architecture, f.Architecture},
+			{"os-type", &m.OSType, f.OSType},
+			{"platform", &m.Platform, f.Platform},
+			{"os-version", &m.OSVersion, f.OSVersion},
+		} {
+			if !changed(x.flag) && x.val != "" {
+				*x.dst = x.val
+			}
+		}
+	}
+	m.ForceImport = o.check.ForceImport()
 }
 
 // maxOutputSize bounds the size of the output image for a virtual size,
@@ -176,9 +200,6 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		ropts.Warn(fmt.Sprintf("%v; going on because of --force", err))
 	}
 
-	if err := importCheck(ctx, &o, im, src, stderr); err != nil {
-		return err
-	}
 	if o.outFormat == "qcow2" {
 		o.qcow2 = qcow2.Options{Compat: o.qcow2Compat, ClusterSize: int(clusterSize), VirtualSize: im.Size()}
 		if o.compress || fs.Changed("compression") {
@@ -191,9 +212,19 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		bs = int64(qcow2.BlockSize(int(bs), o.qcow2.ClusterSize))
 	}
 
+	// The target first: an upload checks its credentials and bucket before
+	// the image's file systems are read (the target is aborted if the check
+	// then stops the run).
 	target, err := openTarget(ctx, &o, im, stdout, stderr)
 	if err != nil {
 		return err
+	}
+	if err := importCheck(ctx, &o, im, src, stderr); err != nil {
+		target.Abort(context.WithoutCancel(ctx))
+		return err
+	}
+	if ut, ok := target.(*upload.Target); ok {
+		ut.SetImport(func(m *upload.ImportMeta) { o.fillImport(m, fs.Changed) })
 	}
 	var enc writer.Encoder = writer.NewRaw(target)
 	if o.outFormat == "qcow2" {

@@ -13,13 +13,15 @@ const mainHelp = `convert moves a virtual machine's system disk into the cloud.
 
 It reads a disk image once, checks it against the cloud's import rules
 (partitions, file systems, fstab, drivers, agents: see convert check),
-and writes it converted to sparse-aware RAW (or QCOW2) into a file or to
-stdout, in one pass with bounded memory.
+and writes it converted to sparse-aware RAW or QCOW2 into a file, to stdout,
+or straight into a multipart upload on an S3-compatible store (the cloud's
+OSS), in one pass with bounded memory, printing the ImportImage command.
 
 Usage:
   convert SRC [-O raw|qcow2] -o OUT    convert an image (flags below)
   convert info SRC [--json]            describe an image
   convert check SRC [--json]           check an image against the cloud's import rules
+  convert uploads ls|abort s3://B/P    list or abort incomplete uploads
   convert bench SRC | --suite          measure throughput (convert bench --help)
   convert version                      print the version
 
@@ -35,6 +37,7 @@ Examples:
   convert disk.qcow2 -O raw -o - | ssh host 'cat > disk.raw'
   convert info --json disk.qcow2
   convert disk.vmdk -O qcow2 -c -o disk.qcow2
+  convert disk.vmdk -O qcow2 -o s3://bucket/web01.qcow2 --jdcloud-region cn-north-1 --verify
 
 `
 
