@@ -46,12 +46,14 @@ demo: build
 	  $(BIN) testdata/sample.qcow2 -O qcow2 -o s3://demo/images/sample.qcow2 --endpoint $$CONVERT_TEST_S3_ENDPOINT --verify --image-name sample
 
 # The benchmark suite: generated disks in every source format, convert vs
-# qemu-img, interleaved, median of 3; results under bench/results/.
+# qemu-img, interleaved, median of 3, and the upload end to end against
+# qemu-img + aws s3 cp on a local versitygw; results under bench/results/.
 # BENCH_FLAGS=--size 100G for a large-disk run.
 BENCH_FLAGS ?=
 bench: build
 	bench/setup.sh
-	$(BIN) bench --suite $(BENCH_FLAGS)
+	@set -e; eval "$$(.ci/versitygw.sh)"; trap '.ci/versitygw.sh stop' EXIT; \
+	  $(BIN) bench --suite --endpoint $$CONVERT_TEST_S3_ENDPOINT $(BENCH_FLAGS)
 
 # Go benchmarks of the pipeline and the readers.
 gobench:

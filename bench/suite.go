@@ -24,6 +24,12 @@ type SuiteOptions struct {
 	Workers []int     // worker counts for the scaling case (default 1, 2, 4)
 	Seed    uint64
 	Log     io.Writer // progress lines; nil for none
+	// Endpoint of a local S3 server (versitygw) for the end-to-end cases:
+	// convert -> s3:// against qemu-img convert followed by aws s3 cp.
+	// Empty: no upload cases. Credentials come from the AWS_* variables.
+	Endpoint string
+	// AWS is the aws command (Debian's awscli); default /usr/bin/aws.
+	AWS string
 }
 
 // Case is one conversion measured against its peer.
@@ -227,8 +233,70 @@ func RunSuite(ctx context.Context, o SuiteOptions) (*Report, string, error) {
 			}
 		}
 	}
+	if o.Endpoint != "" {
+		if err := uploadCases(ctx, &o, rep, gen, logf); err != nil {
+			return rep, "", err
+		}
+	}
 	dir, err := rep.Write(o.Out)
 	return rep, dir, err
+}
+
+// uploadCases time convert's upload against qemu-img convert followed by
+// aws s3 cp, to the same server, with the same part size on both sides.
+func uploadCases(ctx context.Context, o *SuiteOptions, rep *Report, gen func(string, int64, float64) (string, error), logf func(string, ...any)) error {
+	aws := o.AWS
+	if aws == "" {
+		aws = "/usr/bin/aws"
+	}
+	if _, err := exec.LookPath(aws); err != nil {
+		logf("no %s: skipping the upload cases (apt-get install awscli)", aws)
+		return nil
+	}
+	// versitygw's posix backend keeps an upload's part list in an extended
+	// attribute that overflows past a few hundred parts: 64 MiB parts.
+	const part = "64M"
+	cfg := filepath.Join(o.Dir, "aws-config")
+	if err := os.WriteFile(cfg, []byte("[default]\ns3 =\n  multipart_chunksize = 64MB\n  multipart_threshold = 64MB\n  max_concurrent_requests = 8\n"), 0o644); err != nil {
+		return err
+	}
+	os.Setenv("AWS_CONFIG_FILE", cfg)
+	bucket := fmt.Sprintf("bench-%d", time.Now().UnixNano()%1e9)
+	if out, err := exec.CommandContext(ctx, aws, "--endpoint-url", o.Endpoint, "s3", "mb", "s3://"+bucket).CombinedOutput(); err != nil {
+		return fmt.Errorf("aws s3 mb: %v: %s", err, out)
+	}
+	raw, err := gen("disk-10", o.Size, 0.1)
+	if err != nil {
+		return err
+	}
+	src := filepath.Join(o.Dir, "disk-10.qcow2")
+	if _, err := os.Stat(src); err != nil {
+		if out, err := exec.CommandContext(ctx, "qemu-img", "convert", "-O", "qcow2", raw, src).CombinedOutput(); err != nil {
+			return fmt.Errorf("qemu-img: %v: %s", err, out)
+		}
+	}
+	tmp := filepath.Join(o.Dir, "peer.out")
+	for _, format := range []string{"raw", "qcow2"} {
+		c := Case{Name: fmt.Sprintf("qcow2 -> %s -> s3 (10%%)", format), SourceFormat: "qcow2", Output: format + " upload",
+			Peer: "qemu-img + aws s3 cp", VirtualSize: o.Size, DataBytes: dataBytes(raw), Fill: 0.1}
+		ours := []string{o.Convert, src, "-O", format, "-o", "s3://" + bucket + "/ours." + format, "--endpoint", o.Endpoint,
+			"--part-size", part, "--progress", "never", "--check", "off"}
+		peer := []string{"sh", "-c", fmt.Sprintf("qemu-img convert -O %s %q %q && %q --endpoint-url %q s3 cp %q s3://%s/peer.%s --only-show-errors",
+			format, src, tmp, aws, o.Endpoint, tmp, bucket, format)}
+		logf("measuring %s", c.Name)
+		os_, ps, err := Interleave(ctx, o.Runs, ours, peer, func() { os.Remove(tmp) })
+		if err != nil {
+			c.Skipped = firstLine(err.Error())
+		} else {
+			c.Ours, c.Theirs = Summarize(os_), Summarize(ps)
+			c.Theirs.MaxRSS = 0 // the shell's, not its children's: not comparable
+			c.Ratio = Ratio(c.Ours.Seconds, c.Theirs.Seconds)
+			logf("  ours %.2fs, %s %.2fs: %.2fx", c.Ours.Seconds, c.Peer, c.Theirs.Seconds, c.Ratio)
+		}
+		rep.Cases = append(rep.Cases, c)
+	}
+	os.Remove(tmp)
+	return nil
 }
 
 func machine() Machine {

@@ -35,6 +35,8 @@ convert bench --suite generates realistic disks from a fixed seed (an MBR disk
 with an ext4 file system full of files, random regions and zero gaps), converts
 them into every source format with qemu-img, and times convert against
 qemu-img case by case, interleaving the two and taking the median of --runs.
+With --endpoint (a local S3 server; make bench starts versitygw) it also
+times convert -> s3:// against qemu-img convert followed by aws s3 cp.
 It writes results.md, results.json and ratios.svg to a folder of --out named
 by date and machine. Needs qemu-img, mkfs.ext4, debugfs and about 4x --size
 of free space in --dir. make bench runs it with the defaults.
@@ -51,6 +53,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		workersList      string
 		seed             uint64
 		asJSON           bool
+		endpoint         string
 	)
 	fs := pflag.NewFlagSet("convert bench", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -63,6 +66,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&dir, "dir", filepath.Join(os.TempDir(), "convert-bench"), "suite: scratch folder for disks and outputs")
 	fs.StringVar(&out, "out", "bench/results", "suite: folder for the results")
 	fs.Uint64Var(&seed, "seed", 1, "suite: seed of the generated disks")
+	fs.StringVar(&endpoint, "endpoint", os.Getenv("CONVERT_TEST_S3_ENDPOINT"), "suite: local S3 server for the upload cases (needs awscli; make bench starts versitygw)")
 	fs.IntVar(&workers, "workers", runtime.GOMAXPROCS(0), "SRC: blocks read and decoded in parallel")
 	fs.StringVar(&bs, "block-size", "1M", "SRC: unit of reading and zero detection")
 	fs.StringVar(&tmpdir, "tmpdir", os.TempDir(), "SRC: folder for the temporary RAW output")
@@ -75,7 +79,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if fs.NArg() != 0 {
 			return usageError{fmt.Errorf("--suite takes no image")}
 		}
-		o := bench.SuiteOptions{Dir: dir, Out: out, Runs: runs, Seed: seed, Log: stderr}
+		o := bench.SuiteOptions{Dir: dir, Out: out, Runs: runs, Seed: seed, Log: stderr, Endpoint: endpoint}
 		var err error
 		if o.Size, err = parseSize(size); err != nil {
 			return usageError{fmt.Errorf("--size: %w", err)}
