@@ -5,8 +5,6 @@ import (
 	"errors"
 	"io"
 
-	"golang.org/x/sys/unix"
-
 	"vmimport/reader/image"
 )
 
@@ -60,25 +58,8 @@ func (im *Image) Extent(off, n int64) (image.Extent, error) {
 	if n > im.src.Size-off {
 		n = im.src.Size - off
 	}
-	if im.src.Fd < 0 {
-		return image.Extent{Start: off, Length: n}, nil
-	}
-	data, err := unix.Seek(im.src.Fd, off, unix.SEEK_DATA)
-	switch {
-	case errors.Is(err, unix.ENXIO):
-		// No data from off to the end of the file.
-		return image.Extent{Start: off, Length: n, Zero: true}, nil
-	case err != nil:
-		// SEEK_DATA unsupported (some devices, old file systems): all data.
-		return image.Extent{Start: off, Length: n}, nil
-	case data > off:
-		return image.Extent{Start: off, Length: min(n, data-off), Zero: true}, nil
-	}
-	hole, err := unix.Seek(im.src.Fd, off, unix.SEEK_HOLE)
-	if err != nil || hole <= off {
-		return image.Extent{Start: off, Length: n}, nil
-	}
-	return image.Extent{Start: off, Length: min(n, hole-off)}, nil
+	k, hole := image.FileExtent(im.src.Fd, off, n)
+	return image.Extent{Start: off, Length: k, Zero: hole}, nil
 }
 
 // Info describes the image.

@@ -236,7 +236,7 @@ func (im *Image) Extent(off, n int64) (image.Extent, error) {
 	end := min((bi+1)*im.blockSize, off+n)
 	if !zero {
 		// A block of a static image never written is a hole of the file.
-		if h := holeAt(im.src.Fd, im.dataOffset(im.bmap[bi])+off%im.blockSize, end-off); h > 0 {
+		if h := image.HoleAt(im.src.Fd, im.dataOffset(im.bmap[bi])+off%im.blockSize, end-off); h > 0 {
 			return image.Extent{Start: off, Length: h, Zero: true}, nil
 		}
 		return image.Extent{Start: off, Length: end - off}, nil

@@ -627,7 +627,7 @@ func (im *Image) Extent(off, n int64) (image.Extent, error) {
 	}
 	if e := im.bat[im.batIndex(bi)]; e&7 == stateFullyPresent {
 		// A block of a fixed image never written is a hole of the file.
-		if h := holeAt(im.src.Fd, int64(e>>20<<20)+off%im.blockSize, end-off); h > 0 {
+		if h := image.HoleAt(im.src.Fd, int64(e>>20<<20)+off%im.blockSize, end-off); h > 0 {
 			return image.Extent{Start: off, Length: h, Zero: true}, nil
 		}
 		return image.Extent{Start: off, Length: end - off}, nil

@@ -31,8 +31,6 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"vmimport/reader/image"
 )
 
@@ -475,19 +473,9 @@ func (f *flatExtent) status(off, n int64) (int64, int, error) {
 	if f.fd < 0 {
 		return n, classData, nil
 	}
-	pos := f.base + off
-	data, err := unix.Seek(f.fd, pos, unix.SEEK_DATA)
-	switch {
-	case errors.Is(err, unix.ENXIO):
-		return n, classZero, nil
-	case err != nil:
-		return n, classData, nil
-	case data > pos:
-		return min(n, data-pos), classZero, nil
+	k, hole := image.FileExtent(f.fd, f.base+off, n)
+	if hole {
+		return k, classZero, nil
 	}
-	hole, err := unix.Seek(f.fd, pos, unix.SEEK_HOLE)
-	if err != nil || hole <= pos {
-		return n, classData, nil
-	}
-	return min(n, hole-pos), classData, nil
+	return k, classData, nil
 }
