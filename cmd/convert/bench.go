@@ -21,21 +21,25 @@ import (
 )
 
 const benchHelp = `Usage:
-  convert bench SRC [--workers N] [--block-size SIZE] [--tmpdir DIR] [--json]
+  convert bench SRC [--workers N] [--block-size SIZE] [--tmpdir DIR] [--to s3://B/K] [--json]
   convert bench --suite [--size 8G] [--small 2G] [--runs 3] [--dir DIR] [--out DIR]
 
 convert bench SRC measures, on your own image, without keeping anything:
   read    the image is read and decoded through the pipeline, output discarded:
           decode throughput and the fraction of the disk that is zero;
   raw     the image is converted to a sparse RAW file in --tmpdir, then removed:
-          end-to-end throughput to a local file.
+          end-to-end throughput to a local file;
+  upload  with --to s3://BUCKET/KEY: the RAW output goes into a real multipart
+          upload (zero parts copied server-side), which is then aborted: the
+          throughput to your bucket, nothing kept (part 1 is never sent).
 Throughput is given per second of virtual size and of data actually moved.
 
 convert bench --suite generates realistic disks from a fixed seed (an MBR disk
 with an ext4 file system full of files, random regions and zero gaps), converts
 them into every source format with qemu-img, and times convert against
 qemu-img case by case, interleaving the two and taking the median of --runs.
-With --endpoint (a local S3 server; make bench starts versitygw) it also
+With --endpoint URL of a local S3 server (make bench starts versitygw; the
+default is $CONVERT_TEST_S3_ENDPOINT) and Debian's awscli, it also
 times convert -> s3:// against qemu-img convert followed by aws s3 cp.
 It writes results.md, results.json and ratios.svg to a folder of --out named
 by date and machine. Needs qemu-img, mkfs.ext4, debugfs and about 4x --size
@@ -53,7 +57,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		workersList      string
 		seed             uint64
 		asJSON           bool
-		endpoint         string
+		to               string
+		co               convertOptions
 	)
 	fs := pflag.NewFlagSet("convert bench", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -66,11 +71,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&dir, "dir", filepath.Join(os.TempDir(), "convert-bench"), "suite: scratch folder for disks and outputs")
 	fs.StringVar(&out, "out", "bench/results", "suite: folder for the results")
 	fs.Uint64Var(&seed, "seed", 1, "suite: seed of the generated disks")
-	fs.StringVar(&endpoint, "endpoint", os.Getenv("CONVERT_TEST_S3_ENDPOINT"), "suite: local S3 server for the upload cases (needs awscli; make bench starts versitygw)")
 	fs.IntVar(&workers, "workers", runtime.GOMAXPROCS(0), "SRC: blocks read and decoded in parallel")
 	fs.StringVar(&bs, "block-size", "1M", "SRC: unit of reading and zero detection")
 	fs.StringVar(&tmpdir, "tmpdir", os.TempDir(), "SRC: folder for the temporary RAW output")
 	fs.BoolVar(&asJSON, "json", false, "SRC: print JSON")
+	fs.StringVar(&to, "to", "", "SRC: also measure an upload to s3://BUCKET/KEY, which is aborted at the end (nothing is kept); the upload flags below apply")
+	co.upload.register(fs)
 	fs.Usage = func() { fmt.Fprint(stderr, benchHelp+fs.FlagUsages()) }
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
@@ -78,6 +84,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if suite {
 		if fs.NArg() != 0 {
 			return usageError{fmt.Errorf("--suite takes no image")}
+		}
+		// --endpoint (an upload flag) names the local S3 server of the
+		// upload cases; make bench starts versitygw and passes it.
+		endpoint := co.upload.endpoint
+		if endpoint == "" {
+			endpoint = os.Getenv("CONVERT_TEST_S3_ENDPOINT")
 		}
 		o := bench.SuiteOptions{Dir: dir, Out: out, Runs: runs, Seed: seed, Log: stderr, Endpoint: endpoint}
 		var err error
@@ -113,7 +125,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return usageError{fmt.Errorf("--block-size: %w", err)}
 	}
-	return benchImage(ctx, fs.Arg(0), workers, int(blockSize), tmpdir, asJSON, stdout, stderr)
+	var up func(reader.Image) (writer.Target, error)
+	if to != "" {
+		if !strings.HasPrefix(to, "s3://") {
+			return usageError{fmt.Errorf("--to %q: give s3://BUCKET/KEY", to)}
+		}
+		co.output, co.outFormat = to, "raw"
+		up = func(im reader.Image) (writer.Target, error) { return openUpload(ctx, &co, im, stderr) }
+	}
+	return benchImage(ctx, fs.Arg(0), workers, int(blockSize), tmpdir, asJSON, up, stdout, stderr)
 }
 
 type benchPhase struct {
@@ -125,7 +145,7 @@ type benchPhase struct {
 	ZeroFraction float64 `json:"zero_fraction"`
 }
 
-func benchImage(ctx context.Context, src string, workers, blockSize int, tmpdir string, asJSON bool, stdout, stderr io.Writer) error {
+func benchImage(ctx context.Context, src string, workers, blockSize int, tmpdir string, asJSON bool, up func(reader.Image) (writer.Target, error), stdout, stderr io.Writer) error {
 	im, err := reader.Open(src, reader.Options{})
 	if err != nil {
 		return inputError{err}
@@ -163,6 +183,25 @@ func benchImage(ctx context.Context, src string, workers, blockSize int, tmpdir 
 	}
 	phase("raw", st, time.Since(start), f.Written())
 	os.Remove(filepath.Join(tmpdir, "convert-bench.raw"))
+
+	if up != nil {
+		// The whole pass into a real upload, then Abort: nothing is kept.
+		t, err := up(im)
+		if err != nil {
+			return err
+		}
+		enc := writer.NewRaw(t)
+		start = time.Now()
+		st, err = stream.Run(ctx, im, enc, stream.Options{Workers: workers, BlockSize: blockSize})
+		d := time.Since(start)
+		if aerr := t.Abort(context.WithoutCancel(ctx)); err == nil {
+			err = aerr
+		}
+		if err != nil {
+			return err
+		}
+		phase("upload", st, d, enc.Written())
+	}
 
 	if asJSON {
 		e := json.NewEncoder(stdout)

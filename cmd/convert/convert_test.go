@@ -301,6 +301,14 @@ func TestUsageErrors(t *testing.T) {
 	if code, out, _ := convertCLI(t, "--help"); code != 0 || !strings.Contains(out, "Exit codes") {
 		t.Errorf("--help: exit %d, %q", code, out)
 	}
+	// Every subcommand's flag set builds (pflag panics on a flag defined
+	// twice) and its --help succeeds.
+	for _, sub := range []string{"info", "check", "bench", "uploads"} {
+		code, _, errOut := convertCLI(t, sub, "--help")
+		if code != 0 {
+			t.Errorf("%s --help: exit %d: %s", sub, code, errOut)
+		}
+	}
 }
 
 // TestInterrupt sends SIGINT to a running conversion: exit 130, and neither
