@@ -39,7 +39,7 @@ func Run(ctx context.Context, argv []string) (Sample, error) {
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			peak = max(peak, vmHWM(cmd.Process.Pid))
+			peak = max(peak, treeHWM(cmd.Process.Pid, 0))
 			select {
 			case <-done:
 				hwm <- peak
@@ -65,6 +65,26 @@ func Run(ctx context.Context, argv []string) (Sample, error) {
 	}
 	s.MaxRSS = peak
 	return s, nil
+}
+
+// treeHWM is the largest peak RSS among a process and its descendants (a
+// peer run through sh -c is measured by its qemu-img, not by the shell).
+func treeHWM(pid, depth int) int64 {
+	peak := vmHWM(pid)
+	if depth > 4 {
+		return peak
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		return peak
+	}
+	for _, f := range strings.Fields(string(b)) {
+		var child int
+		if _, err := fmt.Sscanf(f, "%d", &child); err == nil {
+			peak = max(peak, treeHWM(child, depth+1))
+		}
+	}
+	return peak
 }
 
 // vmHWM reads a process's peak resident set size from /proc, 0 if gone.

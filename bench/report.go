@@ -63,7 +63,8 @@ func mbps(bytes int64, seconds float64) string {
 func (r *Report) Markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Measured %s on %s (%d CPUs, %s, %s, %s).\n\n", r.Date, r.Machine.Host, r.Machine.CPUs, r.Machine.Kernel, r.Machine.Go, r.Machine.QemuImg)
-	fmt.Fprintf(&b, "Ratio = peer time / our time (median of the runs; above 1 we are faster). MB/s are of virtual size and of data.\n\n")
+	fmt.Fprintf(&b, "Ratio = peer time / our time (median of the runs; above 1 we are faster). MB/s are of virtual size and of data. ")
+	fmt.Fprintf(&b, "Local outputs: the peer is `qemu-img convert ... && sync OUT`, since qemu-img exits with its output in the page cache and convert fsyncs before renaming; both times end with the data on disk. Peak RSS is sampled from /proc over the process tree.\n\n")
 	b.WriteString("| case | peer | virtual | data | ours s | peer s | ratio | ours MB/s (virtual / data) | ours CPU s | peer CPU s | ours RSS MiB | peer RSS MiB |\n")
 	b.WriteString("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, c := range r.Cases {
