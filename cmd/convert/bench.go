@@ -192,7 +192,7 @@ func benchImage(ctx context.Context, src string, workers, blockSize int, tmpdir 
 		}
 		enc := writer.NewRaw(t)
 		start = time.Now()
-		st, err = stream.Run(ctx, im, enc, stream.Options{Workers: workers, BlockSize: blockSize})
+		st, err = stream.Run(ctx, im, enc, stream.Options{Workers: workers, BlockSize: blockSize, Transform: enc.Transform()})
 		d := time.Since(start)
 		if aerr := t.Abort(context.WithoutCancel(ctx)); err == nil {
 			err = aerr
