@@ -20,6 +20,12 @@ if [ "${1:-}" = stop ]; then
 	if [ -n "${VERSITYGW_PID:-}" ]; then
 		kill "$VERSITYGW_PID" 2>/dev/null || true
 	fi
+	# A data folder this script made is removed: uploads of large disks
+	# would otherwise stay on the machine.
+	if [ "${VERSITYGW_TEMP:-}" = 1 ] && [ -n "${VERSITYGW_DIR:-}" ]; then
+		sleep 0.2
+		rm -rf "$VERSITYGW_DIR" "$VERSITYGW_DIR.log"
+	fi
 	exit 0
 fi
 
@@ -29,6 +35,8 @@ if [ ! -x "$bin" ]; then
 	GOBIN=$cache GOFLAGS=-mod=mod go install "github.com/versity/versitygw/cmd/versitygw@$version" >&2
 fi
 
+temp=0
+if [ -z "${VERSITYGW_DIR:-}" ]; then temp=1; fi
 data=${VERSITYGW_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/versitygw.XXXXXX")}
 mkdir -p "$data"
 access=test$RANDOM$RANDOM
@@ -55,6 +63,7 @@ export AWS_SECRET_ACCESS_KEY=$secret
 export AWS_REGION=us-east-1
 export VERSITYGW_PID=$pid
 export VERSITYGW_DIR=$data
+export VERSITYGW_TEMP=$temp
 ENV
 			exit 0
 		fi

@@ -58,6 +58,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		seed             uint64
 		asJSON           bool
 		to               string
+		keep             bool
 		co               convertOptions
 	)
 	fs := pflag.NewFlagSet("convert bench", pflag.ContinueOnError)
@@ -70,6 +71,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&workersList, "workers-list", "1,2,4", "suite: worker counts for the scaling case")
 	fs.StringVar(&dir, "dir", filepath.Join(os.TempDir(), "convert-bench"), "suite: scratch folder for disks and outputs")
 	fs.StringVar(&out, "out", "bench/results", "suite: folder for the results")
+	fs.BoolVar(&keep, "keep", false, "suite: keep the generated disks in --dir (they take about 4x --size)")
 	fs.Uint64Var(&seed, "seed", 1, "suite: seed of the generated disks")
 	fs.IntVar(&workers, "workers", runtime.GOMAXPROCS(0), "SRC: blocks read and decoded in parallel")
 	fs.StringVar(&bs, "block-size", "1M", "SRC: unit of reading and zero detection")
@@ -91,7 +93,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if endpoint == "" {
 			endpoint = os.Getenv("CONVERT_TEST_S3_ENDPOINT")
 		}
-		o := bench.SuiteOptions{Dir: dir, Out: out, Runs: runs, Seed: seed, Log: stderr, Endpoint: endpoint}
+		o := bench.SuiteOptions{Dir: dir, Out: out, Runs: runs, Seed: seed, Log: stderr, Endpoint: endpoint, Keep: keep}
 		var err error
 		if o.Size, err = parseSize(size); err != nil {
 			return usageError{fmt.Errorf("--size: %w", err)}
