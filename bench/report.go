@@ -105,7 +105,7 @@ func (r *Report) SVG() string {
 			maxRatio = max(maxRatio, c.Ratio*1.1)
 		}
 	}
-	const left, width, rowH, top = 300, 460, 26, 40
+	const left, width, rowH, top = 400, 460, 26, 40
 	h := top + rowH*len(rows) + 40
 	x := func(v float64) float64 { return left + v/maxRatio*width }
 	var b strings.Builder
