@@ -939,7 +939,7 @@ func (t *Target) abortUpload(ctx context.Context) error {
 			select {
 			case <-time.After(time.Duration(attempt) * time.Second):
 			case <-ctx.Done():
-				err = ctx.Err()
+				return fmt.Errorf("aborting upload %s: %w", t.uploadID, ctx.Err())
 			}
 		}
 		_, err = t.c.S3.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{

@@ -191,7 +191,7 @@ func scan(src image.Source) (map[string]*member, *member, *member, error) {
 		if err != nil {
 			return nil, nil, nil, corrupt(src.Path, pos, "tar archive: %v", err)
 		}
-		if h.Typeflag != tar.TypeReg && h.Typeflag != tar.TypeRegA {
+		if h.Typeflag != tar.TypeReg { // archive/tar reports old '\x00' entries as TypeReg
 			continue
 		}
 		off, _ := sr.Seek(0, io.SeekCurrent)
@@ -430,9 +430,7 @@ func (im *Image) Info() image.Info {
 	default:
 		info.Fields = append(info.Fields, image.Field{Name: "manifest", Value: "none"})
 	}
-	for _, f := range in.Fields {
-		info.Fields = append(info.Fields, f) // the selected disk's own facts
-	}
+	info.Fields = append(info.Fields, in.Fields...) // the selected disk's own facts
 	return info
 }
 

@@ -80,7 +80,7 @@ func digest(t testing.TB, algo, p string) string {
 }
 
 type fixture struct {
-	dir, disk1, disk2, raw1, raw2, vmdk1, vmdk2, ovf string
+	dir, raw1, raw2, vmdk1, vmdk2, ovf string
 }
 
 func build(t *testing.T) fixture {

@@ -88,7 +88,6 @@ func genSparse(raw []byte, o genOpts) []byte {
 	}
 	desc := fmt.Sprintf("# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType=%q\n\n# Extent description\nRW %d SPARSE \"x.vmdk\"\n\n# The Disk Data Base\n#DDB\n\nddb.virtualHWVersion = \"7\"\nddb.adapterType = \"lsilogic\"\n", createType, capacity)
 	if o.parent != "" {
-		desc = bytes.NewBufferString(desc).String()
 		desc = fmt.Sprintf("# Disk DescriptorFile\nversion=1\nCID=22345678\nparentCID=12345678\nparentFileNameHint=%q\ncreateType=%q\n\n# Extent description\nRW %d SPARSE \"x.vmdk\"\n", o.parent, createType, capacity)
 	}
 	descB := pad([]byte(desc))
