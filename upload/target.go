@@ -934,10 +934,11 @@ func (t *Target) Abort(ctx context.Context) error {
 // busy with a failed Complete may not drop it at once.
 func (t *Target) abortUpload(ctx context.Context) error {
 	var err error
-	for attempt := range 4 {
+	settled := false
+	for attempt := range 6 {
 		if attempt > 0 {
 			select {
-			case <-time.After(time.Duration(attempt) * time.Second):
+			case <-time.After(time.Duration(min(attempt, 3)) * time.Second):
 			case <-ctx.Done():
 				return fmt.Errorf("aborting upload %s: %w", t.uploadID, ctx.Err())
 			}
@@ -953,9 +954,22 @@ func (t *Target) abortUpload(ctx context.Context) error {
 			continue
 		}
 		if !slices.ContainsFunc(pending, func(p Pending) bool { return p.UploadID == t.uploadID }) {
-			return nil
+			if settled {
+				return nil
+			}
+			// A part whose request was on its way when the abort was
+			// sent may still land and bring the upload back (S3 says
+			// an abort may need repeating): look once more after the
+			// next pause, and abort again if it reappeared.
+			settled = true
+			err = nil
+			continue
 		}
+		settled = false
 		err = errors.New("the store still lists it after the abort")
+	}
+	if err == nil && settled {
+		return nil
 	}
 	return fmt.Errorf("aborting upload %s of s3://%s/%s: %s (it is recorded in %s; `convert uploads abort s3://%s/%s` drops it)",
 		t.uploadID, t.bucket, t.key, short(err), t.statePath, t.bucket, t.key)
