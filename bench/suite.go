@@ -153,15 +153,7 @@ func RunSuite(ctx context.Context, o SuiteOptions) (*Report, string, error) {
 			logf("  skipped: %s", c.Skipped)
 			return
 		}
-		os_, ps, err := Interleave(ctx, o.Runs, oursArgv, peerArgv, clean)
-		if err != nil {
-			c.Skipped = firstLine(err.Error())
-		} else {
-			c.Ours, c.Theirs = Summarize(os_), Summarize(ps)
-			c.Ratio = Ratio(c.Ours.Seconds, c.Theirs.Seconds)
-			logf("  ours %.2fs, %s %.2fs: %.2fx", c.Ours.Seconds, c.Peer, c.Theirs.Seconds, c.Ratio)
-		}
-		rep.Cases = append(rep.Cases, c)
+		rep.Cases = append(rep.Cases, timeCase(ctx, o.Runs, c, oursArgv, peerArgv, clean, logf))
 		clean()
 	}
 
@@ -252,6 +244,21 @@ func RunSuite(ctx context.Context, o SuiteOptions) (*Report, string, error) {
 	return rep, dir, err
 }
 
+// timeCase interleaves runs of ours and the peer and fills c with the
+// medians and the ratio, or with why it was skipped.
+func timeCase(ctx context.Context, runs int, c Case, ours, peer []string, prepare func(), logf func(string, ...any)) Case {
+	os_, ps, err := Interleave(ctx, runs, ours, peer, prepare)
+	if err != nil {
+		c.Skipped = firstLine(err.Error())
+		logf("  skipped: %s", c.Skipped)
+		return c
+	}
+	c.Ours, c.Theirs = Summarize(os_), Summarize(ps)
+	c.Ratio = Ratio(c.Ours.Seconds, c.Theirs.Seconds)
+	logf("  ours %.2fs, %s %.2fs: %.2fx", c.Ours.Seconds, c.Peer, c.Theirs.Seconds, c.Ratio)
+	return c
+}
+
 // uploadCases time convert's upload against qemu-img convert followed by
 // aws s3 cp, to the same server, with the same part size on both sides.
 func uploadCases(ctx context.Context, o *SuiteOptions, rep *Report, gen func(string, int64, float64) (string, error), logf func(string, ...any)) error {
@@ -297,15 +304,7 @@ func uploadCases(ctx context.Context, o *SuiteOptions, rep *Report, gen func(str
 		peer := []string{"sh", "-c", fmt.Sprintf("qemu-img convert -O %s %q %q && %q --endpoint-url %q s3 cp %q s3://%s/peer.%s --only-show-errors",
 			format, src, tmp, aws, o.Endpoint, tmp, bucket, format)}
 		logf("measuring %s", c.Name)
-		os_, ps, err := Interleave(ctx, o.Runs, ours, peer, func() { os.Remove(tmp) })
-		if err != nil {
-			c.Skipped = firstLine(err.Error())
-		} else {
-			c.Ours, c.Theirs = Summarize(os_), Summarize(ps)
-			c.Ratio = Ratio(c.Ours.Seconds, c.Theirs.Seconds)
-			logf("  ours %.2fs, %s %.2fs: %.2fx", c.Ours.Seconds, c.Peer, c.Theirs.Seconds, c.Ratio)
-		}
-		rep.Cases = append(rep.Cases, c)
+		rep.Cases = append(rep.Cases, timeCase(ctx, o.Runs, c, ours, peer, func() { os.Remove(tmp) }, logf))
 	}
 	os.Remove(tmp)
 	return nil

@@ -21,6 +21,17 @@ import (
 // allocation map that covers the disk and never calls data zero.
 func Check(t *testing.T, im image.Image, rawPath string) {
 	t.Helper()
+	check(t, im, rawPath, effort{random: 100, randomMax: 1 << 20, workers: 4, perWorker: 16, concurrentMax: 256 << 10})
+}
+
+// effort is how many bytes the suite reads beyond one sequential pass.
+type effort struct {
+	random, workers, perWorker int
+	randomMax, concurrentMax   int64
+}
+
+func check(t *testing.T, im image.Image, rawPath string, e effort) {
+	t.Helper()
 	want, err := os.Open(rawPath)
 	if err != nil {
 		t.Fatal(err)
@@ -41,9 +52,9 @@ func Check(t *testing.T, im image.Image, rawPath string) {
 	t.Run("sequential", func(t *testing.T) { compareRange(t, im, want, 0, size, 1<<20) })
 	t.Run("random", func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(1, 2))
-		for range 100 {
+		for range e.random {
 			off := rng.Int64N(size)
-			n := 1 + rng.Int64N(min(size-off, 1<<20))
+			n := 1 + rng.Int64N(min(size-off, e.randomMax))
 			compareRange(t, im, want, off, n, n)
 			if t.Failed() {
 				return
@@ -52,14 +63,14 @@ func Check(t *testing.T, im image.Image, rawPath string) {
 	})
 	t.Run("concurrent", func(t *testing.T) {
 		var wg sync.WaitGroup
-		for w := range 4 {
+		for w := range e.workers {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				rng := rand.New(rand.NewPCG(uint64(w), 7))
-				for range 16 {
+				for range e.perWorker {
 					off := rng.Int64N(size)
-					n := 1 + rng.Int64N(min(size-off, 256<<10))
+					n := 1 + rng.Int64N(min(size-off, e.concurrentMax))
 					compareRange(t, im, want, off, n, n)
 				}
 			}()
