@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"vmimport/internal/units"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -98,7 +99,7 @@ func (t *Target) Print(w io.Writer) {
 // Print writes the report for people.
 func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "uploaded s3://%s/%s: %d bytes in %d parts of %d MiB (%d sent, %d copied server-side, %d already there), %s sent",
-		r.Bucket, r.Key, r.Size, r.Parts, r.PartSize>>20, r.PartsSent, r.PartsCopied, r.PartsReused, humanBytes(r.BytesSent))
+		r.Bucket, r.Key, r.Size, r.Parts, r.PartSize>>20, r.PartsSent, r.PartsCopied, r.PartsReused, units.Bytes(r.BytesSent))
 	if r.Verified {
 		fmt.Fprint(w, ", read back and verified")
 	}
@@ -281,17 +282,4 @@ func importCommand(region string, b ImportImageBody) string {
 		args[i] = shellQuote(a)
 	}
 	return strings.Join(args, " ")
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 4; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"vmimport/internal/units"
 
 	"github.com/spf13/pflag"
 
@@ -211,7 +212,7 @@ func benchImage(ctx context.Context, src string, workers, blockSize int, tmpdir 
 		return e.Encode(map[string]any{"source": im.Info(), "workers": workers, "block_size": blockSize, "phases": phases})
 	}
 	info := im.Info()
-	fmt.Fprintf(stdout, "%s: %s, %s virtual, %.0f%% zero; %d workers, %s blocks\n", src, info.Format, human(im.Size()), phases[0].ZeroFraction*100, workers, human(int64(blockSize)))
+	fmt.Fprintf(stdout, "%s: %s, %s virtual, %.0f%% zero; %d workers, %s blocks\n", src, info.Format, units.Bytes(im.Size()), phases[0].ZeroFraction*100, workers, units.Bytes(int64(blockSize)))
 	fmt.Fprintf(stdout, "%-6s %9s %16s %13s\n", "phase", "seconds", "MB/s (virtual)", "MB/s (data)")
 	for _, p := range phases {
 		fmt.Fprintf(stdout, "%-6s %9.2f %16.0f %13.0f\n", p.Phase, p.Seconds, p.VirtualMBps, p.DataMBps)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"vmimport/internal/units"
 
 	"github.com/spf13/pflag"
 
@@ -99,7 +100,7 @@ func runCheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 	} else {
 		table := map[string]string{"mbr": "MBR", "gpt": "GPT", "none": "no"}[r.PartitionTable]
-		fmt.Fprintf(stdout, "%s: %s, %s virtual, %s partition table\n", src, r.Format, human(r.VirtualSize), table)
+		fmt.Fprintf(stdout, "%s: %s, %s virtual, %s partition table\n", src, r.Format, units.Bytes(r.VirtualSize), table)
 		r.WriteText(stdout, check.Info)
 		fmt.Fprintln(stdout, r.Summary())
 	}

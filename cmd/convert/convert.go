@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"time"
+	"vmimport/internal/units"
 
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
@@ -295,7 +296,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if !toStdout || o.progress != "never" {
 		fmt.Fprintf(stderr, "%s -> %s (%s): %s virtual, %s data, %s zero (%s never read) in %.1fs (%.0f MB/s); system disk size %d GB\n",
-			src, o.output, o.outFormat, human(st.Size), human(st.Data), human(st.Skipped+st.Detected), human(st.Skipped),
+			src, o.output, o.outFormat, units.Bytes(st.Size), units.Bytes(st.Data), units.Bytes(st.Skipped+st.Detected), units.Bytes(st.Skipped),
 			elapsed.Seconds(), float64(st.Size)/1e6/max(elapsed.Seconds(), 1e-9), diskGB)
 	}
 	if hasReport {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"syscall"
+	"vmimport/internal/units"
 
 	"github.com/spf13/pflag"
 
@@ -65,8 +66,8 @@ func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return enc.Encode(r)
 	}
 	printInfo(stdout, &r.Info, "")
-	fmt.Fprintf(stdout, "file size:         %s (%d bytes)\n", human(r.FileSize), r.FileSize)
-	fmt.Fprintf(stdout, "allocated size:    %s\n", human(r.AllocatedSize))
+	fmt.Fprintf(stdout, "file size:         %s (%d bytes)\n", units.Bytes(r.FileSize), r.FileSize)
+	fmt.Fprintf(stdout, "allocated size:    %s\n", units.Bytes(r.AllocatedSize))
 	if r.Importable {
 		fmt.Fprintf(stdout, "system disk size:  %d GB (--system-disk-size-gb for ImportImage)\n", r.SuggestedDiskSize)
 	} else {
@@ -82,7 +83,7 @@ func printInfo(w io.Writer, in *image.Info, indent string) {
 	}
 	fmt.Fprintf(w, "%simage:             %s\n", indent, in.Path)
 	fmt.Fprintf(w, "%sformat:            %s\n", indent, format)
-	fmt.Fprintf(w, "%svirtual size:      %s (%d bytes)\n", indent, human(in.VirtualSize), in.VirtualSize)
+	fmt.Fprintf(w, "%svirtual size:      %s (%d bytes)\n", indent, units.Bytes(in.VirtualSize), in.VirtualSize)
 	if in.ClusterSize > 0 {
 		fmt.Fprintf(w, "%scluster size:      %d\n", indent, in.ClusterSize)
 	}
