@@ -50,6 +50,15 @@ type Sink interface {
 	WriteBlock(ctx context.Context, b *Block) error
 }
 
+// Transformer is implemented by sinks that want work done on every data
+// block in the workers, in parallel, before the block reaches WriteBlock
+// (zero-page marking, compression). Run picks it up from the sink itself,
+// so no caller can forget it. Transform may set b.Aux; it must not keep b.
+
+type Transformer interface {
+	Transform() func(b *Block) error
+}
+
 // SinkFunc adapts a function to Sink.
 type SinkFunc func(ctx context.Context, b *Block) error
 
@@ -69,9 +78,6 @@ type Options struct {
 	// MaxZeroRun bounds the length of one zero Block (default 1 GiB); sinks
 	// that want to hear of the stream's progress more often lower it.
 	MaxZeroRun int64
-	// Transform, if set, runs in the workers on every data block after zero
-	// detection; it may set b.Aux.
-	Transform func(b *Block) error
 	// Progress, if set, is called by the sink goroutine after each block.
 	Progress func(Stats)
 }
@@ -139,6 +145,9 @@ func Run(ctx context.Context, src Source, sink Sink, opts Options) (Stats, error
 		slots: make(chan struct{}, o.Window),
 		bufs:  sync.Pool{New: func() any { b := make([]byte, o.BlockSize); return &b }},
 	}
+	if t, ok := sink.(Transformer); ok {
+		p.transform = t.Transform()
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.produce(gctx) })
 	var workers sync.WaitGroup
@@ -167,11 +176,12 @@ func Run(ctx context.Context, src Source, sink Sink, opts Options) (Stats, error
 }
 
 type pipeline struct {
-	src  Source
-	sink Sink
-	o    Options
-	size int64
-	zero []byte
+	src       Source
+	sink      Sink
+	transform func(b *Block) error // the sink's, run in the workers; may be nil
+	o         Options
+	size      int64
+	zero      []byte
 
 	jobs  chan *Block   // producer -> workers, in order
 	done  chan *Block   // workers -> deliver, any order
@@ -297,8 +307,8 @@ func (p *pipeline) fill(b *Block) {
 		return
 	}
 	b.Data = buf
-	if p.o.Transform != nil {
-		if err := p.o.Transform(b); err != nil {
+	if p.transform != nil {
+		if err := p.transform(b); err != nil {
 			b.err = fmt.Errorf("block at offset %d: %w", b.Off, err)
 		}
 	}

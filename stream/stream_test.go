@@ -211,20 +211,31 @@ func TestSinkErrorStopsTheRun(t *testing.T) {
 	}
 }
 
-func TestTransformRunsInWorkers(t *testing.T) {
-	src := newMemSource(4<<20, 6, 1)
-	var calls atomic.Int64
-	_, err := Run(context.Background(), src, SinkFunc(func(_ context.Context, b *Block) error {
-		if b.Aux.(int64) != b.Off {
-			return errors.New("aux lost")
-		}
-		return nil
-	}), Options{Workers: 3, BlockSize: 64 << 10, Transform: func(b *Block) error {
-		calls.Add(1)
+// transformSink is a Sink with a Transform, which Run must pick up.
+type transformSink struct{ calls atomic.Int64 }
+
+func (s *transformSink) WriteBlock(_ context.Context, b *Block) error {
+	if b.Aux.(int64) != b.Off {
+		return errors.New("aux lost")
+	}
+	return nil
+}
+
+func (s *transformSink) Transform() func(b *Block) error {
+	return func(b *Block) error {
+		s.calls.Add(1)
 		b.Aux = b.Off
 		return nil
-	}})
-	if err != nil || calls.Load() != 64 {
+	}
+}
+
+var _ Transformer = (*transformSink)(nil)
+
+func TestTransformRunsInWorkers(t *testing.T) {
+	src := newMemSource(4<<20, 6, 1)
+	sink := &transformSink{}
+	_, err := Run(context.Background(), src, sink, Options{Workers: 3, BlockSize: 64 << 10})
+	if calls := &sink.calls; err != nil || calls.Load() != 64 {
 		t.Fatalf("err %v, %d transform calls; want 64", err, calls.Load())
 	}
 }

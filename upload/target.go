@@ -80,9 +80,11 @@ type Options struct {
 	Concurrency int
 	// StateFile records the upload for --resume (empty: DefaultStateFile).
 	StateFile string
-	// Resume continues the upload recorded in StateFile, if any, and keeps
-	// the upload (instead of aborting it) when this run fails.
+	// Resume continues the upload recorded in StateFile, if any.
 	Resume bool
+	// Keep keeps the upload (instead of aborting it) when this run fails,
+	// for a later Resume; the CLI's --resume sets both.
+	Keep bool
 	// Source identifies the source image; a resumed upload must have the
 	// same one.
 	Source SourceID
@@ -223,7 +225,7 @@ func Start(ctx context.Context, c *Client, o Options) (*Target, error) {
 		t.st = &state{
 			Version: stateVersion, Endpoint: endpointName(c), Bucket: t.bucket, Key: t.key, UploadID: t.uploadID,
 			PartSize: t.partSize, SizeHint: o.SizeHint, Output: o.Output, Source: o.Source,
-			ZeroKey: zeroKeyFor(t.key, t.uploadID), Started: time.Now().UTC(), Resumable: o.Resume,
+			ZeroKey: zeroKeyFor(t.key, t.uploadID), Started: time.Now().UTC(), Resumable: o.Keep,
 		}
 		if err := t.st.save(statePath); err != nil {
 			t.abortUpload(ctx)
@@ -918,7 +920,7 @@ func (t *Target) Abort(ctx context.Context) error {
 		return nil
 	}
 	t.dropZero(ctx)
-	if t.o.Resume {
+	if t.o.Keep {
 		t.log(fmt.Sprintf("kept upload %s of s3://%s/%s (recorded in %s): run the same command with --resume to continue it, or `convert uploads abort s3://%s/%s` to drop it",
 			t.uploadID, t.bucket, t.key, t.statePath, t.bucket, t.key))
 		return nil

@@ -35,9 +35,9 @@ type Target interface {
 // data and commits the Target.
 type Encoder interface {
 	stream.Sink
-	// Transform, if not nil, runs on data blocks in the stream's workers
-	// (compression happens there, in parallel).
-	Transform() func(b *stream.Block) error
+	// Every encoder is a stream.Transformer: stream.Run runs Transform on
+	// data blocks in its workers (zero pages, compression), in parallel.
+	stream.Transformer
 	// Finish writes the trailing structures and commits the target.
 	Finish(ctx context.Context) error
 	// Written is the number of bytes of output so far.

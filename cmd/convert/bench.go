@@ -16,9 +16,9 @@ import (
 	"github.com/spf13/pflag"
 
 	"vmimport/bench"
+	"vmimport/job"
 	"vmimport/reader"
 	"vmimport/stream"
-	"vmimport/writer"
 )
 
 const benchHelp = `Usage:
@@ -128,15 +128,28 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return usageError{fmt.Errorf("--block-size: %w", err)}
 	}
-	var up func(reader.Image) (writer.Target, error)
+	base := job.Spec{Source: fs.Arg(0), Workers: workers, BlockSize: int(blockSize), Check: "off"}
+	if err := base.Validate(); err != nil && !strings.Contains(err.Error(), "no output") {
+		return usageError{err}
+	}
+	var up *job.Spec
 	if to != "" {
 		if !strings.HasPrefix(to, "s3://") {
 			return usageError{fmt.Errorf("--to %q: give s3://BUCKET/KEY", to)}
 		}
-		co.output, co.outFormat = to, "raw"
-		up = func(im reader.Image) (writer.Target, error) { return openUpload(ctx, &co, im, stderr) }
+		s := base
+		s.Output = to
+		if err := co.upload.spec(fs, &s); err != nil {
+			return usageError{err}
+		}
+		// The whole pass into a real upload, then Abort: nothing is kept.
+		s.Rehearse = true
+		if err := s.Validate(); err != nil {
+			return usageError{err}
+		}
+		up = &s
 	}
-	return benchImage(ctx, fs.Arg(0), workers, int(blockSize), tmpdir, asJSON, up, stdout, stderr)
+	return benchImage(ctx, base, tmpdir, asJSON, up, stdout, stderr)
 }
 
 type benchPhase struct {
@@ -148,7 +161,8 @@ type benchPhase struct {
 	ZeroFraction float64 `json:"zero_fraction"`
 }
 
-func benchImage(ctx context.Context, src string, workers, blockSize int, tmpdir string, asJSON bool, up func(reader.Image) (writer.Target, error), stdout, stderr io.Writer) error {
+func benchImage(ctx context.Context, base job.Spec, tmpdir string, asJSON bool, up *job.Spec, stdout, stderr io.Writer) error {
+	src, workers, blockSize := base.Source, base.Workers, base.BlockSize
 	im, err := reader.Open(src, reader.Options{})
 	if err != nil {
 		return inputError{err}
@@ -160,50 +174,37 @@ func benchImage(ctx context.Context, src string, workers, blockSize int, tmpdir 
 		phases = append(phases, benchPhase{Phase: name, Seconds: d.Seconds(), VirtualMBps: float64(st.Size) / 1e6 / s,
 			DataMBps: float64(st.Data) / 1e6 / s, OutputBytes: outBytes, ZeroFraction: float64(st.Skipped+st.Detected) / float64(max(st.Size, 1))})
 	}
-	opts := stream.Options{Workers: workers, BlockSize: blockSize}
+	// read: the pipeline alone, every block dropped.
 	start := time.Now()
-	st, err := stream.Run(ctx, im, stream.SinkFunc(func(context.Context, *stream.Block) error { return nil }), opts)
+	st, err := stream.Run(ctx, im, stream.SinkFunc(func(context.Context, *stream.Block) error { return nil }), stream.Options{Workers: workers, BlockSize: blockSize})
 	if err != nil {
 		return err
 	}
 	phase("read", st, time.Since(start), 0)
 
-	f, err := writer.CreateFile(filepath.Join(tmpdir, "convert-bench.raw"))
-	if err != nil {
-		return err
-	}
-	enc := writer.NewRaw(f)
-	opts.Transform = enc.Transform()
+	// raw: a real conversion to a sparse file, then removed.
+	raw := base
+	raw.Output = filepath.Join(tmpdir, "convert-bench.raw")
+	defer os.Remove(raw.Output)
 	start = time.Now()
-	st, err = stream.Run(ctx, im, enc, opts)
-	if err == nil {
-		err = enc.Finish(ctx)
-	} else {
-		f.Abort(ctx)
-	}
+	res, err := job.Run(ctx, raw, job.Env{})
 	if err != nil {
 		return err
 	}
-	phase("raw", st, time.Since(start), f.Written())
-	os.Remove(filepath.Join(tmpdir, "convert-bench.raw"))
+	phase("raw", res.Stats, time.Since(start), res.OutputBytes)
+	os.Remove(raw.Output)
 
 	if up != nil {
-		// The whole pass into a real upload, then Abort: nothing is kept.
-		t, err := up(im)
-		if err != nil {
-			return err
-		}
-		enc := writer.NewRaw(t)
 		start = time.Now()
-		st, err = stream.Run(ctx, im, enc, stream.Options{Workers: workers, BlockSize: blockSize, Transform: enc.Transform()})
-		d := time.Since(start)
-		if aerr := t.Abort(context.WithoutCancel(ctx)); err == nil {
-			err = aerr
-		}
+		res, err := job.Run(ctx, *up, job.Env{Events: func(e job.Event) {
+			if e.Kind == job.Notice || e.Kind == job.Warning {
+				fmt.Fprintf(stderr, "convert: %s\n", e.Message)
+			}
+		}})
 		if err != nil {
 			return err
 		}
-		phase("upload", st, d, enc.Written())
+		phase("upload", res.Stats, time.Since(start), res.OutputBytes)
 	}
 
 	if asJSON {

@@ -11,7 +11,6 @@ import (
 
 	"vmimport/check"
 	"vmimport/internal/testkit"
-	"vmimport/reader"
 )
 
 const testRootUUID = "6f1ed6a1-0b32-4e4b-8f43-1d2b51e3a1c0"
@@ -109,37 +108,6 @@ func TestConvertCheckModes(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &sum); err != nil || code != exitOK || sum.Check == nil || !sum.Check.Has(check.RulePersistentNet) || strings.Contains(errs, "check:") {
 		t.Fatalf("--json: exit %d, %v\n%s\n%s", code, err, stdout, errs)
 	}
-	// --force goes on in strict mode and records forceImport.
-	var o convertOptions
-	fs := convertFlags(&o)
-	if err := fs.Parse([]string{disk, "-o", out, "--check", "strict", "--force"}); err != nil {
-		t.Fatal(err)
-	}
-	im := openTest(t, disk)
-	if err := importCheck(context.Background(), &o, im, disk, new(bytes.Buffer)); err != nil {
-		t.Fatalf("--force: %v", err)
-	}
-	if !o.check.ForceImport() || o.check.Report() == nil || o.check.Report().OS.Platform != "CentOS" {
-		t.Errorf("--force: forceImport %v, report %+v", o.check.ForceImport(), o.check.Report())
-	}
-	// auto is strict for buckets.
-	o = convertOptions{}
-	fs = convertFlags(&o)
-	if err := fs.Parse([]string{disk, "-o", "s3://bucket/key"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := importCheck(context.Background(), &o, im, disk, new(bytes.Buffer)); exitCode(context.Background(), err) != exitBadInput {
-		t.Errorf("auto to a bucket: %v", err)
-	}
-	// --check off checks nothing.
-	o = convertOptions{}
-	fs = convertFlags(&o)
-	if err := fs.Parse([]string{disk, "-o", "s3://bucket/key", "--check", "off"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := importCheck(context.Background(), &o, im, disk, new(bytes.Buffer)); err != nil || o.check.Report() != nil {
-		t.Errorf("off: %v", err)
-	}
 	if code, _, _ := runCLI(disk, "-o", out, "--check", "maybe"); code != exitUsage {
 		t.Errorf("--check maybe: exit %d", code)
 	}
@@ -185,36 +153,5 @@ func TestConvertShrink(t *testing.T) {
 	code, outText, _ := runCLI("check", "--system-disk-size-gb", "40", "--shrink", disk)
 	if code != exitCheckErrors || !strings.Contains(outText, check.RuleDataBeyond) || !strings.Contains(outText, "offset 107374194745") {
 		t.Errorf("check --shrink with data beyond: exit %d\n%s", code, outText)
-	}
-}
-
-func openTest(t *testing.T, path string) reader.Image {
-	t.Helper()
-	im, err := reader.Open(path, reader.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { im.Close() })
-	return im
-}
-
-func TestToBucket(t *testing.T) {
-	var o convertOptions
-	fs := convertFlags(&o)
-	if fs.Lookup("bucket") == nil {
-		// The upload options register --bucket; until then, stand in.
-		fs.String("bucket", "", "")
-	}
-	if err := fs.Parse([]string{"src", "-o", "key.raw"}); err != nil {
-		t.Fatal(err)
-	}
-	if o.check.toBucket(o.output) {
-		t.Error("a file is not a bucket")
-	}
-	if err := fs.Parse([]string{"src", "-o", "key.raw", "--bucket", "b"}); err != nil {
-		t.Fatal(err)
-	}
-	if !o.check.toBucket(o.output) || !o.check.toBucket("s3://b/k") {
-		t.Error("--bucket and s3:// are buckets")
 	}
 }

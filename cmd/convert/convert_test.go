@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"vmimport/internal/testkit"
+	"vmimport/job"
 )
 
 // convertCLI runs the command in-process and returns its exit code and
@@ -264,7 +265,7 @@ func TestWorkersAndStdoutGiveTheSameBytes(t *testing.T) {
 	if got := testkit.FileSHA256(t, p); got != want {
 		t.Fatal("-o - gives different bytes")
 	}
-	var sum summary
+	var sum job.Result
 	if err := json.Unmarshal([]byte(errOut[:strings.LastIndex(errOut, "}")+1]), &sum); err != nil || sum.Stats.Size != 48<<20 {
 		t.Fatalf("--json with -o - goes to stderr: %v %q", err, errOut)
 	}
@@ -274,7 +275,7 @@ func TestJSONSummary(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "o.raw")
 	stdout := mustConvert(t, disk(t), "-o", out, "--json", "--system-disk-size-gb", "60")
-	var sum summary
+	var sum job.Result
 	if err := json.Unmarshal([]byte(stdout), &sum); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"vmimport/check"
+	"vmimport/job"
 	"vmimport/reader/image"
 	"vmimport/stream"
 )
@@ -46,6 +47,8 @@ func exitCode(ctx context.Context, err error) int {
 	var ue usageError
 	var ie inputError
 	var ec exitCoder
+	var se *job.SpecError
+	var je *job.InputError
 	switch {
 	case err == nil:
 		return exitOK
@@ -55,9 +58,9 @@ func exitCode(ctx context.Context, err error) int {
 		return exitOK
 	case ctx.Err() != nil || errors.Is(err, context.Canceled):
 		return exitCancelled
-	case errors.As(err, &ue), errors.Is(err, stream.ErrOptions):
+	case errors.As(err, &ue), errors.As(err, &se), errors.Is(err, stream.ErrOptions):
 		return exitUsage
-	case errors.As(err, &ie), errors.Is(err, image.ErrCorrupt), errors.Is(err, image.ErrUnsupported),
+	case errors.As(err, &ie), errors.As(err, &je), errors.Is(err, image.ErrCorrupt), errors.Is(err, image.ErrUnsupported),
 		errors.Is(err, image.ErrNotAllowed), errors.Is(err, check.ErrRule):
 		return exitBadInput
 	}

@@ -1,10 +1,15 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"vmimport/job"
+	"vmimport/upload"
 )
 
 // uploadOptions are the flags of uploads to an object store.
@@ -43,10 +48,57 @@ func (u *uploadOptions) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&u.presignTTL, "presign-ttl", 7*24*time.Hour, "validity of the presigned import URL (24h..168h)")
 	fs.StringVar(&u.imageName, "image-name", "", "image name for ImportImage (default: from the key)")
 	fs.StringVar(&u.description, "description", "", "image description for ImportImage")
-	fs.StringVar(&u.osType, "os-type", "linux", "ImportImage osType: linux or windows")
-	fs.StringVar(&u.osVersion, "os-version", "", "ImportImage osVersion, e.g. 7.4 or 18.04")
-	fs.StringVar(&u.architecture, "architecture", "x86_64", "ImportImage architecture: x86_64, i386 or arm64")
-	fs.StringVar(&u.platform, "platform", "", `ImportImage platform: CentOS, Ubuntu, "Windows Server", "Other Linux", "Other Windows" (default: Other <os-type>)`)
+	fs.StringVar(&u.osType, "os-type", "", "ImportImage osType: linux or windows (default: what the import check finds, else linux)")
+	fs.StringVar(&u.osVersion, "os-version", "", "ImportImage osVersion, e.g. 7.4 or 18.04 (default: what the import check finds)")
+	fs.StringVar(&u.architecture, "architecture", "", "ImportImage architecture: x86_64, i386 or arm64 (default: what the import check finds, else x86_64)")
+	fs.StringVar(&u.platform, "platform", "", `ImportImage platform: CentOS, Ubuntu, "Windows Server", "Other Linux", "Other Windows" (default: what the import check finds, else Other <os-type>)`)
+}
+
+// store is how to reach the store the flags name.
+func (u *uploadOptions) store() job.Store {
+	return job.Store{Endpoint: u.endpoint, Region: u.region, JDCloudRegion: u.jdcloudRegion, PathStyle: u.pathStyle, Profile: u.profile}
+}
+
+// client connects to the store the flags name.
+func (u *uploadOptions) client(ctx context.Context) (*upload.Client, error) {
+	return u.store().Client(ctx, u.concurrency+4)
+}
+
+// spec fills the upload settings of s. The flags that shape an upload are
+// refused for outputs that are not uploads.
+func (u *uploadOptions) spec(fs *pflag.FlagSet, s *job.Spec) error {
+	if u.bucket != "" || u.key != "" {
+		if u.bucket == "" || u.key == "" {
+			return errors.New("--bucket and --key go together")
+		}
+		if want := fmt.Sprintf("s3://%s/%s", u.bucket, u.key); s.Output != want {
+			return fmt.Errorf("-o %s and --bucket/--key %s disagree: give one of them", s.Output, want)
+		}
+	}
+	s.Upload = job.UploadSpec{
+		Store: u.store(), Concurrency: u.concurrency, StateFile: u.stateFile, Resume: u.resume, Keep: u.resume,
+		Verify: u.verify, PresignTTL: u.presignTTL,
+		Image: job.ImageFields{
+			Name: u.imageName, Description: u.description, OSType: u.osType, OSVersion: u.osVersion,
+			Architecture: u.architecture, Platform: u.platform,
+		},
+	}
+	if u.partSize != "auto" && u.partSize != "" {
+		n, err := parseSize(u.partSize)
+		if err != nil {
+			return fmt.Errorf("--part-size: %w", err)
+		}
+		s.Upload.PartSize = n
+	}
+	if s.Kind() != job.ToBucket {
+		for _, name := range []string{"upload-concurrency", "part-size", "state-file", "resume", "verify", "presign-ttl"} {
+			if fs.Changed(name) {
+				return fmt.Errorf("--%s applies to uploads (-o s3://BUCKET/KEY)", name)
+			}
+		}
+		s.Upload = job.UploadSpec{}
+	}
+	return nil
 }
 
 // registerStore adds the flags that say how to reach the store; `convert

@@ -82,7 +82,7 @@ func benchEncode(b *testing.B, o qcow2.Options) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		so := stream.Options{Transform: enc.Transform(), BlockSize: qcow2.BlockSize(0, o.ClusterSize)}
+		so := stream.Options{BlockSize: qcow2.BlockSize(0, o.ClusterSize)}
 		if _, err := stream.Run(context.Background(), d, enc, so); err != nil {
 			b.Fatal(err)
 		}
@@ -138,7 +138,7 @@ func TestMeasureFile(t *testing.T) {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		st, err := stream.Run(context.Background(), im, enc, stream.Options{Transform: enc.Transform()})
+		st, err := stream.Run(context.Background(), im, enc, stream.Options{})
 		streamed := time.Since(start)
 		if err == nil {
 			err = enc.Finish(context.Background())

@@ -41,7 +41,6 @@ func encode(t testing.TB, src, dst string, o qcow2.Options, so stream.Options) s
 		tg.Abort(context.Background())
 		t.Fatal(err)
 	}
-	so.Transform = enc.Transform()
 	so.BlockSize = qcow2.BlockSize(so.BlockSize, o.ClusterSize)
 	ctx := context.Background()
 	if _, err := stream.Run(ctx, im, enc, so); err != nil {
@@ -432,7 +431,7 @@ func TestBlockSmallerThanCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = stream.Run(context.Background(), im, enc, stream.Options{BlockSize: 64 << 10, Transform: enc.Transform()})
+	_, err = stream.Run(context.Background(), im, enc, stream.Options{BlockSize: 64 << 10})
 	if err == nil || !strings.Contains(err.Error(), "block size") {
 		t.Fatalf("want an error about the block size, got %v", err)
 	}

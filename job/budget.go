@@ -1,0 +1,123 @@
+package job
+
+import (
+	"context"
+	"fmt"
+
+	"golang.org/x/sync/semaphore"
+
+	"vmimport/internal/units"
+	"vmimport/upload"
+	"vmimport/writer/qcow2"
+)
+
+// Budget is one bound on the memory of the jobs that run at once: the
+// blocks in flight and the upload part buffers of every running job
+// together. A job takes its share before it reads a block and gives it back
+// when it ends; while the budget is spent, the next job waits.
+type Budget struct {
+	total int64
+	sem   *semaphore.Weighted
+}
+
+// NewBudget returns a budget of total bytes.
+func NewBudget(total int64) *Budget {
+	return &Budget{total: total, sem: semaphore.NewWeighted(total)}
+}
+
+// Total is the size of the budget in bytes.
+func (b *Budget) Total() int64 { return b.total }
+
+func (b *Budget) acquire(ctx context.Context, n int64) error { return b.sem.Acquire(ctx, n) }
+func (b *Budget) release(n int64)                            { b.sem.Release(n) }
+
+// Memory a job uses besides its blocks and parts: the reader's tables and
+// caches, the encoders' buffers, the HTTP client. Measured on the test
+// disks and rounded up; the QCOW2 encoder's own is in its package comment.
+const (
+	jobOverhead   = 4 << 20
+	qcow2Overhead = 6 << 20
+)
+
+// plan is how a job will use memory, fixed once the virtual size is known.
+type plan struct {
+	workers, window int
+	qcow2           qcow2.Options
+	// For uploads.
+	outputMax   int64 // the largest the output can be: it fixes the part grid
+	partSize    int64
+	concurrency int
+	memory      int64 // bytes, all of the above together
+}
+
+func (j *run) plan(virtual int64, qo qcow2.Options) (plan, error) {
+	s := &j.s
+	p := plan{workers: s.Workers, qcow2: qo, outputMax: virtual, concurrency: s.Upload.Concurrency}
+	if s.Format == "qcow2" {
+		if n, err := qcow2.MaxSize(qo); err == nil {
+			p.outputMax = n
+		}
+	}
+	if s.Kind() == ToBucket {
+		var err error
+		if p.partSize, err = upload.PlanPartSize(p.outputMax, s.Upload.PartSize); err != nil {
+			return p, &SpecError{fmt.Errorf("--part-size: %w", err)}
+		}
+	}
+	p.size(s)
+	return p, nil
+}
+
+// size computes the memory of the plan as it stands.
+func (p *plan) size(s *Spec) {
+	p.window = 2*p.workers + 2
+	bs := int64(s.BlockSize)
+	m := int64(jobOverhead) + int64(p.window)*bs
+	if s.Format == "qcow2" {
+		m += qcow2Overhead
+		if p.qcow2.Compression != "" {
+			m += int64(p.window) * bs // a compressed copy beside each block
+		}
+	}
+	if s.Kind() == ToBucket {
+		// Concurrency parts in flight, one being filled, part 1 held.
+		m += int64(p.concurrency+2) * p.partSize
+	}
+	p.memory = m
+}
+
+// fit lowers the plan's parallelism until its share fits in the budget
+// (uploads first: parts are the large buffers), or refuses the job when
+// even one worker and one part in flight do not fit.
+func (j *run) fit(p *plan) error {
+	total := j.env.Budget.Total()
+	wantWorkers, wantConc := p.workers, p.concurrency
+	want := p.memory
+	for p.memory > total && p.concurrency > 1 {
+		p.concurrency--
+		p.size(&j.s)
+	}
+	for p.memory > total && p.workers > 1 {
+		p.workers--
+		p.size(&j.s)
+	}
+	if p.memory > total {
+		return &SpecError{fmt.Errorf("%s needs at least %s of memory (blocks of %s, %s); the budget (--memory) is %s: raise --memory, or lower --block-size or --part-size",
+			j.s.Source, units.Bytes(p.memory), units.Bytes(int64(j.s.BlockSize)), partsWords(p), units.Bytes(total))}
+	}
+	if p.workers != wantWorkers || p.concurrency != wantConc {
+		msg := fmt.Sprintf("memory: the job wants %s, the budget (--memory) is %s: running with %d workers", units.Bytes(want), units.Bytes(total), p.workers)
+		if j.s.Kind() == ToBucket {
+			msg += fmt.Sprintf(" and %d parts in flight", p.concurrency)
+		}
+		j.notice(msg)
+	}
+	return nil
+}
+
+func partsWords(p *plan) string {
+	if p.partSize == 0 {
+		return "no upload"
+	}
+	return fmt.Sprintf("upload parts of %s", units.Bytes(p.partSize))
+}

@@ -1,0 +1,314 @@
+// Package job converts one disk, end to end: open the source, check it
+// against the cloud's import rules, open the target (a file, a pipe, a
+// multipart upload), stream the blocks through the encoder, verify, and
+// commit, or abort so that nothing is left behind. It is the only place that
+// orchestrates a conversion: the CLI, a batch, a queue worker and the bench
+// all call Run.
+//
+// A Spec says what to do; Validate checks it before any work starts; Run
+// does it, reporting what happens as Events, and returns a Result.
+package job
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"vmimport/check"
+	"vmimport/reader"
+	"vmimport/reader/image"
+	"vmimport/stream"
+	"vmimport/upload"
+	"vmimport/writer"
+	"vmimport/writer/qcow2"
+)
+
+// Env is what a job may use besides its Spec.
+type Env struct {
+	// Stdout receives the image when Spec.Output is "-".
+	Stdout io.Writer
+	// Events, if set, hears what happens, from one goroutine at a time.
+	Events func(Event)
+	// Budget, if set, is shared by the jobs that run at once: a job takes
+	// its share of memory before it reads a block, and waits for it.
+	Budget *Budget
+}
+
+// Phase names a stretch of a job, for progress displays.
+type Phase string
+
+// The phases of a job, in order; a job may skip some.
+const (
+	Opening   Phase = "opening"
+	Waiting   Phase = "waiting for memory"
+	Preflight Phase = "checking the bucket"
+	Checking  Phase = "checking import rules"
+	Reading   Phase = "converting"
+	Verifying Phase = "verifying digests"
+	Finishing Phase = "finishing" // trailing tables, fsync and rename, or Complete and --verify
+	Aborting  Phase = "cleaning up"
+)
+
+// EventKind says what an Event reports.
+type EventKind int
+
+// Event kinds.
+const (
+	// Started: the source is open; Info describes it.
+	Started EventKind = iota
+	// PhaseChanged: Phase is the new phase.
+	PhaseChanged
+	// Progress: Stats counts what the pass did so far (at most ten a
+	// second, and one at the end of the pass).
+	Progress
+	// Checked: Check holds the import check's findings.
+	Checked
+	// Warning: Message is a finding worth a user's attention.
+	Warning
+	// Notice: Message tells what the job is doing (a resumed upload, a
+	// share of memory lowered to fit).
+	Notice
+)
+
+// Event is one thing that happened in a job.
+type Event struct {
+	Kind    EventKind
+	Phase   Phase
+	Info    *image.Info
+	Stats   stream.Stats
+	Check   *check.Report
+	Message string
+}
+
+// Result is what a job did. Run returns one even when it fails, filled as
+// far as the job got.
+type Result struct {
+	Source           image.Info   `json:"source"`
+	Output           string       `json:"output"`
+	OutputFormat     string       `json:"output_format"`
+	OutputBytes      int64        `json:"output_bytes"`
+	SystemDiskSizeGB int64        `json:"system_disk_size_gb"`
+	Seconds          float64      `json:"seconds"`
+	Stats            stream.Stats `json:"stats"`
+	Warnings         []string     `json:"warnings,omitempty"`
+	// Upload is what the upload reports after Complete (URLs, the import
+	// request and command), for s3:// outputs.
+	Upload *upload.Report `json:"target,omitempty"`
+	// Check is the import check's verdict (nil with --check off).
+	Check *check.Report `json:"check,omitempty"`
+	// Memory is the share of the budget the job held, in bytes.
+	Memory int64 `json:"memory,omitempty"`
+}
+
+// SpecError is a setting out of range or in conflict with another; its
+// message names the setting by its command-line flag.
+type SpecError struct{ Err error }
+
+func (e *SpecError) Error() string { return e.Err.Error() }
+func (e *SpecError) Unwrap() error { return e.Err }
+
+// InputError is a source that cannot be read, is corrupt or unsupported, or
+// breaks an import rule.
+type InputError struct{ Err error }
+
+func (e *InputError) Error() string { return e.Err.Error() }
+func (e *InputError) Unwrap() error { return e.Err }
+
+// Run converts one disk as spec says. Every setting is validated before
+// the source is opened; on any error or cancellation the target is aborted,
+// so nothing appears under the output name and no upload is left behind
+// (unless spec.Upload.Keep asks to keep it for a resume).
+func Run(ctx context.Context, spec Spec, env Env) (*Result, error) {
+	res := &Result{Output: spec.Output, OutputFormat: spec.Format}
+	if err := spec.Validate(); err != nil {
+		return res, err
+	}
+	j := &run{s: spec.withDefaults(), env: env, res: res}
+	res.OutputFormat = j.s.Format
+	start := time.Now()
+	err := j.run(ctx)
+	res.Seconds = time.Since(start).Seconds()
+	return res, err
+}
+
+// run is one job under way.
+type run struct {
+	s   Spec
+	env Env
+	res *Result
+
+	mu       sync.Mutex // serializes Events and guards warnings
+	lastProg time.Time
+}
+
+func (j *run) emit(e Event) {
+	if j.env.Events == nil {
+		return
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.env.Events(e)
+}
+
+func (j *run) phase(p Phase) { j.emit(Event{Kind: PhaseChanged, Phase: p}) }
+
+func (j *run) warn(msg string) {
+	j.mu.Lock()
+	j.res.Warnings = append(j.res.Warnings, msg)
+	j.mu.Unlock()
+	j.emit(Event{Kind: Warning, Message: msg})
+}
+
+func (j *run) notice(msg string) { j.emit(Event{Kind: Notice, Message: msg}) }
+
+func (j *run) progress(st stream.Stats) {
+	if now := time.Now(); st.Done == st.Size || now.Sub(j.lastProg) >= 100*time.Millisecond {
+		j.lastProg = now
+		j.emit(Event{Kind: Progress, Stats: st})
+	}
+}
+
+func (j *run) run(ctx context.Context) error {
+	s := &j.s
+	j.phase(Opening)
+	im, err := reader.Open(s.Source, reader.Options{
+		AllowBacking: s.AllowBacking, AllowPaths: s.AllowPaths, Disk: s.Disk, Warn: j.warn,
+	})
+	if err != nil {
+		return &InputError{err}
+	}
+	defer im.Close()
+	info := im.Info()
+	j.res.Source = info
+	j.emit(Event{Kind: Started, Info: &info})
+
+	if s.Shrink {
+		// The image is cut to the requested size once nothing but zeros
+		// is found beyond it; a size out of range is DiskSize's to report.
+		if gb := s.DiskSizeGB; gb >= check.MinDiskGB && gb <= check.MaxDiskGB && gb%check.StepDiskGB == 0 {
+			if im, err = check.Shrink(ctx, im, gb*check.GiB); err != nil {
+				return &InputError{fmt.Errorf("%s: %w", s.Source, err)}
+			}
+		}
+	}
+	diskGB, err := check.DiskSize(im.Size(), s.DiskSizeGB)
+	if err != nil {
+		if !s.Force {
+			return &InputError{fmt.Errorf("%s: %w (--force goes on anyway)", s.Source, err)}
+		}
+		j.warn(fmt.Sprintf("%v; going on because of --force", err))
+	}
+	j.res.SystemDiskSizeGB = diskGB
+
+	var qo qcow2.Options
+	if s.Format == "qcow2" {
+		if qo, err = s.qcow2Options(im.Size()); err != nil {
+			return &SpecError{err}
+		}
+	}
+	plan, err := j.plan(im.Size(), qo)
+	if err != nil {
+		return err
+	}
+	if j.env.Budget != nil {
+		if err := j.fit(&plan); err != nil {
+			return err
+		}
+		j.phase(Waiting)
+		if err := j.env.Budget.acquire(ctx, plan.memory); err != nil {
+			return err
+		}
+		defer j.env.Budget.release(plan.memory)
+		j.res.Memory = plan.memory
+	}
+
+	// The target first: an upload checks its credentials and bucket before
+	// the image's file systems are read (the target is aborted if the check
+	// then stops the run).
+	target, err := j.openTarget(ctx, im, plan, diskGB)
+	if err != nil {
+		return err
+	}
+	fail := func(err error) error {
+		j.phase(Aborting)
+		// Abort with a fresh context: the run's may be cancelled already.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if aerr := target.Abort(actx); aerr != nil {
+			j.warn(fmt.Sprintf("cleaning up: %v", aerr))
+		}
+		return err
+	}
+	j.phase(Checking)
+	rep, forceImport, err := j.importCheck(ctx, im)
+	if err != nil {
+		return fail(err)
+	}
+	if ut, ok := target.(*upload.Target); ok {
+		ut.SetImport(func(m *upload.ImportMeta) { j.fillImport(m, rep, forceImport) })
+	}
+	var enc writer.Encoder = writer.NewRaw(target)
+	if s.Format == "qcow2" {
+		q, err := qcow2.NewEncoder(target, qo)
+		if err != nil {
+			return fail(&SpecError{err})
+		}
+		enc = q
+	}
+
+	j.phase(Reading)
+	st, err := stream.Run(ctx, im, enc, stream.Options{
+		Workers: plan.workers, BlockSize: s.BlockSize, Window: plan.window, Progress: j.progress,
+	})
+	j.res.Stats = st
+	if err != nil {
+		return fail(j.streamError(err))
+	}
+	// A digest checked during the pass (an OVA's manifest) gives its
+	// verdict before anything is committed; nil for other formats.
+	j.phase(Verifying)
+	if err := image.Verify(im); err != nil {
+		return fail(&InputError{err})
+	}
+	if s.Rehearse {
+		j.res.OutputBytes = enc.Written()
+		return fail(nil)
+	}
+	j.phase(Finishing)
+	if err := enc.Finish(ctx); err != nil {
+		return fail(j.streamError(err))
+	}
+	j.res.OutputBytes = enc.Written()
+	if ut, ok := target.(*upload.Target); ok {
+		if r, ok := ut.Report().(*upload.Report); ok {
+			j.res.Upload = r
+		}
+	}
+	return nil
+}
+
+// streamError gives a failed pass its context.
+func (j *run) streamError(err error) error {
+	if errors.Is(err, stream.ErrOptions) {
+		return &SpecError{err}
+	}
+	return fmt.Errorf("converting %s: %w", j.s.Source, err)
+}
+
+// openTarget opens where the output goes.
+func (j *run) openTarget(ctx context.Context, im reader.Image, plan plan, diskGB int64) (writer.Target, error) {
+	switch j.s.Kind() {
+	case ToStdout:
+		if j.env.Stdout == nil {
+			return nil, &SpecError{errors.New("-o -: this runner has no standard output")}
+		}
+		return writer.NewStream(j.env.Stdout), nil
+	case ToBucket:
+		j.phase(Preflight)
+		return j.openUpload(ctx, im, plan, diskGB)
+	}
+	return writer.CreateFile(j.s.Output)
+}
