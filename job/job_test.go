@@ -172,7 +172,7 @@ func TestValidate(t *testing.T) {
 		{"upload settings on a file", func(s *Spec) { s.Upload.Verify = true }, "apply to -o s3://"},
 		{"bad bucket", func(s *Spec) { s.Output = "s3://" }, "bucket"},
 		{"presign", func(s *Spec) { s.Output, s.Upload.PresignTTL = "s3://b/k", time.Hour }, "--presign-ttl"},
-		{"part size", func(s *Spec) { s.Output, s.Upload.PartSize = "s3://b/k", 1 << 20 }, "--part-size"},
+		{"part size", func(s *Spec) { s.Output, s.Upload.PartSize = "s3://b/k", 1<<20 }, "--part-size"},
 		{"concurrency", func(s *Spec) { s.Output, s.Upload.Concurrency = "s3://b/k", 100 }, "--upload-concurrency"},
 		{"os type", func(s *Spec) { s.Output, s.Upload.Image.OSType = "s3://b/k", "beos" }, "--os-type"},
 		{"keep without resume", func(s *Spec) { s.Output, s.Upload.Keep = "s3://b/k", true }, "--resume"},
