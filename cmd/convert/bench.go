@@ -139,7 +139,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		s := base
 		s.Output = to
-		if err := co.upload.spec(fs, &s); err != nil {
+		if err := co.upload.spec(fs, &s, (*pflag.FlagSet).Changed); err != nil {
 			return usageError{err}
 		}
 		// The whole pass into a real upload, then Abort: nothing is kept.

@@ -36,6 +36,16 @@ type specOptions struct {
 	force       bool
 	check       checkOptions
 	upload      uploadOptions
+	// inherited names the flags a batch record took from the batch's
+	// command line: they apply where they make sense (the QCOW2 flags to
+	// QCOW2 records, the upload flags to uploads) and are not an error
+	// elsewhere.
+	inherited map[string]bool
+}
+
+// given reports whether the flag was set for this conversion itself.
+func (o *specOptions) given(fs *pflag.FlagSet, name string) bool {
+	return fs.Changed(name) && !o.inherited[name]
 }
 
 func (o *specOptions) register(fs *pflag.FlagSet) {
@@ -85,12 +95,12 @@ func (o *specOptions) spec(fs *pflag.FlagSet, src string) (job.Spec, error) {
 		}
 	} else {
 		for _, name := range []string{"compress", "compression", "cluster-size", "qcow2-compat"} {
-			if fs.Changed(name) {
+			if o.given(fs, name) {
 				return s, fmt.Errorf("--%s applies to -O qcow2", name)
 			}
 		}
 	}
-	if err := o.upload.spec(fs, &s); err != nil {
+	if err := o.upload.spec(fs, &s, o.given); err != nil {
 		return s, err
 	}
 	if err := s.Validate(); err != nil {

@@ -21,6 +21,7 @@ Usage:
   convert SRC [-O raw|qcow2] -o OUT    convert an image (flags below)
   convert info SRC [--json]            describe an image
   convert check SRC [--json]           check an image against the cloud's import rules
+  convert batch MANIFEST [--jobs N]    convert many disks (convert batch --help)
   convert uploads ls|abort s3://B/P    list or abort incomplete uploads
   convert bench SRC | --suite          measure throughput (convert bench --help)
   convert version                      print the version
@@ -53,6 +54,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runBench(ctx, args[1:], stdout, stderr)
 	case "check":
 		return runCheckCmd(ctx, args[1:], stdout, stderr)
+	case "batch":
+		return runBatch(ctx, args[1:], stdout, stderr)
 	case "uploads":
 		return runUploads(ctx, args[1:], stdout, stderr)
 	case "version", "--version":

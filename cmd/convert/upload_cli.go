@@ -66,7 +66,7 @@ func (u *uploadOptions) client(ctx context.Context) (*upload.Client, error) {
 
 // spec fills the upload settings of s. The flags that shape an upload are
 // refused for outputs that are not uploads.
-func (u *uploadOptions) spec(fs *pflag.FlagSet, s *job.Spec) error {
+func (u *uploadOptions) spec(fs *pflag.FlagSet, s *job.Spec, given func(*pflag.FlagSet, string) bool) error {
 	if u.bucket != "" || u.key != "" {
 		if u.bucket == "" || u.key == "" {
 			return errors.New("--bucket and --key go together")
@@ -92,7 +92,7 @@ func (u *uploadOptions) spec(fs *pflag.FlagSet, s *job.Spec) error {
 	}
 	if s.Kind() != job.ToBucket {
 		for _, name := range []string{"upload-concurrency", "part-size", "state-file", "resume", "verify", "presign-ttl"} {
-			if fs.Changed(name) {
+			if given(fs, name) {
 				return fmt.Errorf("--%s applies to uploads (-o s3://BUCKET/KEY)", name)
 			}
 		}

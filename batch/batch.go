@@ -1,0 +1,324 @@
+// Package batch converts many disks in one run: a few at a time, under one
+// memory budget, each through the job layer. One broken disk never stops
+// the others; a rerun does only what is left (finished disks are skipped,
+// interrupted uploads resume).
+package batch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"vmimport/check"
+	"vmimport/internal/kv"
+	"vmimport/job"
+	"vmimport/reader/image"
+	"vmimport/stream"
+	"vmimport/upload"
+)
+
+// Item is one disk of a batch.
+type Item struct {
+	// Line is where the disk is described in the manifest (0: nowhere).
+	Line int
+	Spec job.Spec
+}
+
+// Options shape a batch run.
+type Options struct {
+	// Jobs is how many disks convert at once (default 2).
+	Jobs int
+	// Memory is the budget of all running disks together, in bytes
+	// (default 1 GiB).
+	Memory int64
+	// State keeps the bookkeeping that lets a rerun skip finished disks;
+	// nil runs every disk.
+	State kv.Store
+	// Events, if set, hears what happens, from one goroutine at a time.
+	Events func(Event)
+}
+
+// Defaults.
+const (
+	DefaultJobs   = 2
+	DefaultMemory = 1 << 30
+)
+
+// Status is how a disk ended.
+type Status string
+
+// Statuses.
+const (
+	Done    Status = "done"
+	Failed  Status = "failed"
+	Skipped Status = "skipped" // done by an earlier run, from the same source with the same settings
+	// Cancelled: the batch was interrupted before the disk finished (or
+	// started); nothing of it was kept.
+	Cancelled Status = "cancelled"
+)
+
+// Outcome is how one disk ended: what --json prints a line of.
+type Outcome struct {
+	Line    int     `json:"line,omitempty"`
+	Source  string  `json:"source"`
+	Output  string  `json:"output"`
+	Status  Status  `json:"status"`
+	Error   string  `json:"error,omitempty"`
+	Seconds float64 `json:"seconds"`
+	// Bytes is the size of the output.
+	Bytes int64 `json:"bytes"`
+	// The single run's summary.
+	Image            *image.Info    `json:"image,omitempty"`
+	OutputFormat     string         `json:"output_format,omitempty"`
+	SystemDiskSizeGB int64          `json:"system_disk_size_gb,omitempty"`
+	Stats            *stream.Stats  `json:"stats,omitempty"`
+	Warnings         []string       `json:"warnings,omitempty"`
+	Target           *upload.Report `json:"target,omitempty"`
+	Check            *check.Report  `json:"check,omitempty"`
+	// SkippedBecause says which earlier run did the disk.
+	SkippedBecause string `json:"skipped_because,omitempty"`
+
+	// Err is the error of a failed disk.
+	Err error `json:"-"`
+}
+
+// Summary totals a batch.
+type Summary struct {
+	Disks     int     `json:"disks"`
+	Done      int     `json:"done"`
+	Skipped   int     `json:"skipped"`
+	Failed    int     `json:"failed"`
+	Cancelled int     `json:"cancelled"`
+	Seconds   float64 `json:"seconds"`
+	// Bytes is the output written by this run; Virtual the virtual size
+	// of the disks it converted.
+	Bytes   int64 `json:"bytes"`
+	Virtual int64 `json:"virtual_bytes"`
+	Jobs    int   `json:"jobs"`
+	Memory  int64 `json:"memory_budget"`
+}
+
+// OK reports whether every disk is done or skipped.
+func (s Summary) OK() bool { return s.Done+s.Skipped == s.Disks }
+
+// EventKind says what an Event reports.
+type EventKind int
+
+// Event kinds.
+const (
+	// DiskStarted: the disk's job begins.
+	DiskStarted EventKind = iota
+	// DiskEvent: Job is an event of the disk's job.
+	DiskEvent
+	// DiskDone: Outcome says how the disk ended (also for skipped and
+	// cancelled disks).
+	DiskDone
+)
+
+// Event is one thing that happened in a batch.
+type Event struct {
+	Kind    EventKind
+	Index   int // of the disk in the batch
+	Item    *Item
+	Job     job.Event
+	Outcome *Outcome
+}
+
+// ItemError is a problem with one disk of a batch, found before anything
+// starts.
+type ItemError struct {
+	Line int // in the manifest; 0: not from one
+	Err  error
+}
+
+func (e *ItemError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("line %d: %v", e.Line, e.Err)
+	}
+	return e.Err.Error()
+}
+
+func (e *ItemError) Unwrap() error { return e.Err }
+
+// Validate checks every disk's settings, and that no two disks write the
+// same output, before anything starts. The error is an *ItemError.
+func Validate(items []Item) error {
+	seen := map[string]int{}
+	for i := range items {
+		it := &items[i]
+		if err := it.Spec.Validate(); err != nil {
+			return &ItemError{it.Line, err}
+		}
+		if it.Spec.Kind() == job.ToStdout {
+			return &ItemError{it.Line, errors.New("-o -: a batch writes files or uploads, not to stdout")}
+		}
+		out, err := outputName(&it.Spec)
+		if err != nil {
+			return &ItemError{it.Line, err}
+		}
+		if j, ok := seen[out]; ok {
+			return &ItemError{it.Line, fmt.Errorf("the output %s is also the output of the disk on line %d", out, items[j].Line)}
+		}
+		seen[out] = i
+	}
+	return nil
+}
+
+// outputName is the output as one place: an absolute path, or the
+// completed s3:// URL.
+func outputName(s *job.Spec) (string, error) {
+	if s.Kind() == job.ToBucket {
+		b, k, err := s.Destination()
+		return "s3://" + b + "/" + k, err
+	}
+	return filepath.Abs(s.Output)
+}
+
+// Run converts every disk, Jobs at a time, and returns how each ended
+// (in the order of items) and the totals. It returns an error only when
+// the batch cannot start (a setting is wrong); a disk that fails is in its
+// Outcome. When ctx is cancelled, no disk starts and the running ones are
+// aborted; they end Cancelled.
+func Run(ctx context.Context, items []Item, o Options) ([]Outcome, Summary, error) {
+	if o.Jobs == 0 {
+		o.Jobs = DefaultJobs
+	}
+	if o.Memory == 0 {
+		o.Memory = DefaultMemory
+	}
+	sum := Summary{Disks: len(items), Jobs: o.Jobs, Memory: o.Memory}
+	if o.Jobs < 1 || o.Jobs > 64 {
+		return nil, sum, fmt.Errorf("--jobs %d: use 1..64", o.Jobs)
+	}
+	if o.Memory < 16<<20 {
+		return nil, sum, fmt.Errorf("--memory %d: give at least 16M", o.Memory)
+	}
+	if err := Validate(items); err != nil {
+		return nil, sum, err
+	}
+	b := &runner{o: o, items: items, budget: job.NewBudget(o.Memory), out: make([]Outcome, len(items))}
+	start := time.Now()
+	var g errgroup.Group // not WithContext: one disk's failure must not stop the others
+	slots := make(chan struct{}, o.Jobs)
+	i := 0
+loop:
+	for ; i < len(items); i++ {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			break loop
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		idx := i // i outlives the loop: the goroutine needs its own
+		g.Go(func() error {
+			defer func() { <-slots }()
+			b.one(ctx, idx)
+			return nil
+		})
+	}
+	g.Wait()
+	for ; i < len(items); i++ {
+		it := &items[i]
+		b.out[i] = Outcome{Line: it.Line, Source: it.Spec.Source, Output: it.Spec.Output, Status: Cancelled, Error: "not started: the batch was interrupted"}
+		b.emit(Event{Kind: DiskDone, Index: i, Item: it, Outcome: &b.out[i]})
+	}
+	sum.Seconds = time.Since(start).Seconds()
+	for _, oc := range b.out {
+		switch oc.Status {
+		case Done:
+			sum.Done++
+			sum.Bytes += oc.Bytes
+			if oc.Stats != nil {
+				sum.Virtual += oc.Stats.Size
+			}
+		case Skipped:
+			sum.Skipped++
+		case Failed:
+			sum.Failed++
+		case Cancelled:
+			sum.Cancelled++
+		}
+	}
+	return b.out, sum, nil
+}
+
+type runner struct {
+	o      Options
+	items  []Item
+	budget *job.Budget
+	out    []Outcome
+	mu     sync.Mutex // serializes Events
+}
+
+func (b *runner) emit(e Event) {
+	if b.o.Events == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.o.Events(e)
+}
+
+// one runs the disk at index i and records its outcome.
+func (b *runner) one(ctx context.Context, i int) {
+	it := &b.items[i]
+	oc := &b.out[i]
+	*oc = Outcome{Line: it.Line, Source: it.Spec.Source, Output: it.Spec.Output}
+	defer func() { b.emit(Event{Kind: DiskDone, Index: i, Item: it, Outcome: oc}) }()
+
+	book := b.bookkeeping(it)
+	if rec, why := book.done(ctx); rec != nil {
+		oc.Status, oc.SkippedBecause = Skipped, why
+		oc.fill(rec.Result)
+		oc.Seconds = 0
+		return
+	}
+	b.emit(Event{Kind: DiskStarted, Index: i, Item: it})
+	spec := it.Spec
+	if spec.Kind() == job.ToBucket {
+		// An upload that an earlier run left (killed before it could
+		// abort) is continued, not refused; a failure aborts it.
+		spec.Upload.Resume = true
+	}
+	res, err := job.Run(ctx, spec, job.Env{Budget: b.budget, Events: func(e job.Event) {
+		b.emit(Event{Kind: DiskEvent, Index: i, Item: it, Job: e})
+	}})
+	oc.fill(res)
+	switch {
+	case err == nil:
+		oc.Status = Done
+	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+		oc.Status, oc.Err, oc.Error = Cancelled, err, "cancelled: the batch was interrupted; nothing was kept"
+	default:
+		oc.Status, oc.Err, oc.Error = Failed, err, err.Error()
+	}
+	book.record(context.WithoutCancel(ctx), oc, res)
+}
+
+// fill copies a job's result into the outcome.
+func (oc *Outcome) fill(r *job.Result) {
+	if r == nil {
+		return
+	}
+	if r.Output != "" {
+		oc.Output = r.Output
+	}
+	oc.Seconds, oc.Bytes = r.Seconds, r.OutputBytes
+	if r.Source.Format != "" {
+		info := r.Source
+		oc.Image = &info
+	}
+	oc.OutputFormat, oc.SystemDiskSizeGB = r.OutputFormat, r.SystemDiskSizeGB
+	if r.Stats.Size > 0 {
+		st := r.Stats
+		oc.Stats = &st
+	}
+	oc.Warnings, oc.Target, oc.Check = r.Warnings, r.Upload, r.Check
+}

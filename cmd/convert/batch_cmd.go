@@ -1,0 +1,305 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/pflag"
+
+	"vmimport/batch"
+	"vmimport/internal/kv"
+	"vmimport/internal/units"
+	"vmimport/job"
+)
+
+const batchHelp = `Usage: convert batch MANIFEST [flags]
+
+Converts many disks in one run: --jobs at a time, under one --memory budget
+for all of them. MANIFEST (a file, or - for stdin) lists one disk a line,
+as JSON Lines or as CSV with a header row (told apart by the content). The
+keys are the long flag names of a single conversion, and "source":
+
+  {"source": "web01.vmdk", "output": "s3://migr/web01.qcow2", "output-format": "qcow2"}
+  {"source": "db01.vhdx", "output": "out/db01.raw", "system-disk-size-gb": 100}
+
+  source,output,output-format,image-name
+  web01.vmdk,s3://migr/web01.qcow2,qcow2,web01
+
+The flags below are defaults for every disk; a record's keys override them.
+--jobs, --memory, --state-dir, --json and --progress apply to the batch.
+Every record is checked before anything starts: a record that does not
+parse or names an unknown key is refused with its line number. A disk that
+cannot be opened or read fails on its own; the others go on.
+
+A rerun of the same manifest does only what is left: a disk whose output is
+still there, made from the same source (size, time, first MiB) with the same
+settings, is skipped; an upload a killed run left is resumed; a changed
+source is done again. The bookkeeping is kept in --state-dir.
+
+Ctrl-C stops new disks, aborts the running ones (nothing under an output
+name, no upload left) and prints what was done.
+
+Output: a line per disk as it ends and a table at the end; with --json, a
+JSON object per disk as it ends (source, output, status: done, failed,
+skipped or cancelled, error, seconds, bytes, and the single run's summary)
+and a last object {"summary": ...}.
+
+Exit codes: 0 every disk done or skipped; 1 a disk failed; 2 a usage error
+or a bad manifest (nothing started); 130 interrupted.
+
+Flags:
+`
+
+// batchOptions are the flags that apply to a batch as a whole.
+type batchOptions struct {
+	jobs     int
+	memory   string
+	stateDir string
+	noState  bool
+	asJSON   bool
+	progress string
+}
+
+func (b *batchOptions) register(fs *pflag.FlagSet) {
+	fs.IntVar(&b.jobs, "jobs", batch.DefaultJobs, "disks converted at once")
+	fs.StringVar(&b.memory, "memory", "1G", "memory budget of all running disks together (blocks in flight and upload parts); a disk waits for its share")
+	fs.StringVar(&b.stateDir, "state-dir", "", "where the batch keeps what it did, so a rerun skips finished disks (default: under the user's cache folder, one per manifest)")
+	fs.BoolVar(&b.noState, "no-state", false, "keep no bookkeeping: convert every disk, even one a previous run did")
+	fs.BoolVar(&b.asJSON, "json", false, "print a JSON object per disk as it ends, then a summary object (stdout)")
+	fs.StringVar(&b.progress, "progress", "auto", "progress bars on stderr, one per running disk and a total: auto (when stderr is a terminal), always, never")
+}
+
+// batchFailed is the error of a batch in which a disk failed.
+type batchFailed struct{ msg string }
+
+func (b batchFailed) Error() string { return b.msg }
+func (b batchFailed) ExitCode() int { return exitFailure }
+
+func runBatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var def specOptions
+	var bo batchOptions
+	fs := pflag.NewFlagSet("convert batch", pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.SetOutput(stderr)
+	bo.register(fs)
+	def.register(fs)
+	fs.Usage = func() { fmt.Fprint(stderr, batchHelp+fs.FlagUsages()) }
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return usageError{fmt.Errorf("batch takes one manifest (a file, or - for stdin), got %d", fs.NArg())}
+	}
+	if err := checkProgressMode(bo.progress); err != nil {
+		return usageError{err}
+	}
+	memory, err := parseSize(bo.memory)
+	if err != nil {
+		return usageError{fmt.Errorf("--memory: %w", err)}
+	}
+
+	name := fs.Arg(0)
+	items, digest, err := readManifest(name, fs)
+	if err != nil {
+		return usageError{err}
+	}
+	var state kv.Store
+	if !bo.noState {
+		dir := bo.stateDir
+		if dir == "" {
+			cache, err := os.UserCacheDir()
+			if err != nil {
+				return usageError{fmt.Errorf("no cache folder for the batch's bookkeeping (%v): give --state-dir or --no-state", err)}
+			}
+			dir = filepath.Join(cache, "vmimport", "batches", digest[:16])
+		}
+		state = kv.Dir(dir)
+	}
+	// The budget bounds the buffers; the Go runtime is asked to keep the
+	// whole heap near it too, so the process stays within budget + 64 MiB.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memory + 40<<20)
+	}
+	ui := newBatchUI(bo.progress, stderr, stdout, bo.asJSON, len(items))
+	outs, sum, err := batch.Run(ctx, items, batch.Options{Jobs: bo.jobs, Memory: memory, State: state, Events: ui.event})
+	ui.finish()
+	if err != nil {
+		return usageError{err}
+	}
+	if bo.asJSON {
+		e := json.NewEncoder(stdout)
+		e.SetEscapeHTML(false)
+		if err := e.Encode(map[string]batch.Summary{"summary": sum}); err != nil {
+			return err
+		}
+	} else {
+		printBatchTable(stderr, outs, sum)
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("batch interrupted: %w", ctx.Err())
+	}
+	if !sum.OK() {
+		return batchFailed{fmt.Sprintf("%d of %d disks failed", sum.Failed+sum.Cancelled, sum.Disks)}
+	}
+	return nil
+}
+
+// readManifest parses the manifest and turns every record into a checked
+// spec, with the batch's flags as defaults. It returns the items and a
+// digest naming the manifest (of its absolute path; of its content for
+// stdin).
+func readManifest(name string, defaults *pflag.FlagSet) ([]batch.Item, string, error) {
+	var r io.Reader
+	var h hash.Hash
+	var digest string
+	if name == "-" {
+		h = sha256.New()
+		r = io.TeeReader(os.Stdin, h)
+	} else {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, "", err
+		}
+		defer f.Close()
+		r = f
+		abs, err := filepath.Abs(name)
+		if err != nil {
+			return nil, "", err
+		}
+		sum := sha256.Sum256([]byte(abs))
+		digest = hex.EncodeToString(sum[:])
+	}
+	label := name
+	if name == "-" {
+		label = "stdin"
+	}
+	recs, err := batch.ParseManifest(r, label)
+	if err != nil {
+		return nil, "", err
+	}
+	if h != nil {
+		digest = hex.EncodeToString(h.Sum(nil))
+	}
+	if len(recs) == 0 {
+		return nil, "", fmt.Errorf("%s: no disks in the manifest", label)
+	}
+	items := make([]batch.Item, 0, len(recs))
+	for _, rec := range recs {
+		spec, err := recordSpec(defaults, &rec)
+		if err != nil {
+			return nil, "", fmt.Errorf("%s:%d: %w", label, rec.Line, err)
+		}
+		items = append(items, batch.Item{Line: rec.Line, Spec: spec})
+	}
+	if err := batch.Validate(items); err != nil {
+		var ie *batch.ItemError
+		if errors.As(err, &ie) {
+			return nil, "", fmt.Errorf("%s:%d: %w", label, ie.Line, ie.Err)
+		}
+		return nil, "", fmt.Errorf("%s: %w", label, err)
+	}
+	return items, digest, nil
+}
+
+// recordSpec builds the spec of one record: the flags of a single
+// conversion, set first from the batch's command line, then from the
+// record's keys.
+func recordSpec(defaults *pflag.FlagSet, rec *batch.Record) (job.Spec, error) {
+	o := specOptions{inherited: map[string]bool{}}
+	fs := pflag.NewFlagSet("record", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	o.register(fs)
+	var err error
+	defaults.Visit(func(f *pflag.Flag) {
+		if err != nil || fs.Lookup(f.Name) == nil {
+			return
+		}
+		o.inherited[f.Name] = true
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			for _, v := range sv.GetSlice() {
+				if err = fs.Set(f.Name, v); err != nil {
+					return
+				}
+			}
+			return
+		}
+		err = fs.Set(f.Name, f.Value.String())
+	})
+	if err != nil {
+		return job.Spec{}, err
+	}
+	var src string
+	for _, f := range rec.Fields {
+		if f.Key == "source" {
+			if len(f.Values) != 1 {
+				return job.Spec{}, errors.New(`"source" takes one image`)
+			}
+			src = f.Values[0]
+			continue
+		}
+		fl := fs.Lookup(f.Key)
+		if fl == nil {
+			return job.Spec{}, fmt.Errorf("unknown key %q: keys are source and the long flag names of a conversion (convert --help)", f.Key)
+		}
+		if len(f.Values) > 1 {
+			if _, ok := fl.Value.(pflag.SliceValue); !ok {
+				return job.Spec{}, fmt.Errorf("key %q takes one value, not a list", f.Key)
+			}
+		}
+		if o.inherited[f.Key] {
+			// The record's own value replaces the batch's.
+			delete(o.inherited, f.Key)
+			if sv, ok := fl.Value.(pflag.SliceValue); ok {
+				sv.Replace(nil)
+			}
+		}
+		for _, v := range f.Values {
+			if err := fs.Set(f.Key, v); err != nil {
+				return job.Spec{}, fmt.Errorf("key %q: %v", f.Key, err)
+			}
+		}
+	}
+	if src == "" {
+		return job.Spec{}, errors.New(`no "source"`)
+	}
+	return o.spec(fs, src)
+}
+
+// printBatchTable writes the final table and the totals.
+func printBatchTable(w io.Writer, outs []batch.Outcome, sum batch.Summary) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "status\tseconds\toutput size\tdisk")
+	for _, oc := range outs {
+		size := ""
+		if oc.Status == batch.Done || oc.Status == batch.Skipped {
+			size = units.Bytes(oc.Bytes)
+		}
+		what := oc.Source + " -> " + oc.Output
+		if oc.Error != "" {
+			what += ": " + oc.Error
+		}
+		fmt.Fprintf(tw, "%s\t%.1f\t%s\t%s\n", oc.Status, oc.Seconds, size, firstLine(what))
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "%d disks: %d done, %d skipped, %d failed, %d cancelled in %.1fs; %s written for %s of disks\n",
+		sum.Disks, sum.Done, sum.Skipped, sum.Failed, sum.Cancelled, sum.Seconds, units.Bytes(sum.Bytes), units.Bytes(sum.Virtual))
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
