@@ -126,18 +126,18 @@ func disks(t *testing.T, dir string) (map[string]string, string) {
 		return testkit.Convert(t, raw, filepath.Join(dir, name), format, opts...)
 	}
 	return map[string]string{
-		"raw":          raw,
-		"qcow2":        conv("d.qcow2", "qcow2"),
-		"qcow2-zlib":   conv("z.qcow2", "qcow2", "-c"),
-		"qcow2-zstd":   conv("zs.qcow2", "qcow2", "-c", "-o", "compression_type=zstd"),
-		"vmdk-sparse":  conv("s.vmdk", "vmdk"),
-		"vmdk-stream":  conv("so.vmdk", "vmdk", "-o", "subformat=streamOptimized"),
-		"vmdk-flat":    conv("f.vmdk", "vmdk", "-o", "subformat=monolithicFlat"),
-		"vhd-dynamic":  conv("d.vhd", "vpc"),
-		"vhd-fixed":    conv("f.vhd", "vpc", "-o", "subformat=fixed,force_size=on"),
-		"vhdx":         conv("d.vhdx", "vhdx"),
-		"vdi":          conv("d.vdi", "vdi"),
-		"ova":          ova(t, dir, raw),
+		"raw":         raw,
+		"qcow2":       conv("d.qcow2", "qcow2"),
+		"qcow2-zlib":  conv("z.qcow2", "qcow2", "-c"),
+		"qcow2-zstd":  conv("zs.qcow2", "qcow2", "-c", "-o", "compression_type=zstd"),
+		"vmdk-sparse": conv("s.vmdk", "vmdk"),
+		"vmdk-stream": conv("so.vmdk", "vmdk", "-o", "subformat=streamOptimized"),
+		"vmdk-flat":   conv("f.vmdk", "vmdk", "-o", "subformat=monolithicFlat"),
+		"vhd-dynamic": conv("d.vhd", "vpc"),
+		"vhd-fixed":   conv("f.vhd", "vpc", "-o", "subformat=fixed,force_size=on"),
+		"vhdx":        conv("d.vhdx", "vhdx"),
+		"vdi":         conv("d.vdi", "vdi"),
+		"ova":         ova(t, dir, raw),
 	}, want
 }
 
