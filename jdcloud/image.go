@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/url"
 	"strconv"
 	"strings"
@@ -80,6 +81,11 @@ func (t *TaskID) UnmarshalJSON(b []byte) error {
 	}
 	if i, err := n.Int64(); err == nil {
 		*t = TaskID(strconv.FormatInt(i, 10))
+		return nil
+	}
+	// 1e3, 1000.0: an integer all the same, if a float holds it exactly.
+	if f, err := n.Float64(); err == nil && f == math.Trunc(f) && math.Abs(f) < 1<<53 {
+		*t = TaskID(strconv.FormatInt(int64(f), 10))
 		return nil
 	}
 	return fmt.Errorf("task id %s: not an integer", b)
