@@ -27,6 +27,9 @@ type checkOptions struct {
 	// error-severity findings (or when the check was off and --force
 	// given): the ImportImage body must then send forceImport: true.
 	forceImport bool
+	// ran: an upload runs the check before it starts (to store its
+	// findings with the object); the run's own call then does nothing.
+	ran bool
 }
 
 func (c *checkOptions) register(fs *pflag.FlagSet) {
@@ -82,6 +85,10 @@ func importCheck(ctx context.Context, o *convertOptions, im reader.Image, src st
 	default:
 		return usageError{fmt.Errorf("--check %q: use auto, strict, warn or off", c.mode)}
 	}
+	if c.ran {
+		return nil
+	}
+	c.ran = true
 	if c.mode == "off" {
 		c.forceImport = o.force
 		return nil

@@ -42,6 +42,7 @@ type convertOptions struct {
 	force       bool
 	upload      uploadOptions
 	check       checkOptions
+	imp         importOptions // --import, --wait: see import_run.go
 }
 
 func convertFlags(o *convertOptions) *pflag.FlagSet {
@@ -63,6 +64,7 @@ func convertFlags(o *convertOptions) *pflag.FlagSet {
 	_ = fs.MarkHidden("cpuprofile")
 	o.register(fs)
 	o.upload.register(fs)
+	o.imp.register(fs, true)
 	o.check.register(fs)
 	return fs
 }
@@ -116,6 +118,8 @@ type summary struct {
 	Target any `json:"target,omitempty"`
 	// Check is the import readiness check's verdict (nil with --check off).
 	Check *check.Report `json:"check,omitempty"`
+	// Import is what --import did: image and task ids, the task's end.
+	Import *ImportResult `json:"import,omitempty"`
 }
 
 // reporter is implemented by targets with something to tell after Commit.
@@ -168,6 +172,9 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	case "auto", "always", "never":
 	default:
 		return usageError{fmt.Errorf("--progress %q: use auto, always or never", o.progress)}
+	}
+	if err := o.imp.validate(&o); err != nil {
+		return err
 	}
 	bs, err := parseSize(o.blockSize)
 	if err != nil {
@@ -289,18 +296,25 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if hasReport {
 		sum.Target = rep.Report()
 	}
+	if !o.asJSON {
+		if !toStdout || o.progress != "never" {
+			fmt.Fprintf(stderr, "%s -> %s (%s): %s virtual, %s data, %s zero (%s never read) in %.1fs (%.0f MB/s); system disk size %d GB\n",
+				src, o.output, o.outFormat, units.Bytes(st.Size), units.Bytes(st.Data), units.Bytes(st.Skipped+st.Detected), units.Bytes(st.Skipped),
+				elapsed.Seconds(), float64(st.Size)/1e6/max(elapsed.Seconds(), 1e-9), diskGB)
+		}
+		if hasReport {
+			rep.Print(stdout)
+		}
+	}
+	// --import: ImportImage with the upload's body; --wait follows the task.
+	var importErr error
+	sum.Import, importErr = importAfterUpload(ctx, &o, sum.Target, stdout, stderr)
 	if o.asJSON {
 		e := json.NewEncoder(out)
 		e.SetIndent("", "  ")
-		return e.Encode(sum)
+		if err := e.Encode(sum); err != nil {
+			return err
+		}
 	}
-	if !toStdout || o.progress != "never" {
-		fmt.Fprintf(stderr, "%s -> %s (%s): %s virtual, %s data, %s zero (%s never read) in %.1fs (%.0f MB/s); system disk size %d GB\n",
-			src, o.output, o.outFormat, units.Bytes(st.Size), units.Bytes(st.Data), units.Bytes(st.Skipped+st.Detected), units.Bytes(st.Skipped),
-			elapsed.Seconds(), float64(st.Size)/1e6/max(elapsed.Seconds(), 1e-9), diskGB)
-	}
-	if hasReport {
-		rep.Print(stdout)
-	}
-	return nil
+	return importErr
 }

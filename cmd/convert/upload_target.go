@@ -92,14 +92,45 @@ func openUpload(ctx context.Context, o *convertOptions, im reader.Image, stderr 
 	if err != nil {
 		return nil, err
 	}
+	logf := func(msg string) { fmt.Fprintf(stderr, "convert: %s\n", msg) }
+	// Credentials and bucket first, then (with --import) the cloud's API,
+	// then the import check: all before the upload starts, so that the
+	// object's metadata holds what the check found.
+	if err := c.Preflight(ctx, bucket, key); err != nil {
+		return nil, err
+	}
+	if o.imp.enabled() {
+		region, err := apiRegion(u, c)
+		if err != nil {
+			return nil, err
+		}
+		if err := o.imp.connect(ctx, region, c, logf, true); err != nil {
+			return nil, err
+		}
+	}
+	name := src
+	if name == "" {
+		name = "the image"
+	}
+	if err := importCheck(ctx, o, im, name, stderr); err != nil {
+		return nil, err
+	}
+	meta := upload.ImportMeta{
+		Architecture: u.architecture, OSType: u.osType, Platform: u.platform, OSVersion: u.osVersion,
+		DiskFormat: o.outFormat, SystemDiskSizeGB: diskGB, ImageName: u.imageName, Description: u.description,
+	}
+	o.fillImport(&meta, o.check.fs.Changed)
+	stored := meta
+	if r := o.check.Report(); (r == nil || r.OS.OSType == "") && !o.check.fs.Changed("platform") {
+		stored.Platform = "" // not known: `convert import` warns, as --import does
+	}
+	if stored.ImageName == "" {
+		stored.ImageName = upload.DefaultImageName(key)
+	}
 	return upload.Start(ctx, c, upload.Options{
 		Bucket: bucket, Key: key, SizeHint: hint, PartSize: partSize, Concurrency: u.concurrency,
 		StateFile: u.stateFile, Resume: u.resume, Source: id, Output: output, Verify: u.verify,
-		PresignTTL: u.presignTTL,
-		Import: upload.ImportMeta{
-			Architecture: u.architecture, OSType: u.osType, Platform: u.platform, OSVersion: u.osVersion,
-			DiskFormat: o.outFormat, SystemDiskSizeGB: diskGB, ImageName: u.imageName, Description: u.description,
-		},
-		Log: func(msg string) { fmt.Fprintf(stderr, "convert: %s\n", msg) },
+		PresignTTL: u.presignTTL, Import: meta, Metadata: stored.ObjectMetadata(im.Size()), Preflighted: true,
+		Log: logf,
 	})
 }
