@@ -151,3 +151,8 @@ func (c *Client) ObjectReport(ctx context.Context, o *ObjectInfo, ttl time.Durat
 	c.describeObject(ctx, r, ttl, m)
 	return r
 }
+
+// DefaultImageName is the image name an upload to key gets when none is
+// given: the key's last element without its extension, cut to 32
+// characters of [A-Za-z0-9_-].
+func DefaultImageName(key string) string { return defaultImageName(key) }

@@ -282,7 +282,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	if reason := s.verify(r, body, region); reason != "" {
 		rec.SignatureError = reason
-		fail(http.StatusUnauthorized, "ACCESS_ERROR", "sign result is not same [gw]: "+reason)
+		msg := "sign result is not same [gw]"
+		if first, _, _ := strings.Cut(reason, ";"); !strings.HasPrefix(reason, "signature mismatch") {
+			msg = first
+		}
+		fail(http.StatusUnauthorized, "ACCESS_ERROR", msg)
 		return
 	}
 	switch rec.Op {
