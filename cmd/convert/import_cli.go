@@ -36,7 +36,7 @@ type importOptions struct {
 func (i *importOptions) register(fs *pflag.FlagSet, run bool) {
 	if run {
 		fs.BoolVar(&i.doImport, "import", false, "after the upload, import the object as a private image (ImportImage) and print the image and task ids")
-		fs.BoolVar(&i.wait, "wait", false, "with --import: follow the import task until it ends (a progress bar on a terminal); exit 0 when it finished, 5 when it failed")
+		fs.BoolVar(&i.wait, "wait", false, "follow the import task until it ends (implies --import; a progress bar on a terminal); exit 0 when it finished, 5 when it failed")
 	} else {
 		fs.BoolVar(&i.wait, "wait", false, "follow the import task until it ends (a progress bar on a terminal); exit 0 when it finished, 5 when it failed")
 	}

@@ -108,20 +108,26 @@ func openUpload(ctx context.Context, o *convertOptions, im reader.Image, stderr 
 			return nil, err
 		}
 	}
-	name := src
-	if name == "" {
-		name = "the image"
-	}
-	if err := importCheck(ctx, o, im, name, stderr); err != nil {
-		return nil, err
+	// The check's flags are those of a convert run (convert bench --to
+	// uploads without a check).
+	changed := func(string) bool { return false }
+	if o.check.fs != nil {
+		changed = o.check.fs.Changed
+		name := src
+		if name == "" {
+			name = "the image"
+		}
+		if err := importCheck(ctx, o, im, name, stderr); err != nil {
+			return nil, err
+		}
 	}
 	meta := upload.ImportMeta{
 		Architecture: u.architecture, OSType: u.osType, Platform: u.platform, OSVersion: u.osVersion,
 		DiskFormat: o.outFormat, SystemDiskSizeGB: diskGB, ImageName: u.imageName, Description: u.description,
 	}
-	o.fillImport(&meta, o.check.fs.Changed)
+	o.fillImport(&meta, changed)
 	stored := meta
-	if r := o.check.Report(); (r == nil || r.OS.OSType == "") && !o.check.fs.Changed("platform") {
+	if r := o.check.Report(); (r == nil || r.OS.OSType == "") && !changed("platform") {
 		stored.Platform = "" // not known: `convert import` warns, as --import does
 	}
 	if stored.ImageName == "" {
