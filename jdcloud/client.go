@@ -178,8 +178,9 @@ const maxAnswer = 8 << 20
 
 // Request builds the signed request of a call: method, path below the
 // endpoint (not escaped; each segment is escaped as the SDKs do, so
-// "images:import" goes out as "images%3Aimport"), query and body. Exported
-// for tests that compare it with the official SDK's.
+// "images:import" goes out as "images%3Aimport"), query and body, signed
+// with cred at now with nonce. The calls use it for every attempt; it is
+// exported for callers that send requests of their own the same way.
 func (c *Client) Request(ctx context.Context, method, path string, query url.Values, body []byte, cred Credentials, now time.Time, nonce string) (*http.Request, Signature, error) {
 	u := *c.base
 	u.Path = c.base.Path + path
