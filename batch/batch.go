@@ -73,13 +73,14 @@ type Outcome struct {
 	// Bytes is the size of the output.
 	Bytes int64 `json:"bytes"`
 	// The single run's summary.
-	Image            *image.Info    `json:"image,omitempty"`
-	OutputFormat     string         `json:"output_format,omitempty"`
-	SystemDiskSizeGB int64          `json:"system_disk_size_gb,omitempty"`
-	Stats            *stream.Stats  `json:"stats,omitempty"`
-	Warnings         []string       `json:"warnings,omitempty"`
-	Target           *upload.Report `json:"target,omitempty"`
-	Check            *check.Report  `json:"check,omitempty"`
+	Image            *image.Info       `json:"image,omitempty"`
+	OutputFormat     string            `json:"output_format,omitempty"`
+	SystemDiskSizeGB int64             `json:"system_disk_size_gb,omitempty"`
+	Stats            *stream.Stats     `json:"stats,omitempty"`
+	Warnings         []string          `json:"warnings,omitempty"`
+	Target           *upload.Report    `json:"target,omitempty"`
+	Check            *check.Report     `json:"check,omitempty"`
+	Import           *job.ImportResult `json:"import,omitempty"`
 	// SkippedBecause says which earlier run did the disk.
 	SkippedBecause string `json:"skipped_because,omitempty"`
 
@@ -224,6 +225,7 @@ loop:
 		})
 	}
 	g.Wait()
+	b.follow(ctx)
 	for ; i < len(items); i++ {
 		it := &items[i]
 		b.out[i] = Outcome{Line: it.Line, Source: it.Spec.Source, Output: it.Spec.Output, Status: Cancelled, Error: "not started: the batch was interrupted"}
@@ -255,6 +257,16 @@ type runner struct {
 	budget *job.Budget
 	out    []Outcome
 	mu     sync.Mutex // serializes Events
+
+	pmu     sync.Mutex
+	waiting []*awaited // imports to follow once every disk converted
+}
+
+// awaited is a disk whose import was submitted and is to be followed.
+type awaited struct {
+	i    int
+	book *book
+	res  *job.Result
 }
 
 func (b *runner) emit(e Event) {
@@ -271,7 +283,12 @@ func (b *runner) one(ctx context.Context, i int) {
 	it := &b.items[i]
 	oc := &b.out[i]
 	*oc = Outcome{Line: it.Line, Source: it.Spec.Source, Output: it.Spec.Output}
-	defer func() { b.emit(Event{Kind: DiskDone, Index: i, Item: it, Outcome: oc}) }()
+	deferred := false
+	defer func() {
+		if !deferred {
+			b.emit(Event{Kind: DiskDone, Index: i, Item: it, Outcome: oc})
+		}
+	}()
 
 	book := b.bookkeeping(it)
 	if rec, why := book.done(ctx); rec != nil {
@@ -287,11 +304,22 @@ func (b *runner) one(ctx context.Context, i int) {
 		// abort) is continued, not refused; a failure aborts it.
 		spec.Upload.Resume = true
 	}
+	// The batch follows the import tasks of all disks together, once
+	// every disk has converted: a disk does not hold its slot for hours.
+	wait := spec.Import.Wait
+	spec.Import.Wait = false
 	res, err := job.Run(ctx, spec, job.Env{Budget: b.budget, Events: func(e job.Event) {
 		b.emit(Event{Kind: DiskEvent, Index: i, Item: it, Job: e})
 	}})
 	oc.fill(res)
 	switch {
+	case err == nil && wait && res.Import != nil && res.Import.TaskID != "":
+		oc.Status = Done
+		b.pmu.Lock()
+		b.waiting = append(b.waiting, &awaited{i: i, book: book, res: res})
+		b.pmu.Unlock()
+		deferred = true
+		return
 	case err == nil:
 		oc.Status = Done
 	case ctx.Err() != nil && errors.Is(err, context.Canceled):
@@ -320,5 +348,5 @@ func (oc *Outcome) fill(r *job.Result) {
 		st := r.Stats
 		oc.Stats = &st
 	}
-	oc.Warnings, oc.Target, oc.Check = r.Warnings, r.Upload, r.Check
+	oc.Warnings, oc.Target, oc.Check, oc.Import = r.Warnings, r.Upload, r.Check, r.Import
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"vmimport/check"
+	"vmimport/jdcloud"
 	"vmimport/reader"
 	"vmimport/reader/image"
 	"vmimport/stream"
@@ -50,6 +51,9 @@ const (
 	Verifying Phase = "verifying digests"
 	Finishing Phase = "finishing" // trailing tables, fsync and rename, or Complete and --verify
 	Aborting  Phase = "cleaning up"
+	// Importing: ImportImage; WaitingImport: following the import task.
+	Importing     Phase = "importing"
+	WaitingImport Phase = "waiting for the import"
 )
 
 // EventKind says what an Event reports.
@@ -71,6 +75,8 @@ const (
 	// Notice: Message tells what the job is doing (a resumed upload, a
 	// share of memory lowered to fit).
 	Notice
+	// ImportProgress: Task is the import task's state, while waiting.
+	ImportProgress
 )
 
 // Event is one thing that happened in a job.
@@ -81,6 +87,7 @@ type Event struct {
 	Stats   stream.Stats
 	Check   *check.Report
 	Message string
+	Task    *jdcloud.Task
 }
 
 // Result is what a job did. Run returns one even when it fails, filled as
@@ -99,6 +106,9 @@ type Result struct {
 	Upload *upload.Report `json:"target,omitempty"`
 	// Check is the import check's verdict (nil with --check off).
 	Check *check.Report `json:"check,omitempty"`
+	// Import is what the import did (image and task ids, the task's end),
+	// with Spec.Import.
+	Import *ImportResult `json:"import,omitempty"`
 	// Memory is the share of the budget the job held, in bytes.
 	Memory int64 `json:"memory,omitempty"`
 }
@@ -225,10 +235,34 @@ func (j *run) run(ctx context.Context) error {
 		j.res.Memory = plan.memory
 	}
 
-	// The target first: an upload checks its credentials and bucket before
-	// the image's file systems are read (the target is aborted if the check
-	// then stops the run).
-	target, err := j.openTarget(ctx, im, plan, diskGB)
+	// An upload checks its credentials and bucket (and, to import, the
+	// cloud's API) before the image's file systems are read; the check runs
+	// before the target opens, so that an upload stores its findings with
+	// the object.
+	var up *uploadStart
+	if s.Kind() == ToBucket {
+		j.phase(Preflight)
+		if up, err = j.preflight(ctx); err != nil {
+			return err
+		}
+	}
+	j.phase(Checking)
+	rep, forceImport, err := j.importCheck(ctx, im)
+	if err != nil {
+		return err
+	}
+	var target writer.Target
+	switch {
+	case up != nil:
+		target, err = j.startUpload(ctx, up, im, plan, diskGB, rep, forceImport)
+	case s.Kind() == ToStdout:
+		if j.env.Stdout == nil {
+			return &SpecError{errors.New("-o -: this runner has no standard output")}
+		}
+		target = writer.NewStream(j.env.Stdout)
+	default:
+		target, err = writer.CreateFile(s.Output)
+	}
 	if err != nil {
 		return err
 	}
@@ -241,14 +275,6 @@ func (j *run) run(ctx context.Context) error {
 			j.warn(fmt.Sprintf("cleaning up: %v", aerr))
 		}
 		return err
-	}
-	j.phase(Checking)
-	rep, forceImport, err := j.importCheck(ctx, im)
-	if err != nil {
-		return fail(err)
-	}
-	if ut, ok := target.(*upload.Target); ok {
-		ut.SetImport(func(m *upload.ImportMeta) { j.fillImport(m, rep, forceImport) })
 	}
 	var enc writer.Encoder = writer.NewRaw(target)
 	if s.Format == "qcow2" {
@@ -287,7 +313,27 @@ func (j *run) run(ctx context.Context) error {
 			j.res.Upload = r
 		}
 	}
+	if up != nil && up.api != nil && j.res.Upload != nil {
+		return j.doImport(ctx, up.api, rep)
+	}
 	return nil
+}
+
+// doImport imports the uploaded object: ImportImage with the body the
+// upload's report holds, and with Wait a wait on the task.
+func (j *run) doImport(ctx context.Context, api *API, rep *check.Report) error {
+	r := j.res.Upload
+	im := j.s.Upload.Image
+	if (rep == nil || rep.OS.OSType == "") && im.OSType == "" && im.Platform == "" {
+		j.warn(OSHint(r.ImportImage))
+	}
+	res, err := api.Import(ctx, r.ImportImage, "s3://"+r.Bucket+"/"+r.Key, j.s.Import, ImportHooks{
+		Phase:  j.phase,
+		Task:   func(t jdcloud.Task) { j.emit(Event{Kind: ImportProgress, Task: &t}) },
+		Notice: j.notice,
+	})
+	j.res.Import = res
+	return err
 }
 
 // streamError gives a failed pass its context.
@@ -296,19 +342,4 @@ func (j *run) streamError(err error) error {
 		return &SpecError{err}
 	}
 	return fmt.Errorf("converting %s: %w", j.s.Source, err)
-}
-
-// openTarget opens where the output goes.
-func (j *run) openTarget(ctx context.Context, im reader.Image, plan plan, diskGB int64) (writer.Target, error) {
-	switch j.s.Kind() {
-	case ToStdout:
-		if j.env.Stdout == nil {
-			return nil, &SpecError{errors.New("-o -: this runner has no standard output")}
-		}
-		return writer.NewStream(j.env.Stdout), nil
-	case ToBucket:
-		j.phase(Preflight)
-		return j.openUpload(ctx, im, plan, diskGB)
-	}
-	return writer.CreateFile(j.s.Output)
 }

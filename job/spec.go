@@ -54,6 +54,8 @@ type Spec struct {
 
 	// Upload applies when Output is s3://.
 	Upload UploadSpec `json:"upload,omitzero"`
+	// Import carries an upload on to a private image.
+	Import ImportSpec `json:"import,omitzero"`
 
 	// Rehearse runs the whole pass and then aborts the target instead of
 	// committing it: nothing is kept (convert bench).
@@ -162,6 +164,7 @@ func (s Spec) withDefaults() Spec {
 		if s.Upload.PresignTTL == 0 {
 			s.Upload.PresignTTL = DefaultPresignTTL
 		}
+		s.Import = s.Import.withDefaults()
 	}
 	if s.Format == "qcow2" {
 		// The QCOW2 encoder takes whole clusters: blocks are at least one.
@@ -227,6 +230,12 @@ func (s *Spec) validate() error {
 	}
 	if bs := s.BlockSize; bs != 0 && (bs < 4<<10 || bs > 64<<20 || bs&(bs-1) != 0) {
 		return fmt.Errorf("--block-size %d: use a power of two from 4k to 64M", bs)
+	}
+	if err := s.Import.validate(); err != nil {
+		return err
+	}
+	if (s.Import.Enabled || s.Import.Wait) && (s.Kind() != ToBucket || s.Rehearse) {
+		return errors.New("--import and --wait need an upload: give -o s3://BUCKET/KEY")
 	}
 	if s.Kind() == ToBucket {
 		return s.Upload.validate(s.Output)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"vmimport/check"
 	"vmimport/reader"
 	"vmimport/upload"
 	"vmimport/writer"
@@ -49,30 +50,64 @@ func (j *run) outputShape(plan plan) string {
 	return j.s.Format
 }
 
-// openUpload starts the multipart upload after the preflight checks.
-func (j *run) openUpload(ctx context.Context, im reader.Image, plan plan, diskGB int64) (writer.Target, error) {
+// uploadStart is an upload whose bucket (and import API) passed the
+// preflight checks.
+type uploadStart struct {
+	c           *upload.Client
+	bucket, key string
+	api         *API // nil without an import
+}
+
+// preflight connects to the store, checks the credentials and that the
+// bucket takes an upload (a probe upload, aborted), and with an import
+// connects to the cloud's API and checks it takes the credentials.
+func (j *run) preflight(ctx context.Context) (*uploadStart, error) {
 	s, u := &j.s, &j.s.Upload
 	bucket, key, err := s.Destination()
 	if err != nil {
 		return nil, &SpecError{err}
 	}
 	j.res.Output = "s3://" + bucket + "/" + key
+	c, err := u.Store.Client(ctx, u.Concurrency+4)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Preflight(ctx, bucket, key); err != nil {
+		return nil, err
+	}
+	up := &uploadStart{c: c, bucket: bucket, key: key}
+	if s.Import.Enabled {
+		if up.api, err = ConnectAPI(ctx, u.Store, c, s.Import, j.notice, true); err != nil {
+			return nil, err
+		}
+	}
+	return up, nil
+}
+
+// startUpload creates the multipart upload (or adopts the one to resume),
+// with what the import needs stored as the object's metadata.
+func (j *run) startUpload(ctx context.Context, up *uploadStart, im reader.Image, plan plan, diskGB int64, rep *check.Report, forceImport bool) (writer.Target, error) {
+	s, u := &j.s, &j.s.Upload
 	id, err := upload.IdentifySource(s.Source)
 	if err != nil {
 		return nil, &InputError{fmt.Errorf("%s: %w", s.Source, err)}
 	}
-	c, err := u.Store.Client(ctx, plan.concurrency+4)
-	if err != nil {
-		return nil, err
+	meta := upload.ImportMeta{
+		Architecture: u.Image.Architecture, OSType: u.Image.OSType, Platform: u.Image.Platform, OSVersion: u.Image.OSVersion,
+		DiskFormat: s.Format, SystemDiskSizeGB: diskGB, ImageName: u.Image.Name, Description: u.Image.Description,
 	}
-	return upload.Start(ctx, c, upload.Options{
-		Bucket: bucket, Key: key, SizeHint: plan.outputMax, PartSize: u.PartSize, Concurrency: plan.concurrency,
+	j.fillImport(&meta, rep, forceImport)
+	stored := meta
+	if (rep == nil || rep.OS.OSType == "") && u.Image.Platform == "" {
+		stored.Platform = "" // not known: `convert import` warns, as an import here does
+	}
+	if stored.ImageName == "" {
+		stored.ImageName = upload.DefaultImageName(up.key)
+	}
+	return upload.Start(ctx, up.c, upload.Options{
+		Bucket: up.bucket, Key: up.key, SizeHint: plan.outputMax, PartSize: u.PartSize, Concurrency: plan.concurrency,
 		StateFile: u.StateFile, Resume: u.Resume, Keep: u.Keep, Source: id, Output: j.outputShape(plan), Verify: u.Verify,
-		PresignTTL: u.PresignTTL,
-		Import: upload.ImportMeta{
-			Architecture: u.Image.Architecture, OSType: u.Image.OSType, Platform: u.Image.Platform, OSVersion: u.Image.OSVersion,
-			DiskFormat: s.Format, SystemDiskSizeGB: diskGB, ImageName: u.Image.Name, Description: u.Image.Description,
-		},
+		PresignTTL: u.PresignTTL, Import: meta, Metadata: stored.ObjectMetadata(im.Size()), Preflighted: true,
 		Log: j.notice,
 	})
 }

@@ -160,26 +160,45 @@ func (t *Target) makeReport(ctx context.Context, etag string, verified bool) *Re
 			r.PartsReused++
 		}
 	}
-	base := t.c.Endpoint
+	t.c.describeObject(ctx, r, t.o.PresignTTL, t.o.Import)
+	return r
+}
+
+// ClientToken is the ImportImage clientToken of an object: derived from
+// its bucket, key and ETag, so that importing the same object again (a
+// re-run after a crash, `convert import`) gets the first import's image
+// back instead of a second one, while new content under the same key gets
+// a new image. 32 characters (the API takes up to 64).
+func ClientToken(bucket, key, etag string) string {
+	sum := sha256.Sum256([]byte(bucket + "/" + key + "/" + strings.ToLower(strings.Trim(etag, `"`))))
+	return hex.EncodeToString(sum[:16])
+}
+
+// describeObject fills the links and the import request of a report whose
+// Bucket, Key, ETag and Region are set.
+func (c *Client) describeObject(ctx context.Context, r *Report, ttl time.Duration, m ImportMeta) {
+	if ttl <= 0 {
+		ttl = 7 * 24 * time.Hour
+	}
+	base := c.Endpoint
 	if base == nil {
-		base = &url.URL{Scheme: "https", Host: "s3." + t.c.Region + ".amazonaws.com"}
+		base = &url.URL{Scheme: "https", Host: "s3." + c.Region + ".amazonaws.com"}
 	} else {
 		r.Endpoint = base.String()
 	}
 	in := intranet(base)
-	r.URL = objectURL(base, t.c.PathStyle, t.bucket, t.key)
-	r.IntranetURL = objectURL(in, t.c.PathStyle, t.bucket, t.key)
+	r.URL = objectURL(base, c.PathStyle, r.Bucket, r.Key)
+	r.IntranetURL = objectURL(in, c.PathStyle, r.Bucket, r.Key)
 
-	ttl := t.o.PresignTTL
-	presigner := s3.NewPresignClient(t.c.withEndpoint(in), s3.WithPresignExpires(ttl))
+	presigner := s3.NewPresignClient(c.withEndpoint(in), s3.WithPresignExpires(ttl))
 	signed := time.Now()
-	req, err := presigner.PresignGetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(t.bucket), Key: aws.String(t.key)})
+	req, err := presigner.PresignGetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(r.Bucket), Key: aws.String(r.Key)})
 	if err != nil {
 		r.Warnings = append(r.Warnings, "could not presign a download link: "+short(err))
 	} else {
 		r.PresignedURL = req.URL
 		r.PresignExpires = signed.Add(ttl).UTC().Truncate(time.Second)
-		if cr, err := t.c.Credentials(ctx); err == nil && (cr.SessionToken != "" || cr.CanExpire) {
+		if cr, err := c.Credentials(ctx); err == nil && (cr.SessionToken != "" || cr.CanExpire) {
 			msg := "the presigned URL was signed with temporary credentials (STS, SSO or an assumed role): it stops working when they expire"
 			if cr.CanExpire && !cr.Expires.IsZero() {
 				msg += fmt.Sprintf(" (at %s), not at %s", cr.Expires.UTC().Format(time.RFC3339), r.PresignExpires.Format(time.RFC3339))
@@ -194,17 +213,15 @@ func (t *Target) makeReport(ctx context.Context, etag string, verified bool) *Re
 	if imageURL == "" {
 		imageURL = r.IntranetURL
 	}
-	m := t.o.Import
 	name := m.ImageName
 	if name == "" {
-		name = defaultImageName(t.key)
+		name = defaultImageName(r.Key)
 	}
-	tok := sha256.Sum256([]byte(t.bucket + "/" + t.key + "/" + t.uploadID))
 	r.ImportImage = ImportImageBody{
 		Architecture: orDefault(m.Architecture, "x86_64"), OSType: orDefault(m.OSType, "linux"), Platform: m.Platform,
 		OSVersion: m.OSVersion, DiskFormat: orDefault(m.DiskFormat, "raw"), SystemDiskSizeGB: m.SystemDiskSizeGB,
 		ImageURL: imageURL, ImageName: name, Description: m.Description, ForceImport: m.ForceImport,
-		ClientToken: hex.EncodeToString(tok[:16]),
+		ClientToken: ClientToken(r.Bucket, r.Key, r.ETag),
 	}
 	if r.ImportImage.Platform == "" {
 		if r.ImportImage.OSType == "windows" {
@@ -214,7 +231,6 @@ func (t *Target) makeReport(ctx context.Context, etag string, verified bool) *Re
 		}
 	}
 	r.ImportCommand = importCommand(r.Region, r.ImportImage)
-	return r
 }
 
 func orDefault(s, def string) string {

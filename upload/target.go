@@ -97,6 +97,12 @@ type Options struct {
 	NoZeroCopy bool
 	// Import fills the ImportImage request of the report.
 	Import ImportMeta
+	// Metadata is stored with the object (x-amz-meta-*) at
+	// CreateMultipartUpload: see ImportMeta.ObjectMetadata.
+	Metadata map[string]string
+	// Preflighted says the caller ran Client.Preflight for this bucket and
+	// key already.
+	Preflighted bool
 	// PresignTTL is how long the presigned URL lives (default 7 days).
 	PresignTTL time.Duration
 	// Log receives notices and warnings, one line each. May be nil.
@@ -204,8 +210,10 @@ func Start(ctx context.Context, c *Client, o Options) (*Target, error) {
 			return nil, err
 		}
 	}
-	if err := c.Preflight(ctx, o.Bucket, o.Key); err != nil {
-		return nil, err
+	if !o.Preflighted {
+		if err := c.Preflight(ctx, o.Bucket, o.Key); err != nil {
+			return nil, err
+		}
 	}
 	t := &Target{
 		c: c, o: o, bucket: o.Bucket, key: o.Key, partSize: partSize, statePath: statePath, log: logf,
@@ -217,6 +225,7 @@ func Start(ctx context.Context, c *Client, o Options) (*Target, error) {
 	if t.uploadID == "" {
 		cr, err := c.S3.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
 			Bucket: aws.String(t.bucket), Key: aws.String(t.key), ContentType: aws.String("application/octet-stream"),
+			Metadata: o.Metadata,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("starting the upload to s3://%s/%s: %s", t.bucket, t.key, short(err))

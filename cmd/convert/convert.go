@@ -36,6 +36,7 @@ type specOptions struct {
 	force       bool
 	check       checkOptions
 	upload      uploadOptions
+	imp         importOptions
 	// inherited names the flags a batch record took from the batch's
 	// command line: they apply where they make sense (the QCOW2 flags to
 	// QCOW2 records, the upload flags to uploads) and are not an error
@@ -61,6 +62,7 @@ func (o *specOptions) register(fs *pflag.FlagSet) {
 	fs.StringVar(&o.blockSize, "block-size", "1M", "unit of reading and zero detection (4k..64M, a power of two)")
 	o.readerOptions.register(fs)
 	o.upload.register(fs)
+	o.imp.register(fs, true)
 	o.check.register(fs)
 }
 
@@ -102,6 +104,18 @@ func (o *specOptions) spec(fs *pflag.FlagSet, src string) (job.Spec, error) {
 	}
 	if err := o.upload.spec(fs, &s, o.given); err != nil {
 		return s, err
+	}
+	// The API's endpoint and the wait's time-out are settings of where
+	// imports go (a wrapper may always give them): they do not matter to a
+	// run that does not import.
+	s.Import = o.imp.spec()
+	if o.inherited["wait"] && !o.imp.doImport {
+		// A batch's --wait follows the imports of the records that
+		// import; it does not make the others import.
+		s.Import.Enabled, s.Import.Wait = false, false
+	}
+	if !s.Import.Enabled {
+		s.Import = job.ImportSpec{}
 	}
 	if err := s.Validate(); err != nil {
 		return s, err
@@ -175,7 +189,9 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	ui := newRunUI(o.progress, stderr, o.asJSON)
 	res, err := job.Run(ctx, spec, job.Env{Stdout: stdout, Events: ui.event})
 	ui.finish(err == nil)
-	if err != nil {
+	// A failed import leaves a complete upload: its report is still told.
+	var ie *job.ImportError
+	if err != nil && !errors.As(err, &ie) {
 		return err
 	}
 	out := stdout
@@ -185,7 +201,11 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if o.asJSON {
 		e := json.NewEncoder(out)
 		e.SetIndent("", "  ")
-		return e.Encode(res)
+		e.SetEscapeHTML(false)
+		if jerr := e.Encode(res); jerr != nil {
+			return jerr
+		}
+		return err
 	}
 	if !toStdout || o.progress != "never" {
 		st := res.Stats
@@ -196,7 +216,8 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if res.Upload != nil {
 		res.Upload.Print(stdout)
 	}
-	return nil
+	printImport(stdout, res.Import)
+	return err
 }
 
 // checkText is the import check's findings for people, a line each.

@@ -131,10 +131,13 @@ type runUI struct {
 	*bars
 	asJSON bool
 	bar    *bar
+	tasks  *taskBars
 }
 
 func newRunUI(mode string, w io.Writer, asJSON bool) *runUI {
-	return &runUI{bars: newBars(mode, w), asJSON: asJSON}
+	u := &runUI{bars: newBars(mode, w), asJSON: asJSON}
+	u.tasks = newTaskBars(u.bars)
+	return u
 }
 
 func (u *runUI) event(e job.Event) {
@@ -155,6 +158,8 @@ func (u *runUI) event(e job.Event) {
 		u.printf("convert: warning: %s\n", e.Message)
 	case job.Notice:
 		u.printf("convert: %s\n", e.Message)
+	case job.ImportProgress:
+		u.tasks.update(*e.Task, "")
 	}
 }
 
@@ -162,6 +167,7 @@ func (u *runUI) finish(ok bool) {
 	if u.bar != nil {
 		u.bar.done(ok)
 	}
+	u.tasks.finish()
 	u.wait()
 }
 
@@ -169,6 +175,7 @@ func (u *runUI) finish(ok bool) {
 // disk as it ends (a JSON object each with --json, on out).
 type batchUI struct {
 	*bars
+	tasks  *taskBars
 	out    io.Writer
 	asJSON bool
 	n      int // disks in the batch
@@ -184,6 +191,7 @@ func newBatchUI(mode string, w, out io.Writer, asJSON bool, n int) *batchUI {
 	u := &batchUI{bars: newBars(mode, w), out: out, asJSON: asJSON, n: n,
 		disk: map[int]*bar{}, virt: map[int]int64{}, done: map[int]int64{}, pending: n}
 	u.total = u.add(fmt.Sprintf("all %d disks", n), 0, 1<<30, false)
+	u.tasks = newTaskBars(u.bars)
 	return u
 }
 
@@ -219,6 +227,8 @@ func (u *batchUI) event(e batch.Event) {
 			u.printf("convert: %s: warning: %s\n", name, je.Message)
 		case job.Notice:
 			u.printf("convert: %s: %s\n", name, je.Message)
+		case job.ImportProgress:
+			u.tasks.update(*je.Task, name)
 		}
 	case batch.DiskDone:
 		oc := e.Outcome
@@ -288,6 +298,7 @@ func (u *batchUI) line(oc *batch.Outcome) {
 }
 
 func (u *batchUI) finish() {
+	u.tasks.finish()
 	if u.total != nil {
 		u.total.done(true)
 	}

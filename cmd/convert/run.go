@@ -15,7 +15,8 @@ It reads a disk image once, checks it against the cloud's import rules
 (partitions, file systems, fstab, drivers, agents: see convert check),
 and writes it converted to sparse-aware RAW or QCOW2 into a file, to stdout,
 or straight into a multipart upload on an S3-compatible store (the cloud's
-OSS), in one pass with bounded memory, printing the ImportImage command.
+OSS), in one pass with bounded memory, and with --import on through the
+cloud's ImportImage API (--wait follows the import task to its end).
 
 Usage:
   convert SRC [-O raw|qcow2] -o OUT    convert an image (flags below)
@@ -23,6 +24,8 @@ Usage:
   convert check SRC [--json]           check an image against the cloud's import rules
   convert batch MANIFEST [--jobs N]    convert many disks (convert batch --help)
   convert uploads ls|abort s3://B/P    list or abort incomplete uploads
+  convert import s3://B/K [--wait]     import an uploaded object as an image (convert import --help)
+  convert import-status TASK_ID...     state of import tasks; --wait follows them
   convert bench SRC | --suite          measure throughput (convert bench --help)
   convert version                      print the version
 
@@ -39,6 +42,7 @@ Examples:
   convert info --json disk.qcow2
   convert disk.vmdk -O qcow2 -c -o disk.qcow2
   convert disk.vmdk -O qcow2 -o s3://bucket/web01.qcow2 --jdcloud-region cn-north-1 --verify
+  convert disk.vmdk -O qcow2 -o s3://bucket/web01.qcow2 --jdcloud-region cn-north-1 --import --wait
 
 `
 
@@ -58,6 +62,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runBatch(ctx, args[1:], stdout, stderr)
 	case "uploads":
 		return runUploads(ctx, args[1:], stdout, stderr)
+	case "import":
+		return runImport(ctx, args[1:], stdout, stderr)
+	case "import-status":
+		return runImportStatus(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "convert %s\n", version)
 		return nil

@@ -1,0 +1,330 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"vmimport/check"
+	"vmimport/jdcloud"
+	"vmimport/job"
+	"vmimport/upload"
+)
+
+const importHelp = `Usage: convert import s3://BUCKET/KEY [--wait] [--image-name NAME] [flags]
+
+Imports an object uploaded earlier by convert into the cloud as a private
+image (ImportImage), from what the upload stored in the object's metadata:
+disk format, system disk size, osType, platform, osVersion, architecture
+and image name. Flags override them; an object convert did not upload
+needs --disk-format and --system-disk-size-gb. The image link is a fresh
+presigned link signed for the intranet host (--presign-ttl).
+
+The clientToken comes from the bucket, key and ETag: importing the same
+object again gives the first import's image and task back. After a failed
+task, give --client-token to import anew.
+
+Region: --jdcloud-region, else the region of a jdcloud-oss --endpoint, else
+--region. Credentials of the cloud's API: JDCLOUD_ACCESS_KEY_ID and
+JDCLOUD_SECRET_ACCESS_KEY, else the jdc CLI's current profile
+(~/.jdc/config), else the AWS chain the upload uses; never printed.
+
+Flags:
+`
+
+const importStatusHelp = `Usage: convert import-status TASK_ID... [--wait] [--json] [flags]
+
+Shows the state of image import tasks (DescribeImageTasks): status, progress,
+image id, the cloud's errorInfo. --wait follows them until every one has
+ended: exit 0 when all finished, 5 when one failed, 8 at --wait-timeout.
+Region and credentials as for convert import.
+
+Flags:
+`
+
+// runImport is `convert import s3://BUCKET/KEY`.
+func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		u           uploadOptions
+		i           importOptions
+		asJSON      bool
+		progress    string
+		diskFormat  string
+		diskSizeGB  int64
+		forceImport bool
+		clientToken string
+	)
+	fs := pflag.NewFlagSet("convert import", pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.SetOutput(stderr)
+	i.register(fs, false)
+	u.registerStore(fs)
+	fs.StringVar(&u.imageName, "image-name", "", "image name (default: the one the upload stored, else from the key)")
+	fs.StringVar(&u.description, "description", "", "image description")
+	fs.StringVar(&u.osType, "os-type", "", "osType: linux or windows (default: what the upload's check found)")
+	fs.StringVar(&u.platform, "platform", "", `platform: CentOS, Ubuntu, "Windows Server", "Other Linux", "Other Windows", ...`)
+	fs.StringVar(&u.osVersion, "os-version", "", "osVersion, e.g. 7.9 or 22.04")
+	fs.StringVar(&u.architecture, "architecture", "", "architecture: x86_64, arm64 or i386")
+	fs.StringVar(&diskFormat, "disk-format", "", "diskFormat of the object: raw, qcow2, vhd or vmdk")
+	fs.Int64Var(&diskSizeGB, "system-disk-size-gb", 0, "system disk size: 40..500, a multiple of 10, not below the virtual size")
+	fs.BoolVar(&forceImport, "force-import", false, "ask the cloud to skip its own image checks (forceImport)")
+	fs.StringVar(&clientToken, "client-token", "", "clientToken (at most 64 characters; default: from bucket, key and ETag)")
+	fs.DurationVar(&u.presignTTL, "presign-ttl", 7*24*time.Hour, "validity of the presigned image link (24h..168h)")
+	fs.StringVar(&progress, "progress", "auto", "with --wait: progress bar on stderr: auto (on a terminal), always, never")
+	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, importHelp)
+		fmt.Fprint(stderr, fs.FlagUsages())
+		fmt.Fprint(stderr, "\n"+exitCodesHelp)
+	}
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return usageError{fmt.Errorf("give one object, s3://BUCKET/KEY")}
+	}
+	bucket, key, err := upload.ParseS3URL(fs.Arg(0))
+	if err != nil {
+		return usageError{err}
+	}
+	if key == "" || strings.HasSuffix(key, "/") {
+		return usageError{fmt.Errorf("%s: give the object's key, not a folder", fs.Arg(0))}
+	}
+	if err := i.validate(progress); err != nil {
+		return err
+	}
+	if u.presignTTL < 24*time.Hour || u.presignTTL > 7*24*time.Hour {
+		return usageError{fmt.Errorf("--presign-ttl %s: the import link must live at least 1 day (24h) and SigV4 allows at most 7 days (168h)", u.presignTTL)}
+	}
+	if len(clientToken) > jdcloud.MaxClientToken {
+		return usageError{fmt.Errorf("--client-token: %d characters, at most %d", len(clientToken), jdcloud.MaxClientToken)}
+	}
+	u.concurrency = 4
+	c, err := u.client(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := job.APIRegion(u.store(), c); err != nil {
+		return err
+	}
+	info, err := c.HeadObject(ctx, bucket, key)
+	if err != nil {
+		return err
+	}
+	object := "s3://" + bucket + "/" + key
+	meta, virtual, err := upload.ImportMetaFromObject(info.Metadata)
+	if errors.Is(err, upload.ErrNoImportMeta) {
+		if !fs.Changed("disk-format") || !fs.Changed("system-disk-size-gb") {
+			return usageError{fmt.Errorf("%s carries no import metadata (convert did not upload it): give --disk-format and --system-disk-size-gb", object)}
+		}
+	} else if err != nil {
+		return inputError{fmt.Errorf("%s: %w", object, err)}
+	}
+	for _, f := range []struct {
+		flag string
+		dst  *string
+		val  string
+	}{
+		{"image-name", &meta.ImageName, u.imageName}, {"description", &meta.Description, u.description},
+		{"os-type", &meta.OSType, u.osType}, {"platform", &meta.Platform, u.platform}, {"os-version", &meta.OSVersion, u.osVersion},
+		{"architecture", &meta.Architecture, u.architecture}, {"disk-format", &meta.DiskFormat, diskFormat},
+	} {
+		if fs.Changed(f.flag) {
+			*f.dst = f.val
+		}
+	}
+	if fs.Changed("system-disk-size-gb") {
+		meta.SystemDiskSizeGB = diskSizeGB
+	}
+	if fs.Changed("force-import") {
+		meta.ForceImport = forceImport
+	}
+	if err := checkImportMeta(meta, virtual); err != nil {
+		return err
+	}
+	logf := func(s string) { fmt.Fprintf(stderr, "convert: %s\n", s) }
+	api, err := job.ConnectAPI(ctx, u.store(), c, i.spec(), logf, false)
+	if err != nil {
+		return err
+	}
+	rep := c.ObjectReport(ctx, info, u.presignTTL, meta)
+	for _, w := range rep.Warnings {
+		fmt.Fprintf(stderr, "convert: warning: %s\n", w)
+	}
+	body := rep.ImportImage
+	if clientToken != "" {
+		body.ClientToken = clientToken
+	}
+	if meta.Platform == "" {
+		fmt.Fprintf(stderr, "convert: warning: %s\n", job.OSHint(body))
+	}
+	b := newBars(progress, stderr)
+	tasks := newTaskBars(b)
+	res, err := api.Import(ctx, body, object, job.ImportSpec{Enabled: true, Wait: i.wait, WaitTimeout: i.waitTimeout, PollInterval: i.pollInterval, APIEndpoint: i.apiEndpoint}, job.ImportHooks{
+		Task:   func(t jdcloud.Task) { tasks.update(t, "") },
+		Notice: func(s string) { b.printf("convert: %s\n", s) },
+	})
+	tasks.finish()
+	b.wait()
+	if asJSON && res != nil {
+		printJSON(stdout, res)
+	} else {
+		printImport(stdout, res)
+	}
+	if err != nil {
+		return importError{err}
+	}
+	return nil
+}
+
+// checkImportMeta checks the fields the import sends against the API's
+// rules, before the call.
+func checkImportMeta(m upload.ImportMeta, virtual int64) error {
+	if !slices.Contains([]string{"raw", "qcow2", "vhd", "vmdk"}, m.DiskFormat) {
+		return usageError{fmt.Errorf("disk format %q: the import takes raw, qcow2, vhd or vmdk (--disk-format)", m.DiskFormat)}
+	}
+	if m.OSType != "" && m.OSType != "linux" && m.OSType != "windows" {
+		return usageError{fmt.Errorf("--os-type %q: use linux or windows", m.OSType)}
+	}
+	if m.Architecture != "" && !slices.Contains([]string{"x86_64", "arm64", "i386"}, m.Architecture) {
+		return usageError{fmt.Errorf("--architecture %q: use x86_64, arm64 or i386", m.Architecture)}
+	}
+	if virtual > 0 {
+		if _, err := check.DiskSize(virtual, m.SystemDiskSizeGB); err != nil {
+			return usageError{fmt.Errorf("system disk size: %w", err)}
+		}
+	} else if g := m.SystemDiskSizeGB; g < check.MinDiskGB || g > check.MaxDiskGB || g%check.StepDiskGB != 0 {
+		return usageError{fmt.Errorf("--system-disk-size-gb %d: use %d..%d, a multiple of %d", g, check.MinDiskGB, check.MaxDiskGB, check.StepDiskGB)}
+	}
+	return nil
+}
+
+// runImportStatus is `convert import-status TASK_ID...`.
+func runImportStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		u        uploadOptions
+		i        importOptions
+		asJSON   bool
+		progress string
+	)
+	fs := pflag.NewFlagSet("convert import-status", pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.SetOutput(stderr)
+	i.register(fs, false)
+	u.registerStore(fs)
+	fs.StringVar(&progress, "progress", "auto", "with --wait: progress bar on stderr (one task): auto (on a terminal), always, never")
+	fs.BoolVar(&asJSON, "json", false, "print the tasks as JSON")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, importStatusHelp)
+		fmt.Fprint(stderr, fs.FlagUsages())
+		fmt.Fprint(stderr, "\n"+exitCodesHelp)
+	}
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return usageError{errors.New("give one or more task ids")}
+	}
+	ids := make([]jdcloud.TaskID, fs.NArg())
+	for n, a := range fs.Args() {
+		if strings.TrimSpace(a) == "" {
+			return usageError{errors.New("an empty task id")}
+		}
+		ids[n] = jdcloud.TaskID(a)
+	}
+	if err := i.validate(progress); err != nil {
+		return err
+	}
+	u.concurrency = 1
+	c, err := u.client(ctx)
+	if err != nil {
+		return err
+	}
+	api, err := job.ConnectAPI(ctx, u.store(), c, i.spec(), func(s string) { fmt.Fprintf(stderr, "convert: %s\n", s) }, false)
+	if err != nil {
+		return err
+	}
+	region := api.Region()
+	var tasks []jdcloud.Task
+	if i.wait {
+		b := newBars(progress, stderr)
+		tb := newTaskBars(b)
+		tasks, err = api.WaitTasks(ctx, ids, jdcloud.WaitOptions{
+			Timeout: i.waitTimeout, MinInterval: i.pollInterval, MaxInterval: max(60*time.Second, i.pollInterval),
+			Progress: func(t jdcloud.Task) { tb.update(t, "") },
+			Log:      func(s string) { b.printf("convert: %s\n", s) },
+		})
+		tb.finish()
+		b.wait()
+	} else {
+		var got map[jdcloud.TaskID]jdcloud.Task
+		got, err = api.Tasks(ctx, "ImportImage", ids...)
+		var missing []string
+		for _, id := range ids {
+			if t, ok := got[id]; ok {
+				tasks = append(tasks, t)
+			} else {
+				missing = append(missing, string(id))
+			}
+		}
+		if err == nil && len(missing) > 0 {
+			err = fmt.Errorf("%w: no import task %s in region %s", jdcloud.ErrInvalidRequest, strings.Join(missing, ", "), region)
+		}
+	}
+	if asJSON {
+		if tasks == nil {
+			tasks = []jdcloud.Task{}
+		}
+		printJSON(stdout, tasks)
+	} else {
+		printTasks(stdout, tasks)
+	}
+	if err != nil {
+		if errors.Is(err, jdcloud.ErrUnauthorized) {
+			err = fmt.Errorf("%w; the credentials were %s", err, api.Creds)
+		}
+		return importError{err}
+	}
+	return nil
+}
+
+// printTasks writes a table of tasks.
+func printTasks(w io.Writer, tasks []jdcloud.Task) {
+	if len(tasks) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TASK\tSTATUS\tPROGRESS\tIMAGE\tCREATED\tFINISHED\tERROR")
+	for _, t := range tasks {
+		info := t.ErrorInfo
+		if info == "" && t.TaskStatus == jdcloud.TaskFailed {
+			info = t.Message
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d%%\t%s\t%s\t%s\t%s\n", t.TaskID, orDash(t.TaskStatus), t.Progress, orDash(t.ImageID),
+			orDash(t.CreatedTime), orDash(t.FinishedTime), oneLine(info))
+	}
+	tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func printJSON(w io.Writer, v any) {
+	e := json.NewEncoder(w)
+	e.SetIndent("", "  ")
+	e.Encode(v)
+}
