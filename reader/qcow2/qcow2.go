@@ -55,16 +55,13 @@ func Open(src image.Source, opts *image.Options) (*Image, error) {
 		if opts == nil || !opts.AllowBacking || opts.Open == nil {
 			return nil, fmt.Errorf("%s: qcow2: image has backing file %q: %w: pass --allow-backing to read through the backing chain", src.Path, h.BackingFile, image.ErrNotAllowed)
 		}
-		if opts.Depth+1 > image.MaxChainDepth {
-			return nil, image.Corruptf(src.Path, "qcow2", 8, "backing chain deeper than %d images (a loop?)", image.MaxChainDepth)
-		}
 		resolved, err := image.ResolvePath(src.Path, h.BackingFile, opts)
 		if err != nil {
 			return nil, fmt.Errorf("%s: qcow2: backing file: %w", src.Path, err)
 		}
 		backing, err := opts.Open(resolved, opts.Depth+1)
 		if err != nil {
-			return nil, fmt.Errorf("%s: qcow2: backing file %q: %w", src.Path, h.BackingFile, err)
+			return nil, image.WrapChain(err, "%s: qcow2: backing file %q", src.Path, h.BackingFile)
 		}
 		im.backing = backing
 		want, err := os.Stat(resolved)
@@ -191,6 +188,9 @@ func (im *Image) Info() image.Info {
 	}
 	return info
 }
+
+// Files is every file of the backing chain (the caller holds this one's).
+func (im *Image) Files() []*os.File { return image.Files(im.backing) }
 
 // Close closes the backing chain; the file belongs to the caller.
 func (im *Image) Close() error {

@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"vmimport/reader/image"
@@ -415,9 +416,6 @@ func (im *Image) openParent(opts *image.Options) error {
 	if opts == nil || !opts.AllowBacking || opts.Open == nil {
 		return fmt.Errorf("%s: vhdx: differencing disk with parent %q: %w: pass --allow-backing to read through the parent", src.Path, im.parentName, image.ErrNotAllowed)
 	}
-	if opts.Depth+1 > image.MaxChainDepth {
-		return im.corrupt(-1, "parent chain deeper than %d images (a loop?)", image.MaxChainDepth)
-	}
 	if len(names) == 0 {
 		return im.corrupt(-1, "differencing disk's parent locator names no usable path")
 	}
@@ -434,7 +432,7 @@ func (im *Image) openParent(opts *image.Options) error {
 		}
 		p, err := opts.Open(resolved, opts.Depth+1)
 		if err != nil {
-			return fmt.Errorf("%s: vhdx: parent %q: %w", src.Path, name, err)
+			return image.WrapChain(err, "%s: vhdx: parent %q", src.Path, name)
 		}
 		info := p.Info()
 		got := field(info, "data write GUID")
@@ -679,6 +677,9 @@ func (im *Image) Info() image.Info {
 	}
 	return info
 }
+
+// Files is every file of the parent chain (the caller holds this one's).
+func (im *Image) Files() []*os.File { return image.Files(im.parent) }
 
 // Close closes the parent; the file belongs to the caller.
 func (im *Image) Close() error {
