@@ -48,6 +48,9 @@ func Open(src image.Source, opts *image.Options) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkTables(src, h); err != nil {
+		return nil, err
+	}
 	im := &Image{src: src, h: h, cluster: 1 << h.ClusterBits}
 	var ra io.ReaderAt = plainReaderAt{src.R}
 	var open limaimage.OpenWithType
@@ -125,7 +128,15 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 		err = io.ErrUnexpectedEOF
 	}
 	if err != nil {
-		return n, fmt.Errorf("%s: qcow2: reading guest offset %d: %w", im.src.Path, off+int64(n), err)
+		// An I/O error of the file stays one (exit 1); anything else the
+		// library met (a short read past the end of a truncated file, a
+		// cluster that does not inflate) is a corrupt image (exit 3).
+		var pe *os.PathError
+		if errors.As(err, &pe) || errors.Is(err, image.ErrCorrupt) || errors.Is(err, image.ErrUnsupported) {
+			return n, fmt.Errorf("%s: qcow2: reading guest offset %d: %w", im.src.Path, off+int64(n), err)
+		}
+		return n, &image.FormatError{Path: im.src.Path, Format: "qcow2", Offset: -1,
+			Rule: fmt.Sprintf("reading guest offset %d: %v", off+int64(n), err), Err: image.ErrCorrupt}
 	}
 	return n, nil
 }
