@@ -30,6 +30,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"vmimport/reader/image"
 )
@@ -191,6 +192,9 @@ func (im *Image) openExtent(src image.Source, de descExtent, opts *image.Options
 	}
 	f, err := os.Open(p)
 	if err != nil {
+		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+			return nil, fmt.Errorf("%s: vmdk descriptor: line %d: extent %d of %d: the open-file limit (ulimit -n %d) allows no more: %w", src.Path, de.line, len(im.files)+1, len(im.desc.Extents), image.FileLimit(), err)
+		}
 		return nil, fmt.Errorf("%s: vmdk descriptor: line %d: extent: %w", src.Path, de.line, err)
 	}
 	im.files = append(im.files, f)
