@@ -189,6 +189,9 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return inputError{err}
 	}
 	defer im.Close()
+	if err := refuseSameFile(im, o.output, stdout); err != nil {
+		return usageError{err}
+	}
 
 	if im, err = o.check.shrinkImage(ctx, im, o.diskSizeGB); err != nil { // --shrink: im.Size() becomes the requested size
 		return inputError{fmt.Errorf("%s: %w", src, err)}

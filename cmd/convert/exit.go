@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
+	"syscall"
 
 	"github.com/spf13/pflag"
 
@@ -18,7 +20,8 @@ const (
 	exitFailure   = 1   // the conversion or upload failed (I/O, network, server)
 	exitUsage     = 2   // bad command line
 	exitBadInput  = 3   // the image is unreadable, unsupported, or breaks an import rule
-	exitCancelled = 130 // interrupted (SIGINT, SIGTERM)
+	exitCancelled = 130 // interrupted (SIGINT, SIGTERM, SIGHUP)
+	exitPipe      = 141 // stdout's reader went away (128 + SIGPIPE, as a shell reports it)
 )
 
 const exitCodesHelp = `Exit codes:
@@ -26,7 +29,8 @@ const exitCodesHelp = `Exit codes:
   1    the conversion failed (I/O error, full disk, network, server)
   2    usage error (bad flags or arguments)
   3    bad input: unreadable, corrupt or unsupported image, or an import rule broken
-  130  interrupted (Ctrl-C, SIGTERM): nothing was left under the output name
+  130  interrupted (Ctrl-C, SIGTERM, SIGHUP): nothing was left under the output name
+  141  -o -: the reader of stdout closed the pipe before the image was complete
 `
 
 // usageError marks errors in the command line.
@@ -55,6 +59,8 @@ func exitCode(ctx context.Context, err error) int {
 		return exitOK
 	case ctx.Err() != nil || errors.Is(err, context.Canceled):
 		return exitCancelled
+	case errors.Is(err, syscall.EPIPE):
+		return exitPipe
 	case errors.As(err, &ue), errors.Is(err, stream.ErrOptions):
 		return exitUsage
 	case errors.As(err, &ie), errors.Is(err, image.ErrCorrupt), errors.Is(err, image.ErrUnsupported),
@@ -62,4 +68,12 @@ func exitCode(ctx context.Context, err error) int {
 		return exitBadInput
 	}
 	return exitFailure
+}
+
+// message is what main prints for a failed run.
+func message(code int, err error) string {
+	if code == exitPipe {
+		return fmt.Sprintf("the reader of stdout closed the pipe before the image was complete: what it got is cut short (%v)", err)
+	}
+	return err.Error()
 }
