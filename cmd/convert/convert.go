@@ -229,6 +229,9 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if ut, ok := target.(*upload.Target); ok {
 		ut.SetImport(func(m *upload.ImportMeta) { o.fillImport(m, fs.Changed) })
+		if ut.Completed() { // an earlier run completed it: only its cleanup is left
+			return finishCompleted(ctx, ut, &o, summary{Source: im.Info(), Output: o.output, OutputFormat: o.outFormat, Warnings: warnings, Check: o.check.Report()}, stdout, stderr)
+		}
 	}
 	var enc writer.Encoder = writer.NewRaw(target)
 	if o.outFormat == "qcow2" {
