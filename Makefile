@@ -6,7 +6,7 @@ DEMO_DIR  ?= demo-out
 # The test suite's own limit; CI has 90 minutes, the suite aims at well under 15.
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build test test-short check demo bench gobench fuzz clean
+.PHONY: all build test test-short check demo bench gobench fuzz faults clean
 
 all: build
 
@@ -72,6 +72,14 @@ fuzz:
 	    echo "== $$pkg $$f ($$t)"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $$t $$pkg || exit 1; \
 	  done; \
 	done
+
+# The fault campaign (cmd/convert/uploadtest/faults_test.go, build tag
+# faults): INT/TERM/HUP/KILL at random points of file, stdout and upload
+# runs, a full file system (a 16 MiB tmpfs: needs root), a server gone
+# mid-upload, a wrong ETag; prints one line per run and any FINDING.
+faults:
+	@set -e; eval "$$(.ci/versitygw.sh)"; trap '.ci/versitygw.sh stop' EXIT; \
+	  $(GO) test -tags faults -run '^TestFaults$$' -count 1 -v -timeout 30m ./cmd/convert/uploadtest/
 
 clean:
 	rm -rf bin $(DEMO_DIR)

@@ -375,6 +375,10 @@ func (t *tables) checkData() error {
 				}
 				read = alloc != 0
 			} else if e&oflagZero != 0 {
+				if h.Version < 3 {
+					// qemu: "Zero cluster entry found in pre-v3 image".
+					return t.bad(at, "L2 entry for guest offset %d is 0x%016x: the zero flag (bit 0) is reserved in a version 2 image", guest, e)
+				}
 				read = false // a zero cluster, maybe preallocated: not read
 			}
 			if o == 0 {
