@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -128,3 +129,25 @@ func (t *Target) dropKeys(ctx context.Context, keys ...string) {
 
 // Size is the size of the output so far (of the object, once completed).
 func (t *Target) Size() int64 { return t.pos }
+
+// dropUnconfirmed deletes the object a Complete made whose answer never
+// came (the run was interrupted or the connection dropped while the store
+// completed it): an aborted run must not leave a complete-looking object.
+// It is ours when it has the size and ETag the state file recorded and is
+// no older than the upload (an identical object uploaded before stays).
+func (t *Target) dropUnconfirmed(ctx context.Context) error {
+	if t.st == nil || t.st.Completing == nil {
+		return nil
+	}
+	c := t.st.Completing
+	h, err := t.c.S3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(t.bucket), Key: aws.String(t.key)})
+	if err != nil || aws.ToInt64(h.ContentLength) != c.Size || trimETag(h.ETag) != c.ETag ||
+		aws.ToTime(h.LastModified).Before(t.st.Started.Add(-time.Minute)) {
+		return nil
+	}
+	if err := t.deleteObject(ctx, t.key); err != nil {
+		return fmt.Errorf("deleting s3://%s/%s, completed while the run was stopping: %s", t.bucket, t.key, short(err))
+	}
+	t.log(fmt.Sprintf("deleted s3://%s/%s: the store completed it while the run was stopping", t.bucket, t.key))
+	return nil
+}

@@ -947,6 +947,9 @@ func (t *Target) Abort(ctx context.Context) error {
 	if err := t.abortUpload(ctx); err != nil {
 		return err
 	}
+	if err := t.dropUnconfirmed(ctx); err != nil {
+		return err
+	}
 	return removeState(t.statePath)
 }
 
