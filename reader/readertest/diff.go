@@ -68,7 +68,7 @@ type Outcome struct {
 
 // maxCompared is the largest virtual size whose bytes are compared; above
 // it only the sizes are (mutations can claim terabytes).
-const maxCompared = 64 << 20
+const maxCompared = 16 << 20
 
 // LoadBases reads the base images, gunzipping names that end in .gz.
 func LoadBases(tb testing.TB, names ...string) [][]byte {
