@@ -150,6 +150,14 @@ func faultsFile(t *testing.T, c *campaign, rng *rand.Rand, disk, want string) {
 					if statErr == nil || len(left) > 0 {
 						verdict = fmt.Sprintf("VIOLATION: left %v (output there: %v)", left, statErr == nil)
 					}
+				case code == -int(sig) && sig != syscall.SIGKILL:
+					// The signal came before main installed its handlers
+					// (the first milliseconds): it must have found nothing.
+					if statErr == nil || len(left) > 0 {
+						verdict = fmt.Sprintf("VIOLATION: died of %v and left %v (output there: %v)", sig, left, statErr == nil)
+					} else {
+						verdict = "died of the signal before the handlers were set: nothing created"
+					}
 				case code == -int(syscall.SIGKILL) && sig == syscall.SIGKILL:
 					if statErr == nil {
 						verdict = "VIOLATION: output present after kill -9 mid-run"
@@ -210,7 +218,7 @@ func faultsStdout(t *testing.T, c *campaign, rng *rand.Rand, disk string) {
 			switch {
 			case code == 0 && n != 256*mib:
 				verdict = fmt.Sprintf("VIOLATION: exit 0 after %d of %d bytes", n, 256*mib)
-			case code == 0, code == 130 && sig != syscall.SIGKILL, code == -int(syscall.SIGKILL) && sig == syscall.SIGKILL:
+			case code == 0, code == 130 && sig != syscall.SIGKILL, code == -int(sig):
 			default:
 				verdict = fmt.Sprintf("VIOLATION: exit %d: %s", code, strings.TrimSpace(stderr.String()))
 			}
@@ -303,6 +311,8 @@ func faultsUpload(t *testing.T, e *env, c *campaign, rng *rand.Rand, disk, want 
 					if len(after.keys) > 0 || len(after.pending) > 0 || recorded {
 						verdict = fmt.Sprintf("VIOLATION: interrupted upload left %s, state file %v", after, recorded)
 					}
+				case code == -int(sig) && sig != syscall.SIGKILL && !recorded && len(after.keys) == 0 && len(after.pending) == 0:
+					verdict = "died of the signal before the handlers were set: nothing created"
 				case (code == 130 && sig != syscall.SIGKILL) || (code == -int(syscall.SIGKILL) && sig == syscall.SIGKILL):
 					// Kept for --resume (or killed): whatever is left must be
 					// recorded, and a resume must reach the same object.
@@ -426,8 +436,9 @@ func faultsServerDown(t *testing.T, e *env, c *campaign, disk, want string) {
 // the MD5 of what was sent: the run fails (exit 1) and leaves nothing.
 func faultsWrongETag(t *testing.T, e *env, c *campaign, disk string) {
 	for _, op := range []string{"UploadPart", "UploadPartCopy"} {
+		second := e.proxy.Count(op) + 2 // the proxy counts requests over its life
 		e.proxy.Inject(0, func(o string, n int) s3test.Fault {
-			if o == op && n == 2 {
+			if o == op && n == second {
 				return s3test.WrongETag
 			}
 			return s3test.Pass
