@@ -6,7 +6,7 @@ DEMO_DIR  ?= demo-out
 # The test suite's own limit; CI has 90 minutes, the suite aims at well under 15.
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build test test-short check demo bench gobench fuzz clean
+.PHONY: all build test test-short check demo bench gobench fuzz faults clean
 
 all: build
 
@@ -59,13 +59,27 @@ bench: build
 gobench:
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
 
-# A short run of every fuzz target.
+# Every fuzz target: FUZZTIME each, and the differential targets (FuzzDiff:
+# mutated images read by us and by qemu-img, reader/readertest/diff.go)
+# DIFF_FUZZTIME each. A failing input lands in the package's
+# testdata/fuzz/ and replays with `go test`.
+FUZZTIME ?= 20s
+DIFF_FUZZTIME ?= 3m
 fuzz:
 	@for pkg in $$($(GO) list ./...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
-	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s $$pkg || exit 1; \
+	    t=$(FUZZTIME); [ "$$f" = FuzzDiff ] && t=$(DIFF_FUZZTIME); \
+	    echo "== $$pkg $$f ($$t)"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $$t $$pkg || exit 1; \
 	  done; \
 	done
+
+# The fault campaign (cmd/convert/uploadtest/faults_test.go, build tag
+# faults): INT/TERM/HUP/KILL at random points of file, stdout and upload
+# runs, a full file system (a 16 MiB tmpfs: needs root), a server gone
+# mid-upload, a wrong ETag; prints one line per run and any FINDING.
+faults:
+	@set -e; eval "$$(.ci/versitygw.sh)"; trap '.ci/versitygw.sh stop' EXIT; \
+	  $(GO) test -tags faults -run '^TestFaults$$' -count 1 -v -timeout 30m ./cmd/convert/uploadtest/
 
 clean:
 	rm -rf bin $(DEMO_DIR)

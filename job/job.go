@@ -191,6 +191,9 @@ func (j *run) run(ctx context.Context) error {
 		return &InputError{err}
 	}
 	defer im.Close()
+	if err := j.refuseSameFile(im); err != nil {
+		return err
+	}
 	info := im.Info()
 	j.res.Source = info
 	j.emit(Event{Kind: Started, Info: &info})
@@ -265,6 +268,24 @@ func (j *run) run(ctx context.Context) error {
 	}
 	if err != nil {
 		return err
+	}
+	if ut, ok := target.(*upload.Target); ok && ut.Completed() {
+		// An earlier run completed this upload and was stopped before its
+		// cleanup: the object is there as recorded; only the cleanup and
+		// the report are left, and the import if asked.
+		j.notice(fmt.Sprintf("%s: already uploaded by the run before, which stopped before its cleanup; cleaning up", j.res.Output))
+		j.phase(Finishing)
+		if err := ut.Commit(ctx, nil); err != nil {
+			return fmt.Errorf("finishing the completed upload to %s: %w", j.res.Output, err)
+		}
+		j.res.OutputBytes = ut.Size()
+		if r, ok := ut.Report().(*upload.Report); ok {
+			j.res.Upload = r
+		}
+		if up.api != nil && j.res.Upload != nil {
+			return j.doImport(ctx, up.api, rep)
+		}
+		return nil
 	}
 	fail := func(err error) error {
 		j.phase(Aborting)

@@ -258,8 +258,9 @@ func TestFailureLeavesNothing(t *testing.T) {
 	if err == nil {
 		t.Fatal("a truncated QCOW2 converted")
 	}
-	if res.Source.Format != "qcow2" {
-		t.Errorf("result of the failed job: %+v", res)
+	var ie *InputError
+	if !errors.As(err, &ie) || !errors.Is(err, image.ErrCorrupt) || res.Output != out {
+		t.Errorf("a truncated QCOW2: %v, result %+v", err, res)
 	}
 	noOutput(t, dir, out)
 
@@ -348,3 +349,24 @@ func TestDestination(t *testing.T) {
 }
 
 var _ image.Image = reader.Image(nil)
+
+// TestSameFile: an output that is the source, even through a link, is
+// refused before anything is written, and the source is left as it was.
+func TestSameFile(t *testing.T) {
+	src := testDisk(t)
+	dir := t.TempDir()
+	q := testkit.Convert(t, src, filepath.Join(dir, "in.qcow2"), "qcow2")
+	before := testkit.FileSHA256(t, q)
+	link := filepath.Join(dir, "link.qcow2")
+	os.Symlink(q, link)
+	for _, out := range []string{q, link} {
+		_, err := Run(context.Background(), Spec{Source: q, Output: out}, Env{})
+		var se *SpecError
+		if !errors.As(err, &se) || !strings.Contains(err.Error(), "-o "+out) {
+			t.Errorf("-o %s: %v", out, err)
+		}
+	}
+	if testkit.FileSHA256(t, q) != before {
+		t.Fatal("the source changed")
+	}
+}

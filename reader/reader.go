@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
+	"syscall"
 
 	"vmimport/reader/image"
 	"vmimport/reader/ova"
@@ -33,17 +35,17 @@ type opener func(src image.Source, opts *image.Options) (image.Image, error)
 // anything, is not in the list: it comes last.
 func probes() []probe {
 	return []probe{
-		{name: "QCOW2", detect: isQCOW(2), open: func(s image.Source, o *image.Options) (image.Image, error) { return qcow2.Open(s, o) }},
-		{name: "QCOW version 1", detect: isQCOW(1), hint: "convert it with qemu-img to qcow2 first"},
-		{name: "QED", detect: magic("QED\x00"), hint: "convert it with qemu-img to qcow2 first"},
-		{name: "VMDK", detect: isVMDKSparse, open: func(s image.Source, o *image.Options) (image.Image, error) { return vmdk.Open(s, o) }},
-		{name: "VMDK descriptor", detect: isVMDKDescriptor, open: func(s image.Source, o *image.Options) (image.Image, error) { return vmdk.Open(s, o) }},
-		{name: "VHDX", detect: magic("vhdxfile"), open: func(s image.Source, o *image.Options) (image.Image, error) { return vhdx.Open(s, o) }},
-		{name: "VHD", detect: isVHD, open: func(s image.Source, o *image.Options) (image.Image, error) { return vhd.Open(s, o) }},
-		{name: "VDI", detect: isVDI, open: func(s image.Source, o *image.Options) (image.Image, error) { return vdi.Open(s, o) }},
-		{name: "Parallels", detect: isParallels, hint: "convert it with qemu-img to qcow2 first"},
-		{name: "ISO 9660", detect: isISO, hint: "an installer or CD image is not a system disk: install the system onto a disk and import that disk"},
-		{name: "OVA/tar", detect: isTar, open: func(s image.Source, o *image.Options) (image.Image, error) { return ova.Open(s, o, Detect) }},
+		{name: "QCOW2", sig: `"QFI\\xfb" at offset 0`, detect: isQCOW(2), open: func(s image.Source, o *image.Options) (image.Image, error) { return qcow2.Open(s, o) }},
+		{name: "QCOW version 1", sig: `"QFI\\xfb" version 1 at offset 0`, detect: isQCOW(1), hint: "convert it with qemu-img to qcow2 first"},
+		{name: "QED", sig: `"QED\\0" at offset 0`, detect: magic("QED\x00"), hint: "convert it with qemu-img to qcow2 first"},
+		{name: "VMDK", sig: `"KDMV" or "COWD" at offset 0`, detect: isVMDKSparse, open: func(s image.Source, o *image.Options) (image.Image, error) { return vmdk.Open(s, o) }},
+		{name: "VMDK descriptor", sig: "a text descriptor", detect: isVMDKDescriptor, open: func(s image.Source, o *image.Options) (image.Image, error) { return vmdk.Open(s, o) }},
+		{name: "VHDX", sig: `"vhdxfile" at offset 0`, detect: magic("vhdxfile"), open: func(s image.Source, o *image.Options) (image.Image, error) { return vhdx.Open(s, o) }},
+		{name: "VHD", sig: `"conectix" at the start or in the last sector`, detect: isVHD, open: func(s image.Source, o *image.Options) (image.Image, error) { return vhd.Open(s, o) }},
+		{name: "VDI", sig: "the VDI banner or signature 0xbeda107f at offset 0x40", detect: isVDI, open: func(s image.Source, o *image.Options) (image.Image, error) { return vdi.Open(s, o) }},
+		{name: "Parallels", sig: `"WithoutFreeSpace" at offset 0`, detect: isParallels, hint: "convert it with qemu-img to qcow2 first"},
+		{name: "ISO 9660", sig: `"CD001" at offset 0x8001`, detect: isISO, hint: "an installer or CD image is not a system disk: install the system onto a disk and import that disk"},
+		{name: "OVA/tar", sig: "a tar header", detect: isTar, open: func(s image.Source, o *image.Options) (image.Image, error) { return ova.Open(s, o, Detect) }},
 		{name: "gzip-compressed", detect: magic("\x1f\x8b"), hint: "decompress it first (gunzip -k)"},
 		{name: "xz-compressed", detect: magic("\xfd7zXZ\x00"), hint: "decompress it first (xz -dk)"},
 		{name: "zstd-compressed", detect: magic("\x28\xb5\x2f\xfd"), hint: "decompress it first (zstd -d)"},
@@ -54,17 +56,45 @@ func probes() []probe {
 
 // Open opens the image at path. The caller closes it.
 func Open(path string, opts Options) (Image, error) {
-	return open(path, opts, opts.Depth)
+	return open(path, opts, nil)
 }
 
-func open(path string, opts Options, depth int) (Image, error) {
+// link is one file of a backing chain, as opened.
+type link struct {
+	path string
+	fi   os.FileInfo
+}
+
+// open opens path as the next file of chain (the files that led to it,
+// first the one the user named). A file that is already in the chain is a
+// loop; a chain longer than MaxChainDepth, or than the open-file limit
+// allows, ends with a ChainError too.
+func open(path string, opts Options, chain []link) (Image, error) {
+	if len(chain) >= image.MaxChainDepth {
+		return nil, &image.ChainError{First: chain[0].path, By: chain[len(chain)-1].path, Depth: len(chain), Err: image.ErrUnsupported}
+	}
 	f, src, err := openFile(path)
 	if err != nil {
+		if len(chain) > 0 && (errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)) {
+			return nil, &image.ChainError{First: chain[0].path, By: chain[len(chain)-1].path, Depth: len(chain), Limit: image.FileLimit(), Err: image.ErrUnsupported}
+		}
 		return nil, err
 	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	for i, l := range chain {
+		if os.SameFile(l.fi, fi) {
+			f.Close()
+			return nil, &image.ChainError{First: chain[0].path, By: chain[len(chain)-1].path, Repeat: path, Index: i + 1, Depth: len(chain), Err: image.ErrCorrupt}
+		}
+	}
+	chain = append(chain[:len(chain):len(chain)], link{path: path, fi: fi})
 	o := opts
-	o.Depth = depth
-	o.Open = func(p string, d int) (image.Image, error) { return open(p, opts, d) }
+	o.Depth = opts.Depth + len(chain) - 1
+	o.Open = func(p string, _ int) (image.Image, error) { return open(p, opts, chain) }
 	im, err := Detect(src, &o)
 	if err != nil {
 		f.Close()
@@ -102,7 +132,10 @@ func Detect(src image.Source, opts *image.Options) (Image, error) {
 		}
 		im, err := p.open(src, opts)
 		if errors.Is(err, image.ErrWrongFormat) {
-			continue
+			// The signature is there but the reader found no image
+			// behind it: a truncated or damaged file, never RAW.
+			return nil, &image.FormatError{Path: src.Path, Format: p.name, Offset: -1,
+				Rule: fmt.Sprintf("a truncated or corrupt %s: the file carries its signature (%s), but %s", p.name, p.sig, wrongWhy(err)), Err: image.ErrCorrupt}
 		}
 		return im, err
 	}
@@ -114,6 +147,16 @@ func Detect(src image.Source, opts *image.Options) (Image, error) {
 		sub = "section"
 	}
 	return raw.Open(src, sub)
+}
+
+// wrongWhy is the reason of an ErrWrongFormat error: what follows its
+// "wrong format: not X: " prefix.
+func wrongWhy(err error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		return msg[i+2:]
+	}
+	return msg
 }
 
 // openFile opens a regular file or a block device and finds its size.
@@ -156,6 +199,11 @@ type fileImage struct {
 
 // Unwrap returns the image read from the file, for image.Verify.
 func (fi *fileImage) Unwrap() image.Image { return fi.Image }
+
+// Files is the file itself and every file the image reads besides.
+func (fi *fileImage) Files() []*os.File {
+	return append([]*os.File{fi.f}, image.Files(fi.Image)...)
+}
 
 func (fi *fileImage) Close() error {
 	err := fi.Image.Close()

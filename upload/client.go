@@ -258,7 +258,10 @@ func (c *Client) Preflight(ctx context.Context, bucket, key string) error {
 	if err != nil {
 		return fmt.Errorf("bucket %q is not writable (starting a multipart upload failed): %s", bucket, short(err))
 	}
-	if _, err := c.S3.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(probe), UploadId: cr.UploadId}); err != nil {
+	// Abort it even if ctx was cancelled meanwhile (Ctrl-C): no probe may stay.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if _, err := c.S3.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(probe), UploadId: cr.UploadId}); err != nil {
 		return fmt.Errorf("bucket %q: aborting the test upload %s: %s", bucket, aws.ToString(cr.UploadId), short(err))
 	}
 	return nil

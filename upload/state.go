@@ -66,6 +66,18 @@ type state struct {
 	ZeroKey   string    `json:"zero_key"`
 	Started   time.Time `json:"started"`
 	Resumable bool      `json:"resumable"`
+	// Completing is written just before CompleteMultipartUpload: a run
+	// stopped between Complete and its cleanup leaves it for a resume.
+	Completing *completing `json:"completing,omitempty"`
+}
+
+// completing is what an upload about to be completed will have made.
+type completing struct {
+	Size int64 `json:"size"`
+	// ETag is the ETag S3 gives an object of these parts.
+	ETag string `json:"etag"`
+	// Parts are the MD5s of the parts, in order, hex.
+	Parts []string `json:"parts"`
 }
 
 const stateVersion = 1

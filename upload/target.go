@@ -178,6 +178,13 @@ type Target struct {
 	zeroErr   error
 	refused   atomic.Bool
 
+	// finished: the recorded upload was completed by an earlier run that
+	// stopped before its cleanup; Commit only finishes that (finish.go).
+	finished bool
+	// objectETag and verifiedEarlier describe the object then found.
+	objectETag      string
+	verifiedEarlier bool
+
 	sent atomic.Int64
 }
 
@@ -221,6 +228,11 @@ func Start(ctx context.Context, c *Client, o Options) (*Target, error) {
 	}
 	if err := t.findRecorded(ctx); err != nil {
 		return nil, err
+	}
+	if t.finished {
+		// Completed by the run before: Commit only cleans up.
+		t.zeroKey = t.st.ZeroKey
+		return t, nil
 	}
 	if t.uploadID == "" {
 		cr, err := c.S3.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
@@ -282,6 +294,11 @@ func (t *Target) findRecorded(ctx context.Context) error {
 	}
 	parts, err := t.listParts(ctx, st.UploadID)
 	if apiCode(err) == "NoSuchUpload" || httpStatus(err) == http.StatusNotFound {
+		if st.Completing != nil {
+			// Completed, maybe by the run that recorded it, which was
+			// stopped before its cleanup: see finish.go.
+			return t.adoptCompleted(ctx, st)
+		}
 		// Completed or aborted since: the record is stale.
 		t.log(fmt.Sprintf("the recorded upload %s no longer exists: starting a new one", st.UploadID))
 		return removeState(t.statePath)
@@ -753,6 +770,9 @@ func (t *Target) dropZero(ctx context.Context) {
 // Commit patches head into part 1, sends the last parts, waits for every
 // part, completes the upload and checks the object.
 func (t *Target) Commit(ctx context.Context, head []byte) error {
+	if t.finished {
+		return t.finishRecorded(ctx)
+	}
 	if t.done {
 		return errors.New("upload: commit after the upload finished")
 	}
@@ -818,6 +838,7 @@ func (t *Target) complete(ctx context.Context) error {
 		done = append(done, types.CompletedPart{PartNumber: aws.Int32(num), ETag: aws.String(`"` + hex.EncodeToString(p.md5[:]) + `"`)})
 	}
 	want := t.multipartETag()
+	t.recordCompleting(want)
 	out, err := t.c.S3.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
 		Bucket: aws.String(t.bucket), Key: aws.String(t.key), UploadId: aws.String(t.uploadID),
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: done},
@@ -907,8 +928,8 @@ func (t *Target) verify(ctx context.Context) error {
 // Abort stops the workers and aborts the upload, so that neither an object
 // nor parts remain; with Resume it keeps the upload for a later --resume.
 func (t *Target) Abort(ctx context.Context) error {
-	if t.done {
-		return nil
+	if t.done || t.finished {
+		return nil // a completed upload's record stays for a later --resume
 	}
 	t.done = true
 	t.cancel(errors.New("upload: aborted"))
@@ -935,6 +956,9 @@ func (t *Target) Abort(ctx context.Context) error {
 		return nil
 	}
 	if err := t.abortUpload(ctx); err != nil {
+		return err
+	}
+	if err := t.dropUnconfirmed(ctx); err != nil {
 		return err
 	}
 	return removeState(t.statePath)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
+	"syscall"
 
 	"github.com/spf13/pflag"
 
@@ -24,7 +26,8 @@ const (
 	exitRefused      = 6   // the cloud's API refused the request (HTTP 400, 404, 409)
 	exitCredentials  = 7   // the cloud's API refused the credentials (HTTP 401, 403), or there were none
 	exitWaitTimeout  = 8   // --wait-timeout came before the task ended
-	exitCancelled    = 130 // interrupted (SIGINT, SIGTERM)
+	exitCancelled    = 130 // interrupted (SIGINT, SIGTERM, SIGHUP)
+	exitPipe         = 141 // stdout's reader went away (128 + SIGPIPE, as a shell reports it)
 )
 
 const exitCodesHelp = `Exit codes:
@@ -36,7 +39,8 @@ const exitCodesHelp = `Exit codes:
   6    the cloud's API refused the import request as invalid (HTTP 400, 404, 409)
   7    the cloud's API refused the credentials (HTTP 401, 403), or none were found
   8    --wait-timeout came first: the import goes on in the cloud (see import-status)
-  130  interrupted (Ctrl-C, SIGTERM): nothing was left under the output name
+  130  interrupted (Ctrl-C, SIGTERM, SIGHUP): nothing was left under the output name
+  141  -o -: the reader of stdout closed the pipe before the image was complete
 `
 
 // usageError marks errors in the command line.
@@ -70,6 +74,8 @@ func exitCode(ctx context.Context, err error) int {
 		return exitOK
 	case ctx.Err() != nil || errors.Is(err, context.Canceled):
 		return exitCancelled
+	case errors.Is(err, syscall.EPIPE):
+		return exitPipe
 	case errors.As(err, &ue), errors.As(err, &se), errors.Is(err, stream.ErrOptions):
 		return exitUsage
 	case errors.As(err, &ie), errors.As(err, &je), errors.Is(err, image.ErrCorrupt), errors.Is(err, image.ErrUnsupported),
@@ -77,4 +83,12 @@ func exitCode(ctx context.Context, err error) int {
 		return exitBadInput
 	}
 	return exitFailure
+}
+
+// message is what main prints for a failed run.
+func message(code int, err error) string {
+	if code == exitPipe {
+		return fmt.Sprintf("the reader of stdout closed the pipe before the image was complete: what it got is cut short (%v)", err)
+	}
+	return err.Error()
 }

@@ -15,9 +15,12 @@ import (
 const uploadsHelp = `Usage: convert uploads ls|abort s3://BUCKET[/PREFIX] [flags]
 
 Lists (ls) or aborts (abort) the incomplete multipart uploads under a
-prefix. The target cloud's OSS has no lifecycle rule that cleans them, and
-their parts cost storage until they are aborted. abort also deletes the
-zero object convert may have left beside each.
+prefix, and the zero objects (KEY.convert-zeros-*) convert left behind: a
+run killed after completing its upload but before its cleanup leaves one
+(--resume of that run removes it too). The target cloud's OSS has no
+lifecycle rule that cleans them, and they cost storage until removed.
+abort aborts the uploads and deletes the zero objects; with --upload-id,
+only that upload and its zero object.
 
 Flags:
 `
@@ -59,6 +62,13 @@ func runUploads(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	if uploadID == "" {
+		zeros, err := c.ListZeroObjects(ctx, bucket, prefix)
+		if err != nil {
+			return err
+		}
+		pending = append(pending, zeros...)
+	}
 	if uploadID != "" {
 		var only []upload.Pending
 		for _, p := range pending {
@@ -73,6 +83,15 @@ func runUploads(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if fs.Arg(0) == "abort" {
 		for _, p := range pending {
+			if p.Kind == upload.KindZeroObject {
+				if err := c.DeleteZeroObject(ctx, bucket, p); err != nil {
+					return err
+				}
+				if !asJSON {
+					fmt.Fprintf(stdout, "deleted zero object  s3://%s/%s\n", bucket, p.Key)
+				}
+				continue
+			}
 			if err := c.AbortUpload(ctx, bucket, p); err != nil {
 				return err
 			}
@@ -91,10 +110,14 @@ func runUploads(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if fs.Arg(0) == "ls" {
 		for _, p := range pending {
-			fmt.Fprintf(stdout, "%s  %s  s3://%s/%s\n", p.Initiated.UTC().Format(time.RFC3339), p.UploadID, bucket, p.Key)
+			what := p.UploadID
+			if p.Kind == upload.KindZeroObject {
+				what = fmt.Sprintf("zero object (%d bytes)", p.Size)
+			}
+			fmt.Fprintf(stdout, "%s  %s  s3://%s/%s\n", p.Initiated.UTC().Format(time.RFC3339), what, bucket, p.Key)
 		}
 		if len(pending) == 0 {
-			fmt.Fprintf(stderr, "no incomplete uploads under s3://%s/%s\n", bucket, prefix)
+			fmt.Fprintf(stderr, "no incomplete uploads or zero objects under s3://%s/%s\n", bucket, prefix)
 		}
 	}
 	return nil

@@ -1,12 +1,15 @@
 package s3test
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"regexp"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,7 +48,39 @@ const (
 	Refuse501         // answer 501 NotImplemented
 	Deny403           // answer 403 AccessDenied
 	SlowOnReply       // forward, then wait Delay before answering
+	WrongETag         // forward, then answer with another ETag (header and XML body) than the server's
 )
+
+// wrongETag is the ETag WrongETag answers with.
+const wrongETag = `"0123456789abcdef0123456789abcdef"`
+
+// etagRewriter replaces the ETag of an answer, in its header and in an XML
+// body (UploadPartCopy, CompleteMultipartUpload), which it buffers.
+type etagRewriter struct {
+	http.ResponseWriter
+	code int
+	body bytes.Buffer
+}
+
+func (e *etagRewriter) WriteHeader(code int) { e.code = code }
+func (e *etagRewriter) Write(b []byte) (int, error) {
+	return e.body.Write(b)
+}
+
+func (e *etagRewriter) flush() {
+	if e.Header().Get("ETag") != "" {
+		e.Header().Set("ETag", wrongETag)
+	}
+	body := etagXML.ReplaceAll(e.body.Bytes(), []byte("<ETag>"+wrongETag+"</ETag>"))
+	e.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	if e.code == 0 {
+		e.code = http.StatusOK
+	}
+	e.ResponseWriter.WriteHeader(e.code)
+	e.ResponseWriter.Write(body)
+}
+
+var etagXML = regexp.MustCompile(`<ETag>[^<]*</ETag>`)
 
 // Proxy is a reverse proxy to the server that counts the request bytes it
 // forwards and injects faults. The Host header passes unchanged, so SigV4
@@ -178,10 +213,18 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		r.Body = countingBody{r.Body, &p.Sent}
 	}
 	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
-	if f == SlowOnReply {
+	var rw *etagRewriter
+	switch f {
+	case SlowOnReply:
 		rec.ResponseWriter = delayed{w, delay}
+	case WrongETag:
+		rw = &etagRewriter{ResponseWriter: w}
+		rec.ResponseWriter = rw
 	}
 	p.upstream.ServeHTTP(rec, r)
+	if rw != nil {
+		rw.flush()
+	}
 	if rec.code < 300 {
 		p.mu.Lock()
 		p.done[op]++

@@ -95,8 +95,12 @@ func (o *Options) Warnf(format string, args ...any) {
 	}
 }
 
-// MaxChainDepth bounds backing chains and nested descriptors.
-const MaxChainDepth = 16
+// MaxChainDepth bounds backing chains and nested descriptors. qemu sets no
+// limit; the real bound is the open-file limit (every file of the chain
+// stays open while the disk is read), which package reader reports as a
+// ChainError. This one only keeps a deliberate chain of tiny files from
+// taking unbounded stack and memory: each level costs a few KiB.
+const MaxChainDepth = 4096
 
 // MaxVirtualSize bounds the virtual size any reader accepts: 64 TiB, far above
 // any importable system disk, far below sizes whose arithmetic overflows.

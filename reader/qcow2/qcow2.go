@@ -48,6 +48,9 @@ func Open(src image.Source, opts *image.Options) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkTables(src, h); err != nil {
+		return nil, err
+	}
 	im := &Image{src: src, h: h, cluster: 1 << h.ClusterBits}
 	var ra io.ReaderAt = plainReaderAt{src.R}
 	var open limaimage.OpenWithType
@@ -55,16 +58,13 @@ func Open(src image.Source, opts *image.Options) (*Image, error) {
 		if opts == nil || !opts.AllowBacking || opts.Open == nil {
 			return nil, fmt.Errorf("%s: qcow2: image has backing file %q: %w: pass --allow-backing to read through the backing chain", src.Path, h.BackingFile, image.ErrNotAllowed)
 		}
-		if opts.Depth+1 > image.MaxChainDepth {
-			return nil, image.Corruptf(src.Path, "qcow2", 8, "backing chain deeper than %d images (a loop?)", image.MaxChainDepth)
-		}
 		resolved, err := image.ResolvePath(src.Path, h.BackingFile, opts)
 		if err != nil {
 			return nil, fmt.Errorf("%s: qcow2: backing file: %w", src.Path, err)
 		}
 		backing, err := opts.Open(resolved, opts.Depth+1)
 		if err != nil {
-			return nil, fmt.Errorf("%s: qcow2: backing file %q: %w", src.Path, h.BackingFile, err)
+			return nil, image.WrapChain(err, "%s: qcow2: backing file %q", src.Path, h.BackingFile)
 		}
 		im.backing = backing
 		want, err := os.Stat(resolved)
@@ -128,7 +128,15 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 		err = io.ErrUnexpectedEOF
 	}
 	if err != nil {
-		return n, fmt.Errorf("%s: qcow2: reading guest offset %d: %w", im.src.Path, off+int64(n), err)
+		// An I/O error of the file stays one (exit 1); anything else the
+		// library met (a short read past the end of a truncated file, a
+		// cluster that does not inflate) is a corrupt image (exit 3).
+		var pe *os.PathError
+		if errors.As(err, &pe) || errors.Is(err, image.ErrCorrupt) || errors.Is(err, image.ErrUnsupported) {
+			return n, fmt.Errorf("%s: qcow2: reading guest offset %d: %w", im.src.Path, off+int64(n), err)
+		}
+		return n, &image.FormatError{Path: im.src.Path, Format: "qcow2", Offset: -1,
+			Rule: fmt.Sprintf("reading guest offset %d: %v", off+int64(n), err), Err: image.ErrCorrupt}
 	}
 	return n, nil
 }
@@ -191,6 +199,9 @@ func (im *Image) Info() image.Info {
 	}
 	return info
 }
+
+// Files is every file of the backing chain (the caller holds this one's).
+func (im *Image) Files() []*os.File { return image.Files(im.backing) }
 
 // Close closes the backing chain; the file belongs to the caller.
 func (im *Image) Close() error {

@@ -99,7 +99,7 @@ func FuzzHeader(f *testing.F) {
 		p := make([]byte, 512)
 		copy(p, b)
 		binary.LittleEndian.PutUint32(p[0x40:], signature)
-		h, _, rule, _ := parseHeader(p)
+		h, _, rule, _ := parseHeader(p, -1)
 		if rule == "" && (h.BlockSize&(h.BlockSize-1) != 0 || h.DiskSize > uint64(image.MaxVirtualSize)) {
 			t.Fatalf("accepted %+v", h)
 		}

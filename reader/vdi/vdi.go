@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"vmimport/reader/image"
@@ -62,10 +63,11 @@ type header struct {
 	UUIDParent      [16]byte
 }
 
-// parseHeader decodes the header from the first 512 bytes. It returns the
+// parseHeader decodes the header from the first 512 bytes of a file of
+// fileSize bytes (-1: unknown). It returns the
 // offset of the field broken and the rule, if any, and whether the error is
 // an unsupported variant rather than a corrupt file.
-func parseHeader(b []byte) (h *header, at int, rule string, unsupported bool) {
+func parseHeader(b []byte, fileSize int64) (h *header, at int, rule string, unsupported bool) {
 	if len(b) < headerEnd {
 		return nil, 0, "header shorter than 456 bytes", false
 	}
@@ -107,10 +109,16 @@ func parseHeader(b []byte) (h *header, at int, rule string, unsupported bool) {
 		return h, 0x4C, fmt.Sprintf("image type %d is none of dynamic (1), static (2)", h.Type), false
 	case h.UUIDLink != [16]byte{} || h.UUIDParent != [16]byte{}:
 		return h, 0x1A8, "a differencing image (non-null link or parent UUID) is not read", true
-	case h.OffsetBmap%512 != 0 || h.OffsetBmap < headerEnd:
-		return h, 0x154, fmt.Sprintf("block map offset %d is not a multiple of 512 after the header", h.OffsetBmap), false
-	case h.OffsetData%512 != 0 || h.OffsetData < h.OffsetBmap:
-		return h, 0x158, fmt.Sprintf("data offset %d is not a multiple of 512 after the block map", h.OffsetData), false
+	case h.OffsetBmap%512 != 0:
+		return h, 0x154, fmt.Sprintf("block map offset %d is not a multiple of 512", h.OffsetBmap), false
+	case h.OffsetBmap < headerEnd:
+		return h, 0x154, fmt.Sprintf("block map offset %d lies inside the %d-byte header", h.OffsetBmap, headerEnd), false
+	case fileSize >= 0 && int64(h.OffsetBmap) >= fileSize:
+		return h, 0x154, fmt.Sprintf("block map offset %d lies past the end of the file (%d bytes)", h.OffsetBmap, fileSize), false
+	case h.OffsetData%512 != 0:
+		return h, 0x158, fmt.Sprintf("data offset %d is not a multiple of 512", h.OffsetData), false
+	case h.OffsetData < h.OffsetBmap:
+		return h, 0x158, fmt.Sprintf("data offset %d lies before the block map at offset %d", h.OffsetData, h.OffsetBmap), false
 	case h.SectorSize != 512:
 		return h, 0x168, fmt.Sprintf("sector size %d is not 512", h.SectorSize), false
 	case h.BlockSize < minBlockSize || h.BlockSize > maxBlockSize || h.BlockSize&(h.BlockSize-1) != 0:
@@ -140,17 +148,17 @@ var _ image.Image = (*Image)(nil)
 
 // Open opens the VDI in src.
 func Open(src image.Source, _ *image.Options) (*Image, error) {
-	if src.Size < 0x44 {
-		return nil, image.WrongFormat(format, "file too short")
+	if src.Size < headerEnd {
+		return nil, image.Corruptf(src.Path, format, 0, "file of %d bytes is shorter than the %d-byte VDI 1.1 header: a truncated VDI", src.Size, headerEnd)
 	}
 	b := make([]byte, min(512, src.Size))
 	if err := image.ReadFull(src.R, src.Size, b, 0, src.Path, format, "header"); err != nil {
 		return nil, err
 	}
-	if binary.LittleEndian.Uint32(b[0x40:]) != signature {
-		return nil, image.WrongFormat(format, "no VDI signature")
+	if sig := binary.LittleEndian.Uint32(b[0x40:]); sig != signature {
+		return nil, image.Corruptf(src.Path, format, 0x40, "signature 0x%08x is not the VDI signature 0x%08x", sig, uint32(signature))
 	}
-	h, at, rule, unsup := parseHeader(b)
+	h, at, rule, unsup := parseHeader(b, src.Size)
 	if rule != "" {
 		if unsup {
 			return nil, image.Unsupportedf(src.Path, format, int64(at), "%s", rule)
@@ -167,15 +175,30 @@ func Open(src image.Source, _ *image.Options) (*Image, error) {
 		return nil, err
 	}
 	im.bmap = make([]uint32, blocks)
+	// used pairs each allocated block with its entry, to find two entries
+	// that share a block.
+	var used []uint64
 	for i := range im.bmap {
 		e := binary.LittleEndian.Uint32(raw[4*i:])
 		im.bmap[i] = e
 		if e == blockFree || e == blockZero {
 			continue
 		}
+		at := int64(h.OffsetBmap) + 4*int64(i)
+		if e >= h.BlocksInImage {
+			return nil, image.Corruptf(src.Path, format, at, "block map entry %d is %d, not below the image's %d blocks (blocks in image at 0x180)", i, e, h.BlocksInImage)
+		}
 		need := min(im.blockSize, im.size-int64(i)*im.blockSize)
-		if e >= h.BlocksInImage || !image.CheckRange(im.dataOffset(e), need, src.Size) {
-			return nil, image.Corruptf(src.Path, format, int64(h.OffsetBmap)+4*int64(i), "block map entry %d points to block %d at offset %d that lies past the end of the file (%d bytes) or the %d blocks of the image", i, e, im.dataOffset(e), src.Size, h.BlocksInImage)
+		if !image.CheckRange(im.dataOffset(e), need, src.Size) {
+			return nil, image.Corruptf(src.Path, format, at, "block map entry %d is %d: its %d bytes at offset %d (data offset %d + %d x %d-byte blocks) pass the end of the file (%d bytes)", i, e, need, im.dataOffset(e), h.OffsetData, e, im.blockSize, src.Size)
+		}
+		used = append(used, uint64(e)<<32|uint64(i))
+	}
+	slices.Sort(used)
+	for k := 1; k < len(used); k++ {
+		if used[k]>>32 == used[k-1]>>32 {
+			i, j := uint32(used[k-1]), uint32(used[k])
+			return nil, image.Corruptf(src.Path, format, int64(h.OffsetBmap)+4*int64(j), "block map entries %d and %d both hold block %d (offset %d): two parts of the disk cannot share one block", i, j, used[k]>>32, im.dataOffset(uint32(used[k]>>32)))
 		}
 	}
 	return im, nil

@@ -168,8 +168,16 @@ func TestBadInput(t *testing.T) {
 		target error
 		words  []string
 	}{
-		{"block-map-entry-past-eof", func(b []byte) { le.PutUint32(b[le.Uint32(b[0x154:])+8:], 3000) }, image.ErrCorrupt,
-			[]string{"block map entry 2", "past the end of the file", "edited.vdi", "at offset 520"}},
+		{"block-map-entry-not-below-blocks-3000", func(b []byte) { le.PutUint32(b[le.Uint32(b[0x154:])+8:], 3000) }, image.ErrCorrupt,
+			[]string{"block map entry 2 is 3000", "edited.vdi", "at offset 520"}},
+		{"block-map-entry-not-below-blocks", func(b []byte) { le.PutUint32(b[le.Uint32(b[0x154:])+8:], 4) }, image.ErrCorrupt,
+			[]string{"block map entry 2 is 4, not below the image's 4 blocks"}},
+		{"two-entries-one-block", func(b []byte) { le.PutUint32(b[le.Uint32(b[0x154:])+4:], 0) }, image.ErrCorrupt,
+			[]string{"block map entries 0 and 1 both hold block 0", "at offset 516"}},
+		{"block-map-offset-past-eof", func(b []byte) { le.PutUint32(b[0x154:], 1<<30) }, image.ErrCorrupt,
+			[]string{"block map offset 1073741824 lies past the end of the file", "at offset 340"}},
+		{"data-offset-before-block-map", func(b []byte) { le.PutUint32(b[0x158:], 0) }, image.ErrCorrupt,
+			[]string{"data offset 0 lies before the block map at offset 512", "at offset 344"}},
 		{"block-size-not-power-of-two", func(b []byte) { le.PutUint32(b[0x178:], 3<<20) }, image.ErrCorrupt,
 			[]string{"block size 3145728 is not a power of two", "at offset 376"}},
 		{"virtual-size-2^60", func(b []byte) { le.PutUint64(b[0x170:], 1<<60) }, image.ErrCorrupt,
@@ -177,13 +185,24 @@ func TestBadInput(t *testing.T) {
 		{"disk-larger-than-blocks", func(b []byte) { le.PutUint64(b[0x170:], 5<<20) }, image.ErrCorrupt,
 			[]string{"larger than its 4 blocks"}},
 		{"block-map-past-eof", func(b []byte) { le.PutUint32(b[0x154:], 1<<30); le.PutUint32(b[0x158:], 1<<30+1<<20) }, image.ErrCorrupt,
-			[]string{"block map (4 entries at offset 1073741824) lies past the end"}},
+			[]string{"block map offset 1073741824 lies past the end of the file"}},
 		{"differencing", func(b []byte) { b[0x1B8] = 1 }, image.ErrUnsupported, []string{"differencing"}},
 		{"version", func(b []byte) { le.PutUint32(b[0x44:], 0x00010000) }, image.ErrUnsupported, []string{"version 1.0"}},
 		{"sector-size", func(b []byte) { le.PutUint32(b[0x168:], 4096) }, image.ErrCorrupt, []string{"sector size 4096"}},
 	} {
 		t.Run(c.name, func(t *testing.T) { wantErr(t, edit(t, v, c.edit), c.target, c.words...) })
 	}
+	t.Run("truncated-data", func(t *testing.T) {
+		b, err := os.ReadFile(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(t.TempDir(), "cut.vdi")
+		if err := os.WriteFile(p, b[:len(b)-4096], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		wantErr(t, p, image.ErrCorrupt, "block map entry 3 is 3", "pass the end of the file")
+	})
 }
 
 // quickCheck compares the whole image with qemu-img's RAW in large reads

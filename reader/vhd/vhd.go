@@ -21,10 +21,13 @@
 package vhd
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"slices"
 	"strings"
 
 	"vmimport/reader/image"
@@ -35,12 +38,14 @@ const format = "vhd"
 
 // Image is an opened VHD.
 type Image struct {
-	src      image.Source
-	f        *footer
-	h        *dynHeader // nil for fixed disks
-	size     int64
-	sizeRule string
-	fixed    *raw.Image // fixed disks: the data is the file's first size bytes
+	src       image.Source
+	f         *footer
+	footerAt  int64 // where the footer used lies: the end, or 0 for the backup copy
+	footerLen int64
+	h         *dynHeader // nil for fixed disks
+	size      int64
+	sizeRule  string
+	fixed     *raw.Image // fixed disks: the data is the file's first size bytes
 
 	blockSize  int64
 	bitmapSize int64
@@ -56,22 +61,25 @@ var _ image.Image = (*Image)(nil)
 // Open opens the VHD in src. A differencing disk's parent is opened through
 // opts.Open, only when opts.AllowBacking is set.
 func Open(src image.Source, opts *image.Options) (*Image, error) {
-	f, warn, footerLen, err := readFooter(src)
+	f, warn, footerLen, footerAt, err := readFooter(src)
 	if err != nil {
 		return nil, err
 	}
-	im := &Image{src: src, f: f}
+	im := &Image{src: src, f: f, footerAt: footerAt, footerLen: footerLen}
 	if warn != "" {
 		opts.Warnf("%s: vhd: %s", src.Path, warn)
 		im.warnings = append(im.warnings, warn)
 	}
 	im.size, im.sizeRule = f.virtualSize()
 	if im.size > image.MaxVirtualSize || im.size/512 >= maxSectors {
-		return nil, image.Corruptf(src.Path, format, 48, "virtual size %d bytes (by %s) is larger than the VHD limit of 2040 GiB", im.size, im.sizeRule)
+		if im.sizeRule == "current size" {
+			return nil, image.Corruptf(src.Path, format, footerAt+48, "current size %d is larger than the VHD limit of 2040 GiB (%d bytes)", f.CurrentSize, int64(maxSectors)*512)
+		}
+		return nil, image.Corruptf(src.Path, format, footerAt+56, "CHS geometry %d/%d/%d (%d bytes) is larger than the VHD limit of 2040 GiB (%d bytes)", f.Cylinders, f.Heads, f.SectorsPerCyl, im.size, int64(maxSectors)*512)
 	}
 	if f.DiskType == typeFixed {
 		if im.size > src.Size-footerLen {
-			return nil, image.Corruptf(src.Path, format, 48, "fixed disk of %d bytes (by %s) needs a file of %d bytes, the file has %d", im.size, im.sizeRule, im.size+footerLen, src.Size)
+			return nil, image.Corruptf(src.Path, format, footerAt+48, "fixed disk of %d bytes (by %s) needs a file of %d bytes, the file has %d: a truncated VHD", im.size, im.sizeRule, im.size+footerLen, src.Size)
 		}
 		fs := src
 		fs.Size = im.size
@@ -96,48 +104,49 @@ func Open(src image.Source, opts *image.Options) (*Image, error) {
 // offset 0 when the last one is damaged. Old Virtual PC versions wrote a
 // 511-byte footer (without the last reserved byte) after fixed disks;
 // footerLen says which was found.
-func readFooter(src image.Source) (f *footer, warn string, footerLen int64, err error) {
-	f, warn, err = readFooter512(src)
+func readFooter(src image.Source) (f *footer, warn string, footerLen, at int64, err error) {
+	f, warn, at, err = readFooter512(src)
 	if err == nil || src.Size < footerSize {
-		return f, warn, footerSize, err
+		return f, warn, footerSize, at, err
 	}
 	tail := make([]byte, footerSize)
 	if image.ReadFull(src.R, src.Size, tail[:footerSize-1], src.Size-(footerSize-1), src.Path, format, "footer") != nil || string(tail[:8]) != "conectix" {
-		return nil, "", 0, err
+		return nil, "", 0, 0, err
 	}
-	f, at, rule := parseFooter(tail)
+	f, fat, rule := parseFooter(tail)
 	if rule != "" {
-		return nil, "", 0, image.Corruptf(src.Path, format, src.Size-(footerSize-1)+int64(at), "%s (511-byte footer)", rule)
+		return nil, "", 0, 0, image.Corruptf(src.Path, format, src.Size-(footerSize-1)+int64(fat), "%s (511-byte footer)", rule)
 	}
 	if f.DiskType != typeFixed {
-		return nil, "", 0, image.Corruptf(src.Path, format, src.Size-(footerSize-1)+60, "a 511-byte footer after a %s disk (only fixed disks had one)", f.diskTypeName())
+		return nil, "", 0, 0, image.Corruptf(src.Path, format, src.Size-(footerSize-1)+60, "a 511-byte footer after a %s disk (only fixed disks had one)", f.diskTypeName())
 	}
-	return f, "", footerSize - 1, nil
+	return f, "", footerSize - 1, src.Size - (footerSize - 1), nil
 }
 
-func readFooter512(src image.Source) (*footer, string, error) {
+// readFooter512 returns the footer found and the offset it was found at.
+func readFooter512(src image.Source) (*footer, string, int64, error) {
 	if src.Size < footerSize {
-		return nil, "", image.WrongFormat(format, "file shorter than a footer")
+		return nil, "", 0, image.Corruptf(src.Path, format, 0, "file of %d bytes is shorter than the 512-byte footer every VHD carries: a truncated VHD", src.Size)
 	}
 	tail := make([]byte, footerSize)
 	head := make([]byte, footerSize)
 	tailOff := src.Size - footerSize
 	if err := image.ReadFull(src.R, src.Size, tail, tailOff, src.Path, format, "footer"); err != nil {
-		return nil, "", err
+		return nil, "", 0, err
 	}
 	if err := image.ReadFull(src.R, src.Size, head, 0, src.Path, format, "footer copy"); err != nil {
-		return nil, "", err
+		return nil, "", 0, err
 	}
 	ft, ftAt, tailRule := parseFooter(tail)
 	fh, fhAt, headRule := parseFooter(head)
 	if tailRule == "" {
 		if headRule == "" && string(head) != string(tail) {
-			return ft, fmt.Sprintf("the footer copy at offset 0 differs from the footer at offset %d; using the latter", tailOff), nil
+			return ft, fmt.Sprintf("the footer copy at offset 0 differs from the footer at offset %d; using the latter", tailOff), tailOff, nil
 		}
-		return ft, "", nil
+		return ft, "", tailOff, nil
 	}
 	if headRule == "" && fh.DiskType != typeFixed {
-		return fh, fmt.Sprintf("footer at offset %d is damaged (%s); using the backup copy at offset 0", tailOff, tailRule), nil
+		return fh, fmt.Sprintf("footer at offset %d is damaged (%s); using the backup copy at offset 0", tailOff, tailRule), 0, nil
 	}
 	switch {
 	case ft != nil:
@@ -145,20 +154,20 @@ func readFooter512(src image.Source) (*footer, string, error) {
 		if fh != nil {
 			msg += "; the backup copy at offset 0 is damaged too: " + headRule
 		}
-		return nil, "", image.Corruptf(src.Path, format, tailOff+int64(ftAt), "%s", msg)
+		return nil, "", 0, image.Corruptf(src.Path, format, tailOff+int64(ftAt), "%s", msg)
 	case fh != nil && headRule != "":
-		return nil, "", image.Corruptf(src.Path, format, int64(fhAt), "%s; no footer in the last 512 bytes", headRule)
+		return nil, "", 0, image.Corruptf(src.Path, format, int64(fhAt), "%s; no footer in the last 512 bytes", headRule)
 	case fh != nil:
-		return nil, "", image.Corruptf(src.Path, format, 60, "the only footer (at offset 0) says fixed disk, whose footer must be at the end")
+		return nil, "", 0, image.Corruptf(src.Path, format, 60, "the only footer (at offset 0) says fixed disk, whose footer must be at the end")
 	}
-	return nil, "", image.WrongFormat(format, "no \"conectix\" footer")
+	return nil, "", 0, image.Corruptf(src.Path, format, tailOff, "no \"conectix\" footer in the last 512 bytes nor at offset 0: a truncated or damaged VHD")
 }
 
 // openDynamic reads the dynamic disk header and the BAT.
 func (im *Image) openDynamic() error {
 	src, f := im.src, im.f
 	if f.DataOffset > uint64(src.Size) || !image.CheckRange(int64(f.DataOffset), dynHeaderSize, src.Size) {
-		return image.Corruptf(src.Path, format, 16, "dynamic disk header offset %d lies past the end of the file (%d bytes)", f.DataOffset, src.Size)
+		return image.Corruptf(src.Path, format, im.footerAt+16, "dynamic disk header offset %d lies past the end of the file (%d bytes)", f.DataOffset, src.Size)
 	}
 	hoff := int64(f.DataOffset)
 	b := make([]byte, dynHeaderSize)
@@ -184,17 +193,56 @@ func (im *Image) openDynamic() error {
 		return err
 	}
 	im.bat = make([]uint32, blocks)
+	meta := im.metadata(blocks)
+	span := im.bitmapSize + im.blockSize // a block: its sector bitmap, then its data
+	var used []uint32                    // indices of allocated blocks
 	for i := range im.bat {
 		e := binary.BigEndian.Uint32(raw[4*i:])
 		im.bat[i] = e
 		if e == batUnused {
 			continue
 		}
-		if !image.CheckRange(int64(e)*512, im.bitmapSize+im.blockSize, src.Size) {
-			return image.Corruptf(src.Path, format, int64(h.TableOffset)+4*int64(i), "BAT entry %d points to a block at offset %d that lies past the end of the file (%d bytes)", i, int64(e)*512, src.Size)
+		at, off := int64(h.TableOffset)+4*int64(i), int64(e)*512
+		if !image.CheckRange(off, span, src.Size) {
+			return image.Corruptf(src.Path, format, at, "BAT entry %d is sector %d: its block (%d bytes with the sector bitmap) at offset %d passes the end of the file (%d bytes)", i, e, span, off, src.Size)
+		}
+		if r, ok := meta.Overlap(off, span); ok {
+			return image.Corruptf(src.Path, format, at, "BAT entry %d is sector %d: its block [%d, %d) overlaps the %s: data may not lie on the image's own structures", i, e, off, off+span, r)
+		}
+		used = append(used, uint32(i))
+	}
+	// Two entries whose blocks overlap would make two parts of the disk
+	// share bytes: sort the blocks by place and compare neighbours.
+	slices.SortFunc(used, func(a, b uint32) int { return cmp.Compare(im.bat[a], im.bat[b]) })
+	for k := 1; k < len(used); k++ {
+		i, j := used[k-1], used[k]
+		if int64(im.bat[j]-im.bat[i])*512 < span {
+			return image.Corruptf(src.Path, format, int64(h.TableOffset)+4*int64(j), "BAT entries %d and %d are sectors %d and %d: their %d-byte blocks overlap", i, j, im.bat[i], im.bat[j], span)
 		}
 	}
 	return nil
+}
+
+// metadata lists the structures of a dynamic or differencing VHD that no
+// block may overlap: both footer copies, the dynamic disk header, the BAT
+// (the part that maps the disk) and the parent locators' data.
+func (im *Image) metadata(blocks int64) *image.Regions {
+	var r image.Regions
+	r.Add(0, footerSize, "footer copy at offset 0")
+	if im.footerAt > 0 {
+		r.Add(im.footerAt, im.footerLen, "footer")
+	}
+	r.Add(int64(im.f.DataOffset), dynHeaderSize, "dynamic disk header")
+	r.Add(int64(im.h.TableOffset), (blocks*4+511)/512*512, "BAT")
+	if im.f.DiskType == typeDifferencing {
+		for i, l := range im.h.Locators {
+			if l.Code != [4]byte{} && l.DataLength > 0 && l.DataOffset < uint64(im.src.Size) {
+				r.Add(int64(l.DataOffset), int64(l.DataLength), fmt.Sprintf("parent locator %d", i))
+			}
+		}
+	}
+	r.Seal()
+	return &r
 }
 
 // openParent finds, checks and opens the parent of a differencing disk.
@@ -207,9 +255,6 @@ func (im *Image) openParent(opts *image.Options) error {
 	}
 	if opts == nil || !opts.AllowBacking || opts.Open == nil {
 		return fmt.Errorf("%s: vhd: differencing disk with parent %q: %w: pass --allow-backing to read through the parent", src.Path, im.parentName, image.ErrNotAllowed)
-	}
-	if opts.Depth+1 > image.MaxChainDepth {
-		return image.Corruptf(src.Path, format, int64(im.f.DataOffset), "parent chain deeper than %d images (a loop?)", image.MaxChainDepth)
 	}
 	if len(names) == 0 {
 		return image.Corruptf(src.Path, format, int64(im.f.DataOffset)+64, "differencing disk names no parent")
@@ -225,7 +270,7 @@ func (im *Image) openParent(opts *image.Options) error {
 		}
 		p, err := opts.Open(resolved, opts.Depth+1)
 		if err != nil {
-			return fmt.Errorf("%s: vhd: parent %q: %w", src.Path, name, err)
+			return image.WrapChain(err, "%s: vhd: parent %q", src.Path, name)
 		}
 		info := p.Info()
 		want := uuidString(h.ParentUUID)
@@ -478,6 +523,9 @@ func (im *Image) Info() image.Info {
 	}
 	return info
 }
+
+// Files is every file of the parent chain (the caller holds this one's).
+func (im *Image) Files() []*os.File { return image.Files(im.parent) }
 
 // Close closes the parent; the file belongs to the caller.
 func (im *Image) Close() error {

@@ -365,7 +365,7 @@ func TestBadInput(t *testing.T) {
 			be.PutUint32(b[bat+4:], 0x00FFFFF0)
 			return b
 		})
-		wantErr(t, im, err, image.ErrCorrupt, "BAT entry 1", "past the end of the file")
+		wantErr(t, im, err, image.ErrCorrupt, "BAT entry 1 is sector 16777200", "passes the end of the file")
 	})
 	t.Run("block-size-not-power-of-two", func(t *testing.T) {
 		im, err := damage(t, dyn, reader.Options{}, func(b []byte) []byte {
@@ -384,7 +384,51 @@ func TestBadInput(t *testing.T) {
 			}
 			return b
 		})
-		wantErr(t, im, err, image.ErrCorrupt, "virtual size 1152921504606846976", "larger than")
+		wantErr(t, im, err, image.ErrCorrupt, "current size 1152921504606846976", "larger than")
+	})
+	t.Run("negative-current-size", func(t *testing.T) {
+		// 0xFFFFFFFFFFFFFE00 is -512 as a signed number: the message
+		// gives the field as the file holds it.
+		im, err := damage(t, dyn, reader.Options{}, func(b []byte) []byte {
+			for _, f := range [][]byte{b[:512], b[len(b)-512:]} {
+				copy(f[28:], "win ")
+				be.PutUint64(f[48:], 0xFFFFFFFFFFFFFE00)
+				fixFooter(f)
+			}
+			return b
+		})
+		wantErr(t, im, err, image.ErrCorrupt, "current size 18446744073709551104 is larger than")
+	})
+	// Blocks that overlap the image's own structures or each other are
+	// refused: reading them would give the guest the BAT's or another
+	// block's bytes.
+	bat := func(b []byte) []byte { return b[be.Uint64(b[512+16:]):] }
+	t.Run("block-on-bat", func(t *testing.T) {
+		im, err := damage(t, dyn, reader.Options{}, func(b []byte) []byte {
+			be.PutUint32(bat(b), uint32(be.Uint64(b[512+16:])/512))
+			return b
+		})
+		wantErr(t, im, err, image.ErrCorrupt, "BAT entry 0 is sector 3", "overlaps the BAT")
+	})
+	t.Run("block-at-offset-0", func(t *testing.T) {
+		im, err := damage(t, dyn, reader.Options{}, func(b []byte) []byte { be.PutUint32(bat(b)[8:], 0); return b })
+		wantErr(t, im, err, image.ErrCorrupt, "BAT entry 2 is sector 0", "overlaps the")
+	})
+	t.Run("block-on-footer", func(t *testing.T) {
+		im, err := damage(t, dyn, reader.Options{}, func(b []byte) []byte {
+			// A block that ends exactly at the end of the file: its last
+			// sector is the footer.
+			be.PutUint32(bat(b)[8:], uint32((len(b)-(2<<20+512))/512))
+			return b
+		})
+		wantErr(t, im, err, image.ErrCorrupt, "BAT entry 2", "overlaps the footer [")
+	})
+	t.Run("blocks-overlap", func(t *testing.T) {
+		im, err := damage(t, dyn, reader.Options{}, func(b []byte) []byte {
+			be.PutUint32(bat(b)[8:], be.Uint32(bat(b))+8)
+			return b
+		})
+		wantErr(t, im, err, image.ErrCorrupt, "BAT entries 0 and 2", "overlap")
 	})
 	t.Run("fixed-file-too-short", func(t *testing.T) {
 		im, err := damage(t, fixed, reader.Options{}, func(b []byte) []byte {

@@ -32,6 +32,25 @@ func Regions(b []byte) (bat, meta int64) {
 	return bat, meta
 }
 
+// SetBATOffset moves the BAT region's entry in both region tables to off
+// and fixes their checksums.
+func SetBATOffset(b []byte, off uint64) {
+	le := binary.LittleEndian
+	for _, t := range []int{region1Off, region2Off} {
+		tab := b[t : t+regionSize]
+		n := int(le.Uint32(tab[8:]))
+		for i := range n {
+			e := tab[16+32*i:]
+			var g guid
+			copy(g[:], e)
+			if g == regionBAT {
+				le.PutUint64(e[16:], off)
+			}
+		}
+		le.PutUint32(tab[4:], crc(tab, 4))
+	}
+}
+
 // MetaItem returns the file offset of a metadata item.
 func MetaItem(b []byte, id guid) int64 {
 	_, meta := Regions(b)

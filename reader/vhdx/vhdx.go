@@ -21,10 +21,13 @@
 package vhdx
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"slices"
 	"strings"
 
 	"vmimport/reader/image"
@@ -94,7 +97,7 @@ func Open(src image.Source, opts *image.Options) (*Image, error) {
 	if err := im.readMetadata(meta); err != nil {
 		return nil, err
 	}
-	if err := im.readBAT(bat); err != nil {
+	if err := im.readBAT(bat, im.regions(bat, meta)); err != nil {
 		return nil, err
 	}
 	if im.hasParent {
@@ -218,7 +221,39 @@ func (im *Image) readRegions(warn func(string, ...any)) (bat, meta regionEntry, 
 	if !haveBAT || !haveMeta {
 		return bat, meta, im.corrupt(tableOff, "region table lacks the BAT or the metadata region")
 	}
+	// The regions may not overlap one another nor the log, as qemu checks.
+	h := im.hdr
+	if h.LogLength > 0 && image.CheckRange(int64(h.LogOffset), int64(h.LogLength), im.src.Size) {
+		if overlaps(bat, int64(h.LogOffset), int64(h.LogLength)) {
+			return bat, meta, im.corrupt(tableOff, "BAT region [%d, %d) overlaps the log [%d, %d)", bat.Offset, bat.Offset+uint64(bat.Length), h.LogOffset, h.LogOffset+uint64(h.LogLength))
+		}
+		if overlaps(meta, int64(h.LogOffset), int64(h.LogLength)) {
+			return bat, meta, im.corrupt(tableOff, "metadata region [%d, %d) overlaps the log [%d, %d)", meta.Offset, meta.Offset+uint64(meta.Length), h.LogOffset, h.LogOffset+uint64(h.LogLength))
+		}
+	}
+	if overlaps(bat, int64(meta.Offset), int64(meta.Length)) {
+		return bat, meta, im.corrupt(tableOff, "BAT region [%d, %d) overlaps the metadata region [%d, %d)", bat.Offset, bat.Offset+uint64(bat.Length), meta.Offset, meta.Offset+uint64(meta.Length))
+	}
 	return bat, meta, nil
+}
+
+func overlaps(r regionEntry, off, n int64) bool {
+	return int64(r.Offset) < off+n && off < int64(r.Offset)+int64(r.Length)
+}
+
+// regions lists what no block may overlap: the 1 MiB header section (file
+// identifier, both headers, both region tables), the log, the BAT and the
+// metadata region.
+func (im *Image) regions(bat, meta regionEntry) *image.Regions {
+	var r image.Regions
+	r.Add(0, mib, "header section")
+	if h := im.hdr; h.LogLength > 0 && image.CheckRange(int64(h.LogOffset), int64(h.LogLength), im.src.Size) {
+		r.Add(int64(h.LogOffset), int64(h.LogLength), "log")
+	}
+	r.Add(int64(bat.Offset), int64(bat.Length), "BAT region")
+	r.Add(int64(meta.Offset), int64(meta.Length), "metadata region")
+	r.Seal()
+	return &r
 }
 
 // readMetadata reads the metadata table and the items this reader needs.
@@ -336,8 +371,9 @@ func (im *Image) batIndex(i int64) int64 { return i + i/im.chunkRatio }
 // bitmapIndex is the BAT entry of the sector bitmap block of chunk c.
 func (im *Image) bitmapIndex(c int64) int64 { return c*(im.chunkRatio+1) + im.chunkRatio }
 
-// readBAT reads and checks the BAT: every present block inside the file.
-func (im *Image) readBAT(r regionEntry) error {
+// readBAT reads and checks the BAT: every present block inside the file,
+// clear of the container's own structures (meta) and of every other block.
+func (im *Image) readBAT(r regionEntry, meta *image.Regions) error {
 	src := im.src
 	var total int64
 	if im.hasParent {
@@ -357,6 +393,31 @@ func (im *Image) readBAT(r regionEntry) error {
 		im.bat[i] = binary.LittleEndian.Uint64(b[8*i:])
 	}
 	entryAt := func(j int64) int64 { return int64(r.Offset) + 8*j }
+	// used holds the BAT index of every block present, length[j] its size.
+	var used []uint32
+	length := func(j uint32) int64 {
+		if im.hasParent && int64(j)%(im.chunkRatio+1) == im.chunkRatio {
+			return mib // a sector bitmap block
+		}
+		i := int64(j) - int64(j)/(im.chunkRatio+1)
+		return min(im.blockSize, int64(im.diskSize)-i*im.blockSize)
+	}
+	// place checks the block of BAT entry j, what describes it for errors.
+	place := func(j int64, what string) error {
+		e := im.bat[j]
+		off, n := int64(e>>20<<20), length(uint32(j))
+		switch {
+		case off == 0:
+			return im.corrupt(entryAt(j), "BAT entry %d is 0x%016x: %s at file offset 0 lies in the header section (a present block needs an offset of 1 MiB or more)", j, e, what)
+		case !image.CheckRange(off, n, src.Size):
+			return im.corrupt(entryAt(j), "BAT entry %d is 0x%016x: %s of %d bytes at file offset %d passes the end of the file (%d bytes)", j, e, what, n, off, src.Size)
+		}
+		if reg, ok := meta.Overlap(off, n); ok {
+			return im.corrupt(entryAt(j), "BAT entry %d is 0x%016x: %s [%d, %d) overlaps the %s: data may not lie on the image's own structures", j, e, what, off, off+n, reg)
+		}
+		used = append(used, uint32(j))
+		return nil
+	}
 	if im.hasParent {
 		for c := int64(0); c*im.chunkRatio < im.payloadBlocks; c++ {
 			j := im.bitmapIndex(c)
@@ -364,12 +425,11 @@ func (im *Image) readBAT(r regionEntry) error {
 			switch e & 7 {
 			case stateNotPresent:
 			case bitmapPresent:
-				off := int64(e >> 20 << 20)
-				if off < mib || !image.CheckRange(off, mib, src.Size) {
-					return im.corrupt(entryAt(j), "BAT entry %d: sector bitmap block at offset %d lies past the end of the file (%d bytes)", j, off, src.Size)
+				if err := place(j, fmt.Sprintf("the sector bitmap block of chunk %d", c)); err != nil {
+					return err
 				}
 			default:
-				return im.corrupt(entryAt(j), "BAT entry %d: sector bitmap state %d is neither 0 (not present) nor 6 (present)", j, e&7)
+				return im.corrupt(entryAt(j), "BAT entry %d is 0x%016x: sector bitmap state %d is neither 0 (not present) nor 6 (present)", j, e, e&7)
 			}
 		}
 	}
@@ -380,20 +440,26 @@ func (im *Image) readBAT(r regionEntry) error {
 		case stateNotPresent, stateUndefined, stateZero, stateUnmapped, stateUnmappedV095:
 		case statePartial:
 			if !im.hasParent {
-				return im.corrupt(entryAt(j), "BAT entry %d: block %d is partially present in a disk without a parent", j, i)
+				return im.corrupt(entryAt(j), "BAT entry %d is 0x%016x: block %d is partially present (state 7) in a disk without a parent", j, e, i)
 			}
 			if im.bat[im.bitmapIndex(i/im.chunkRatio)]&7 != bitmapPresent {
-				return im.corrupt(entryAt(j), "BAT entry %d: block %d is partially present but its chunk has no sector bitmap", j, i)
+				return im.corrupt(entryAt(j), "BAT entry %d is 0x%016x: block %d is partially present (state 7) but its chunk has no sector bitmap", j, e, i)
 			}
 			fallthrough
 		case stateFullyPresent:
-			off := int64(e >> 20 << 20)
-			need := min(im.blockSize, int64(im.diskSize)-i*im.blockSize)
-			if off < mib || !image.CheckRange(off, need, src.Size) {
-				return im.corrupt(entryAt(j), "BAT entry %d: block %d at offset %d lies past the end of the file (%d bytes)", j, i, off, src.Size)
+			if err := place(j, fmt.Sprintf("payload block %d", i)); err != nil {
+				return err
 			}
 		default:
-			return im.corrupt(entryAt(j), "BAT entry %d: payload block state %d is undefined", j, e&7)
+			return im.corrupt(entryAt(j), "BAT entry %d is 0x%016x: payload block state %d is undefined", j, e, e&7)
+		}
+	}
+	// No two blocks may share bytes: sort them by place, compare neighbours.
+	slices.SortFunc(used, func(a, b uint32) int { return cmp.Compare(im.bat[a]>>20, im.bat[b]>>20) })
+	for k := 1; k < len(used); k++ {
+		a, b := used[k-1], used[k]
+		if end := int64(im.bat[a]>>20<<20) + length(a); end > int64(im.bat[b]>>20<<20) {
+			return im.corrupt(entryAt(int64(b)), "BAT entries %d and %d are 0x%016x and 0x%016x: their blocks overlap at file offset %d", a, b, im.bat[a], im.bat[b], im.bat[b]>>20<<20)
 		}
 	}
 	return nil
@@ -415,9 +481,6 @@ func (im *Image) openParent(opts *image.Options) error {
 	if opts == nil || !opts.AllowBacking || opts.Open == nil {
 		return fmt.Errorf("%s: vhdx: differencing disk with parent %q: %w: pass --allow-backing to read through the parent", src.Path, im.parentName, image.ErrNotAllowed)
 	}
-	if opts.Depth+1 > image.MaxChainDepth {
-		return im.corrupt(-1, "parent chain deeper than %d images (a loop?)", image.MaxChainDepth)
-	}
 	if len(names) == 0 {
 		return im.corrupt(-1, "differencing disk's parent locator names no usable path")
 	}
@@ -434,7 +497,7 @@ func (im *Image) openParent(opts *image.Options) error {
 		}
 		p, err := opts.Open(resolved, opts.Depth+1)
 		if err != nil {
-			return fmt.Errorf("%s: vhdx: parent %q: %w", src.Path, name, err)
+			return image.WrapChain(err, "%s: vhdx: parent %q", src.Path, name)
 		}
 		info := p.Info()
 		got := field(info, "data write GUID")
@@ -679,6 +742,9 @@ func (im *Image) Info() image.Info {
 	}
 	return info
 }
+
+// Files is every file of the parent chain (the caller holds this one's).
+func (im *Image) Files() []*os.File { return image.Files(im.parent) }
 
 // Close closes the parent; the file belongs to the caller.
 func (im *Image) Close() error {

@@ -220,7 +220,7 @@ func TestBadInput(t *testing.T) {
 			bat, _ := vhdx.Regions(b)
 			le.PutUint64(b[bat+8:], 6|uint64(1<<30)<<0)
 		})
-		wantErr(t, p, image.ErrCorrupt, "BAT entry 1", "past the end of the file")
+		wantErr(t, p, image.ErrCorrupt, "BAT entry 1 is 0x0000000040000006", "passes the end of the file")
 	})
 	t.Run("undefined-state", func(t *testing.T) {
 		p := edit(t, v, func(b []byte) {
@@ -245,7 +245,39 @@ func TestBadInput(t *testing.T) {
 		b, _ := os.ReadFile(v)
 		p := filepath.Join(t.TempDir(), "short.vhdx")
 		os.WriteFile(p, b[:len(b)-(1<<20)], 0o644)
-		wantErr(t, p, image.ErrCorrupt, "past the end of the file")
+		wantErr(t, p, image.ErrCorrupt, "passes the end of the file")
+	})
+	// Blocks on the container's own structures or on one another: qemu
+	// refuses the first kind; both would give the guest wrong bytes.
+	for _, c := range []struct {
+		name  string
+		entry func(bat, meta uint64, b []byte) (int, uint64)
+		words []string
+	}{
+		{"block-at-offset-0", func(_, _ uint64, _ []byte) (int, uint64) { return 0, 6 },
+			[]string{"BAT entry 0 is 0x0000000000000006", "file offset 0 lies in the header section"}},
+		{"block-on-bat", func(bat, _ uint64, _ []byte) (int, uint64) { return 0, bat | 6 },
+			[]string{"overlaps the BAT region"}},
+		{"block-on-metadata", func(_, meta uint64, _ []byte) (int, uint64) { return 0, meta | 6 },
+			[]string{"overlaps the metadata region"}},
+		{"blocks-share", func(bat, _ uint64, b []byte) (int, uint64) { return 5, le.Uint64(b[bat:]) },
+			[]string{"BAT entries 0 and 5", "overlap"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := edit(t, v, func(b []byte) {
+				bat, meta := vhdx.Regions(b)
+				i, e := c.entry(uint64(bat), uint64(meta), b)
+				le.PutUint64(b[bat+8*int64(i):], e)
+			})
+			wantErr(t, p, image.ErrCorrupt, c.words...)
+		})
+	}
+	t.Run("bat-on-metadata", func(t *testing.T) {
+		p := edit(t, v, func(b []byte) {
+			_, meta := vhdx.Regions(b)
+			vhdx.SetBATOffset(b, uint64(meta))
+		})
+		wantErr(t, p, image.ErrCorrupt, "BAT region", "overlaps the metadata region")
 	})
 }
 
@@ -266,8 +298,8 @@ func setLog(b []byte, entries ...[]byte) {
 }
 
 // dirtyEntries writes through the log: a page into block 0, zeros over the
-// first page of block 0, and a BAT page on which block 2 shares block 0's
-// data.
+// first page of block 0, a new block 2 appended to the file (the file
+// grows by 1 MiB) with the same page in it, and the BAT page that maps it.
 func dirtyEntries(b []byte, tail2 uint32) [][]byte {
 	le := binary.LittleEndian
 	bat, _ := vhdx.Regions(b)
@@ -277,11 +309,14 @@ func dirtyEntries(b []byte, tail2 uint32) [][]byte {
 	copy(page, "LEADING!")
 	copy(page[4092:], "TRAI")
 	batPage := bytes.Clone(b[bat : bat+4096])
-	copy(batPage[16:24], batPage[0:8])
-	e1 := vhdx.LogEntryWith(logGUID, 10, 0, size, size,
+	le.PutUint64(batPage[16:24], size|6)
+	grown := size + 1<<20
+	e1 := vhdx.LogEntryWith(logGUID, 10, 0, size, grown,
 		vhdx.Desc{FileOffset: blk0 + 8192, Page: page},
+		vhdx.Desc{FileOffset: int64(size) + 8192, Page: page},
+		vhdx.Desc{FileOffset: int64(grown) - 4096, Page: page}, // so that qemu's replay grows the file to the whole block
 		vhdx.Desc{FileOffset: bat, Page: batPage})
-	e2 := vhdx.LogEntryWith(logGUID, 11, tail2, size, size,
+	e2 := vhdx.LogEntryWith(logGUID, 11, tail2, size, grown,
 		vhdx.Desc{Zero: true, FileOffset: blk0, Length: 4096})
 	return [][]byte{e1, e2}
 }
@@ -322,7 +357,7 @@ func TestDirtyLog(t *testing.T) {
 		_ = raw
 	})
 	t.Run("broken-sequence", func(t *testing.T) {
-		p := edit(t, v, func(b []byte) { setLog(b, dirtyEntries(b, 16384)...) })
+		p := edit(t, v, func(b []byte) { setLog(b, dirtyEntries(b, 4096)...) })
 		wantErr(t, p, image.ErrCorrupt, "not closed cleanly", "log sequence broken")
 	})
 	t.Run("empty-log-read", func(t *testing.T) {

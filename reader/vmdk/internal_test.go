@@ -147,7 +147,7 @@ func TestBadInput(t *testing.T) {
 		b    []byte
 		rule string
 	}{
-		{"truncated grain (plain)", plain[:len(plain)-66000], "lies past the end of the file"},
+		{"truncated grain (plain)", plain[:len(plain)-66000], "pass the end of the file"},
 		{"truncated grain (stream)", mod(streamHdr, func(c []byte) []byte {
 			// Move grain 0 to the end of the file, cut in half.
 			g := firstGrain(c)
@@ -170,7 +170,43 @@ func TestBadInput(t *testing.T) {
 		{"grain table pointing past the end", mod(plain, func(c []byte) []byte {
 			le.PutUint32(c[gtOf(c, 0)+4:], 0x7ffffff0)
 			return c
-		}), "lies past the end of the file"},
+		}), "grain table 0 entry 1 (grain 1) is sector 2147483632: its 65536 bytes at offset 1099511619584 pass the end of the file"},
+		// Grains on the extent's own structures or on one another.
+		{"grain on its grain table", mod(plain, func(c []byte) []byte {
+			le.PutUint32(c[gtOf(c, 0):], uint32(gtOf(c, 0)/512))
+			return c
+		}), "lie on the grain table at sector"},
+		{"grain on the grain directory", mod(plain, func(c []byte) []byte {
+			le.PutUint32(c[gtOf(c, 0):], uint32(gdOf(c)/512))
+			return c
+		}), "lie on the grain directory"},
+		{"two grains share one", mod(plain, func(c []byte) []byte {
+			le.PutUint32(c[gtOf(c, 0)+4:], le.Uint32(c[gtOf(c, 0):]))
+			return c
+		}), "another grain uses the bytes"},
+		{"grains overlap off the grid", mod(plain, func(c []byte) []byte {
+			le.PutUint32(c[gtOf(c, 0)+4:], le.Uint32(c[gtOf(c, 0):])+1)
+			return c
+		}), "two grains overlap"},
+		{"stream grain marker on its grain table", mod(stream, func(c []byte) []byte {
+			gd := int(le.Uint64(c[len(c)-1024+56:])) * 512
+			gt := int(le.Uint32(c[gd:])) * 512
+			le.PutUint32(c[gt:], uint32(gt/512))
+			return c
+		}), "its marker at offset"},
+		{"stream grain running over its grain table", mod(stream, func(c []byte) []byte {
+			gd := int(le.Uint64(c[len(c)-1024+56:])) * 512
+			gt := int(le.Uint32(c[gd:])) * 512
+			// The last grain before the table claims to run into it.
+			last := 0
+			for i := 0; i < 512; i++ {
+				if v := int(le.Uint32(c[gt+4*i:])) * 512; v > last && v < gt {
+					last = v
+				}
+			}
+			le.PutUint32(c[last+8:], uint32(gt-last))
+			return c
+		}), "lies on the grain table"},
 		{"grain directory pointing past the end", mod(plain, func(c []byte) []byte {
 			le.PutUint32(c[gdOf(c):], 0x7ffffff0)
 			return c

@@ -26,6 +26,13 @@ type sparseExtent struct {
 	gd   []uint32 // grain directory: sector of each grain table, 0 if none
 	// footer is set when the grain directory came from the footer.
 	footer bool
+	// footerAt is where the footer's metadata marker starts (streams).
+	footerAt int64
+	gdSector uint64 // where the grain directory in use lies
+	// meta is what no grain may overlap: header, descriptor, directories
+	// and the footer; gtSecs the sectors of every grain table, sorted.
+	meta   image.Regions
+	gtSecs []uint32
 
 	gts     gtCache
 	grains  sync.Pool // *[]byte of grainBytes, for partial compressed grains
@@ -88,6 +95,9 @@ func openSparse(r io.ReaderAt, size int64, path string, opts *image.Options) (*s
 			return nil, err
 		}
 	}
+	if err := s.scan(); err != nil {
+		return nil, err
+	}
 	s.gts.init(h, len(s.gd))
 	s.maxComp = h.grainBytes + h.grainBytes/8 + 1024
 	gb := h.grainBytes
@@ -126,6 +136,7 @@ func (s *sparseExtent) readFooter() (*header, error) {
 	if f.Capacity != h.Capacity || f.GrainSize != h.GrainSize || f.NumGTEsPerGT != h.NumGTEsPerGT || f.Flags&(flagCompressed|flagMarkers|flagZeroedGrain) != h.Flags&(flagCompressed|flagMarkers|flagZeroedGrain) {
 		return nil, image.Corruptf(s.path, "vmdk", off, "footer disagrees with the header (capacity %d/%d sectors, grain %d/%d, flags %#x/%#x)", f.Capacity, h.Capacity, f.GrainSize, h.GrainSize, f.Flags, h.Flags)
 	}
+	s.footerAt = off - sector
 	// A footer marker should precede the footer: check it when present.
 	m := make([]byte, sector)
 	if err := image.ReadFull(s.r, s.size, m, off-sector, s.path, "vmdk", "footer marker"); err == nil {
@@ -147,6 +158,7 @@ func (s *sparseExtent) loadGD(gd uint64) error {
 	}
 	raw := make([]byte, len(s.gd)*4)
 	gdOff := int64(gd) * sector
+	s.gdSector = gd
 	if err := image.ReadFull(s.r, s.size, raw, gdOff, s.path, "vmdk", "grain directory"); err != nil {
 		return err
 	}
@@ -344,6 +356,9 @@ func (s *sparseExtent) readCompressed(p []byte, g uint64, in int64, e uint32) er
 	}
 	if !image.CheckRange(mOff+markerSize, size, s.size) {
 		return image.Corruptf(s.path, "vmdk", mOff+8, "compressed grain %d (%d bytes at offset %d) is truncated by the end of the file (%d bytes)", g, size, mOff+markerSize, s.size)
+	}
+	if what, ok := s.overlap(mOff, markerSize+size); ok {
+		return image.Corruptf(s.path, "vmdk", mOff+8, "compressed grain %d [%d, %d) lies on the %s", g, mOff, mOff+markerSize+size, what)
 	}
 	if int64(len(buf)) < markerSize+size {
 		if int64(cap(buf)) < markerSize+size {

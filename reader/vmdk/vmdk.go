@@ -30,6 +30,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"vmimport/reader/image"
 )
@@ -191,6 +192,9 @@ func (im *Image) openExtent(src image.Source, de descExtent, opts *image.Options
 	}
 	f, err := os.Open(p)
 	if err != nil {
+		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+			return nil, fmt.Errorf("%s: vmdk descriptor: line %d: extent %d of %d: the open-file limit (ulimit -n %d) allows no more: %w", src.Path, de.line, len(im.files)+1, len(im.desc.Extents), image.FileLimit(), err)
+		}
 		return nil, fmt.Errorf("%s: vmdk descriptor: line %d: extent: %w", src.Path, de.line, err)
 	}
 	im.files = append(im.files, f)
@@ -236,16 +240,13 @@ func (im *Image) openParent(opts *image.Options) error {
 	if !opts.AllowBacking || opts.Open == nil {
 		return fmt.Errorf("%s: vmdk: delta disk of parent %q: %w: pass --allow-backing to read through the parent chain", im.path, hint, image.ErrNotAllowed)
 	}
-	if opts.Depth+1 > image.MaxChainDepth {
-		return image.Corruptf(im.path, "vmdk", -1, "parent chain deeper than %d images (a loop?)", image.MaxChainDepth)
-	}
 	p, err := image.ResolvePath(im.path, hint, opts)
 	if err != nil {
 		return fmt.Errorf("%s: vmdk: parent: %w", im.path, err)
 	}
 	parent, err := opts.Open(p, opts.Depth+1)
 	if err != nil {
-		return fmt.Errorf("%s: vmdk: parent %q: %w", im.path, hint, err)
+		return image.WrapChain(err, "%s: vmdk: parent %q", im.path, hint)
 	}
 	im.parent = parent
 	return nil
@@ -418,6 +419,12 @@ func (im *Image) Info() image.Info {
 	}
 	info.Fields = f
 	return info
+}
+
+// Files is the extent files and every file of the parent chain (the caller
+// holds the descriptor's).
+func (im *Image) Files() []*os.File {
+	return append(append([]*os.File(nil), im.files...), image.Files(im.parent)...)
 }
 
 // Close closes the extent files and the parent chain; the file the image
