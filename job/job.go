@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"vmimport/check"
+	"vmimport/internal/kv"
 	"vmimport/jdcloud"
 	"vmimport/reader"
 	"vmimport/reader/image"
@@ -36,6 +37,11 @@ type Env struct {
 	// Budget, if set, is shared by the jobs that run at once: a job takes
 	// its share of memory before it reads a block, and waits for it.
 	Budget *Budget
+	// State, if set, keeps the resume state of uploads instead of files:
+	// under a queue, a key-value bucket the nodes share, so that one node
+	// resumes the upload another began. StateWhere names it in messages.
+	State      kv.Store
+	StateWhere string
 }
 
 // Phase names a stretch of a job, for progress displays.

@@ -104,7 +104,12 @@ func (j *run) startUpload(ctx context.Context, up *uploadStart, im reader.Image,
 	if stored.ImageName == "" {
 		stored.ImageName = upload.DefaultImageName(up.key)
 	}
+	var state upload.StateStore
+	if j.env.State != nil {
+		state = upload.KVState{Store: j.env.State, Key: upload.StateKey(up.c, up.bucket, up.key), Where: j.env.StateWhere}
+	}
 	return upload.Start(ctx, up.c, upload.Options{
+		State:  state,
 		Bucket: up.bucket, Key: up.key, SizeHint: plan.outputMax, PartSize: u.PartSize, Concurrency: plan.concurrency,
 		StateFile: u.StateFile, Resume: u.Resume, Keep: u.Keep, Source: id, Output: j.outputShape(plan), Verify: u.Verify,
 		PresignTTL: u.PresignTTL, Import: meta, Metadata: stored.ObjectMetadata(im.Size()), Preflighted: true,

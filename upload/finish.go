@@ -19,15 +19,15 @@ import (
 // recordCompleting writes the object about to be completed into the state
 // file. Failing to is not fatal: the upload goes on, and a run stopped
 // after Complete would only leave its zero object behind.
-func (t *Target) recordCompleting(etag string) {
+func (t *Target) recordCompleting(ctx context.Context, etag string) {
 	c := &completing{Size: t.pos, ETag: etag}
 	for num := int32(1); num <= t.numParts(); num++ {
 		s := t.parts[num].md5
 		c.Parts = append(c.Parts, hex.EncodeToString(s[:]))
 	}
 	t.st.Completing = c
-	if err := t.st.save(t.statePath); err != nil {
-		t.log(fmt.Sprintf("could not record the upload as completing in %s: %v", t.statePath, err))
+	if err := t.st.save(ctx, t.state); err != nil {
+		t.log(fmt.Sprintf("could not record the upload as completing in %s: %v", t.state.Name(), err))
 	}
 }
 
@@ -41,7 +41,7 @@ func (t *Target) adoptCompleted(ctx context.Context, st *state) error {
 	stale := func(why string) error {
 		t.log(fmt.Sprintf("the recorded upload %s was completed, but %s: starting a new one", st.UploadID, why))
 		t.dropKeys(ctx, st.ZeroKey, st.ZeroKey+".seed")
-		return removeState(t.statePath)
+		return t.state.Remove(ctx)
 	}
 	if st.Output != t.o.Output {
 		return stale(fmt.Sprintf("it made output %q, this run makes %q", st.Output, t.o.Output))
@@ -61,7 +61,7 @@ func (t *Target) adoptCompleted(ctx context.Context, st *state) error {
 	}
 	if !t.o.Resume {
 		return fmt.Errorf("%w: s3://%s/%s was completed by upload %s (started %s), stopped before its cleanup (recorded in %s): add --resume to finish it, nothing is sent again",
-			ErrUploadExists, t.bucket, t.key, st.UploadID, st.Started.Format("2006-01-02T15:04:05Z07:00"), t.statePath)
+			ErrUploadExists, t.bucket, t.key, st.UploadID, st.Started.Format("2006-01-02T15:04:05Z07:00"), t.state.Name())
 	}
 	t.uploadID, t.st, t.partSize, t.pos = st.UploadID, st, st.PartSize, c.Size
 	for i, p := range c.Parts {
@@ -111,8 +111,8 @@ func (t *Target) finishRecorded(ctx context.Context) error {
 		verified = true
 	}
 	t.dropKeys(ctx, t.zeroKey, t.zeroKey+".seed")
-	if err := removeState(t.statePath); err != nil {
-		t.log(fmt.Sprintf("could not remove the state file %s: %v", t.statePath, err))
+	if err := t.state.Remove(ctx); err != nil {
+		t.log(fmt.Sprintf("could not remove the state file %s: %v", t.state.Name(), err))
 	}
 	t.report = t.makeReport(ctx, t.objectETag, verified)
 	return nil

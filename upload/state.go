@@ -1,6 +1,7 @@
 package upload
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -95,35 +96,40 @@ func DefaultStateFile(endpoint, bucket, key string) (string, error) {
 	return filepath.Join(dir, "vmimport", "uploads", hex.EncodeToString(sum[:12])+".json"), nil
 }
 
-func loadState(path string) (*state, error) {
-	b, err := os.ReadFile(path)
+func loadState(ctx context.Context, store StateStore) (*state, error) {
+	b, err := store.Load(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var s state
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("state file %s: %w", path, err)
+		return nil, fmt.Errorf("upload state %s: %w", store.Name(), err)
 	}
 	if s.Version != stateVersion {
-		return nil, fmt.Errorf("state file %s: version %d, this convert writes %d", path, s.Version, stateVersion)
+		return nil, fmt.Errorf("upload state %s: version %d, this convert writes %d", store.Name(), s.Version, stateVersion)
 	}
 	return &s, nil
 }
 
-// save writes the state atomically: a new file, synced, renamed.
-func (s *state) save(path string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
+// save records the state in store.
+func (s *state) save(ctx context.Context, store StateStore) error {
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
+		return err
+	}
+	return store.Save(ctx, append(b, '\n'))
+}
+
+// writeAtomic writes a file atomically: a new file, synced, renamed.
+func writeAtomic(path string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
 	f, err := os.CreateTemp(filepath.Dir(path), ".state-*.tmp")
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(append(b, '\n')); err != nil {
+	if _, err := f.Write(b); err != nil {
 		f.Close()
 		os.Remove(f.Name())
 		return err

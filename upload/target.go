@@ -80,7 +80,10 @@ type Options struct {
 	Concurrency int
 	// StateFile records the upload for --resume (empty: DefaultStateFile).
 	StateFile string
-	// Resume continues the upload recorded in StateFile, if any.
+	// State, if set, records the upload instead of StateFile (a key of a
+	// kv.Store shared by the nodes of a queue: KVState).
+	State StateStore
+	// Resume continues the upload recorded in the state, if any.
 	Resume bool
 	// Keep keeps the upload (instead of aborting it) when this run fails,
 	// for a later Resume; the CLI's --resume sets both.
@@ -137,16 +140,16 @@ type job struct {
 
 // Target is a writer.Target that streams the output into a multipart upload.
 type Target struct {
-	c         *Client
-	o         Options
-	bucket    string
-	key       string
-	uploadID  string
-	zeroKey   string
-	partSize  int64
-	statePath string
-	st        *state
-	log       func(string)
+	c        *Client
+	o        Options
+	bucket   string
+	key      string
+	uploadID string
+	zeroKey  string
+	partSize int64
+	state    StateStore
+	st       *state
+	log      func(string)
 
 	gctx   context.Context
 	cancel context.CancelCauseFunc
@@ -211,11 +214,15 @@ func Start(ctx context.Context, c *Client, o Options) (*Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	statePath := o.StateFile
-	if statePath == "" {
-		if statePath, err = DefaultStateFile(endpointName(c), o.Bucket, o.Key); err != nil {
-			return nil, err
+	store := o.State
+	if store == nil {
+		path := o.StateFile
+		if path == "" {
+			if path, err = DefaultStateFile(endpointName(c), o.Bucket, o.Key); err != nil {
+				return nil, err
+			}
 		}
+		store = FileState(path)
 	}
 	if !o.Preflighted {
 		if err := c.Preflight(ctx, o.Bucket, o.Key); err != nil {
@@ -223,7 +230,7 @@ func Start(ctx context.Context, c *Client, o Options) (*Target, error) {
 		}
 	}
 	t := &Target{
-		c: c, o: o, bucket: o.Bucket, key: o.Key, partSize: partSize, statePath: statePath, log: logf,
+		c: c, o: o, bucket: o.Bucket, key: o.Key, partSize: partSize, state: store, log: logf,
 		parts: map[int32]partInfo{}, existing: map[int32]types.Part{}, zeroSums: map[int64][16]byte{},
 	}
 	if err := t.findRecorded(ctx); err != nil {
@@ -248,9 +255,9 @@ func Start(ctx context.Context, c *Client, o Options) (*Target, error) {
 			PartSize: t.partSize, SizeHint: o.SizeHint, Output: o.Output, Source: o.Source,
 			ZeroKey: zeroKeyFor(t.key, t.uploadID), Started: time.Now().UTC(), Resumable: o.Keep,
 		}
-		if err := t.st.save(statePath); err != nil {
+		if err := t.st.save(ctx, store); err != nil {
 			t.abortUpload(ctx)
-			return nil, fmt.Errorf("recording the upload in %s: %w", statePath, err)
+			return nil, fmt.Errorf("recording the upload in %s: %w", store.Name(), err)
 		}
 	}
 	t.zeroKey = t.st.ZeroKey
@@ -279,7 +286,7 @@ func zeroKeyFor(key, uploadID string) string {
 // findRecorded looks at the state file: with Resume it adopts the recorded
 // upload and lists its parts; without, it refuses to start over a live one.
 func (t *Target) findRecorded(ctx context.Context) error {
-	st, err := loadState(t.statePath)
+	st, err := loadState(ctx, t.state)
 	if errors.Is(err, os.ErrNotExist) {
 		if t.o.Resume {
 			t.log(fmt.Sprintf("no interrupted upload recorded for s3://%s/%s: starting a new one", t.bucket, t.key))
@@ -290,7 +297,7 @@ func (t *Target) findRecorded(ctx context.Context) error {
 		return err
 	}
 	if st.Bucket != t.bucket || st.Key != t.key || st.Endpoint != endpointName(t.c) {
-		return fmt.Errorf("state file %s records an upload to s3://%s/%s at %s, not this one: give another --state-file", t.statePath, st.Bucket, st.Key, st.Endpoint)
+		return fmt.Errorf("state file %s records an upload to s3://%s/%s at %s, not this one: give another --state-file", t.state.Name(), st.Bucket, st.Key, st.Endpoint)
 	}
 	parts, err := t.listParts(ctx, st.UploadID)
 	if apiCode(err) == "NoSuchUpload" || httpStatus(err) == http.StatusNotFound {
@@ -301,14 +308,14 @@ func (t *Target) findRecorded(ctx context.Context) error {
 		}
 		// Completed or aborted since: the record is stale.
 		t.log(fmt.Sprintf("the recorded upload %s no longer exists: starting a new one", st.UploadID))
-		return removeState(t.statePath)
+		return t.state.Remove(ctx)
 	}
 	if err != nil {
 		return fmt.Errorf("listing the parts of the recorded upload %s: %s", st.UploadID, short(err))
 	}
 	if !t.o.Resume {
 		return fmt.Errorf("%w: s3://%s/%s, upload id %s, started %s, %d parts there (recorded in %s): add --resume to continue it, or run `convert uploads abort s3://%s/%s` to drop it",
-			ErrUploadExists, t.bucket, t.key, st.UploadID, st.Started.Format(time.RFC3339), len(parts), t.statePath, t.bucket, t.key)
+			ErrUploadExists, t.bucket, t.key, st.UploadID, st.Started.Format(time.RFC3339), len(parts), t.state.Name(), t.bucket, t.key)
 	}
 	if st.Output != t.o.Output {
 		return fmt.Errorf("cannot resume upload %s: it was started for output %q, this run makes %q", st.UploadID, st.Output, t.o.Output)
@@ -327,7 +334,7 @@ func (t *Target) findRecorded(ctx context.Context) error {
 	t.st = st
 	if !st.Resumable {
 		st.Resumable = true
-		if err := st.save(t.statePath); err != nil {
+		if err := st.save(ctx, t.state); err != nil {
 			return err
 		}
 	}
@@ -360,8 +367,8 @@ func (t *Target) UploadID() string { return t.uploadID }
 // PartSize is the size of every part but the last.
 func (t *Target) PartSize() int64 { return t.partSize }
 
-// StateFile is where the upload is recorded until it completes.
-func (t *Target) StateFile() string { return t.statePath }
+// StateFile says where the upload is recorded until it completes.
+func (t *Target) StateFile() string { return t.state.Name() }
 
 // SentBytes is the number of part bytes sent so far (copied parts excluded).
 func (t *Target) SentBytes() int64 { return t.sent.Load() }
@@ -838,7 +845,7 @@ func (t *Target) complete(ctx context.Context) error {
 		done = append(done, types.CompletedPart{PartNumber: aws.Int32(num), ETag: aws.String(`"` + hex.EncodeToString(p.md5[:]) + `"`)})
 	}
 	want := t.multipartETag()
-	t.recordCompleting(want)
+	t.recordCompleting(ctx, want)
 	out, err := t.c.S3.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
 		Bucket: aws.String(t.bucket), Key: aws.String(t.key), UploadId: aws.String(t.uploadID),
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: done},
@@ -878,8 +885,8 @@ func (t *Target) complete(ctx context.Context) error {
 	}
 	t.done = true
 	t.dropZero(ctx)
-	if err := removeState(t.statePath); err != nil {
-		t.log(fmt.Sprintf("could not remove the state file %s: %v", t.statePath, err))
+	if err := t.state.Remove(ctx); err != nil {
+		t.log(fmt.Sprintf("could not remove the state file %s: %v", t.state.Name(), err))
 	}
 	t.report = t.makeReport(ctx, etag, verified)
 	return nil
@@ -943,7 +950,7 @@ func (t *Target) Abort(ctx context.Context) error {
 		// must not look done.
 		err := t.deleteObject(ctx, t.key)
 		t.dropZero(ctx)
-		removeState(t.statePath)
+		t.state.Remove(ctx)
 		if err != nil {
 			return fmt.Errorf("deleting the unverified object s3://%s/%s: %s", t.bucket, t.key, short(err))
 		}
@@ -952,7 +959,7 @@ func (t *Target) Abort(ctx context.Context) error {
 	t.dropZero(ctx)
 	if t.o.Keep {
 		t.log(fmt.Sprintf("kept upload %s of s3://%s/%s (recorded in %s): run the same command with --resume to continue it, or `convert uploads abort s3://%s/%s` to drop it",
-			t.uploadID, t.bucket, t.key, t.statePath, t.bucket, t.key))
+			t.uploadID, t.bucket, t.key, t.state.Name(), t.bucket, t.key))
 		return nil
 	}
 	if err := t.abortUpload(ctx); err != nil {
@@ -961,7 +968,7 @@ func (t *Target) Abort(ctx context.Context) error {
 	if err := t.dropUnconfirmed(ctx); err != nil {
 		return err
 	}
-	return removeState(t.statePath)
+	return t.state.Remove(ctx)
 }
 
 // abortUpload aborts the upload and checks it is gone: S3 asks callers to
@@ -1007,7 +1014,7 @@ func (t *Target) abortUpload(ctx context.Context) error {
 		return nil
 	}
 	return fmt.Errorf("aborting upload %s of s3://%s/%s: %s (it is recorded in %s; `convert uploads abort s3://%s/%s` drops it)",
-		t.uploadID, t.bucket, t.key, short(err), t.statePath, t.bucket, t.key)
+		t.uploadID, t.bucket, t.key, short(err), t.state.Name(), t.bucket, t.key)
 }
 
 // zeroReader reads n zero bytes and can seek, so that the SDK can sign and
