@@ -11,12 +11,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// File is a Target that writes a local file under a temporary name in the
-// same folder, leaves holes for zero runs, and on Commit patches the head,
-// fsyncs and renames the file to its final name.
+// File is a Target that writes a local file with no name in the folder of
+// the output (Linux's O_TMPFILE), or elsewhere under a temporary name
+// there, leaves holes for zero runs, and on Commit patches the head, fsyncs
+// and gives the file its final name. A run killed with SIGKILL leaves
+// nothing behind on Linux; elsewhere a .NAME.*.partial file.
 type File struct {
 	final   string
 	f       *os.File
+	anon    bool // f has no name until Commit
 	pos     int64 // logical end of the output
 	written int64 // bytes really written (not holes)
 	seekTo  int64 // pending position after skips, -1 if none
@@ -43,20 +46,37 @@ func CreateFile(path string) (*File, error) {
 	if dir == "" {
 		dir = "."
 	}
-	f, err := os.CreateTemp(dir, "."+base+".*.partial")
+	f, err := createAnon(dir)
 	if err != nil {
-		return nil, fmt.Errorf("creating the output: %w", err)
+		return nil, fmt.Errorf("creating %s: %w", path, err)
+	}
+	if f != nil {
+		t := &File{final: path, f: f, anon: true, seekTo: -1}
+		if err := f.Chmod(0o644); err != nil { // as a named file gets, umask aside
+			t.remove()
+			return nil, fmt.Errorf("creating %s: %w", path, err)
+		}
+		return t, nil
+	}
+	f, err = os.CreateTemp(dir, "."+base+".*.partial")
+	if err != nil {
+		return nil, fmt.Errorf("creating %s: %w", path, err)
 	}
 	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return nil, err
+		t := &File{f: f}
+		t.remove()
+		return nil, fmt.Errorf("creating %s: %w", path, err)
 	}
 	return &File{final: path, f: f, seekTo: -1}, nil
 }
 
-// TempName is the file being written until Commit.
-func (t *File) TempName() string { return t.f.Name() }
+// remove closes the file and removes its temporary name, if it has one.
+func (t *File) remove() {
+	t.f.Close()
+	if !t.anon {
+		os.Remove(t.f.Name())
+	}
+}
 
 // Write appends p.
 func (t *File) Write(p []byte) (int, error) {
@@ -70,7 +90,7 @@ func (t *File) Write(p []byte) (int, error) {
 	t.pos += int64(n)
 	t.written += int64(n)
 	if err != nil {
-		return n, fmt.Errorf("writing %s: %w", t.f.Name(), err)
+		return n, fmt.Errorf("writing %s: %w", t.final, unwrapPath(err))
 	}
 	if t.pos-t.flushed >= writebackStep {
 		// Start (not wait for) writeback of what was written since the
@@ -101,9 +121,8 @@ func (t *File) Commit(_ context.Context, head []byte) error {
 	}
 	t.done = true
 	fail := func(err error) error {
-		t.f.Close()
-		os.Remove(t.f.Name())
-		return fmt.Errorf("finishing %s: %w", t.final, err)
+		t.remove()
+		return fmt.Errorf("finishing %s: %w", t.final, unwrapPath(err))
 	}
 	if len(head) > 0 {
 		if int64(len(head)) > t.pos {
@@ -120,13 +139,25 @@ func (t *File) Commit(_ context.Context, head []byte) error {
 	if err := t.f.Sync(); err != nil {
 		return fail(err)
 	}
-	if err := t.f.Close(); err != nil {
-		os.Remove(t.f.Name())
-		return fmt.Errorf("finishing %s: %w", t.final, err)
+	tmp := t.f.Name()
+	if t.anon {
+		// The file gets a name only now, fully written and synced; a kill
+		// between link and rename leaves it under this name.
+		dir, base := filepath.Split(t.final)
+		tmp = filepath.Join(dir, fmt.Sprintf(".%s.%d.partial", base, os.Getpid()))
+		os.Remove(tmp)
+		if err := linkAnon(t.f, tmp); err != nil {
+			return fail(err)
+		}
+		t.anon = false
 	}
-	if err := os.Rename(t.f.Name(), t.final); err != nil {
-		os.Remove(t.f.Name())
-		return fmt.Errorf("finishing %s: %w", t.final, err)
+	if err := t.f.Close(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("finishing %s: %w", t.final, unwrapPath(err))
+	}
+	if err := os.Rename(tmp, t.final); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("finishing %s: %w", t.final, unwrapPath(err))
 	}
 	if d, err := os.Open(filepath.Dir(t.final)); err == nil {
 		d.Sync()
@@ -135,14 +166,26 @@ func (t *File) Commit(_ context.Context, head []byte) error {
 	return nil
 }
 
-// Abort removes the temporary file.
+// Abort drops the file: an anonymous one is freed by the kernel, a named
+// temporary one removed.
 func (t *File) Abort(context.Context) error {
 	if t.done {
 		return nil
 	}
 	t.done = true
-	t.f.Close()
-	return os.Remove(t.f.Name())
+	t.remove()
+	return nil
+}
+
+// unwrapPath drops the temporary file's name from an *os.PathError: the
+// caller names the output instead ("writing out.raw: no space left on
+// device", not the hidden name).
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // Stream is a Target over a plain writer such as stdout: zero runs are

@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	"vmimport/stream"
@@ -111,5 +112,46 @@ func TestFileTargetHolesAndRename(t *testing.T) {
 	g.Abort(context.Background())
 	if m, _ := filepath.Glob(filepath.Join(dir, "*")); len(m) != 1 {
 		t.Fatalf("after Abort the folder holds %v", m)
+	}
+}
+
+// TestFileHasNoNameUntilCommit: while the output is written, nothing of it
+// is in the folder (a SIGKILL then leaves nothing); Commit names it, Abort
+// leaves nothing.
+func TestFileHasNoNameUntilCommit(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.raw")
+	for _, commit := range []bool{false, true} {
+		f, err := CreateFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(bytes.Repeat([]byte{7}, 1<<20)); err != nil {
+			t.Fatal(err)
+		}
+		if entries, _ := os.ReadDir(dir); runtime.GOOS == "linux" && len(entries) != 0 {
+			t.Errorf("while writing, the folder holds %v", entries)
+		}
+		if commit {
+			if err := f.Commit(context.Background(), []byte{1, 2}); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := f.Abort(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		entries, _ := os.ReadDir(dir)
+		switch {
+		case !commit && len(entries) != 0:
+			t.Errorf("after Abort: %v", entries)
+		case commit && (len(entries) != 1 || entries[0].Name() != "out.raw"):
+			t.Errorf("after Commit: %v", entries)
+		}
+	}
+	b, err := os.ReadFile(out)
+	if err != nil || len(b) != 1<<20 || b[0] != 1 || b[1] != 2 || b[2] != 7 {
+		t.Fatalf("committed output: %d bytes, %v", len(b), err)
+	}
+	if fi, _ := os.Stat(out); fi.Mode().Perm() != 0o644 {
+		t.Errorf("mode %v", fi.Mode())
 	}
 }
