@@ -41,6 +41,15 @@ type Options struct {
 	State kv.Store
 	// Events, if set, hears what happens, from one goroutine at a time.
 	Events func(Event)
+	// UploadState, if set, keeps the resume state of uploads instead of
+	// files (job.Env.State): under a queue, the KV bucket the nodes share.
+	// UploadStateWhere names it in messages.
+	UploadState      kv.Store
+	UploadStateWhere string
+	// KeepUploads keeps the upload of a disk that fails or is cancelled,
+	// for another run to resume (a queue worker hands a disk back); the
+	// caller aborts it once the disk failed for good.
+	KeepUploads bool
 }
 
 // Defaults.
@@ -303,12 +312,13 @@ func (b *runner) one(ctx context.Context, i int) {
 		// An upload that an earlier run left (killed before it could
 		// abort) is continued, not refused; a failure aborts it.
 		spec.Upload.Resume = true
+		spec.Upload.Keep = spec.Upload.Keep || b.o.KeepUploads
 	}
 	// The batch follows the import tasks of all disks together, once
 	// every disk has converted: a disk does not hold its slot for hours.
 	wait := spec.Import.Wait
 	spec.Import.Wait = false
-	res, err := job.Run(ctx, spec, job.Env{Budget: b.budget, Events: func(e job.Event) {
+	res, err := job.Run(ctx, spec, job.Env{Budget: b.budget, State: b.o.UploadState, StateWhere: b.o.UploadStateWhere, Events: func(e job.Event) {
 		b.emit(Event{Kind: DiskEvent, Index: i, Item: it, Job: e})
 	}})
 	oc.fill(res)
