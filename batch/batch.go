@@ -240,24 +240,9 @@ loop:
 		b.out[i] = Outcome{Line: it.Line, Source: it.Spec.Source, Output: it.Spec.Output, Status: Cancelled, Error: "not started: the batch was interrupted"}
 		b.emit(Event{Kind: DiskDone, Index: i, Item: it, Outcome: &b.out[i]})
 	}
-	sum.Seconds = time.Since(start).Seconds()
-	for _, oc := range b.out {
-		switch oc.Status {
-		case Done:
-			sum.Done++
-			sum.Bytes += oc.Bytes
-			if oc.Stats != nil {
-				sum.Virtual += oc.Stats.Size
-			}
-		case Skipped:
-			sum.Skipped++
-		case Failed:
-			sum.Failed++
-		case Cancelled:
-			sum.Cancelled++
-		}
-	}
-	return b.out, sum, nil
+	t := Tally(b.out)
+	t.Seconds, t.Jobs, t.Memory = time.Since(start).Seconds(), sum.Jobs, sum.Memory
+	return b.out, t, nil
 }
 
 type runner struct {

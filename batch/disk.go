@@ -38,3 +38,31 @@ func (d *Disk) Follow(ctx context.Context) Outcome {
 	d.r.follow(ctx)
 	return d.r.out[0]
 }
+
+// Digest is a digest of the settings of s that shape its output bytes (the
+// format, QCOW2 options, disk size, store, ...): a disk done with the same
+// digest from the same source need not be done again.
+func Digest(s *job.Spec) string { return specDigest(s) }
+
+// Tally totals outcomes as Run's summary does (Jobs, Memory and Seconds
+// are the caller's to fill).
+func Tally(outs []Outcome) Summary {
+	sum := Summary{Disks: len(outs)}
+	for _, oc := range outs {
+		switch oc.Status {
+		case Done:
+			sum.Done++
+			sum.Bytes += oc.Bytes
+			if oc.Stats != nil {
+				sum.Virtual += oc.Stats.Size
+			}
+		case Skipped:
+			sum.Skipped++
+		case Failed:
+			sum.Failed++
+		case Cancelled:
+			sum.Cancelled++
+		}
+	}
+	return sum
+}
