@@ -77,6 +77,7 @@ type followed struct {
 func (f *follower) watch(ctx context.Context, left int) int {
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	reconnected := f.q().Reconnected()
 	w, err := f.q().kv.Watch(wctx, "status.*", jetstream.IgnoreDeletes())
 	if err != nil {
 		select {
@@ -98,6 +99,8 @@ func (f *follower) watch(ctx context.Context, left int) int {
 			if f.update(e) {
 				left--
 			}
+		case <-reconnected:
+			return left
 		case <-wctx.Done():
 			return left
 		}

@@ -22,6 +22,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -70,6 +71,9 @@ type Queue struct {
 	kv     jetstream.KeyValue
 	name   string
 	url    string
+
+	mu          sync.Mutex
+	reconnected chan struct{} // closed (and replaced) at every reconnection
 }
 
 // Open connects to the server and finds (or creates) the stream and the
@@ -90,12 +94,19 @@ func Open(ctx context.Context, c Config) (*Queue, error) {
 	if !strings.Contains(c.URL, "://") {
 		return nil, fmt.Errorf("--queue %q: give the NATS server as nats://HOST:PORT", c.URL)
 	}
+	q := &Queue{name: c.Name, url: redact(c.URL), reconnected: make(chan struct{})}
 	opts := []nats.Option{
 		nats.Name(c.Client), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
 		nats.Timeout(5 * time.Second), nats.ReconnectBufSize(8 << 20),
 		// Errors of the connection's own goroutines are seen by the calls
 		// that fail; nothing is printed behind the caller's back.
 		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}),
+		nats.ReconnectHandler(func(*nats.Conn) {
+			q.mu.Lock()
+			close(q.reconnected)
+			q.reconnected = make(chan struct{})
+			q.mu.Unlock()
+		}),
 	}
 	if creds := os.Getenv("NATS_CREDS"); creds != "" {
 		opts = append(opts, nats.UserCredentials(creds))
@@ -104,7 +115,7 @@ func Open(ctx context.Context, c Config) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrUnreachable, redact(c.URL), err)
 	}
-	q := &Queue{nc: nc, name: c.Name, url: redact(c.URL)}
+	q.nc = nc
 	if err := q.setup(ctx, c.Replicas); err != nil {
 		nc.Close()
 		return nil, err
@@ -184,6 +195,14 @@ func (q *Queue) Close() {
 		q.nc.Drain()
 		q.nc.Close()
 	}
+}
+
+// Reconnected is closed when the connection comes back after a loss (the
+// server restarted): watches are then made anew.
+func (q *Queue) Reconnected() <-chan struct{} {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.reconnected
 }
 
 // Name is the queue's name.

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"vmimport/batch"
@@ -202,7 +203,7 @@ func (w *worker) next(ctx context.Context) (jetstream.Msg, error) {
 	if err == nil {
 		return msg, nil
 	}
-	if ctx.Err() != nil || fctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoMessages) {
+	if ctx.Err() != nil || fctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout) {
 		return nil, nil
 	}
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -333,7 +334,7 @@ func (w *worker) handle(base context.Context, msg jetstream.Msg, release func())
 		logf("stopped: %v; the disk is another worker's now", cause)
 	case errors.Is(cause, errDrain) && (oc.Status == batch.Cancelled || oc.Status == batch.Failed):
 		st.State, st.Note, st.Outcome = Queued, "handed back by "+o.Name+" (stopping)", nil
-		w.q.putStatus(base, st)
+		w.putFinal(base, st, logf)
 		l.release(base)
 		msg.Nak()
 		logf("handed back to the queue (the worker is stopping)")
@@ -342,11 +343,9 @@ func (w *worker) handle(base context.Context, msg jetstream.Msg, release func())
 		if id, err := upload.IdentifySource(spec.Source); err == nil {
 			st.SourceID = &id
 		}
-		if _, err := w.q.putStatus(base, st); err != nil {
-			logf("status: %v", err)
-		}
+		w.putFinal(base, st, logf)
 		l.release(base)
-		if err := msg.DoubleAck(base); err != nil {
+		if err := w.settle(base, func(ctx context.Context) error { return msg.DoubleAck(ctx) }); err != nil {
 			logf("acknowledging: %v (a redelivery will find it done)", err)
 		}
 		logf("%s in %.1fs", oc.Status, oc.Seconds)
@@ -360,10 +359,38 @@ func (w *worker) handle(base context.Context, msg jetstream.Msg, release func())
 		delay = min(delay, maxRetryDelay)
 		st.State, st.Outcome = Queued, nil
 		st.Note = fmt.Sprintf("delivery %d of %d failed: %s; retry in %s", delivery, o.MaxDeliveries, firstLine(oc.Error), delay)
-		w.q.putStatus(base, st)
+		w.putFinal(base, st, logf)
 		l.release(base)
 		msg.NakWithDelay(delay)
 		logf("%s", st.Note)
+	}
+}
+
+// settle runs fn until it succeeds, riding out a server that restarts,
+// for as long as the server would wait for the disk (AckWait) and at
+// least 30s.
+func (w *worker) settle(ctx context.Context, fn func(context.Context) error) error {
+	deadline := time.Now().Add(max(w.o.AckWait, 30*time.Second))
+	pause := 100 * time.Millisecond
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := fn(cctx)
+		cancel()
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+		}
+		pause = min(2*pause, 2*time.Second)
+	}
+}
+
+// putFinal writes the status a delivery ends with: it must get there.
+func (w *worker) putFinal(ctx context.Context, st *Status, logf func(string, ...any)) {
+	if err := w.settle(ctx, func(ctx context.Context) error { _, err := w.q.putStatus(ctx, st); return err }); err != nil {
+		logf("status: %v", err)
 	}
 }
 
@@ -413,9 +440,7 @@ func (w *worker) heartbeat(ctx context.Context, msg jetstream.Msg, l *lease, st 
 func (w *worker) fail(ctx context.Context, msg jetstream.Msg, spec *job.Spec, st *Status, oc *batch.Outcome, l *lease, logf func(string, ...any)) {
 	w.abortKept(ctx, spec, logf)
 	st.State, st.Note, st.Outcome = Failed, "", oc
-	if _, err := w.q.putStatus(ctx, st); err != nil {
-		logf("status: %v", err)
-	}
+	w.putFinal(ctx, st, logf)
 	l.release(ctx)
 	msg.TermWithReason("failed: " + firstLine(oc.Error))
 	logf("failed: %s", oc.Error)
@@ -426,7 +451,7 @@ func (w *worker) giveUp(ctx context.Context, msg jetstream.Msg, spec *job.Spec, 
 	oc := &batch.Outcome{Line: st.Line, Source: st.Source, Output: st.Output, Status: batch.Failed, Error: why}
 	w.abortKept(ctx, spec, logf)
 	st.State, st.Note, st.Outcome = Failed, "", oc
-	w.q.putStatus(ctx, st)
+	w.putFinal(ctx, st, logf)
 	msg.TermWithReason(why)
 	logf("failed: %s", why)
 }
