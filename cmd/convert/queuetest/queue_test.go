@@ -195,13 +195,13 @@ func (e *env) submit(manifest string, args ...string) func() result {
 
 // outcome is the part of a disk's JSON line the tests read.
 type outcome struct {
-	Line    int    `json:"line"`
-	Source  string `json:"source"`
-	Output  string `json:"output"`
-	Status  string `json:"status"`
-	Error   string `json:"error"`
-	Bytes   int64  `json:"bytes"`
-	Target  *struct {
+	Line   int    `json:"line"`
+	Source string `json:"source"`
+	Output string `json:"output"`
+	Status string `json:"status"`
+	Error  string `json:"error"`
+	Bytes  int64  `json:"bytes"`
+	Target *struct {
 		Parts       int `json:"parts"`
 		PartsSent   int `json:"parts_sent"`
 		PartsCopied int `json:"parts_copied"`
