@@ -274,7 +274,7 @@ func (e *env) statuses() (map[string]status, int) {
 
 // randomDisk writes a sparse RAW disk of size bytes with random data in
 // runs of n bytes every stride bytes.
-func randomDisk(t *testing.T, path string, size, n, stride int64) string {
+func randomDisk(t testing.TB, path string, size, n, stride int64) string {
 	t.Helper()
 	f, err := os.Create(path)
 	if err != nil {
@@ -303,7 +303,7 @@ func jsonLine(kv ...any) string {
 	return string(b)
 }
 
-func writeManifest(t *testing.T, path string, lines []string) string {
+func writeManifest(t testing.TB, path string, lines []string) string {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
 		t.Fatal(err)
