@@ -414,6 +414,11 @@ func TestQueueEightDisks(t *testing.T) {
 	if r.code != 0 || sum.Skipped != 8 {
 		t.Fatalf("resubmission: exit %d, %+v\n%s", r.code, sum, r.stderr)
 	}
+	for out, o := range got {
+		if o.Status != "skipped" {
+			t.Errorf("resubmission: %s %s", out, o.Status)
+		}
+	}
 	if _, messages := e.statuses(); messages != 0 {
 		t.Errorf("the resubmission queued %d messages", messages)
 	}
@@ -556,6 +561,53 @@ func TestQueuePoison(t *testing.T) {
 	}
 	if messages != 0 {
 		t.Errorf("%d messages left in the queue", messages)
+	}
+	e.noLeftovers(1)
+}
+
+// TestQueueSigterm: SIGTERM lets a running disk go on for --drain-timeout,
+// then hands it back to the queue with its upload kept; the worker exits 0
+// and the next worker continues the upload.
+func TestQueueSigterm(t *testing.T) {
+	e := newEnv(t)
+	big := randomDisk(t, filepath.Join(e.dir, "big.raw"), 96*mib, 7*mib, 8*mib)
+	out := "s3://" + e.bucket + "/big.raw"
+	manifest := writeManifest(t, filepath.Join(e.dir, "disks.jsonl"), []string{jsonLine("source", big, "output", out)})
+	e.proxy.Inject(400*time.Millisecond, func(op string, n int) s3test.Fault {
+		if op == "UploadPart" {
+			return s3test.SlowOnReply
+		}
+		return s3test.Pass
+	})
+	e.worker("a", "--drain-timeout", "300ms")
+	wait := e.submit(manifest, "--wait", "--json", "--upload-concurrency", "2")
+	deadline := time.Now().Add(60 * time.Second)
+	for e.proxy.Done("UploadPart") < 4 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	start := time.Now()
+	if code := e.signal("a", syscall.SIGTERM); code != 0 {
+		t.Errorf("worker a: exit %d after SIGTERM, want 0", code)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("worker a took %s to stop", d)
+	}
+	st, messages := e.statuses()
+	if s := st[out]; s.State != "queued" || messages != 1 {
+		t.Errorf("after SIGTERM: status %+v, %d messages; want queued, 1", s, messages)
+	}
+	if p := srv.Pending(t, e.bucket); len(p) != 1 {
+		t.Errorf("after SIGTERM: incomplete uploads %v, want the one kept", p)
+	}
+	e.proxy.Inject(0, nil)
+	e.worker("b")
+	r := wait()
+	got, _ := parse(t, r.stdout)
+	if o := got[out]; r.code != 0 || o.Status != "done" || o.Target == nil || o.Target.PartsReused < 4 {
+		t.Errorf("exit %d, %+v %+v\n%s", r.code, o, o.Target, r.stderr)
+	}
+	if e.objectRawSHA("big.raw", "raw") != testkit.RawSHA256(t, big) {
+		t.Error("the object differs from the source")
 	}
 	e.noLeftovers(1)
 }
