@@ -62,6 +62,15 @@ func (q *queueOptions) register(fs *pflag.FlagSet) {
 	fs.IntVar(&q.replicas, "queue-replicas", 1, "copies of the stream and the bucket when this command creates them (3 on a NATS cluster)")
 }
 
+// flags names the queue on a command line, for hints.
+func (q *queueOptions) flags() string {
+	s := "--queue " + q.url
+	if q.name != queue.DefaultName {
+		s += " --queue-name " + q.name
+	}
+	return s
+}
+
 func (q *queueOptions) open(ctx context.Context, client string) (*queue.Queue, error) {
 	if q.url == "" {
 		return nil, usageError{errors.New("give the queue: --queue nats://HOST:PORT")}
@@ -151,7 +160,7 @@ func runQueueBatch(ctx context.Context, args []string, stdout, stderr io.Writer)
 		printBatchTable(stderr, outs, sum)
 	}
 	if ctx.Err() != nil {
-		return fmt.Errorf("wait interrupted (the disks go on in the queue: convert batch status --queue %s): %w", qo.url, ctx.Err())
+		return fmt.Errorf("wait interrupted (the disks go on in the queue: convert batch status %s): %w", qo.flags(), ctx.Err())
 	}
 	if !sum.OK() {
 		return batchFailed{fmt.Sprintf("%d of %d disks failed", sum.Disks-sum.Done-sum.Skipped, sum.Disks)}
@@ -182,8 +191,8 @@ func printSubmitted(stdout, stderr io.Writer, subs []queue.Submitted, asJSON boo
 		}
 		fmt.Fprintln(stderr, line)
 	}
-	fmt.Fprintf(stderr, "%d disks: %d queued, %d already queued or running, %d done before; follow them with `convert batch status --queue %s`\n",
-		len(subs), counts[queue.ResultQueued], counts[queue.ResultAlreadyQueued]+counts[queue.ResultAlreadyRunning], counts[queue.ResultDone], qo.url)
+	fmt.Fprintf(stderr, "%d disks: %d queued, %d already queued or running, %d done before; follow them with `convert batch status %s`\n",
+		len(subs), counts[queue.ResultQueued], counts[queue.ResultAlreadyQueued]+counts[queue.ResultAlreadyRunning], counts[queue.ResultDone], qo.flags())
 	return nil
 }
 
