@@ -27,6 +27,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"vmimport/internal/jdcloudtest"
 	"vmimport/internal/natstest"
 	"vmimport/internal/s3test"
 	"vmimport/internal/testkit"
@@ -64,6 +65,8 @@ type env struct {
 	home   string
 	proxy  *s3test.Proxy
 	dir    string
+	// extra environment of every process (JDCLOUD_* keys, ...)
+	extra []string
 
 	mu      sync.Mutex
 	workers map[string]*workerProc
@@ -90,7 +93,7 @@ func newEnv(t *testing.T) *env {
 // environ is what every process gets: credentials, and the store's
 // endpoint from the environment (messages carry none).
 func (e *env) environ() []string {
-	return append(srv.Env(e.home), "AWS_ENDPOINT_URL_S3="+e.proxy.URL)
+	return append(append(srv.Env(e.home), "AWS_ENDPOINT_URL_S3="+e.proxy.URL), e.extra...)
 }
 
 func (e *env) command(args ...string) *exec.Cmd {
@@ -610,4 +613,79 @@ func TestQueueSigterm(t *testing.T) {
 		t.Error("the object differs from the source")
 	}
 	e.noLeftovers(1)
+}
+
+// TestQueueImportWait: records that import are imported by the worker
+// (credentials from the worker's environment), which follows the task
+// after giving back the disk's slot; --wait reports the image, and a task
+// that fails fails its disk (exit 1), as in the local batch.
+func TestQueueImportWait(t *testing.T) {
+	e := newEnv(t)
+	api := jdcloudtest.Start(t, jdcloudtest.Options{})
+	api.FailTasks(func(im jdcloudtest.Import) string {
+		if im.Fields["imageName"] == "bad" {
+			return "the image does not boot"
+		}
+		return ""
+	})
+	sample := filepath.Join("..", "..", "..", "testdata", "sample.qcow2")
+	abs, _ := filepath.Abs(sample)
+	manifest := writeManifest(t, filepath.Join(e.dir, "disks.jsonl"), []string{
+		jsonLine("source", abs, "output", "s3://"+e.bucket+"/good.qcow2", "output-format", "qcow2", "import", true, "image-name", "good"),
+		jsonLine("source", abs, "output", "s3://"+e.bucket+"/bad.qcow2", "output-format", "qcow2", "import", true, "image-name", "bad"),
+	})
+	e.extra = []string{"JDCLOUD_ACCESS_KEY_ID=" + api.AccessKey, "JDCLOUD_SECRET_ACCESS_KEY=" + api.SecretKey}
+	e.worker("w", "--jobs", "2")
+	cmd := e.command("batch", manifest, "--queue", e.nats.URL, "--progress", "never", "--check", "warn", "--region", srv.Region,
+		"--jdcloud-api-endpoint", api.URL, "--poll-interval", "5ms", "--wait", "--json")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.Run()
+	var lines []struct {
+		Output string `json:"output"`
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Import *struct {
+			ImageID string `json:"image_id"`
+			Status  string `json:"status"`
+		} `json:"import"`
+	}
+	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		if strings.HasPrefix(l, `{"summary"`) {
+			continue
+		}
+		var o struct {
+			Output string `json:"output"`
+			Status string `json:"status"`
+			Error  string `json:"error"`
+			Import *struct {
+				ImageID string `json:"image_id"`
+				Status  string `json:"status"`
+			} `json:"import"`
+		}
+		if err := json.Unmarshal([]byte(l), &o); err != nil {
+			t.Fatalf("%v: %s", err, l)
+		}
+		lines = append(lines, o)
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 1 || len(lines) != 2 {
+		t.Fatalf("exit %d, %d lines, want 1 and 2\n%s\n%s", code, len(lines), out.String(), errb.String())
+	}
+	for _, o := range lines {
+		switch o.Output {
+		case "s3://" + e.bucket + "/good.qcow2":
+			if o.Status != "done" || o.Import == nil || o.Import.ImageID == "" || o.Import.Status != "finished" {
+				t.Errorf("good: %+v %+v", o, o.Import)
+			}
+		case "s3://" + e.bucket + "/bad.qcow2":
+			if o.Status != "failed" || !strings.Contains(o.Error, "does not boot") {
+				t.Errorf("bad: %+v", o)
+			}
+		default:
+			t.Errorf("unexpected line %+v", o)
+		}
+	}
+	if n := len(api.Imports()); n != 2 {
+		t.Errorf("%d ImportImage requests, want 2", n)
+	}
 }
