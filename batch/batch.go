@@ -41,6 +41,15 @@ type Options struct {
 	State kv.Store
 	// Events, if set, hears what happens, from one goroutine at a time.
 	Events func(Event)
+	// UploadState, if set, keeps the resume state of uploads instead of
+	// files (job.Env.State): under a queue, the KV bucket the nodes share.
+	// UploadStateWhere names it in messages.
+	UploadState      kv.Store
+	UploadStateWhere string
+	// KeepUploads keeps the upload of a disk that fails or is cancelled,
+	// for another run to resume (a queue worker hands a disk back); the
+	// caller aborts it once the disk failed for good.
+	KeepUploads bool
 }
 
 // Defaults.
@@ -231,24 +240,9 @@ loop:
 		b.out[i] = Outcome{Line: it.Line, Source: it.Spec.Source, Output: it.Spec.Output, Status: Cancelled, Error: "not started: the batch was interrupted"}
 		b.emit(Event{Kind: DiskDone, Index: i, Item: it, Outcome: &b.out[i]})
 	}
-	sum.Seconds = time.Since(start).Seconds()
-	for _, oc := range b.out {
-		switch oc.Status {
-		case Done:
-			sum.Done++
-			sum.Bytes += oc.Bytes
-			if oc.Stats != nil {
-				sum.Virtual += oc.Stats.Size
-			}
-		case Skipped:
-			sum.Skipped++
-		case Failed:
-			sum.Failed++
-		case Cancelled:
-			sum.Cancelled++
-		}
-	}
-	return b.out, sum, nil
+	t := Tally(b.out)
+	t.Seconds, t.Jobs, t.Memory = time.Since(start).Seconds(), sum.Jobs, sum.Memory
+	return b.out, t, nil
 }
 
 type runner struct {
@@ -303,12 +297,13 @@ func (b *runner) one(ctx context.Context, i int) {
 		// An upload that an earlier run left (killed before it could
 		// abort) is continued, not refused; a failure aborts it.
 		spec.Upload.Resume = true
+		spec.Upload.Keep = spec.Upload.Keep || b.o.KeepUploads
 	}
 	// The batch follows the import tasks of all disks together, once
 	// every disk has converted: a disk does not hold its slot for hours.
 	wait := spec.Import.Wait
 	spec.Import.Wait = false
-	res, err := job.Run(ctx, spec, job.Env{Budget: b.budget, Events: func(e job.Event) {
+	res, err := job.Run(ctx, spec, job.Env{Budget: b.budget, State: b.o.UploadState, StateWhere: b.o.UploadStateWhere, Events: func(e job.Event) {
 		b.emit(Event{Kind: DiskEvent, Index: i, Item: it, Job: e})
 	}})
 	oc.fill(res)

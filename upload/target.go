@@ -116,6 +116,17 @@ type Options struct {
 // destination is recorded and --resume was not given.
 var ErrUploadExists = errors.New("an interrupted upload to this object exists")
 
+// ErrCannotResume is wrapped by the errors of a resume that the recorded
+// upload does not allow (another source, output shape or part size): the
+// upload can only be aborted and begun anew.
+var ErrCannotResume = errors.New("cannot resume the recorded upload")
+
+// cannotResume keeps its message and matches ErrCannotResume.
+type cannotResume struct{ error }
+
+func (e cannotResume) Unwrap() error        { return e.error }
+func (e cannotResume) Is(target error) bool { return target == ErrCannotResume }
+
 var errCopyRefused = errors.New("the store refuses UploadPartCopy")
 
 // how a part got to the store.
@@ -318,16 +329,16 @@ func (t *Target) findRecorded(ctx context.Context) error {
 			ErrUploadExists, t.bucket, t.key, st.UploadID, st.Started.Format(time.RFC3339), len(parts), t.state.Name(), t.bucket, t.key)
 	}
 	if st.Output != t.o.Output {
-		return fmt.Errorf("cannot resume upload %s: it was started for output %q, this run makes %q", st.UploadID, st.Output, t.o.Output)
+		return cannotResume{fmt.Errorf("cannot resume upload %s: it was started for output %q, this run makes %q", st.UploadID, st.Output, t.o.Output)}
 	}
 	if err := sameSource(st.Source, t.o.Source); err != nil {
-		return fmt.Errorf("cannot resume upload %s: %w; drop it with `convert uploads abort s3://%s/%s`", st.UploadID, err, t.bucket, t.key)
+		return cannotResume{fmt.Errorf("cannot resume upload %s: %w; drop it with `convert uploads abort s3://%s/%s`", st.UploadID, err, t.bucket, t.key)}
 	}
 	if t.o.PartSize != 0 && t.o.PartSize != st.PartSize {
-		return fmt.Errorf("cannot resume upload %s with --part-size %d: it was started with parts of %d bytes", st.UploadID, t.o.PartSize, st.PartSize)
+		return cannotResume{fmt.Errorf("cannot resume upload %s with --part-size %d: it was started with parts of %d bytes", st.UploadID, t.o.PartSize, st.PartSize)}
 	}
 	if _, err := PlanPartSize(t.o.SizeHint, st.PartSize); err != nil {
-		return fmt.Errorf("cannot resume upload %s: %w", st.UploadID, err)
+		return cannotResume{fmt.Errorf("cannot resume upload %s: %w", st.UploadID, err)}
 	}
 	t.partSize = st.PartSize
 	t.uploadID = st.UploadID

@@ -23,6 +23,8 @@ Usage:
   convert info SRC [--json]            describe an image
   convert check SRC [--json]           check an image against the cloud's import rules
   convert batch MANIFEST [--jobs N]    convert many disks (convert batch --help)
+  convert batch MANIFEST --queue URL   queue them for workers on many nodes (convert worker --help)
+  convert worker --queue URL           convert disks from the queue
   convert uploads ls|abort s3://B/P    list or abort incomplete uploads
   convert import s3://B/K [--wait]     import an uploaded object as an image (convert import --help)
   convert import-status TASK_ID...     state of import tasks; --wait follows them
@@ -59,7 +61,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "check":
 		return runCheckCmd(ctx, args[1:], stdout, stderr)
 	case "batch":
+		if len(args) > 1 && args[1] == "status" {
+			return runBatchStatus(ctx, args[2:], stdout, stderr)
+		}
+		if queueGiven(args[1:]) {
+			return runQueueBatch(ctx, args[1:], stdout, stderr)
+		}
 		return runBatch(ctx, args[1:], stdout, stderr)
+	case "worker":
+		return runWorker(ctx, args[1:], stdout, stderr)
 	case "uploads":
 		return runUploads(ctx, args[1:], stdout, stderr)
 	case "import":

@@ -1,0 +1,285 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"vmimport/batch"
+	"vmimport/internal/units"
+	"vmimport/queue"
+)
+
+const queueBatchHelp = `Usage: convert batch MANIFEST --queue nats://HOST:PORT [--queue-name N] [--wait] [flags]
+       convert batch status --queue nats://HOST:PORT [--queue-name N] [--json]
+
+With --queue, the disks of the manifest are not converted here: they are
+checked as the local batch checks them (every record, before anything is
+sent), then published to a NATS JetStream work queue, one message a disk,
+for the workers of any number of nodes (convert worker --help). The stream
+and the key-value bucket (named after --queue-name, default convert) are
+made on first use; the NATS server must run with JetStream (nats-server -js).
+
+Resubmitting a manifest queues no disk twice: a disk queued or running
+already is left as it is, one done before with the same settings (and,
+where this node sees the source, from the same source) is not queued again;
+one that failed is. Sources and file outputs are made absolute: the workers
+must see them at the same paths (shared storage); uploads need nothing
+shared. Messages carry no secrets: each worker takes credentials and
+endpoints it is not told from its own environment.
+
+Without --wait the command returns once the disks are queued, with a line
+per disk. --wait follows them to their end (and their imports, for records
+that import) and prints what the local batch prints: a line per disk as it
+ends (--json: a JSON object each, then {"summary": ...}), a table, and the
+same exit code: 0 every disk done or skipped; 1 a disk failed; 2 a usage
+error or a bad manifest (nothing queued); 130 interrupted (the disks go on
+in the queue).
+
+convert batch status lists every disk of the queue: queued, running (on
+which worker, how far), done, failed (why).
+
+Flags (the conversion flags are defaults for every disk, as in the local batch):
+`
+
+// queueOptions say which queue.
+type queueOptions struct {
+	url      string
+	name     string
+	replicas int
+}
+
+func (q *queueOptions) register(fs *pflag.FlagSet) {
+	fs.StringVar(&q.url, "queue", "", "the NATS server of the work queue, nats://HOST:PORT (several, comma-separated, for a cluster; NATS_CREDS may name a credentials file)")
+	fs.StringVar(&q.name, "queue-name", queue.DefaultName, "name of the queue: its stream and key-value bucket on the server")
+	fs.IntVar(&q.replicas, "queue-replicas", 1, "copies of the stream and the bucket when this command creates them (3 on a NATS cluster)")
+}
+
+// flags names the queue on a command line, for hints.
+func (q *queueOptions) flags() string {
+	s := "--queue " + q.url
+	if q.name != queue.DefaultName {
+		s += " --queue-name " + q.name
+	}
+	return s
+}
+
+func (q *queueOptions) open(ctx context.Context, client string) (*queue.Queue, error) {
+	if q.url == "" {
+		return nil, usageError{errors.New("give the queue: --queue nats://HOST:PORT")}
+	}
+	return queue.Open(ctx, queue.Config{URL: q.url, Name: q.name, Replicas: q.replicas, Client: client})
+}
+
+// queueGiven tells whether a batch command line names a queue.
+func queueGiven(args []string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		if a == "--queue" || strings.HasPrefix(a, "--queue=") {
+			return true
+		}
+	}
+	return false
+}
+
+// runQueueBatch is `convert batch MANIFEST --queue URL`: submit, and with
+// --wait follow the disks to their end.
+func runQueueBatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var def specOptions
+	var bo batchOptions
+	var qo queueOptions
+	fs := pflag.NewFlagSet("convert batch", pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.SetOutput(stderr)
+	qo.register(fs)
+	bo.register(fs)
+	def.register(fs)
+	fs.Usage = func() { fmt.Fprint(stderr, queueBatchHelp+fs.FlagUsages()) }
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return usageError{fmt.Errorf("batch takes one manifest (a file, or - for stdin), got %d", fs.NArg())}
+	}
+	for _, name := range []string{"jobs", "memory", "state-dir", "no-state"} {
+		if fs.Changed(name) {
+			return usageError{fmt.Errorf("--%s applies to the workers under --queue (convert worker --help)", name)}
+		}
+	}
+	if err := checkProgressMode(bo.progress); err != nil {
+		return usageError{err}
+	}
+	name := fs.Arg(0)
+	items, _, err := readManifest(name, fs)
+	if err != nil {
+		return usageError{err}
+	}
+	q, err := qo.open(ctx, "convert batch")
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	start := time.Now()
+	subs, err := q.Submit(ctx, items)
+	if err != nil {
+		var ie *batch.ItemError
+		if errors.As(err, &ie) {
+			label := name
+			if name == "-" {
+				label = "stdin"
+			}
+			return usageError{fmt.Errorf("%s:%d: %w", label, ie.Line, ie.Err)}
+		}
+		return fmt.Errorf("queueing the disks: %w (those before were queued; submitting again queues none twice)", err)
+	}
+	if !def.imp.wait {
+		return printSubmitted(stdout, stderr, subs, bo.asJSON, qo)
+	}
+	ui := newBatchUI(bo.progress, stderr, stdout, bo.asJSON, len(items))
+	outs := q.Follow(ctx, items, subs, ui.event)
+	ui.finish()
+	sum := batch.Tally(outs)
+	sum.Seconds = time.Since(start).Seconds()
+	if bo.asJSON {
+		e := json.NewEncoder(stdout)
+		e.SetEscapeHTML(false)
+		if err := e.Encode(map[string]batch.Summary{"summary": sum}); err != nil {
+			return err
+		}
+	} else {
+		printBatchTable(stderr, outs, sum)
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("wait interrupted (the disks go on in the queue: convert batch status %s): %w", qo.flags(), ctx.Err())
+	}
+	if !sum.OK() {
+		return batchFailed{fmt.Sprintf("%d of %d disks failed", sum.Disks-sum.Done-sum.Skipped, sum.Disks)}
+	}
+	return nil
+}
+
+// printSubmitted reports a submission without --wait.
+func printSubmitted(stdout, stderr io.Writer, subs []queue.Submitted, asJSON bool, qo queueOptions) error {
+	counts := map[string]int{}
+	for _, s := range subs {
+		counts[s.Result]++
+	}
+	if asJSON {
+		e := json.NewEncoder(stdout)
+		e.SetEscapeHTML(false)
+		for _, s := range subs {
+			if err := e.Encode(s); err != nil {
+				return err
+			}
+		}
+		return e.Encode(map[string]map[string]int{"summary": counts})
+	}
+	for _, s := range subs {
+		line := fmt.Sprintf("%-16s %s -> %s", s.Result, s.Source, s.Output)
+		if s.Note != "" {
+			line += ": " + s.Note
+		}
+		fmt.Fprintln(stderr, line)
+	}
+	fmt.Fprintf(stderr, "%d disks: %d queued, %d already queued or running, %d done before; follow them with `convert batch status %s`\n",
+		len(subs), counts[queue.ResultQueued], counts[queue.ResultAlreadyQueued]+counts[queue.ResultAlreadyRunning], counts[queue.ResultDone], qo.flags())
+	return nil
+}
+
+// runBatchStatus is `convert batch status --queue URL`: every disk of the
+// queue and where it stands.
+func runBatchStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var qo queueOptions
+	var asJSON bool
+	fs := pflag.NewFlagSet("convert batch status", pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.SetOutput(stderr)
+	qo.register(fs)
+	fs.BoolVar(&asJSON, "json", false, "print a JSON object per disk (its status as the queue's bucket holds it), then a summary object")
+	fs.Usage = func() { fmt.Fprint(stderr, queueBatchHelp+fs.FlagUsages()) }
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return usageError{fmt.Errorf("batch status takes no arguments, got %d", fs.NArg())}
+	}
+	q, err := qo.open(ctx, "convert batch status")
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	all, err := q.Statuses(ctx)
+	if err != nil {
+		return err
+	}
+	pending, err := q.Pending(ctx)
+	if err != nil {
+		return err
+	}
+	counts := map[queue.State]int{}
+	for _, s := range all {
+		counts[s.State]++
+	}
+	if asJSON {
+		e := json.NewEncoder(stdout)
+		e.SetEscapeHTML(false)
+		for _, s := range all {
+			if err := e.Encode(s); err != nil {
+				return err
+			}
+		}
+		return e.Encode(map[string]any{"summary": map[string]any{
+			"disks": len(all), "queued": counts[queue.Queued], "running": counts[queue.Running],
+			"done": counts[queue.Done], "failed": counts[queue.Failed], "messages": pending,
+		}})
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "state\tworker\tprogress\tupdated\tdisk")
+	for _, s := range all {
+		prog := ""
+		switch {
+		case s.State == queue.Running && s.VirtualBytes > 0:
+			prog = fmt.Sprintf("%3.0f%% of %s, %s", 100*float64(s.DoneBytes)/float64(s.VirtualBytes), units.Bytes(s.VirtualBytes), s.Phase)
+		case s.State == queue.Running:
+			prog = s.Phase
+		case s.State == queue.Done && s.Outcome != nil:
+			prog = fmt.Sprintf("%s in %.1fs", units.Bytes(s.Outcome.Bytes), s.Outcome.Seconds)
+			if s.Outcome.Status == batch.Skipped {
+				prog = "found done"
+			}
+		}
+		what := s.Source + " -> " + s.Output
+		switch {
+		case s.State == queue.Failed && s.Outcome != nil:
+			what += ": " + s.Outcome.Error
+		case s.Note != "":
+			what += ": " + s.Note
+		}
+		if s.Delivery > 1 {
+			prog = strings.TrimPrefix(prog+fmt.Sprintf(" (delivery %d)", s.Delivery), " ")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.State, s.Worker, prog, s.Updated.Local().Format(time.TimeOnly), firstLine(what))
+	}
+	tw.Flush()
+	fmt.Fprintf(stdout, "%d disks: %d queued, %d running, %d done, %d failed; %d messages in the queue\n",
+		len(all), counts[queue.Queued], counts[queue.Running], counts[queue.Done], counts[queue.Failed], pending)
+	return nil
+}
+
+// stderrLog writes a worker's lines with the time.
+func stderrLog(w io.Writer) func(string) {
+	return func(line string) {
+		fmt.Fprintf(w, "%s %s\n", time.Now().Format("2006-01-02T15:04:05.000"), line)
+	}
+}

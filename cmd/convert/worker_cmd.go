@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"vmimport/batch"
+	"vmimport/queue"
+)
+
+const workerHelp = `Usage: convert worker --queue nats://HOST:PORT [--queue-name N] [--jobs N] [--memory SIZE] [--ack-wait D]
+
+Takes disks from a NATS JetStream work queue (filled by convert batch
+MANIFEST --queue) and converts them, --jobs at a time under one --memory
+budget, each as the local batch would: a disk done before from the same
+source with the same settings is skipped, an upload left by a worker that
+died is resumed. Status, progress and results go into the queue's
+key-value bucket (convert batch status, convert batch --wait).
+
+While a disk runs, the worker tells the server every few seconds that it is
+still at work, so a disk never times out however large; a worker that dies
+(kill -9, power loss) stops doing so, and after --ack-wait the disk goes to
+another worker, which continues its multipart upload from the state kept in
+the bucket. A lease per output (renewed by its holder, taken over only once
+the server's clock says it expired) keeps two workers from writing one
+output at once. A disk that fails for a reason worth a retry (network,
+server) goes back to the queue with a growing delay, --max-deliveries times
+at most; a broken image or a bad setting fails at once, and for good.
+
+Credentials and endpoints come from the worker's own environment (the AWS
+chain, JDCLOUD_ACCESS_KEY_ID, ...); sources and file outputs are read and
+written at the paths the manifest gave (shared storage).
+
+SIGTERM or SIGINT: no new disk; the running ones get --drain-timeout to
+finish, the others go back to the queue (their uploads kept for the next
+worker); exit 0.
+
+Flags:
+`
+
+func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var qo queueOptions
+	var memory string
+	o := queue.WorkerOptions{Log: stderrLog(stderr)}
+	fs := pflag.NewFlagSet("convert worker", pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.SetOutput(stderr)
+	qo.register(fs)
+	fs.IntVar(&o.Jobs, "jobs", batch.DefaultJobs, "disks converted at once")
+	fs.StringVar(&memory, "memory", "1G", "memory budget of all running disks together (blocks in flight and upload parts); a disk waits for its share")
+	fs.DurationVar(&o.AckWait, "ack-wait", queue.DefaultAckWait, "how long the server waits for a sign of life from a disk's worker before giving the disk to another (shared by all workers: the last started sets it)")
+	fs.IntVar(&o.MaxDeliveries, "max-deliveries", queue.DefaultMaxDeliveries, "deliveries of a disk at most: a disk whose worker died, or that failed for a reason worth a retry, that many times fails for good")
+	fs.DurationVar(&o.RetryDelay, "retry-delay", queue.DefaultRetryDelay, "wait before the first retry of a disk that failed for a reason worth a retry; doubles with every delivery, up to 5m")
+	fs.DurationVar(&o.DrainTimeout, "drain-timeout", queue.DefaultDrainTimeout, "on SIGTERM, how long the running disks may go on before they go back to the queue")
+	fs.StringVar(&o.Name, "name", "", "this worker's name in statuses and leases (default HOST-PID)")
+	fs.Usage = func() { fmt.Fprint(stderr, workerHelp+fs.FlagUsages()) }
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return usageError{fmt.Errorf("worker takes no arguments, got %d", fs.NArg())}
+	}
+	var err error
+	if o.Memory, err = parseSize(memory); err != nil {
+		return usageError{fmt.Errorf("--memory: %w", err)}
+	}
+	if o.AckWait < time.Second {
+		return usageError{fmt.Errorf("--ack-wait %s: give at least 1s", o.AckWait)}
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(o.Memory + 40<<20)
+	}
+	q, err := qo.open(ctx, "convert worker")
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	if err := q.Work(ctx, o); err != nil {
+		return usageError{err}
+	}
+	return nil
+}

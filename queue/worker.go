@@ -1,0 +1,494 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"vmimport/batch"
+	"vmimport/check"
+	"vmimport/job"
+	"vmimport/reader/image"
+	"vmimport/upload"
+)
+
+// WorkerOptions shape a worker.
+type WorkerOptions struct {
+	// Name names the worker in statuses and leases (default HOST-PID).
+	Name string
+	// Jobs is how many disks convert at once (default 2).
+	Jobs int
+	// Memory is the budget of the running disks together (default 1 GiB).
+	Memory int64
+	// AckWait is how long the server waits for a sign of life from the
+	// worker of a disk before it gives the disk to another (default 60s).
+	// It is a setting of the consumer all workers share: the last worker
+	// started sets it.
+	AckWait time.Duration
+	// MaxDeliveries bounds the deliveries of a disk (default 5): a disk
+	// whose worker died, or that failed for a reason worth a retry, that
+	// many times fails for good.
+	MaxDeliveries int
+	// RetryDelay is the wait before the first retry of a transient
+	// failure (default 10s); it doubles with every delivery, up to 5 min.
+	RetryDelay time.Duration
+	// DrainTimeout is how long running disks may go on once ctx is
+	// cancelled (SIGTERM) before they are handed back to the queue, their
+	// uploads kept for the next worker (default 20s).
+	DrainTimeout time.Duration
+	// Log receives a line for every thing that happens. May be nil.
+	Log func(string)
+}
+
+// Defaults of a worker.
+const (
+	DefaultAckWait       = 60 * time.Second
+	DefaultMaxDeliveries = 5
+	DefaultRetryDelay    = 10 * time.Second
+	DefaultDrainTimeout  = 20 * time.Second
+	maxRetryDelay        = 5 * time.Minute
+)
+
+var (
+	errDrain  = errors.New("the worker is stopping")
+	errFenced = errors.New("the queue was out of reach too long to keep the lease")
+)
+
+func (o *WorkerOptions) defaults() error {
+	if o.Name == "" {
+		host, _ := os.Hostname()
+		o.Name = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if o.Jobs == 0 {
+		o.Jobs = batch.DefaultJobs
+	}
+	if o.Memory == 0 {
+		o.Memory = batch.DefaultMemory
+	}
+	if o.AckWait == 0 {
+		o.AckWait = DefaultAckWait
+	}
+	if o.MaxDeliveries == 0 {
+		o.MaxDeliveries = DefaultMaxDeliveries
+	}
+	if o.RetryDelay == 0 {
+		o.RetryDelay = DefaultRetryDelay
+	}
+	if o.DrainTimeout == 0 {
+		o.DrainTimeout = DefaultDrainTimeout
+	}
+	if o.Log == nil {
+		o.Log = func(string) {}
+	}
+	switch {
+	case o.Jobs < 1 || o.Jobs > 64:
+		return fmt.Errorf("--jobs %d: use 1..64", o.Jobs)
+	case o.Memory < 16<<20:
+		return fmt.Errorf("--memory %d: give at least 16M", o.Memory)
+	case o.AckWait < time.Second:
+		return fmt.Errorf("--ack-wait %s: give at least 1s", o.AckWait)
+	case o.MaxDeliveries < 1:
+		return fmt.Errorf("--max-deliveries %d: give at least 1", o.MaxDeliveries)
+	case o.RetryDelay < 0 || o.DrainTimeout < 0:
+		return errors.New("--retry-delay and --drain-timeout: give positive durations")
+	}
+	return nil
+}
+
+// worker is a running Work.
+type worker struct {
+	q      *Queue
+	o      WorkerOptions
+	cons   jetstream.Consumer
+	budget *job.Budget
+	store  *Bucket
+	tick   time.Duration
+}
+
+// Work pulls disks from the queue and converts them, Jobs at a time under
+// one Memory budget, until ctx is cancelled; then it takes no new disk,
+// lets the running ones finish for DrainTimeout, hands the others back
+// (their uploads kept for the next worker) and returns nil.
+//
+// While a disk runs, the worker tells the server every few seconds that it
+// is still at work (so that no disk, however large, times out) and renews
+// the lease of the disk's output. A worker that dies stops both: after
+// AckWait the server gives the disk to another worker, which takes the
+// lease over and resumes the upload from the state in the bucket. A disk
+// that fails for a reason worth a retry (network, server) goes back with a
+// growing delay, MaxDeliveries times at most; a broken image or a bad
+// setting fails at once, for good.
+func (q *Queue) Work(ctx context.Context, o WorkerOptions) error {
+	if err := o.defaults(); err != nil {
+		return err
+	}
+	cctx, cancel := opCtx(ctx)
+	cons, err := q.js.CreateOrUpdateConsumer(cctx, q.name, jetstream.ConsumerConfig{
+		Durable:       consumerName,
+		Description:   "convert workers",
+		FilterSubject: q.name + ".disk.*",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       o.AckWait,
+		// The delivery limit is the workers' (MaxDeliveries): the worker
+		// that gets one delivery too many fails the disk and removes its
+		// message, which a server-side limit would leave in the stream.
+		MaxDeliver: -1,
+	})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("queue %s: the workers' consumer: %w", q.name, err)
+	}
+	w := &worker{q: q, o: o, cons: cons, budget: job.NewBudget(o.Memory), store: q.Store(),
+		tick: min(max(o.AckWait/4, 50*time.Millisecond), 2*time.Second)}
+	o.Log(fmt.Sprintf("worker %s: taking disks from queue %s (%d at a time, memory %d MiB, ack wait %s)", o.Name, q.url+"/"+q.name, o.Jobs, o.Memory>>20, o.AckWait))
+
+	// Running disks outlive ctx by DrainTimeout: they run under base.
+	base, stopAll := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer stopAll(nil)
+	slots := make(chan struct{}, o.Jobs)
+	var wg sync.WaitGroup
+	pause := time.Duration(0)
+loop:
+	for {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			break loop
+		}
+		msg, err := w.next(ctx)
+		if msg == nil {
+			<-slots
+			if err != nil && ctx.Err() == nil {
+				pause = min(max(2*pause, 250*time.Millisecond), 5*time.Second)
+				o.Log(fmt.Sprintf("worker %s: waiting for the queue: %v", o.Name, err))
+				select {
+				case <-time.After(pause):
+				case <-ctx.Done():
+				}
+			}
+			continue
+		}
+		pause = 0
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var once sync.Once
+			release := func() { once.Do(func() { <-slots }) }
+			defer release()
+			w.handle(base, msg, release)
+		}()
+	}
+	if n := len(slots); n > 0 {
+		o.Log(fmt.Sprintf("worker %s: stopping: %d disks running get %s to finish, then go back to the queue", o.Name, n, o.DrainTimeout))
+	}
+	t := time.AfterFunc(o.DrainTimeout, func() { stopAll(errDrain) })
+	wg.Wait()
+	t.Stop()
+	o.Log(fmt.Sprintf("worker %s: stopped", o.Name))
+	return nil
+}
+
+// next fetches one message; nil, nil when none came within a few seconds.
+func (w *worker) next(ctx context.Context) (jetstream.Msg, error) {
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	msg, err := w.cons.Next(jetstream.FetchContext(fctx))
+	if err == nil {
+		return msg, nil
+	}
+	if ctx.Err() != nil || fctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout) {
+		return nil, nil
+	}
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		// Deleted (with its stream?): make it again.
+		if c, cerr := w.q.js.CreateOrUpdateConsumer(ctx, w.q.name, w.cons.CachedInfo().Config); cerr == nil {
+			w.cons = c
+		}
+	}
+	return nil, err
+}
+
+// progress is what a running disk reports into its status.
+type progress struct {
+	mu         sync.Mutex
+	phase      string
+	done, size int64
+}
+
+// handle runs one delivery of a disk to its end: done, failed, retried
+// later, handed back, or left to the worker that took its lease over.
+// release gives back the disk's slot once it no longer converts.
+func (w *worker) handle(base context.Context, msg jetstream.Msg, release func()) {
+	o := &w.o
+	delivery := 1
+	if meta, err := msg.Metadata(); err == nil {
+		delivery = int(meta.NumDelivered)
+	}
+	var m message
+	if err := json.Unmarshal(msg.Data(), &m); err != nil || m.Version != messageVersion || m.Key == "" {
+		o.Log(fmt.Sprintf("worker %s: dropping an unreadable message on %s: %v", o.Name, msg.Subject(), err))
+		msg.TermWithReason("unreadable message")
+		return
+	}
+	spec := m.Spec
+	name := spec.Source + " -> " + spec.Output
+	logf := func(format string, args ...any) {
+		o.Log(fmt.Sprintf("worker %s: %s: %s", o.Name, name, fmt.Sprintf(format, args...)))
+	}
+	st, _, err := w.q.getStatus(base, m.Key)
+	if st == nil {
+		if err != nil {
+			logf("%v", err)
+		}
+		st = &Status{Key: m.Key, Line: m.Line, Source: spec.Source, Output: spec.Output, Digest: batch.Digest(&spec), Submitted: m.Submitted}
+	}
+	st.Worker, st.Delivery = o.Name, delivery
+	if delivery > o.MaxDeliveries {
+		w.giveUp(base, msg, &spec, st, fmt.Sprintf("gave up after %d deliveries (its workers died or it kept failing; last: %s)", o.MaxDeliveries, st.Note), logf)
+		return
+	}
+	output := spec.Output
+	if spec.Kind() == job.ToBucket {
+		if b, k, err := spec.Destination(); err == nil {
+			output = "s3://" + b + "/" + k
+		}
+	}
+	l, wait, err := w.q.acquire(base, output, m.Key, o.Name, o.AckWait)
+	if err != nil {
+		if !errors.Is(err, ErrLeaseBusy) {
+			wait = 2 * time.Second
+		}
+		logf("%v: again in %s", err, wait.Round(time.Millisecond))
+		msg.NakWithDelay(wait + 100*time.Millisecond)
+		return
+	}
+	st.State, st.Phase, st.DoneBytes, st.VirtualBytes, st.Outcome, st.SourceID = Running, "", 0, 0, nil, nil
+	if _, err := w.q.putStatus(base, st); err != nil {
+		logf("status: %v", err)
+	}
+	logf("started (delivery %d)", delivery)
+
+	jctx, jcancel := context.WithCancelCause(base)
+	defer jcancel(nil)
+	var prog progress
+	stopBeat := w.heartbeat(base, msg, l, st, &prog, jcancel)
+	events := func(e batch.Event) {
+		if e.Kind != batch.DiskEvent {
+			return
+		}
+		je := e.Job
+		prog.mu.Lock()
+		switch je.Kind {
+		case job.Started:
+			prog.size = je.Info.VirtualSize
+		case job.PhaseChanged:
+			prog.phase = string(je.Phase)
+		case job.Progress:
+			prog.done, prog.size = je.Stats.Done, je.Stats.Size
+		}
+		prog.mu.Unlock()
+		switch je.Kind {
+		case job.Warning:
+			logf("warning: %s", je.Message)
+		case job.Notice:
+			logf("%s", je.Message)
+		case job.PhaseChanged:
+			if je.Phase == job.Finishing {
+				// The last chance to stop before the output is made to
+				// look done: the lease must still be this worker's.
+				if err := l.renew(base); errors.Is(err, ErrLeaseLost) {
+					jcancel(err)
+				}
+			}
+		}
+	}
+	opts := batch.Options{State: w.store, UploadState: w.store, UploadStateWhere: w.q.Where(), KeepUploads: true, Events: events}
+	disk := batch.NewDisk(batch.Item{Line: m.Line, Spec: spec}, w.budget, opts)
+	oc, following := disk.Convert(jctx)
+	if oc.Status == batch.Failed && errors.Is(oc.Err, upload.ErrCannotResume) && jctx.Err() == nil {
+		// The recorded upload cannot be continued (the source changed,
+		// say): drop it and start over.
+		logf("%v: aborting it and starting over", oc.Err)
+		w.abortKept(base, &spec, logf)
+		disk = batch.NewDisk(batch.Item{Line: m.Line, Spec: spec}, w.budget, opts)
+		oc, following = disk.Convert(jctx)
+	}
+	release()
+	if following {
+		oc = disk.Follow(jctx)
+	}
+	stopBeat()
+	// What follows must be written even when the drain is over.
+	base = context.WithoutCancel(base)
+
+	cause := context.Cause(jctx)
+	switch {
+	case errors.Is(cause, ErrLeaseLost) || errors.Is(cause, errFenced):
+		logf("stopped: %v; the disk is another worker's now", cause)
+	case errors.Is(cause, errDrain) && (oc.Status == batch.Cancelled || oc.Status == batch.Failed):
+		st.State, st.Note, st.Outcome = Queued, "handed back by "+o.Name+" (stopping)", nil
+		w.putFinal(base, st, logf)
+		l.release(base)
+		msg.Nak()
+		logf("handed back to the queue (the worker is stopping)")
+	case oc.Status == batch.Done || oc.Status == batch.Skipped:
+		st.State, st.Note, st.Outcome = Done, "", &oc
+		if id, err := upload.IdentifySource(spec.Source); err == nil {
+			st.SourceID = &id
+		}
+		w.putFinal(base, st, logf)
+		l.release(base)
+		if err := w.settle(base, func(ctx context.Context) error { return msg.DoubleAck(ctx) }); err != nil {
+			logf("acknowledging: %v (a redelivery will find it done)", err)
+		}
+		logf("%s in %.1fs", oc.Status, oc.Seconds)
+	case Permanent(oc.Err):
+		w.fail(base, msg, &spec, st, &oc, l, logf)
+	case delivery >= o.MaxDeliveries:
+		oc.Error = fmt.Sprintf("gave up after %d deliveries: %s", delivery, oc.Error)
+		w.fail(base, msg, &spec, st, &oc, l, logf)
+	default:
+		delay := o.RetryDelay << min(delivery-1, 16)
+		delay = min(delay, maxRetryDelay)
+		st.State, st.Outcome = Queued, nil
+		st.Note = fmt.Sprintf("delivery %d of %d failed: %s; retry in %s", delivery, o.MaxDeliveries, firstLine(oc.Error), delay)
+		w.putFinal(base, st, logf)
+		l.release(base)
+		msg.NakWithDelay(delay)
+		logf("%s", st.Note)
+	}
+}
+
+// settle runs fn until it succeeds, riding out a server that restarts,
+// for as long as the server would wait for the disk (AckWait) and at
+// least 30s.
+func (w *worker) settle(ctx context.Context, fn func(context.Context) error) error {
+	deadline := time.Now().Add(max(w.o.AckWait, 30*time.Second))
+	pause := 100 * time.Millisecond
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := fn(cctx)
+		cancel()
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+		}
+		pause = min(2*pause, 2*time.Second)
+	}
+}
+
+// putFinal writes the status a delivery ends with: it must get there.
+func (w *worker) putFinal(ctx context.Context, st *Status, logf func(string, ...any)) {
+	if err := w.settle(ctx, func(ctx context.Context) error { _, err := w.q.putStatus(ctx, st); return err }); err != nil {
+		logf("status: %v", err)
+	}
+}
+
+// heartbeat tells the server the disk is still at work, renews the lease
+// and writes the progress into the status, every tick, until stopped. A
+// lost lease, or one it could not renew for long, cancels the job.
+func (w *worker) heartbeat(ctx context.Context, msg jetstream.Msg, l *lease, st *Status, prog *progress, cancel context.CancelCauseFunc) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(w.tick)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			msg.InProgress()
+			if err := l.renew(ctx); err != nil {
+				if errors.Is(err, ErrLeaseLost) {
+					cancel(err)
+					return
+				}
+				if l.fenced() {
+					cancel(fmt.Errorf("%w (%v)", errFenced, err))
+					return
+				}
+				continue
+			}
+			prog.mu.Lock()
+			s := *st
+			s.Phase, s.DoneBytes, s.VirtualBytes = prog.phase, prog.done, prog.size
+			prog.mu.Unlock()
+			w.q.putStatus(ctx, &s)
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+// fail records a disk that failed for good, drops what its upload kept,
+// and removes its message.
+func (w *worker) fail(ctx context.Context, msg jetstream.Msg, spec *job.Spec, st *Status, oc *batch.Outcome, l *lease, logf func(string, ...any)) {
+	w.abortKept(ctx, spec, logf)
+	st.State, st.Note, st.Outcome = Failed, "", oc
+	w.putFinal(ctx, st, logf)
+	l.release(ctx)
+	msg.TermWithReason("failed: " + firstLine(oc.Error))
+	logf("failed: %s", oc.Error)
+}
+
+// giveUp fails a disk delivered once too often without running it.
+func (w *worker) giveUp(ctx context.Context, msg jetstream.Msg, spec *job.Spec, st *Status, why string, logf func(string, ...any)) {
+	oc := &batch.Outcome{Line: st.Line, Source: st.Source, Output: st.Output, Status: batch.Failed, Error: why}
+	w.abortKept(ctx, spec, logf)
+	st.State, st.Note, st.Outcome = Failed, "", oc
+	w.putFinal(ctx, st, logf)
+	msg.TermWithReason(why)
+	logf("failed: %s", why)
+}
+
+// abortKept aborts the upload the bucket records for the disk's output, if
+// any: kept by a failed or dead delivery, and not to be continued.
+func (w *worker) abortKept(ctx context.Context, spec *job.Spec, logf func(string, ...any)) {
+	if spec.Kind() != job.ToBucket {
+		return
+	}
+	b, k, err := spec.Destination()
+	if err != nil {
+		return
+	}
+	c, err := spec.Upload.Store.Client(ctx, 2)
+	if err != nil {
+		logf("could not drop the kept upload: %v", err)
+		return
+	}
+	id, err := upload.AbortRecorded(ctx, c, upload.KVState{Store: w.store, Key: upload.StateKey(c, b, k), Where: w.q.Where()})
+	switch {
+	case err != nil:
+		logf("could not drop the kept upload: %v", err)
+	case id != "":
+		logf("aborted upload %s of s3://%s/%s", id, b, k)
+	}
+}
+
+// Permanent tells whether a disk's error is worth no retry: a bad setting,
+// a broken, unreadable or unsupported image, a broken import rule, or the
+// cloud refusing the import. Anything else (network, server, a full disk)
+// may pass.
+func Permanent(err error) bool {
+	var se *job.SpecError
+	var ie *job.InputError
+	var imp *job.ImportError
+	return errors.As(err, &se) || errors.As(err, &ie) || errors.As(err, &imp) ||
+		errors.Is(err, image.ErrCorrupt) || errors.Is(err, image.ErrUnsupported) || errors.Is(err, image.ErrNotAllowed) ||
+		errors.Is(err, check.ErrRule)
+}
