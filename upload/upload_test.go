@@ -404,9 +404,7 @@ func TestResume(t *testing.T) {
 	tg := e.start("disk.raw", o)
 	replay(t, tg, ops[:2])
 	// Simulate kill -9: stop the workers, leave the upload and the state.
-	tg.closed = true
-	close(tg.jobs)
-	tg.g.Wait()
+	tg.send.close()
 	uploadID := tg.UploadID()
 
 	// Without --resume: refused, pointing at the recorded upload.
@@ -427,7 +425,7 @@ func TestResume(t *testing.T) {
 	if tg2.UploadID() != uploadID {
 		t.Fatalf("resumed %s, want %s", tg2.UploadID(), uploadID)
 	}
-	if len(tg2.existing) == 0 {
+	if len(tg2.parts.existing) == 0 {
 		t.Fatal("no parts found to resume")
 	}
 	want := replay(t, tg2, ops)
@@ -447,9 +445,18 @@ func TestResume(t *testing.T) {
 
 func TestPreflight(t *testing.T) {
 	e := newEnv(t, false)
-	_, err := Start(context.Background(), e.c, Options{Bucket: "no-such-bucket-x", Key: "k", SizeHint: mib, StateFile: filepath.Join(e.dir, "s")})
-	if err == nil || !strings.Contains(err.Error(), "does not exist") || strings.Contains(err.Error(), "\n") {
+	o := Options{Bucket: "no-such-bucket-x", Key: "k", SizeHint: mib, PartSize: 8 * mib, StateFile: filepath.Join(e.dir, "s")}
+	_, err := Start(context.Background(), e.c, o)
+	var ue *Error
+	if err == nil || !strings.Contains(err.Error(), "does not exist") || strings.Contains(err.Error(), "\n") || !errors.As(err, &ue) || httpStatus(err) != http.StatusNotFound {
 		t.Errorf("missing bucket: %v", err)
+	}
+	// The cause stays: a cancelled run is context.Canceled to its caller.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	o.Bucket = e.bucket
+	if _, err := Start(ctx, e.c, o); !errors.Is(err, context.Canceled) || !errors.As(err, &ue) {
+		t.Errorf("cancelled: %v (%T)", err, err)
 	}
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "wrong")
 	c, err := NewClient(context.Background(), Config{Endpoint: srv.Endpoint, Region: srv.Region, MaxAttempts: 1})
@@ -483,8 +490,8 @@ func TestPoolBound(t *testing.T) {
 		if _, err := tg.Write(b); err != nil {
 			t.Fatal(err)
 		}
-		if tg.allocated > 3 {
-			t.Fatalf("%d buffers allocated, bound is 3", tg.allocated)
+		if tg.g.pool.allocated > 3 {
+			t.Fatalf("%d buffers allocated, bound is 3", tg.g.pool.allocated)
 		}
 	}
 	if err := tg.Commit(context.Background(), nil); err != nil {
