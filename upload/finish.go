@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
-
 )
 
 // A run killed between CompleteMultipartUpload and its cleanup leaves a
