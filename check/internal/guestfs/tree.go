@@ -1,4 +1,4 @@
-package check
+package guestfs
 
 import (
 	"errors"
@@ -8,33 +8,37 @@ import (
 	"strings"
 )
 
-// fileSystem is a read-only file system reader (ext4, xfs) reduced to what
+// FS is a read-only file system reader (ext4, xfs) reduced to what
 // path lookup needs. Inode numbers are the file system's own.
-type fileSystem interface {
-	rootIno() uint64
-	inode(ino uint64) (*inode, error)
+type FS interface {
+	RootIno() uint64
+	Inode(ino uint64) (*Inode, error)
 	// readDir lists a directory; "." and ".." may or may not be included.
-	readDir(in *inode) ([]dirEntry, error)
+	ReadDir(in *Inode) ([]DirEntry, error)
 	// readAt reads file (or symlink target) bytes; like io.ReaderAt, it
 	// returns io.EOF at the end of the file.
-	readAt(in *inode, p []byte, off int64) (int, error)
+	ReadAt(in *Inode, p []byte, off int64) (int, error)
 }
 
-// inode is a file system's inode, as much as lookup needs.
-type inode struct {
-	ino  uint64
+// Inode is a file system's inode, as much as lookup needs.
+type Inode struct {
+	Ino  uint64
 	mode uint16 // the Unix mode: type bits and permissions
 	size int64
 	raw  []byte // the on-disk inode, for the file system's own use
 }
 
-func (i *inode) isDir() bool     { return i.mode&0xf000 == 0x4000 }
-func (i *inode) isSymlink() bool { return i.mode&0xf000 == 0xa000 }
-func (i *inode) isRegular() bool { return i.mode&0xf000 == 0x8000 }
+// Size is the file's size in bytes.
+func (i *Inode) Size() int64 { return i.size }
 
-type dirEntry struct {
-	name string
-	ino  uint64
+func (i *Inode) IsDir() bool     { return i.mode&0xf000 == 0x4000 }
+func (i *Inode) IsSymlink() bool { return i.mode&0xf000 == 0xa000 }
+func (i *Inode) IsRegular() bool { return i.mode&0xf000 == 0x8000 }
+
+// DirEntry is one entry of a directory.
+type DirEntry struct {
+	Name string
+	Ino  uint64
 }
 
 // Limits on what the readers accept from a file system.
@@ -46,46 +50,46 @@ const (
 	maxDirCache   = 4096
 )
 
-var errNotFound = fs.ErrNotExist
+var ErrNotFound = fs.ErrNotExist
 
-// errUnsupported marks structures the readers do not read (xfs B+tree
+// ErrUnsupported marks structures the readers do not read (xfs B+Tree
 // directories, ...): the in-file-system rules are then partly unchecked.
-var errUnsupported = errors.New("not supported by the file system reader")
+var ErrUnsupported = errors.New("not supported by the file system reader")
 
-// tree resolves paths inside one file system, following symlinks as the
+// Tree resolves paths inside one file system, following symlinks as the
 // guest would with this file system mounted at /.
-type tree struct {
-	fs   fileSystem
-	dirs map[uint64][]dirEntry
+type Tree struct {
+	FS   FS
+	dirs map[uint64][]DirEntry
 }
 
-func newTree(f fileSystem) *tree { return &tree{fs: f, dirs: map[uint64][]dirEntry{}} }
+func NewTree(f FS) *Tree { return &Tree{FS: f, dirs: map[uint64][]DirEntry{}} }
 
-func (t *tree) list(in *inode) ([]dirEntry, error) {
-	if d, ok := t.dirs[in.ino]; ok {
+func (t *Tree) List(in *Inode) ([]DirEntry, error) {
+	if d, ok := t.dirs[in.Ino]; ok {
 		return d, nil
 	}
-	d, err := t.fs.readDir(in)
+	d, err := t.FS.ReadDir(in)
 	if err != nil {
 		return nil, err
 	}
 	if len(t.dirs) < maxDirCache {
-		t.dirs[in.ino] = d
+		t.dirs[in.Ino] = d
 	}
 	return d, nil
 }
 
 // lookup finds the inode of an absolute path; the last component's symlink
 // is followed when follow is set.
-func (t *tree) lookup(path string, follow bool) (*inode, error) {
-	root, err := t.fs.inode(t.fs.rootIno())
+func (t *Tree) Lookup(path string, follow bool) (*Inode, error) {
+	root, err := t.FS.Inode(t.FS.RootIno())
 	if err != nil {
 		return nil, err
 	}
-	if !root.isDir() {
-		return nil, fmt.Errorf("root inode %d is not a directory", root.ino)
+	if !root.IsDir() {
+		return nil, fmt.Errorf("root inode %d is not a directory", root.Ino)
 	}
-	stack := []*inode{root}
+	stack := []*Inode{root}
 	rest := splitPath(path)
 	links := 0
 	for len(rest) > 0 {
@@ -101,33 +105,33 @@ func (t *tree) lookup(path string, follow bool) (*inode, error) {
 			continue
 		}
 		dir := stack[len(stack)-1]
-		if !dir.isDir() {
-			return nil, fmt.Errorf("%s: %w (a component is not a directory)", path, errNotFound)
+		if !dir.IsDir() {
+			return nil, fmt.Errorf("%s: %w (a component is not a directory)", path, ErrNotFound)
 		}
-		entries, err := t.list(dir)
+		entries, err := t.List(dir)
 		if err != nil {
 			return nil, err
 		}
 		var ino uint64
 		for _, e := range entries {
-			if e.name == name {
-				ino = e.ino
+			if e.Name == name {
+				ino = e.Ino
 				break
 			}
 		}
 		if ino == 0 {
-			return nil, fmt.Errorf("%s: %w", path, errNotFound)
+			return nil, fmt.Errorf("%s: %w", path, ErrNotFound)
 		}
-		in, err := t.fs.inode(ino)
+		in, err := t.FS.Inode(ino)
 		if err != nil {
 			return nil, err
 		}
-		if in.isSymlink() && (len(rest) > 0 || follow) {
+		if in.IsSymlink() && (len(rest) > 0 || follow) {
 			links++
 			if links > maxSymlinks {
 				return nil, fmt.Errorf("%s: too many levels of symbolic links", path)
 			}
-			target, err := t.readlink(in)
+			target, err := t.Readlink(in)
 			if err != nil {
 				return nil, err
 			}
@@ -152,33 +156,33 @@ func splitPath(p string) []string {
 	return out
 }
 
-func (t *tree) readlink(in *inode) (string, error) {
+func (t *Tree) Readlink(in *Inode) (string, error) {
 	if in.size <= 0 || in.size > maxSymlinkLen {
-		return "", fmt.Errorf("symlink inode %d has the invalid length %d", in.ino, in.size)
+		return "", fmt.Errorf("symlink inode %d has the invalid length %d", in.Ino, in.size)
 	}
 	b := make([]byte, in.size)
-	n, err := t.fs.readAt(in, b, 0)
+	n, err := t.FS.ReadAt(in, b, 0)
 	if n < len(b) {
 		if err == nil || err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		return "", fmt.Errorf("symlink inode %d: %w", in.ino, err)
+		return "", fmt.Errorf("symlink inode %d: %w", in.Ino, err)
 	}
 	return string(b), nil
 }
 
 // readFile reads a regular file (following symlinks), at most max bytes.
-func (t *tree) readFile(path string, max int64) ([]byte, error) {
-	in, err := t.lookup(path, true)
+func (t *Tree) ReadFile(path string, max int64) ([]byte, error) {
+	in, err := t.Lookup(path, true)
 	if err != nil {
 		return nil, err
 	}
-	if !in.isRegular() {
+	if !in.IsRegular() {
 		return nil, fmt.Errorf("%s is not a regular file", path)
 	}
 	n := min(in.size, max)
 	b := make([]byte, n)
-	got, err := t.fs.readAt(in, b, 0)
+	got, err := t.FS.ReadAt(in, b, 0)
 	if got < len(b) {
 		if err == nil || err == io.EOF {
 			err = io.ErrUnexpectedEOF
@@ -189,27 +193,27 @@ func (t *tree) readFile(path string, max int64) ([]byte, error) {
 }
 
 // exists reports whether path names anything (a dangling symlink counts).
-func (t *tree) exists(path string) bool {
-	_, err := t.lookup(path, false)
+func (t *Tree) Exists(path string) bool {
+	_, err := t.Lookup(path, false)
 	return err == nil
 }
 
 // readDir lists a directory by path, without "." and "..".
-func (t *tree) readDir(path string) ([]dirEntry, error) {
-	in, err := t.lookup(path, true)
+func (t *Tree) ReadDir(path string) ([]DirEntry, error) {
+	in, err := t.Lookup(path, true)
 	if err != nil {
 		return nil, err
 	}
-	if !in.isDir() {
+	if !in.IsDir() {
 		return nil, fmt.Errorf("%s is not a directory", path)
 	}
-	d, err := t.list(in)
+	d, err := t.List(in)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]dirEntry, 0, len(d))
+	out := make([]DirEntry, 0, len(d))
 	for _, e := range d {
-		if e.name != "." && e.name != ".." {
+		if e.Name != "." && e.Name != ".." {
 			out = append(out, e)
 		}
 	}
