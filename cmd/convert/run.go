@@ -26,7 +26,7 @@ Usage:
   convert uploads ls|abort s3://B/P    list or abort incomplete uploads
   convert import s3://B/K [--wait]     import an uploaded object as an image (convert import --help)
   convert import-status TASK_ID...     state of import tasks; --wait follows them
-  convert bench SRC | --suite          measure throughput (convert bench --help)
+  convert bench SRC                    measure throughput (convert bench --help)
   convert version                      print the version
 
 SRC is a disk image: QCOW2 (v2/v3, zlib/zstd clusters, backing chains with
