@@ -55,9 +55,6 @@ func CreateFile(path string) (*File, error) {
 	return &File{final: path, f: f, seekTo: -1}, nil
 }
 
-// TempName is the file being written until Commit.
-func (t *File) TempName() string { return t.f.Name() }
-
 // Write appends p.
 func (t *File) Write(p []byte) (int, error) {
 	if t.seekTo >= 0 {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 )
 
 const version = "0.1.0"
@@ -75,8 +74,5 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stdout, "\n"+exitCodesHelp)
 		return nil
 	}
-	if strings.HasPrefix(args[0], "-") || len(args) > 0 {
-		return runConvert(ctx, args, stdout, stderr)
-	}
-	return nil
+	return runConvert(ctx, args, stdout, stderr)
 }

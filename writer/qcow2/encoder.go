@@ -110,9 +110,6 @@ func NewEncoder(t writer.Target, o Options) (*Encoder, error) {
 	return e, nil
 }
 
-// Options returns the options in use, defaults filled in.
-func (e *Encoder) Options() Options { return e.o }
-
 // Transform returns the function the stream's workers run on every data
 // block: per-cluster zero detection and compression.
 func (e *Encoder) Transform() func(b *stream.Block) error { return e.transform }
