@@ -21,9 +21,9 @@ type Shared struct {
 	Opts testkit.DiskOptions
 	// Truncate, if set, cuts the disk to this size once made.
 	Truncate int64
-	once sync.Once
-	dir  string
-	path string
+	once     sync.Once
+	dir      string
+	path     string
 }
 
 // Path makes the disk on first use and returns its path.
