@@ -327,3 +327,22 @@ func (s *Server) Keys(t testing.TB, bucket string) []string {
 	}
 	return keys
 }
+
+// MainWithConvert is Main for the tests that drive the real binary: it
+// builds cmd/convert into a temporary folder, sets *bin to it, and removes
+// it at the end. go test does not see changes to the binary: run these
+// with -count=1.
+func MainWithConvert(m *testing.M, srv **Server, bin *string) int {
+	dir, err := os.MkdirTemp("", "convert-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	*bin = filepath.Join(dir, "convert")
+	if out, err := exec.Command("go", "build", "-o", *bin, "vmimport/cmd/convert").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building convert: %v\n%s", err, out)
+		return 1
+	}
+	return Main(m, srv)
+}

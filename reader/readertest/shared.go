@@ -189,3 +189,32 @@ func BenchmarkRead(b *testing.B, open func(string) (image.Image, error), format 
 		}
 	}
 }
+
+// Exercise reads an opened image the way the pipeline does, within bounds
+// that keep one fuzz run short: what a fuzz target does with an image
+// its reader opened.
+func Exercise(t *testing.T, im image.Image) {
+	_ = im.Info()
+	size := im.Size()
+	buf := make([]byte, 64<<10)
+	off := int64(0)
+	for calls := 0; off < size && calls < 64; calls++ {
+		e, err := im.Extent(off, size-off)
+		if err != nil {
+			return
+		}
+		if e.Start != off || e.Length <= 0 || e.Start+e.Length > size {
+			t.Fatalf("Extent(%d) = %+v", off, e)
+		}
+		n, err := im.ReadAt(buf, off)
+		if err == nil && n != len(buf) || n > len(buf) {
+			t.Fatalf("ReadAt = %d, %v", n, err)
+		}
+		off += e.Length
+	}
+	for _, o := range []int64{size - 100, size / 2, size - 1} {
+		if o >= 0 {
+			im.ReadAt(buf[:1000], o)
+		}
+	}
+}

@@ -73,36 +73,8 @@ func FuzzOpen(f *testing.F) {
 			return
 		}
 		defer im.Close()
-		exercise(t, im)
+		readertest.Exercise(t, im)
 	})
-}
-
-// exercise reads an opened image the way the pipeline does, within bounds
-// that keep one fuzz run short.
-func exercise(t *testing.T, im image.Image) {
-	_ = im.Info()
-	size := im.Size()
-	buf := make([]byte, 64<<10)
-	off := int64(0)
-	for calls := 0; off < size && calls < 64; calls++ {
-		e, err := im.Extent(off, size-off)
-		if err != nil {
-			return
-		}
-		if e.Start != off || e.Length <= 0 || e.Start+e.Length > size {
-			t.Fatalf("Extent(%d) = %+v", off, e)
-		}
-		n, err := im.ReadAt(buf, off)
-		if err == nil && n != len(buf) || n > len(buf) {
-			t.Fatalf("ReadAt = %d, %v", n, err)
-		}
-		off += e.Length
-	}
-	for _, o := range []int64{size - 100, size / 2, size - 1} {
-		if o >= 0 {
-			im.ReadAt(buf[:1000], o)
-		}
-	}
 }
 
 // pad copies b into n bytes, stamping sig at 0 and, if fix, a valid
