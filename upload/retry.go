@@ -2,6 +2,7 @@ package upload
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"time"
 
@@ -22,11 +23,18 @@ type retrying struct {
 var _ objectStore = retrying{}
 
 // do runs call until it succeeds, fails for good, runs out of attempts or
-// ctx ends; it returns the last error.
+// ctx ends; it returns the last error, which says how many attempts were
+// made when there were several.
 func (s retrying) do(ctx context.Context, call func() error) error {
 	for attempt := 1; ; attempt++ {
 		err := call()
-		if err == nil || attempt >= s.r.MaxAttempts() || !s.r.IsErrorRetryable(err) || ctx.Err() != nil {
+		if err == nil || !s.r.IsErrorRetryable(err) || ctx.Err() != nil {
+			return err
+		}
+		if attempt >= s.r.MaxAttempts() {
+			if attempt > 1 {
+				err = fmt.Errorf("%w (%d attempts)", err, attempt)
+			}
 			return err
 		}
 		d, derr := s.r.RetryDelay(attempt, err)

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,6 +65,9 @@ func TestRetrying(t *testing.T) {
 			}
 			if !c.ok && httpStatus(err) != c.status {
 				t.Errorf("the last error lost its status: %v", err)
+			}
+			if !c.ok && c.calls > 1 && !strings.Contains(err.Error(), fmt.Sprintf("(%d attempts)", c.calls)) {
+				t.Errorf("the error does not say how many attempts were made: %v", err)
 			}
 		})
 	}
