@@ -1,3 +1,9 @@
+// Package guestfs reads the file systems of a guest disk for the import
+// check, read-only and bounded: Probe names a partition's file system from
+// its superblock (ext2/3/4, xfs, NTFS, vfat, swap, LVM2, LUKS, btrfs, md,
+// ISO 9660); OpenExt4 and OpenXFS read ext4 and xfs; a Tree resolves paths
+// in one of them as the guest would, following symlinks. Every on-disk
+// field is checked before use; structures not read return ErrUnsupported.
 package guestfs
 
 import (
