@@ -53,7 +53,7 @@ BENCH_FLAGS ?=
 bench: build
 	bench/setup.sh
 	@set -e; eval "$$(.ci/versitygw.sh)"; trap '.ci/versitygw.sh stop' EXIT; \
-	  $(BIN) bench --suite --endpoint $$CONVERT_TEST_S3_ENDPOINT $(BENCH_FLAGS)
+	  $(GO) run ./bench/cmd/benchsuite --convert $(BIN) --endpoint $$CONVERT_TEST_S3_ENDPOINT $(BENCH_FLAGS)
 
 # Go benchmarks of the pipeline and the readers.
 gobench:

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"vmimport/check/internal/guestfs"
+	"vmimport/check/internal/part"
 )
 
 // Disk is what the check reads: the guest-visible bytes of the disk (an
@@ -104,11 +107,11 @@ func Run(ctx context.Context, d Disk, o Options) (*Report, error) {
 		r.SystemDiskSizeGB = gb
 	}
 
-	t := readPartTable(d, size)
+	t := part.Read(d, size)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	r.PartitionTable = t.kind
+	r.PartitionTable = t.Kind
 	partitions(r, t, size)
 	if effective < size {
 		if err := shrinkRules(ctx, r, d, effective); err != nil {
@@ -123,26 +126,26 @@ func Run(ctx context.Context, d Disk, o Options) (*Report, error) {
 }
 
 // partitions applies the partition table and boot rules.
-func partitions(r *Report, t *partTable, size int64) {
-	for _, p := range t.problems {
-		f := r.addf(RulePartTable, Error, "%s: the cloud boots MBR-partitioned disks only", p.msg)
-		f.Offset = at(p.off)
+func partitions(r *Report, t *part.Table, size int64) {
+	for _, p := range t.Problems {
+		f := r.addf(RulePartTable, Error, "%s: the cloud boots MBR-partitioned disks only", p.Msg)
+		f.Offset = at(p.Off)
 	}
-	switch t.kind {
+	switch t.Kind {
 	case "gpt":
 		msg := "the disk has a GPT partition table: the cloud boots MBR disks by BIOS only; convert it to MBR (gdisk: r, g) with a BIOS boot loader, or rebuild the disk"
-		if t.hybrid {
+		if t.Hybrid {
 			msg = "the disk has a hybrid MBR over a GPT: the cloud expects a plain MBR; remove the GPT (sgdisk -z after saving the MBR) or rebuild the disk"
 		}
 		f := r.addf(RuleGPT, Error, "%s", msg)
 		f.Offset = at(512)
 	case "mbr":
-		if !t.bootCode {
+		if !t.BootCode {
 			f := r.addf(RuleBootCode, Error, "the MBR has no boot code (its first 440 bytes are zero): the disk cannot boot by BIOS; install GRUB on it (grub2-install /dev/sda, or grub-install)")
 			f.Offset = at(0)
 		}
 		active := 0
-		for _, p := range t.parts {
+		for _, p := range t.Parts {
 			if p.Active && !p.Logical {
 				active++
 			}
@@ -152,17 +155,26 @@ func partitions(r *Report, t *partTable, size int64) {
 			f.Offset = at(446)
 		}
 	}
-	for _, p := range t.parts {
+	for _, p := range t.Parts {
 		if p.Start < 0 || p.Start+p.Size > size || p.Size <= 0 {
 			f := r.addf(RuleBounds, Error, "partition %d (%d bytes at offset %d) ends past the end of the disk (%d bytes): the partition table or the image is damaged", p.Index, p.Size, p.Start, size)
 			f.Partition, f.Offset = p.Index, at(p.Start)
 		}
-		if strings.EqualFold(p.Type, "0xef") || strings.EqualFold(p.Type, espGUID) {
+		if strings.EqualFold(p.Type, "0xef") || strings.EqualFold(p.Type, part.ESPGUID) {
 			f := r.addf(RuleEFI, Error, "partition %d is an EFI system partition: the system boots by UEFI, but the cloud boots by BIOS only; install a BIOS boot loader (GRUB for i386-pc) and remove the EFI partition", p.Index)
 			f.Partition, f.Offset = p.Index, at(p.Start)
 		}
 	}
-	r.Partitions = t.parts
+	r.Partitions = partitionsOf(t)
+}
+
+// partitionsOf is the report's view of the table's entries.
+func partitionsOf(t *part.Table) []Partition {
+	var ps []Partition
+	for _, e := range t.Parts {
+		ps = append(ps, Partition{Index: e.Index, Start: e.Start, Size: e.Size, Type: e.Type, Active: e.Active, Logical: e.Logical, Label: e.Label})
+	}
+	return ps
 }
 
 // volumeType names the volume format an MBR or GPT partition type marks
@@ -179,10 +191,10 @@ func volumeType(typ string) string {
 
 // fileSystems probes every partition, applies the volume and usage rules,
 // finds the root file system and runs the rules inside it.
-func fileSystems(ctx context.Context, r *Report, d Disk, t *partTable) error {
+func fileSystems(ctx context.Context, r *Report, d Disk, t *part.Table) error {
 	size := d.Size()
 	parts := r.Partitions
-	if t.kind == "none" && size > 0 {
+	if t.Kind == "none" && size > 0 {
 		// An unpartitioned disk: the whole disk may hold a file system.
 		parts = []Partition{{Index: 0, Start: 0, Size: size, Type: "whole disk"}}
 	}
@@ -193,11 +205,11 @@ func fileSystems(ctx context.Context, r *Report, d Disk, t *partTable) error {
 			return err
 		}
 		p := &parts[i]
-		if p.Start < 0 || p.Start >= size || p.Size <= 0 || isExtendedType(p.Type) {
+		if p.Start < 0 || p.Start >= size || p.Size <= 0 || part.IsExtended(p.Type) {
 			continue
 		}
 		psize := min(p.Size, size-p.Start)
-		fi := probe(io.NewSectionReader(d, p.Start, psize), psize)
+		fi := guestfs.Probe(io.NewSectionReader(d, p.Start, psize), psize)
 		if fi.Type == "" {
 			fi.Type = volumeType(p.Type)
 		}
@@ -218,10 +230,10 @@ func fileSystems(ctx context.Context, r *Report, d Disk, t *partTable) error {
 		if fi.Inodes >= 0 {
 			p.InodesPct = fi.Inodes
 		}
-		if t.kind == "mbr" && p.Index > 0 {
-			view.partuuids[fmt.Sprintf("%08x-%02x", t.diskID, p.Index)] = true
+		if t.Kind == "mbr" && p.Index > 0 {
+			view.partuuids[fmt.Sprintf("%08x-%02x", t.DiskID, p.Index)] = true
 		}
-		if u, ok := t.gptUnique[p.Index]; ok {
+		if u, ok := t.GPTUnique[p.Index]; ok {
 			view.partuuids[u] = true
 		}
 		ev := func(f *Finding) { f.Partition, f.Offset = p.Index, at(p.Start+fi.Magic) }
@@ -251,7 +263,7 @@ func fileSystems(ctx context.Context, r *Report, d Disk, t *partTable) error {
 		}
 	}
 	r.Partitions = parts
-	if t.kind == "none" {
+	if t.Kind == "none" {
 		r.Partitions = nil
 		if len(parts) == 1 && parts[0].FS != "" {
 			r.Partitions = parts
@@ -260,13 +272,9 @@ func fileSystems(ctx context.Context, r *Report, d Disk, t *partTable) error {
 	return rootRules(ctx, r, d, parts, view, volumes)
 }
 
-func isExtendedType(t string) bool {
-	return t == "0x05" || t == "0x0f" || t == "0x85"
-}
-
 type candidate struct {
 	p     *Partition
-	t     *tree
+	t     *guestfs.Tree
 	score int
 }
 
@@ -279,14 +287,14 @@ func rootRules(ctx context.Context, r *Report, d Disk, parts []Partition, view *
 			return err
 		}
 		p := &parts[i]
-		var fsys fileSystem
+		var fsys guestfs.FS
 		var err error
 		sec := io.NewSectionReader(d, p.Start, max(0, min(p.Size, d.Size()-p.Start)))
 		switch p.FS {
 		case "ext2", "ext3", "ext4":
-			fsys, err = openExt(sec, sec.Size())
+			fsys, err = guestfs.OpenExt4(sec, sec.Size())
 		case "xfs":
-			fsys, err = openXFS(sec, sec.Size())
+			fsys, err = guestfs.OpenXFS(sec, sec.Size())
 		case "ntfs":
 			if windows == nil {
 				windows = p
@@ -300,15 +308,15 @@ func rootRules(ctx context.Context, r *Report, d Disk, parts []Partition, view *
 			f.Partition = p.Index
 			continue
 		}
-		t := newTree(fsys)
+		t := guestfs.NewTree(fsys)
 		score := 0
-		if t.exists("/etc/fstab") {
+		if t.Exists("/etc/fstab") {
 			score++
 		}
-		if t.exists("/etc/os-release") || t.exists("/usr/lib/os-release") {
+		if t.Exists("/etc/os-release") || t.Exists("/usr/lib/os-release") {
 			score++
 		}
-		if t.exists("/bin/sh") || t.exists("/usr/bin") {
+		if t.Exists("/bin/sh") || t.Exists("/usr/bin") {
 			score++
 		}
 		c := candidate{p: p, t: t, score: score}
@@ -358,7 +366,7 @@ func rootRules(ctx context.Context, r *Report, d Disk, parts []Partition, view *
 func shrinkRules(ctx context.Context, r *Report, d Disk, limit int64) error {
 	for _, p := range r.Partitions {
 		if p.Start+p.Size > limit {
-			f := r.addf(RuleDataBeyond, Error, "--shrink: partition %d ends at byte %d, beyond the requested system disk size (%d bytes): shrink the partition in the guest first, or ask for a larger disk", p.Index, p.Start+p.Size, limit)
+			f := r.addf(RuleDataBeyond, Error, "partition %d ends at byte %d, beyond the requested system disk size (%d bytes): shrink the partition in the guest first, or ask for a larger disk", p.Index, p.Start+p.Size, limit)
 			f.Partition, f.Offset = p.Index, at(p.Start)
 		}
 	}
@@ -367,12 +375,12 @@ func shrinkRules(ctx context.Context, r *Report, d Disk, limit int64) error {
 		if ctx.Err() != nil {
 			return err
 		}
-		f := r.addf(RuleDataBeyond, Error, "--shrink: the bytes beyond the requested size could not be read: %v", err)
+		f := r.addf(RuleDataBeyond, Error, "the bytes beyond the requested size could not be read: %v", err)
 		f.Offset = at(limit)
 		return nil
 	}
 	if off >= 0 {
-		f := r.addf(RuleDataBeyond, Error, "--shrink: non-zero data at offset %d, beyond the requested system disk size (%d bytes): it would be lost; shrink the file systems and partitions in the guest first, or ask for a larger disk", off, limit)
+		f := r.addf(RuleDataBeyond, Error, "non-zero data at offset %d, beyond the requested system disk size (%d bytes): it would be lost; shrink the file systems and partitions in the guest first, or ask for a larger disk", off, limit)
 		f.Offset = at(off)
 	}
 	return nil

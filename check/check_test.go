@@ -61,7 +61,7 @@ const kdir = "usr/lib/modules/" + kver
 
 // initramfs is an uncompressed early-microcode archive followed by a
 // compressed one, with or without the virtio_blk module.
-func initramfs(t testing.TB, compression string, virtio bool) string {
+func makeInitramfs(t testing.TB, compression string, virtio bool) string {
 	files := map[string]string{"usr/lib/modules/" + kver + "/kernel/fs/xfs/xfs.ko.xz": "module", "init": "#!/bin/sh\n"}
 	if virtio {
 		files["usr/lib/modules/"+kver+"/kernel/drivers/block/virtio_blk.ko.xz"] = "module"
@@ -159,9 +159,9 @@ func TestRules(t *testing.T) {
 		{name: "virtio-module-in-initramfs", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{rootPart("ext4",
 			with(clean, kdir+"/modules.builtin", "kernel/drivers/char/mem.ko\n",
 				kdir+"/modules.dep", "kernel/drivers/block/virtio_blk.ko.xz: kernel/drivers/virtio/virtio.ko.xz\nkernel/drivers/net/virtio_net.ko.xz:\n",
-				"boot/initramfs-"+kver+".img", initramfs(t, "gzip", true)))}}},
+				"boot/initramfs-"+kver+".img", makeInitramfs(t, "gzip", true)))}}},
 		{name: "virtio-module-not-in-initramfs", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{
-			{SizeMiB: 8, Bootable: true, FS: "ext4", Label: "boot", Files: map[string]string{"initramfs-" + kver + ".img": initramfs(t, "zstd", false)}},
+			{SizeMiB: 8, Bootable: true, FS: "ext4", Label: "boot", Files: map[string]string{"initramfs-" + kver + ".img": makeInitramfs(t, "zstd", false)}},
 			{SizeMiB: 48, FS: "ext4", UUID: rootUUID, Files: with(clean, kdir+"/modules.builtin", "kernel/drivers/char/mem.ko\n",
 				kdir+"/modules.dep", "kernel/drivers/block/virtio_blk.ko.xz: kernel/drivers/virtio/virtio.ko.xz\nkernel/drivers/net/virtio_net.ko.xz:\n")}}},
 			rules: []string{RuleVirtio}},
@@ -193,7 +193,7 @@ func TestRules(t *testing.T) {
 				if _, err := f.ReadAt(b, off); err != nil {
 					t.Fatal(err)
 				}
-				b[0] |= extIncompatRecover
+				b[0] |= 0x4 // EXT4_FEATURE_INCOMPAT_RECOVER
 				if _, err := f.WriteAt(b, off); err != nil {
 					t.Fatal(err)
 				}

@@ -31,7 +31,8 @@ func SuggestDiskGB(virtual int64) int64 {
 
 // DiskSize checks a requested system disk size (0: none given) against the
 // virtual size and returns the size to use. Errors wrap ErrRule and say
-// which value would be right.
+// which value would be right; the caller names where the request came
+// from (a flag, a manifest field).
 func DiskSize(virtual, requestedGB int64) (int64, error) {
 	suggest := SuggestDiskGB(virtual)
 	if VirtualGB(virtual) > MaxDiskGB {
@@ -42,12 +43,12 @@ func DiskSize(virtual, requestedGB int64) (int64, error) {
 	}
 	switch {
 	case requestedGB < MinDiskGB || requestedGB > MaxDiskGB:
-		return suggest, fmt.Errorf("%w: --system-disk-size-gb %d is outside %d..%d; use %d", ErrRule, requestedGB, MinDiskGB, MaxDiskGB, suggest)
+		return suggest, fmt.Errorf("%w: a system disk of %d GB is outside %d..%d; use %d", ErrRule, requestedGB, MinDiskGB, MaxDiskGB, suggest)
 	case requestedGB%StepDiskGB != 0:
 		up := (requestedGB + StepDiskGB - 1) / StepDiskGB * StepDiskGB
-		return suggest, fmt.Errorf("%w: --system-disk-size-gb %d is not a multiple of %d; use %d", ErrRule, requestedGB, StepDiskGB, max(up, suggest))
+		return suggest, fmt.Errorf("%w: a system disk of %d GB is not a multiple of %d; use %d", ErrRule, requestedGB, StepDiskGB, max(up, suggest))
 	case requestedGB < VirtualGB(virtual):
-		return suggest, fmt.Errorf("%w: --system-disk-size-gb %d is below the image's virtual size (%d GiB); use %d or more", ErrRule, requestedGB, VirtualGB(virtual), suggest)
+		return suggest, fmt.Errorf("%w: a system disk of %d GB is below the image's virtual size (%d GiB); use %d or more", ErrRule, requestedGB, VirtualGB(virtual), suggest)
 	}
 	return requestedGB, nil
 }

@@ -6,13 +6,16 @@
 // records, or GPT), identifies every partition by its superblock (ext2/3/4,
 // xfs, NTFS, vfat, swap, LVM2, LUKS, btrfs, md RAID, ISO 9660), finds the
 // Linux root file system (the one with /etc/fstab and /etc/os-release) and
-// reads the files the rules need from it with two small read-only readers
-// written here: ext4 (superblock, group descriptors, inodes, extent trees
+// reads the files the rules need from it. The readers live below, in
+// internal packages: part (MBR, EBR chains, GPT), guestfs (the superblock
+// probe and two small read-only file system readers: ext4 (superblock, group descriptors, inodes, extent trees
 // and the old block maps, linear and htree directories read linearly, fast
 // and slow symlinks) and xfs (v4 and v5 inodes, local / extent-list /
 // B+tree data forks, short-form, block, leaf and node directories, local
-// and remote symlinks). Every on-disk field is checked before use, and the
-// readers are fuzzed.
+// and remote symlinks) and initramfs (member names of a cpio initramfs).
+// Every on-disk field is checked before use, and the readers are fuzzed
+// (fuzz_test.go, with the seeds in testdata). This package keeps the rules,
+// the report and the size policy; CLI words stay with the callers.
 //
 // github.com/diskfs/go-diskfs v1.9.4 was evaluated for the ext4 part: it
 // reads ext4 correctly through an io.ReaderAt section (with a small

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"vmimport/check/internal/guestfs"
 	"vmimport/internal/testkit"
 )
 
@@ -75,18 +76,18 @@ func TestReaders(t *testing.T) {
 			}
 			defer f.Close()
 			part := io.NewSectionReader(f, 1<<20, size<<20)
-			var fsys fileSystem
+			var fsys guestfs.FS
 			if fstype == "xfs" {
-				fsys, err = openXFS(part, part.Size())
+				fsys, err = guestfs.OpenXFS(part, part.Size())
 			} else {
-				fsys, err = openExt(part, part.Size())
+				fsys, err = guestfs.OpenExt4(part, part.Size())
 			}
 			if err != nil {
 				t.Fatal(err)
 			}
-			tr := newTree(fsys)
+			tr := guestfs.NewTree(fsys)
 			for p, content := range want {
-				b, err := tr.readFile(p, 16<<20)
+				b, err := tr.ReadFile(p, 16<<20)
 				if err != nil {
 					t.Errorf("%s: %v", p, err)
 					continue
@@ -95,28 +96,28 @@ func TestReaders(t *testing.T) {
 					t.Errorf("%s: read %d bytes, want %d", p, len(b), len(content))
 				}
 			}
-			ents, err := tr.readDir("/many")
+			ents, err := tr.ReadDir("/many")
 			if err != nil || len(ents) != 1000 {
 				t.Fatalf("/many: %d entries, %v", len(ents), err)
 			}
 			names := make([]string, len(ents))
 			for i, e := range ents {
-				names[i] = e.name
+				names[i] = e.Name
 			}
 			slices.Sort(names)
 			if names[0] != "entry-with-a-long-name-00000" || names[999] != "entry-with-a-long-name-00999" {
 				t.Errorf("names %s .. %s", names[0], names[999])
 			}
-			if ents, err := tr.readDir("/empty"); err != nil || len(ents) != 0 {
+			if ents, err := tr.ReadDir("/empty"); err != nil || len(ents) != 0 {
 				t.Errorf("/empty: %v %v", ents, err)
 			}
-			if _, err := tr.readFile("/links/loop1", 10); err == nil || !strings.Contains(err.Error(), "too many levels") {
+			if _, err := tr.ReadFile("/links/loop1", 10); err == nil || !strings.Contains(err.Error(), "too many levels") {
 				t.Errorf("symlink loop: %v", err)
 			}
-			if _, err := tr.readFile("/nope/x", 10); !errors.Is(err, errNotFound) {
+			if _, err := tr.ReadFile("/nope/x", 10); !errors.Is(err, guestfs.ErrNotFound) {
 				t.Errorf("missing file: %v", err)
 			}
-			if !tr.exists("/links/loop1") {
+			if !tr.Exists("/links/loop1") {
 				t.Errorf("a dangling symlink exists")
 			}
 		})

@@ -9,6 +9,10 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"vmimport/check/internal/guestfs"
+	"vmimport/check/internal/initramfs"
+	"vmimport/check/internal/part"
 )
 
 // The fuzz targets feed the partition table reader, the superblock probe
@@ -98,18 +102,18 @@ func (s sparseImage) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // walk exercises a file system reader the way the rules do.
-func walk(fsys fileSystem) {
-	t := newTree(fsys)
+func walk(fsys guestfs.FS) {
+	t := guestfs.NewTree(fsys)
 	for _, p := range []string{"/etc/os-release", "/etc/fstab", "/bin/sh", "/longlink", "/many/file-7", "/nope"} {
-		t.readFile(p, 64<<10)
-		t.exists(p)
+		t.ReadFile(p, 64<<10)
+		t.Exists(p)
 	}
 	for _, d := range []string{"/", "/many", "/usr/bin", "/etc"} {
-		t.readDir(d)
+		t.ReadDir(d)
 	}
 }
 
-func fuzzFS(f *testing.F, seeds []string, open func(io.ReaderAt, int64) (fileSystem, error)) {
+func fuzzFS(f *testing.F, seeds []string, open func(io.ReaderAt, int64) (guestfs.FS, error)) {
 	var l layout
 	for i, name := range seeds {
 		sl, data := newLayout(loadSeed(f, name))
@@ -129,11 +133,11 @@ func fuzzFS(f *testing.F, seeds []string, open func(io.ReaderAt, int64) (fileSys
 }
 
 func FuzzExt4(f *testing.F) {
-	fuzzFS(f, []string{"ext4.img.gz", "ext2.img.gz"}, func(r io.ReaderAt, n int64) (fileSystem, error) { return openExt(r, n) })
+	fuzzFS(f, []string{"ext4.img.gz", "ext2.img.gz"}, func(r io.ReaderAt, n int64) (guestfs.FS, error) { return guestfs.OpenExt4(r, n) })
 }
 
 func FuzzXFS(f *testing.F) {
-	fuzzFS(f, []string{"xfs.img.gz"}, func(r io.ReaderAt, n int64) (fileSystem, error) { return openXFS(r, n) })
+	fuzzFS(f, []string{"xfs.img.gz"}, func(r io.ReaderAt, n int64) (guestfs.FS, error) { return guestfs.OpenXFS(r, n) })
 }
 
 // FuzzPartTable reads a whole (small) disk: the MBR, EBR chains and GPT.
@@ -143,7 +147,7 @@ func FuzzPartTable(f *testing.F) {
 	f.Add(handMadeEBR())
 	f.Fuzz(func(t *testing.T, disk []byte) {
 		r := &Report{}
-		tab := readPartTable(bytes.NewReader(disk), int64(len(disk)))
+		tab := part.Read(bytes.NewReader(disk), int64(len(disk)))
 		partitions(r, tab, int64(len(disk)))
 		fileSystems(context.Background(), r, bytes.NewReader(disk), tab)
 	})
@@ -171,17 +175,17 @@ func FuzzSuperblock(f *testing.F) {
 	copy(swap[4086:], "SWAPSPACE2")
 	f.Add(swap)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		probeBytes(b)
-		probe(bytes.NewReader(b), int64(len(b)))
+		guestfs.ProbeBytes(b)
+		guestfs.Probe(bytes.NewReader(b), int64(len(b)))
 	})
 }
 
 // FuzzInitramfs reads the member names of an initramfs.
 func FuzzInitramfs(f *testing.F) {
-	f.Add([]byte(initramfs(f, "gzip", true)))
-	f.Add([]byte(initramfs(f, "zstd", false)))
+	f.Add([]byte(makeInitramfs(f, "gzip", true)))
+	f.Add([]byte(makeInitramfs(f, "zstd", false)))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		cpioNames(bytes.NewReader(b), int64(len(b)))
+		initramfs.Names(bytes.NewReader(b), int64(len(b)))
 	})
 }
 

@@ -5,10 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"path"
 	"regexp"
 	"slices"
 	"strings"
+
+	"vmimport/check/internal/guestfs"
 )
 
 // Limits on the files the Linux rules read.
@@ -20,7 +21,7 @@ const (
 
 // linux runs the rules inside a Linux root file system.
 type linux struct {
-	t     *tree
+	t     *guestfs.Tree
 	r     *Report
 	part  int // partition of the root file system
 	disk  *diskView
@@ -31,7 +32,7 @@ type linux struct {
 
 // bootFS is another Linux file system of the disk (a separate /boot).
 type bootFS struct {
-	t    *tree
+	t    *guestfs.Tree
 	part int
 	dir  string // where the kernels and initramfs are: "/boot" or "/"
 }
@@ -50,13 +51,13 @@ func (l *linux) finding(rule string, sev Severity, file, format string, args ...
 // unreadable notes a file the readers could not read for a reason other
 // than its absence.
 func (l *linux) unreadable(file string, err error) {
-	if err != nil && !errors.Is(err, errNotFound) {
+	if err != nil && !errors.Is(err, guestfs.ErrNotFound) {
 		l.unrea = append(l.unrea, fmt.Sprintf("%s (%v)", file, err))
 	}
 }
 
 func (l *linux) readConfig(file string) ([]byte, bool) {
-	b, err := l.t.readFile(file, maxConfigFile)
+	b, err := l.t.ReadFile(file, maxConfigFile)
 	if err != nil {
 		l.unreadable(file, err)
 		return nil, false
@@ -69,7 +70,7 @@ func (l *linux) run() {
 	l.arch()
 	l.fstab()
 	l.persistentNet()
-	if b, err := l.t.readFile("/var/lib/dpkg/status", maxDpkgStatus); err == nil {
+	if b, err := l.t.ReadFile("/var/lib/dpkg/status", maxDpkgStatus); err == nil {
 		l.dpkg = b
 	} else {
 		l.unreadable("/var/lib/dpkg/status", err)
@@ -150,16 +151,16 @@ func parseEnvFile(b []byte) map[string]string {
 // machine the architecture.
 func (l *linux) arch() {
 	const file = "/bin/sh"
-	in, err := l.t.lookup(file, true)
+	in, err := l.t.Lookup(file, true)
 	if err != nil {
 		l.unreadable(file, err)
-		if errors.Is(err, errNotFound) {
+		if errors.Is(err, guestfs.ErrNotFound) {
 			l.finding("linux.arch", Info, file, "no /bin/sh: the architecture is unknown; give the import's architecture yourself")
 		}
 		return
 	}
 	h := make([]byte, 20)
-	if n, _ := l.t.fs.readAt(in, h, 0); n < len(h) || string(h[:4]) != "\x7fELF" {
+	if n, _ := l.t.FS.ReadAt(in, h, 0); n < len(h) || string(h[:4]) != "\x7fELF" {
 		l.finding("linux.arch", Info, file, "/bin/sh is not an ELF program: the architecture is unknown; give the import's architecture yourself")
 		return
 	}
@@ -253,7 +254,7 @@ func (l *linux) fstab() {
 
 func (l *linux) persistentNet() {
 	const file = "/etc/udev/rules.d/70-persistent-net.rules"
-	if l.t.exists(file) {
+	if l.t.Exists(file) {
 		l.finding("linux.persistent-net", Error, file, "udev pins network interface names to the old machine's MAC addresses, so the instance's NIC would not come up as eth0: delete the file")
 	}
 }
@@ -262,7 +263,7 @@ func (l *linux) persistentNet() {
 // of its files, or its dpkg status entry.
 func (l *linux) installed(pkgs []string, files []string) string {
 	for _, f := range files {
-		if l.t.exists(f) {
+		if l.t.Exists(f) {
 			return f
 		}
 	}
@@ -297,109 +298,6 @@ func (l *linux) conflicts() {
 	}
 }
 
-// virtio checks every installed kernel for the virtio block and network
-// drivers: built in (modules.builtin) or as modules (modules.dep or the
-// .ko files). A virtio_blk module must also be in the kernel's initramfs,
-// or the root disk is not found at boot.
-func (l *linux) virtio() {
-	const dir = "/lib/modules"
-	kernels, err := l.t.readDir(dir)
-	if err != nil || len(kernels) == 0 {
-		l.unreadable(dir, err)
-		l.finding("linux.virtio", Warning, dir, "no kernel modules found under /lib/modules: cannot tell whether the kernel has the virtio_blk and virtio_net drivers the cloud needs")
-		return
-	}
-	for _, k := range kernels {
-		kdir := path.Join(dir, k.name)
-		builtin, _ := l.t.readFile(kdir+"/modules.builtin", maxModulesDep)
-		dep, _ := l.t.readFile(kdir+"/modules.dep", maxModulesDep)
-		var missing []string
-		blkModule := false
-		for _, drv := range []struct{ name, sub string }{{"virtio_blk", "block"}, {"virtio_net", "net"}} {
-			if hasModule(builtin, drv.name) {
-				continue
-			}
-			found := hasModule(dep, drv.name)
-			for _, ext := range []string{"", ".xz", ".zst", ".gz"} {
-				if found {
-					break
-				}
-				found = l.t.exists(kdir + "/kernel/drivers/" + drv.sub + "/" + drv.name + ".ko" + ext)
-			}
-			if !found {
-				missing = append(missing, drv.name)
-			} else if drv.name == "virtio_blk" {
-				blkModule = true
-			}
-		}
-		if len(missing) > 0 {
-			l.finding("linux.virtio", Warning, kdir, "kernel %s has no %s driver, built in or as a module: the instance may not find its disk or network; install the virtio drivers and rebuild the initramfs (dracut -f --add-drivers \"virtio_blk virtio_net\")", k.name, strings.Join(missing, " or "))
-			continue
-		}
-		if blkModule {
-			l.initramfs(k.name)
-		}
-	}
-}
-
-// initramfs checks that the initramfs of kernel kver holds virtio_blk.
-func (l *linux) initramfs(kver string) {
-	names := []string{"initramfs-" + kver + ".img", "initrd.img-" + kver, "initrd-" + kver, "initramfs-" + kver}
-	for _, bt := range append([]bootFS{{l.t, l.part, "/boot"}}, l.boot...) {
-		for _, n := range names {
-			file := path.Join(bt.dir, n)
-			in, err := bt.t.lookup(file, true)
-			if err != nil || !in.isRegular() {
-				continue
-			}
-			members, err := cpioNames(inodeReader{bt.t.fs, in}, in.size)
-			if err != nil && !hasModuleName(members, "virtio_blk") {
-				f := l.r.addf("linux.virtio", Info, "virtio_blk is a module of kernel %s, and its initramfs could not be read to see whether it holds it: %v; make sure it does (lsinitrd | grep virtio_blk)", kver, err)
-				f.Partition, f.Path = bt.part, file
-				return
-			}
-			if !hasModuleName(members, "virtio_blk") {
-				f := l.r.addf("linux.virtio", Warning, "virtio_blk is a module of kernel %s but not in its initramfs: the instance will not find its root disk; rebuild it with dracut -f --add-drivers \"virtio_blk virtio_net\" (or add them to /etc/initramfs-tools/modules and run update-initramfs -u)", kver)
-				f.Partition, f.Path = bt.part, file
-			}
-			return
-		}
-	}
-	l.finding("linux.virtio", Info, "/boot", "virtio_blk is a module of kernel %s, and no initramfs for it was found to see whether it holds it; make sure it does (lsinitrd | grep virtio_blk)", kver)
-}
-
-func hasModuleName(names []string, mod string) bool {
-	for _, n := range names {
-		base := n[strings.LastIndexByte(n, '/')+1:]
-		if m, _, ok := strings.Cut(base, ".ko"); ok && m == mod {
-			return true
-		}
-	}
-	return false
-}
-
-// inodeReader reads a file of a file system as an io.ReaderAt.
-type inodeReader struct {
-	fs fileSystem
-	in *inode
-}
-
-func (r inodeReader) ReadAt(p []byte, off int64) (int, error) { return r.fs.readAt(r.in, p, off) }
-
-// hasModule finds "name.ko" as a path component end in modules.builtin or
-// a modules.dep key.
-func hasModule(list []byte, name string) bool {
-	for _, line := range bytes.Split(list, []byte("\n")) {
-		key, _, _ := bytes.Cut(line, []byte(":"))
-		key = bytes.TrimSpace(key)
-		base := key[bytes.LastIndexByte(key, '/')+1:]
-		if m, _, _ := bytes.Cut(base, []byte(".ko")); string(m) == name && bytes.Contains(base, []byte(".ko")) {
-			return true
-		}
-	}
-	return false
-}
-
 func (l *linux) selinux() {
 	const file = "/etc/selinux/config"
 	b, ok := l.readConfig(file)
@@ -421,14 +319,14 @@ func (l *linux) sshd() {
 		}
 	}
 	for _, u := range units {
-		if l.t.exists(u) {
+		if l.t.Exists(u) {
 			return
 		}
 	}
 	for _, rc := range []string{"/etc/rc3.d", "/etc/rc2.d", "/etc/rc.d/rc3.d"} {
-		entries, _ := l.t.readDir(rc)
+		entries, _ := l.t.ReadDir(rc)
 		for _, e := range entries {
-			if strings.HasPrefix(e.name, "S") && strings.Contains(e.name, "ssh") {
+			if strings.HasPrefix(e.Name, "S") && strings.Contains(e.Name, "ssh") {
 				return
 			}
 		}
@@ -444,9 +342,9 @@ func (l *linux) sshd() {
 // service files.
 func (l *linux) agent() {
 	for _, dir := range []string{"/etc/systemd/system", "/etc/systemd/system/multi-user.target.wants", "/usr/lib/systemd/system", "/lib/systemd/system", "/etc/init.d", "/usr/local/share"} {
-		entries, _ := l.t.readDir(dir)
+		entries, _ := l.t.ReadDir(dir)
 		for _, e := range entries {
-			n := strings.ToLower(e.name)
+			n := strings.ToLower(e.Name)
 			if strings.Contains(n, "jcs-agent") || strings.Contains(n, "jcloud") || strings.Contains(n, "jdcloud") || strings.Contains(n, "ifrit") {
 				return
 			}
@@ -459,12 +357,12 @@ func (l *linux) agent() {
 // static IPv4 address, or ifcfg files that it would read.
 func (l *linux) hasStaticNM() bool {
 	for _, d := range []string{"/etc/NetworkManager/system-connections", "/etc/sysconfig/network-scripts"} {
-		entries, _ := l.t.readDir(d)
+		entries, _ := l.t.ReadDir(d)
 		for i, e := range entries {
 			if i >= 256 {
 				break
 			}
-			if b, err := l.t.readFile(d+"/"+e.name, maxConfigFile); err == nil && staticConfig.Match(b) {
+			if b, err := l.t.ReadFile(d+"/"+e.Name, maxConfigFile); err == nil && staticConfig.Match(b) {
 				return true
 			}
 		}
@@ -478,23 +376,23 @@ func (l *linux) dhcp() {
 		"/etc/NetworkManager/system-connections", "/etc/network/interfaces.d", "/run/systemd/network", "/usr/lib/systemd/network"}
 	files := []string{"/etc/network/interfaces"}
 	for _, d := range dirs {
-		entries, _ := l.t.readDir(d)
+		entries, _ := l.t.ReadDir(d)
 		for i, e := range entries {
 			if i >= 256 {
 				break
 			}
-			files = append(files, d+"/"+e.name)
+			files = append(files, d+"/"+e.Name)
 		}
 	}
 	for _, f := range files {
-		b, err := l.t.readFile(f, maxConfigFile)
+		b, err := l.t.ReadFile(f, maxConfigFile)
 		if err == nil && dhcpConfig.Match(b) {
 			return
 		}
 	}
 	// NetworkManager, enabled and without a connection of its own for
 	// the NIC, brings it up by DHCP ("Wired connection 1").
-	if l.t.exists("/etc/systemd/system/multi-user.target.wants/NetworkManager.service") && !l.hasStaticNM() {
+	if l.t.Exists("/etc/systemd/system/multi-user.target.wants/NetworkManager.service") && !l.hasStaticNM() {
 		return
 	}
 	l.finding("linux.dhcp", Warning, "", "no network configuration asking for DHCP was found (ifcfg BOOTPROTO=dhcp, netplan dhcp4, interfaces inet dhcp, systemd-networkd DHCP=, NetworkManager method=auto): the instance may get no address; configure eth0 for DHCP")

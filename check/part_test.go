@@ -10,28 +10,31 @@ import (
 	"strings"
 	"testing"
 
+	"vmimport/check/internal/guestfs"
+	"vmimport/check/internal/initramfs"
+	"vmimport/check/internal/part"
 	"vmimport/internal/testkit"
 )
 
 func TestExtendedPartitions(t *testing.T) {
 	for name, disk := range map[string][]byte{"sfdisk": loadSeed(t, "ebr.img.gz"), "hand-made": handMadeEBR()} {
-		tab := readPartTable(bytes.NewReader(disk), int64(len(disk)))
+		tab := part.Read(bytes.NewReader(disk), int64(len(disk)))
 		var idx []int
-		for _, p := range tab.parts {
+		for _, p := range tab.Parts {
 			idx = append(idx, p.Index)
 		}
-		if tab.kind != "mbr" || !slices.Equal(idx, []int{1, 2, 5, 6}) || len(tab.problems) != 0 {
-			t.Errorf("%s: %s partitions %v, problems %v", name, tab.kind, idx, tab.problems)
+		if tab.Kind != "mbr" || !slices.Equal(idx, []int{1, 2, 5, 6}) || len(tab.Problems) != 0 {
+			t.Errorf("%s: %s partitions %v, problems %v", name, tab.Kind, idx, tab.Problems)
 		}
-		if !tab.parts[2].Logical || tab.parts[2].Active || !tab.parts[0].Active {
-			t.Errorf("%s: flags %+v", name, tab.parts)
+		if !tab.Parts[2].Logical || tab.Parts[2].Active || !tab.Parts[0].Active {
+			t.Errorf("%s: flags %+v", name, tab.Parts)
 		}
 	}
 	// sfdisk's layout: logical 5 at sector 104, 6 at 300.
 	disk := loadSeed(t, "ebr.img.gz")
-	tab := readPartTable(bytes.NewReader(disk), int64(len(disk)))
-	if tab.parts[2].Start != 104*512 || tab.parts[3].Start != 300*512 || tab.parts[3].Type != "0x82" || tab.diskID != 0xdeadbeef {
-		t.Errorf("sfdisk layout %+v", tab.parts)
+	tab := part.Read(bytes.NewReader(disk), int64(len(disk)))
+	if tab.Parts[2].Start != 104*512 || tab.Parts[3].Start != 300*512 || tab.Parts[3].Type != "0x82" || tab.DiskID != 0xdeadbeef {
+		t.Errorf("sfdisk layout %+v", tab.Parts)
 	}
 }
 
@@ -41,18 +44,18 @@ func TestEBRLoop(t *testing.T) {
 	d[24*512+446+16+4] = 0x05
 	binary.LittleEndian.PutUint32(d[24*512+446+16+8:], 8)
 	binary.LittleEndian.PutUint32(d[24*512+446+16+12:], 8)
-	tab := readPartTable(bytes.NewReader(d), int64(len(d)))
-	if len(tab.problems) != 1 || len(tab.parts) != 4 {
-		t.Errorf("loop: problems %v, %d partitions", tab.problems, len(tab.parts))
+	tab := part.Read(bytes.NewReader(d), int64(len(d)))
+	if len(tab.Problems) != 1 || len(tab.Parts) != 4 {
+		t.Errorf("loop: problems %v, %d partitions", tab.Problems, len(tab.Parts))
 	}
 }
 
 func TestGPTHead(t *testing.T) {
 	disk := loadSeed(t, "gpt-head.img.gz")
 	r := &Report{}
-	tab := readPartTable(bytes.NewReader(disk), int64(len(disk)))
+	tab := part.Read(bytes.NewReader(disk), int64(len(disk)))
 	partitions(r, tab, 8<<20)
-	if tab.kind != "gpt" || len(tab.parts) != 2 || tab.parts[0].Type != espGUID || tab.parts[1].Label != "root" {
+	if tab.Kind != "gpt" || len(tab.Parts) != 2 || tab.Parts[0].Type != part.ESPGUID || tab.Parts[1].Label != "root" {
 		t.Fatalf("gpt %+v", tab)
 	}
 	if got := r.Rules(Info); !slices.Equal(got, []string{RuleEFI, RuleGPT}) {
@@ -62,13 +65,13 @@ func TestGPTHead(t *testing.T) {
 
 func TestNoTable(t *testing.T) {
 	r := &Report{}
-	tab := readPartTable(bytes.NewReader(make([]byte, 4096)), 4096)
+	tab := part.Read(bytes.NewReader(make([]byte, 4096)), 4096)
 	partitions(r, tab, 4096)
-	if tab.kind != "none" || !r.Has(RulePartTable) {
+	if tab.Kind != "none" || !r.Has(RulePartTable) {
 		t.Errorf("%+v %v", tab, r.Findings)
 	}
-	tab = readPartTable(bytes.NewReader(make([]byte, 100)), 100)
-	if len(tab.problems) != 1 {
+	tab = part.Read(bytes.NewReader(make([]byte, 100)), 100)
+	if len(tab.Problems) != 1 {
 		t.Errorf("tiny disk: %+v", tab)
 	}
 }
@@ -76,52 +79,53 @@ func TestNoTable(t *testing.T) {
 func TestUsage(t *testing.T) {
 	img := loadSeedPrefix(t, "ext4.img.gz", 2048)
 	sb := bytes.Clone(img[1024:2048])
-	fi := probeBytes(img[:2048])
+	fi := guestfs.ProbeBytes(img[:2048])
 	if fi.Type != "ext4" || fi.UUID != "11111111-2222-3333-4444-555555555555" || fi.Used <= 0 || fi.Used > 98 || fi.Inodes <= 0 {
 		t.Fatalf("ext4 %+v", fi)
 	}
 	// 1 free block and 1 free inode left.
 	binary.LittleEndian.PutUint32(sb[0xc:], 1)
 	binary.LittleEndian.PutUint32(sb[0x10:], 1)
-	s, err := parseExtSuper(sb)
-	if err != nil {
-		t.Fatal(err)
+	withSuper := func(sb []byte) guestfs.Info {
+		b := bytes.Clone(img[:2048])
+		copy(b[1024:], sb)
+		return guestfs.ProbeBytes(b)
 	}
-	if fi := s.info(); fi.Used < 99 || fi.Inodes < 98 {
+	if fi := withSuper(sb); fi.Used < 99 || fi.Inodes < 98 {
 		t.Errorf("full ext4 %+v", fi)
 	}
 	if fi.Dirty != "" {
 		t.Errorf("clean ext4 is dirty: %s", fi.Dirty)
 	}
-	binary.LittleEndian.PutUint32(sb[0x60:], binary.LittleEndian.Uint32(sb[0x60:])|extIncompatRecover)
-	if s, err := parseExtSuper(sb); err != nil || s.info().Dirty == "" {
-		t.Errorf("needs_recovery not seen: %v", err)
+	binary.LittleEndian.PutUint32(sb[0x60:], binary.LittleEndian.Uint32(sb[0x60:])|0x4) // needs_recovery
+	if withSuper(sb).Dirty == "" {
+		t.Errorf("needs_recovery not seen")
 	}
 	x := loadSeedPrefix(t, "xfs.img.gz", 512)
-	fi = probeBytes(x[:512])
+	fi = guestfs.ProbeBytes(x[:512])
 	if fi.Type != "xfs" || fi.UUID != "11111111-2222-3333-4444-555555555555" || fi.Used <= 0 || fi.Used > 98 {
 		t.Fatalf("xfs %+v", fi)
 	}
 	xs := bytes.Clone(x[:512])
 	binary.BigEndian.PutUint64(xs[144:], 10) // fdblocks
-	if fi := probeBytes(xs); fi.Used < 99 {
+	if fi := guestfs.ProbeBytes(xs); fi.Used < 99 {
 		t.Errorf("full xfs %+v", fi)
 	}
-	if probeBytes(loadSeed(t, "ext2.img.gz")[:2048]).Type != "ext2" {
+	if guestfs.ProbeBytes(loadSeed(t, "ext2.img.gz")[:2048]).Type != "ext2" {
 		t.Errorf("ext2 not told apart")
 	}
 }
 
 func TestInitramfs(t *testing.T) {
 	for _, c := range []string{"gzip", "zstd"} {
-		img := initramfs(t, c, true)
-		names, err := cpioNames(bytes.NewReader([]byte(img)), int64(len(img)))
+		img := makeInitramfs(t, c, true)
+		names, err := initramfs.Names(bytes.NewReader([]byte(img)), int64(len(img)))
 		if err != nil || !hasModuleName(names, "virtio_blk") || !slices.Contains(names, "kernel/x86/microcode/GenuineIntel.bin") || !slices.Contains(names, "init") {
 			t.Errorf("%s: %v %v", c, names, err)
 		}
 	}
 	xz := string(testkit.Cpio(map[string]string{"a": "b"})) + "\xfd7zXZ\x00rest"
-	if _, err := cpioNames(bytes.NewReader([]byte(xz)), int64(len(xz))); !errors.Is(err, errCompression) || !strings.Contains(err.Error(), "xz") {
+	if _, err := initramfs.Names(bytes.NewReader([]byte(xz)), int64(len(xz))); !errors.Is(err, initramfs.ErrCompression) || !strings.Contains(err.Error(), "xz") {
 		t.Errorf("xz: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 
+	"vmimport/check/internal/guestfs"
 	"vmimport/reader/image"
 )
 
@@ -47,7 +48,7 @@ func FirstData(ctx context.Context, d Disk, from int64) (int64, error) {
 		}
 		for off < end {
 			n := min(int64(scanChunk), end-off)
-			if err := readFull(d, buf[:n], off, size); err != nil {
+			if err := guestfs.ReadFull(d, buf[:n], off, size); err != nil {
 				return -1, fmt.Errorf("reading %d bytes at offset %d: %w", n, off, err)
 			}
 			if !bytes.Equal(buf[:n], zero[:n]) {

@@ -214,6 +214,9 @@ func (j *run) run(ctx context.Context) error {
 		}
 	}
 	diskGB, err := check.DiskSize(im.Size(), s.DiskSizeGB)
+	if err != nil && s.DiskSizeGB != 0 {
+		err = fmt.Errorf("--system-disk-size-gb %d: %w", s.DiskSizeGB, err)
+	}
 	if err != nil {
 		if !s.Force {
 			return &InputError{fmt.Errorf("%s: %w (--force goes on anyway)", s.Source, err)}

@@ -110,7 +110,7 @@ func (j *run) startUpload(ctx context.Context, up *uploadStart, im reader.Image,
 	}
 	return upload.Start(ctx, up.c, upload.Options{
 		State:  state,
-		Bucket: up.bucket, Key: up.key, SizeHint: plan.outputMax, PartSize: u.PartSize, Concurrency: plan.concurrency,
+		Bucket: up.bucket, Key: up.key, SizeHint: plan.outputMax, PartSize: plan.partSize, PartSizeChosen: u.PartSize != 0, Concurrency: plan.concurrency,
 		StateFile: u.StateFile, Resume: u.Resume, Keep: u.Keep, Source: id, Output: j.outputShape(plan), Verify: u.Verify,
 		PresignTTL: u.PresignTTL, Import: meta, Metadata: stored.ObjectMetadata(im.Size()), Preflighted: true,
 		Log: j.notice,

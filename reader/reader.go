@@ -124,11 +124,8 @@ func Detect(src image.Source, opts *image.Options) (Image, error) {
 		if !p.detect(head, tail, src.Size) {
 			continue
 		}
-		if p.open == nil {
-			if p.hint != "" {
-				return nil, fmt.Errorf("%s: %s input is not supported: %s: %w", src.Path, p.name, p.hint, image.ErrUnsupported)
-			}
-			return nil, fmt.Errorf("%s: %s input is not supported yet: %w", src.Path, p.name, image.ErrUnsupported)
+		if p.open == nil { // recognised, not read: the hint says what to do
+			return nil, fmt.Errorf("%s: %s input is not supported: %s: %w", src.Path, p.name, p.hint, image.ErrUnsupported)
 		}
 		im, err := p.open(src, opts)
 		if errors.Is(err, image.ErrWrongFormat) {

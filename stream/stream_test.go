@@ -25,7 +25,8 @@ type memSource struct {
 	inRead  atomic.Int64
 	maxRead atomic.Int64
 	delay   time.Duration
-	failAt  int64 // ReadAt covering this offset fails; -1 never
+	failAt  int64  // ReadAt covering this offset fails; -1 never
+	onRead  func() // called at the start of every ReadAt, after reads counts it
 }
 
 const chunk = 64 << 10
@@ -52,6 +53,9 @@ func (s *memSource) Size() int64 { return int64(len(s.data)) }
 
 func (s *memSource) ReadAt(p []byte, off int64) (int, error) {
 	s.reads.Add(1)
+	if s.onRead != nil {
+		s.onRead()
+	}
 	n := s.inRead.Add(1)
 	defer s.inRead.Add(-1)
 	for {
@@ -266,16 +270,40 @@ func TestCancelStopsPromptly(t *testing.T) {
 	}
 }
 
-func TestWindowBoundsReadsInFlight(t *testing.T) {
-	src := newMemSource(32<<20, 9, 1)
-	src.delay = time.Millisecond
-	slow := SinkFunc(func(context.Context, *Block) error { time.Sleep(2 * time.Millisecond); return nil })
-	_, err := Run(context.Background(), src, slow, Options{Workers: 4, Window: 6, BlockSize: 64 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m := src.maxRead.Load(); m > 4 {
-		t.Fatalf("%d reads in flight with 4 workers", m)
+// TestWindowBoundsBlocksHeld: a block is held from the read that fills it
+// until the sink has taken it; with a slow sink the readers run ahead, and
+// no more than Window blocks may be held at once, whatever the workers.
+func TestWindowBoundsBlocksHeld(t *testing.T) {
+	for _, c := range []struct{ workers, window int }{{4, 6}, {2, 10}, {1, 1}} {
+		t.Run(fmt.Sprintf("workers=%d,window=%d", c.workers, c.window), func(t *testing.T) {
+			src := newMemSource(8<<20, 9, 1) // all data: every block is read
+			var taken, peak atomic.Int64
+			src.onRead = func() {
+				held := src.reads.Load() - taken.Load()
+				for m := peak.Load(); held > m && !peak.CompareAndSwap(m, held); m = peak.Load() {
+				}
+			}
+			slow := SinkFunc(func(context.Context, *Block) error {
+				time.Sleep(2 * time.Millisecond)
+				taken.Add(1)
+				return nil
+			})
+			_, err := Run(context.Background(), src, slow, Options{Workers: c.workers, Window: c.window, BlockSize: 64 << 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p := peak.Load(); p > int64(c.window) {
+				t.Fatalf("%d blocks held at once, window %d", p, c.window)
+			}
+			// The slow sink lets the readers fill the window: the bound
+			// was reached, so the check above could have failed.
+			if p := peak.Load(); p < int64(c.window) {
+				t.Errorf("at most %d blocks held: the window of %d was never full", p, c.window)
+			}
+			if m := src.maxRead.Load(); m > int64(c.workers) {
+				t.Errorf("%d reads in flight with %d workers", m, c.workers)
+			}
+		})
 	}
 }
 

@@ -25,7 +25,6 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	smithy "github.com/aws/smithy-go"
 )
 
 // Config says how to reach the object store.
@@ -70,6 +69,10 @@ type Client struct {
 	creds         aws.CredentialsProvider
 	awsCfg        aws.Config
 	s3opts        func(*s3.Options)
+	// retryer decides the retries of the upload's requests (retrying);
+	// once makes each of them once.
+	retryer aws.Retryer
+	once    *s3.Client
 }
 
 // JDCloudEndpoint is the internet endpoint of the target cloud's OSS.
@@ -127,16 +130,9 @@ func NewClient(ctx context.Context, c Config) (*Client, error) {
 		// parts carry Content-MD5 instead.
 		config.WithRequestChecksumCalculation(aws.RequestChecksumCalculationWhenRequired),
 		config.WithResponseChecksumValidation(aws.ResponseChecksumValidationWhenRequired),
-		// Hours-long uploads: many attempts, long backoff, and no retry
-		// quota (the default token bucket gives up for good after a burst
-		// of failures, which a flaky link produces).
-		config.WithRetryer(func() aws.Retryer {
-			return retry.NewStandard(func(o *retry.StandardOptions) {
-				o.MaxAttempts = attempts
-				o.MaxBackoff = backoff
-				o.RateLimiter = ratelimit.None
-			})
-		}),
+		// Hours-long uploads: see newRetryer. The upload's own requests
+		// go through Client.store, which retries the same way.
+		config.WithRetryer(func() aws.Retryer { return newRetryer(attempts, backoff) }),
 	}
 	if c.HTTPClient != nil {
 		opts = append(opts, config.WithHTTPClient(c.HTTPClient))
@@ -177,7 +173,26 @@ func NewClient(ctx context.Context, c Config) (*Client, error) {
 		o.UsePathStyle = pathStyle
 	}
 	cl.S3 = s3.NewFromConfig(awsCfg, cl.s3opts)
+	cl.retryer = newRetryer(attempts, backoff)
+	cl.once = s3.NewFromConfig(awsCfg, cl.s3opts, func(o *s3.Options) { o.Retryer = aws.NopRetryer{} })
 	return cl, nil
+}
+
+// newRetryer is the SDK's standard retryer with many attempts, a long
+// backoff, and no retry quota (the default token bucket gives up for good
+// after a burst of failures, which a flaky link produces).
+func newRetryer(attempts int, backoff time.Duration) aws.Retryer {
+	return retry.NewStandard(func(o *retry.StandardOptions) {
+		o.MaxAttempts = attempts
+		o.MaxBackoff = backoff
+		o.RateLimiter = ratelimit.None
+	})
+}
+
+// store is the objectStore of bucket the upload uses: each call made once
+// by the SDK, tried again by retrying.
+func (c *Client) store(bucket string) objectStore {
+	return retrying{store: s3Store{api: c.once, bucket: bucket}, r: c.retryer}
 }
 
 // jdcloudRegionOf reads the region out of s3[-internal].<region>.jdcloud-oss.com.
@@ -204,17 +219,19 @@ func (c *Client) withEndpoint(u *url.URL) *s3.Client {
 // error.
 func (c *Client) Credentials(ctx context.Context) (aws.Credentials, error) {
 	if c.creds == nil {
-		return aws.Credentials{}, errors.New("no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE / --profile")
+		return aws.Credentials{}, errNoCredentials
 	}
 	cr, err := c.creds.Retrieve(ctx)
 	if err != nil {
-		return aws.Credentials{}, fmt.Errorf("no usable credentials (env AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, --profile): %s", firstLine(err.Error()))
+		return aws.Credentials{}, &Error{Op: "no usable credentials (env AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, --profile)", Err: err}
 	}
 	if cr.AccessKeyID == "" || cr.SecretAccessKey == "" {
-		return aws.Credentials{}, errors.New("no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE / --profile")
+		return aws.Credentials{}, errNoCredentials
 	}
 	return cr, nil
 }
+
+var errNoCredentials = errors.New("no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE / --profile")
 
 // Where names the store for messages.
 func (c *Client) Where() string {
@@ -234,20 +251,21 @@ func (c *Client) Preflight(ctx context.Context, bucket, key string) error {
 		return err
 	}
 	if _, err := c.S3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(bucket)}); err != nil {
+		e := &Error{Op: fmt.Sprintf("bucket %q at %s", bucket, c.Where()), Err: err}
 		switch httpStatus(err) {
 		case http.StatusNotFound:
-			return fmt.Errorf("bucket %q does not exist at %s", bucket, c.Where())
+			e.Msg = fmt.Sprintf("bucket %q does not exist at %s", bucket, c.Where())
 		case http.StatusForbidden:
-			return fmt.Errorf("bucket %q at %s: access denied (check the credentials and the bucket policy)", bucket, c.Where())
+			e.Msg = fmt.Sprintf("bucket %q at %s: access denied (check the credentials and the bucket policy)", bucket, c.Where())
 		case http.StatusMovedPermanently, http.StatusBadRequest:
-			return fmt.Errorf("bucket %q is not in region %s at %s: give the bucket's region (--region or --jdcloud-region)", bucket, c.Region, c.Where())
+			e.Msg = fmt.Sprintf("bucket %q is not in region %s at %s: give the bucket's region (--region or --jdcloud-region)", bucket, c.Region, c.Where())
 		}
-		return fmt.Errorf("bucket %q at %s: %s", bucket, c.Where(), short(err))
+		return e
 	}
 	if c.JDCloudRegion != "" {
 		loc, err := c.S3.GetBucketLocation(ctx, &s3.GetBucketLocationInput{Bucket: aws.String(bucket)})
 		if err != nil {
-			return fmt.Errorf("bucket %q: reading its region: %s", bucket, short(err))
+			return &Error{Op: fmt.Sprintf("bucket %q: reading its region", bucket), Err: err}
 		}
 		if got := string(loc.LocationConstraint); got != "" && got != c.JDCloudRegion {
 			return fmt.Errorf("bucket %q is in region %s, not %s: the image must be in the region it is imported into", bucket, got, c.JDCloudRegion)
@@ -256,49 +274,13 @@ func (c *Client) Preflight(ctx context.Context, bucket, key string) error {
 	probe := key + ".convert-preflight"
 	cr, err := c.S3.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(probe)})
 	if err != nil {
-		return fmt.Errorf("bucket %q is not writable (starting a multipart upload failed): %s", bucket, short(err))
+		return &Error{Op: fmt.Sprintf("bucket %q is not writable (starting a multipart upload failed)", bucket), Key: probe, Err: err}
 	}
 	// Abort it even if ctx was cancelled meanwhile (Ctrl-C): no probe may stay.
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	if _, err := c.S3.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(probe), UploadId: cr.UploadId}); err != nil {
-		return fmt.Errorf("bucket %q: aborting the test upload %s: %s", bucket, aws.ToString(cr.UploadId), short(err))
+		return &Error{Op: fmt.Sprintf("bucket %q: aborting the test upload %s", bucket, aws.ToString(cr.UploadId)), Key: probe, Err: err}
 	}
 	return nil
-}
-
-// httpStatus is the HTTP status of an SDK error, 0 if there was no response.
-func httpStatus(err error) int {
-	var re *awshttp.ResponseError
-	if errors.As(err, &re) && re.Response != nil {
-		return re.Response.StatusCode
-	}
-	return 0
-}
-
-// apiCode is the S3 error code of an SDK error ("NoSuchUpload", ...).
-func apiCode(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return ae.ErrorCode()
-	}
-	return ""
-}
-
-// short is an SDK error in one line, without the operation boilerplate.
-func short(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		msg := ae.ErrorMessage()
-		if msg == "" {
-			return ae.ErrorCode()
-		}
-		return ae.ErrorCode() + ": " + msg
-	}
-	return firstLine(err.Error())
-}
-
-func firstLine(s string) string {
-	s, _, _ = strings.Cut(s, "\n")
-	return s
 }

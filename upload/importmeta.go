@@ -132,13 +132,14 @@ func (c *Client) HeadObject(ctx context.Context, bucket, key string) (*ObjectInf
 	}
 	h, err := c.S3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
 	if err != nil {
+		e := &Error{Op: fmt.Sprintf("s3://%s/%s at %s", bucket, key, c.Where()), Key: key, Err: err}
 		switch httpStatus(err) {
 		case http.StatusNotFound:
-			return nil, fmt.Errorf("s3://%s/%s: no such object at %s", bucket, key, c.Where())
+			e.Msg = fmt.Sprintf("s3://%s/%s: no such object at %s", bucket, key, c.Where())
 		case http.StatusForbidden:
-			return nil, fmt.Errorf("s3://%s/%s at %s: access denied (check the credentials and the bucket policy)", bucket, key, c.Where())
+			e.Msg = fmt.Sprintf("s3://%s/%s at %s: access denied (check the credentials and the bucket policy)", bucket, key, c.Where())
 		}
-		return nil, fmt.Errorf("s3://%s/%s at %s: %s", bucket, key, c.Where(), short(err))
+		return nil, e
 	}
 	return &ObjectInfo{Bucket: bucket, Key: key, Size: aws.ToInt64(h.ContentLength), ETag: trimETag(h.ETag), Metadata: h.Metadata}, nil
 }

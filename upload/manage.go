@@ -42,7 +42,7 @@ func (c *Client) ListZeroObjects(ctx context.Context, bucket, prefix string) ([]
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("listing the objects of bucket %q: %s", bucket, short(err))
+			return nil, fail(fmt.Sprintf("listing the objects of bucket %q", bucket), "", 0, err)
 		}
 		for _, o := range page.Contents {
 			if k := aws.ToString(o.Key); strings.Contains(k, zeroMark) {
@@ -58,8 +58,8 @@ func (c *Client) DeleteZeroObject(ctx context.Context, bucket string, p Pending)
 	if !strings.Contains(p.Key, zeroMark) {
 		return fmt.Errorf("%s is not a zero object of convert", p.Key)
 	}
-	if _, err := c.S3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: aws.String(p.Key)}); err != nil && httpStatus(err) != 404 {
-		return fmt.Errorf("deleting %s: %s", p.Key, short(err))
+	if err := c.store(bucket).Delete(ctx, p.Key); err != nil && httpStatus(err) != 404 {
+		return fail("deleting "+p.Key, p.Key, 0, err)
 	}
 	return nil
 }
@@ -67,36 +67,22 @@ func (c *Client) DeleteZeroObject(ctx context.Context, bucket string, p Pending)
 // ListUploads lists the incomplete multipart uploads of bucket whose key
 // starts with prefix, every page of them.
 func (c *Client) ListUploads(ctx context.Context, bucket, prefix string) ([]Pending, error) {
-	var all []Pending
-	in := &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket)}
-	if prefix != "" {
-		in.Prefix = aws.String(prefix)
+	all, err := c.store(bucket).ListUploads(ctx, prefix)
+	if err != nil {
+		return nil, fail(fmt.Sprintf("listing the uploads of bucket %q", bucket), "", 0, err)
 	}
-	for {
-		out, err := c.S3.ListMultipartUploads(ctx, in)
-		if err != nil {
-			return nil, fmt.Errorf("listing the uploads of bucket %q: %s", bucket, short(err))
-		}
-		for _, u := range out.Uploads {
-			all = append(all, Pending{Key: aws.ToString(u.Key), UploadID: aws.ToString(u.UploadId), Initiated: aws.ToTime(u.Initiated), Kind: KindUpload})
-		}
-		if !aws.ToBool(out.IsTruncated) || (aws.ToString(out.NextKeyMarker) == "" && aws.ToString(out.NextUploadIdMarker) == "") {
-			return all, nil
-		}
-		in.KeyMarker, in.UploadIdMarker = out.NextKeyMarker, out.NextUploadIdMarker
-	}
+	return all, nil
 }
 
 // AbortUpload aborts one upload and deletes the zero object this tool may
 // have left beside it.
 func (c *Client) AbortUpload(ctx context.Context, bucket string, p Pending) error {
-	if _, err := c.S3.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
-		Bucket: aws.String(bucket), Key: aws.String(p.Key), UploadId: aws.String(p.UploadID),
-	}); err != nil && apiCode(err) != "NoSuchUpload" {
-		return fmt.Errorf("aborting %s of %s: %s", p.UploadID, p.Key, short(err))
+	s := c.store(bucket)
+	if err := s.AbortUpload(ctx, p.Key, p.UploadID); err != nil && apiCode(err) != "NoSuchUpload" {
+		return fail(fmt.Sprintf("aborting %s of %s", p.UploadID, p.Key), p.Key, 0, err)
 	}
 	if !strings.Contains(p.Key, zeroMark) {
-		c.S3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: aws.String(zeroKeyFor(p.Key, p.UploadID))})
+		s.Delete(ctx, zeroKeyFor(p.Key, p.UploadID))
 	}
 	return nil
 }

@@ -147,10 +147,10 @@ func intranet(base *url.URL) *url.URL {
 
 func (t *Target) makeReport(ctx context.Context, etag string, verified bool) *Report {
 	r := &Report{
-		Bucket: t.bucket, Key: t.key, UploadID: t.uploadID, Size: t.pos, ETag: etag, PartSize: t.partSize,
-		Parts: int(t.numParts()), BytesSent: t.sent.Load(), Verified: verified, Region: t.c.JDCloudRegion,
+		Bucket: t.bucket, Key: t.key, UploadID: t.uploadID, Size: t.g.pos, ETag: etag, PartSize: t.g.size,
+		Parts: int(t.g.numParts()), BytesSent: t.parts.sent.Load(), Verified: verified, Region: t.c.JDCloudRegion,
 	}
-	for _, p := range t.parts {
+	for _, p := range t.parts.parts {
 		switch p.how {
 		case partSent:
 			r.PartsSent++

@@ -28,9 +28,9 @@ func TestReportJDCloud(t *testing.T) {
 		if c.Endpoint.String() != "https://s3.cn-north-1.jdcloud-oss.com" || c.Region != "cn-north-1" {
 			t.Fatalf("endpoint %s region %s", c.Endpoint, c.Region)
 		}
-		tg := &Target{c: c, bucket: "images", key: "vm/disk.qcow2", uploadID: "u1", partSize: 8 << 20, pos: 1 << 30,
+		tg := &Target{c: c, bucket: "images", key: "vm/disk.qcow2", uploadID: "u1", g: grid{size: 8 << 20, pos: 1 << 30},
 			o:     Options{PresignTTL: 48 * time.Hour, Import: ImportMeta{DiskFormat: "qcow2", SystemDiskSizeGB: 40}},
-			parts: map[int32]partInfo{}}
+			parts: newPartLog()}
 		r := tg.makeReport(context.Background(), "x", false)
 		u, err := url.Parse(r.PresignedURL)
 		if err != nil {

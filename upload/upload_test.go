@@ -27,46 +27,6 @@ var srv *s3test.Server
 
 func TestMain(m *testing.M) { os.Exit(s3test.Main(m, &srv)) }
 
-func TestPlanPartSize(t *testing.T) {
-	for _, c := range []struct{ hint, override, want int64 }{
-		{0, 0, 8 << 20},
-		{40 << 30, 0, 8 << 20},
-		{80 << 30, 0, 16 << 20},
-		{500 << 30, 0, 64 << 20},
-		{505 << 30, 0, 64 << 20},
-		{1 << 30, 5 << 20, 5 << 20},
-	} {
-		got, err := PlanPartSize(c.hint, c.override)
-		if err != nil || got != c.want {
-			t.Errorf("PlanPartSize(%d, %d) = %d, %v; want %d", c.hint, c.override, got, err, c.want)
-		}
-		if got*MaxParts < c.hint {
-			t.Errorf("PlanPartSize(%d): %d parts of %d do not suffice", c.hint, MaxParts, got)
-		}
-	}
-	for _, c := range []struct{ hint, override int64 }{{1 << 30, 4 << 20}, {1 << 30, 6 << 30}, {500 << 30, 32 << 20}} {
-		if _, err := PlanPartSize(c.hint, c.override); err == nil {
-			t.Errorf("PlanPartSize(%d, %d): no error", c.hint, c.override)
-		}
-	}
-}
-
-func TestObjectURLs(t *testing.T) {
-	u, _ := urlParse("https://s3.cn-north-1.jdcloud-oss.com")
-	if got, want := objectURL(u, false, "b", "dir/disk 1.raw"), "https://b.s3.cn-north-1.jdcloud-oss.com/dir/disk%201.raw"; got != want {
-		t.Errorf("virtual hosted: %s, want %s", got, want)
-	}
-	if got, want := objectURL(intranet(u), false, "b", "k"), "https://b.s3-internal.cn-north-1.jdcloud-oss.com/k"; got != want {
-		t.Errorf("intranet: %s, want %s", got, want)
-	}
-	if got, want := objectURL(u, true, "b", "k"), "https://s3.cn-north-1.jdcloud-oss.com/b/k"; got != want {
-		t.Errorf("path style: %s, want %s", got, want)
-	}
-	if r := jdcloudRegionOf("s3-internal.cn-east-2.jdcloud-oss.com"); r != "cn-east-2" {
-		t.Errorf("region %q", r)
-	}
-}
-
 // env is one test's client, bucket and state folder.
 type env struct {
 	t      *testing.T
@@ -404,9 +364,7 @@ func TestResume(t *testing.T) {
 	tg := e.start("disk.raw", o)
 	replay(t, tg, ops[:2])
 	// Simulate kill -9: stop the workers, leave the upload and the state.
-	tg.closed = true
-	close(tg.jobs)
-	tg.g.Wait()
+	tg.send.close()
 	uploadID := tg.UploadID()
 
 	// Without --resume: refused, pointing at the recorded upload.
@@ -427,7 +385,7 @@ func TestResume(t *testing.T) {
 	if tg2.UploadID() != uploadID {
 		t.Fatalf("resumed %s, want %s", tg2.UploadID(), uploadID)
 	}
-	if len(tg2.existing) == 0 {
+	if len(tg2.parts.existing) == 0 {
 		t.Fatal("no parts found to resume")
 	}
 	want := replay(t, tg2, ops)
@@ -447,9 +405,18 @@ func TestResume(t *testing.T) {
 
 func TestPreflight(t *testing.T) {
 	e := newEnv(t, false)
-	_, err := Start(context.Background(), e.c, Options{Bucket: "no-such-bucket-x", Key: "k", SizeHint: mib, StateFile: filepath.Join(e.dir, "s")})
-	if err == nil || !strings.Contains(err.Error(), "does not exist") || strings.Contains(err.Error(), "\n") {
+	o := Options{Bucket: "no-such-bucket-x", Key: "k", SizeHint: mib, PartSize: 8 * mib, StateFile: filepath.Join(e.dir, "s")}
+	_, err := Start(context.Background(), e.c, o)
+	var ue *Error
+	if err == nil || !strings.Contains(err.Error(), "does not exist") || strings.Contains(err.Error(), "\n") || !errors.As(err, &ue) || httpStatus(err) != http.StatusNotFound {
 		t.Errorf("missing bucket: %v", err)
+	}
+	// The cause stays: a cancelled run is context.Canceled to its caller.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	o.Bucket = e.bucket
+	if _, err := Start(ctx, e.c, o); !errors.Is(err, context.Canceled) || !errors.As(err, &ue) {
+		t.Errorf("cancelled: %v (%T)", err, err)
 	}
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "wrong")
 	c, err := NewClient(context.Background(), Config{Endpoint: srv.Endpoint, Region: srv.Region, MaxAttempts: 1})
@@ -483,8 +450,8 @@ func TestPoolBound(t *testing.T) {
 		if _, err := tg.Write(b); err != nil {
 			t.Fatal(err)
 		}
-		if tg.allocated > 3 {
-			t.Fatalf("%d buffers allocated, bound is 3", tg.allocated)
+		if tg.g.pool.allocated > 3 {
+			t.Fatalf("%d buffers allocated, bound is 3", tg.g.pool.allocated)
 		}
 	}
 	if err := tg.Commit(context.Background(), nil); err != nil {

@@ -8,14 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"time"
 	"vmimport/internal/units"
 
 	"github.com/spf13/pflag"
 
-	"vmimport/bench"
 	"vmimport/job"
 	"vmimport/reader"
 	"vmimport/stream"
@@ -23,7 +21,6 @@ import (
 
 const benchHelp = `Usage:
   convert bench SRC [--workers N] [--block-size SIZE] [--tmpdir DIR] [--to s3://B/K] [--json]
-  convert bench --suite [--size 8G] [--small 2G] [--runs 3] [--dir DIR] [--out DIR]
 
 convert bench SRC measures, on your own image, without keeping anything:
   read    the image is read and decoded through the pipeline, output discarded:
@@ -35,45 +32,24 @@ convert bench SRC measures, on your own image, without keeping anything:
           throughput to your bucket, nothing kept (part 1 is never sent).
 Throughput is given per second of virtual size and of data actually moved.
 
-convert bench --suite generates realistic disks from a fixed seed (an MBR disk
-with an ext4 file system full of files, random regions and zero gaps), converts
-them into every source format with qemu-img, and times convert against
-qemu-img case by case, interleaving the two and taking the median of --runs.
-With --endpoint URL of a local S3 server (make bench starts versitygw; the
-default is $CONVERT_TEST_S3_ENDPOINT) and Debian's awscli, it also
-times convert -> s3:// against qemu-img convert followed by aws s3 cp.
-It writes results.md, results.json and ratios.svg to a folder of --out named
-by date and machine. Needs qemu-img, mkfs.ext4, debugfs and about 4x --size
-of free space in --dir. make bench runs it with the defaults.
+The benchmark suite against qemu-img and aws-cli is a separate command,
+bench/cmd/benchsuite (make bench).
 
 Flags:
 `
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
-		suite            bool
-		size, small, bs  string
-		runs, workers    int
-		dir, out, tmpdir string
-		workersList      string
-		seed             uint64
-		asJSON           bool
-		to               string
-		keep             bool
-		co               convertOptions
+		bs      string
+		workers int
+		tmpdir  string
+		asJSON  bool
+		to      string
+		co      convertOptions
 	)
 	fs := pflag.NewFlagSet("convert bench", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.SortFlags = false
-	fs.BoolVar(&suite, "suite", false, "run the benchmark suite against qemu-img")
-	fs.StringVar(&size, "size", "8G", "suite: virtual size of the uncompressed cases")
-	fs.StringVar(&small, "small", "2G", "suite: virtual size of the compressed cases (qemu-img -c is serial and slow)")
-	fs.IntVar(&runs, "runs", 3, "suite: runs per tool and case (the median is reported)")
-	fs.StringVar(&workersList, "workers-list", "1,2,4", "suite: worker counts for the scaling case")
-	fs.StringVar(&dir, "dir", filepath.Join(os.TempDir(), "convert-bench"), "suite: scratch folder for disks and outputs")
-	fs.StringVar(&out, "out", "bench/results", "suite: folder for the results")
-	fs.BoolVar(&keep, "keep", false, "suite: keep the generated disks in --dir (they take about 4x --size)")
-	fs.Uint64Var(&seed, "seed", 1, "suite: seed of the generated disks")
 	fs.IntVar(&workers, "workers", runtime.GOMAXPROCS(0), "SRC: blocks read and decoded in parallel")
 	fs.StringVar(&bs, "block-size", "1M", "SRC: unit of reading and zero detection")
 	fs.StringVar(&tmpdir, "tmpdir", os.TempDir(), "SRC: folder for the temporary RAW output")
@@ -84,45 +60,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
-	if suite {
-		if fs.NArg() != 0 {
-			return usageError{fmt.Errorf("--suite takes no image")}
-		}
-		// --endpoint (an upload flag) names the local S3 server of the
-		// upload cases; make bench starts versitygw and passes it.
-		endpoint := co.upload.endpoint
-		if endpoint == "" {
-			endpoint = os.Getenv("CONVERT_TEST_S3_ENDPOINT")
-		}
-		o := bench.SuiteOptions{Dir: dir, Out: out, Runs: runs, Seed: seed, Log: stderr, Endpoint: endpoint, Keep: keep}
-		var err error
-		if o.Size, err = parseSize(size); err != nil {
-			return usageError{fmt.Errorf("--size: %w", err)}
-		}
-		if o.Small, err = parseSize(small); err != nil {
-			return usageError{fmt.Errorf("--small: %w", err)}
-		}
-		for _, w := range strings.Split(workersList, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(w))
-			if err != nil || n < 1 {
-				return usageError{fmt.Errorf("--workers-list %q: give numbers like 1,2,4", workersList)}
-			}
-			o.Workers = append(o.Workers, n)
-		}
-		if o.Convert, err = os.Executable(); err != nil {
-			return err
-		}
-		rep, folder, err := bench.RunSuite(ctx, o)
-		if err != nil {
-			return err
-		}
-		fmt.Fprint(stdout, rep.Markdown())
-		fmt.Fprintf(stdout, "\nresults in %s\n", folder)
-		return nil
-	}
 	if fs.NArg() != 1 {
 		fs.Usage()
-		return usageError{fmt.Errorf("bench takes one image, or --suite")}
+		return usageError{fmt.Errorf("bench takes one image")}
 	}
 	blockSize, err := parseSize(bs)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 )
 
 const version = "0.1.0"
@@ -28,7 +27,7 @@ Usage:
   convert uploads ls|abort s3://B/P    list or abort incomplete uploads
   convert import s3://B/K [--wait]     import an uploaded object as an image (convert import --help)
   convert import-status TASK_ID...     state of import tasks; --wait follows them
-  convert bench SRC | --suite          measure throughput (convert bench --help)
+  convert bench SRC                    measure throughput (convert bench --help)
   convert version                      print the version
 
 SRC is a disk image: QCOW2 (v2/v3, zlib/zstd clusters, backing chains with
@@ -85,8 +84,5 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stdout, "\n"+exitCodesHelp)
 		return nil
 	}
-	if strings.HasPrefix(args[0], "-") || len(args) > 0 {
-		return runConvert(ctx, args, stdout, stderr)
-	}
-	return nil
+	return runConvert(ctx, args, stdout, stderr)
 }

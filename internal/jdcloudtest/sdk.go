@@ -4,9 +4,11 @@ import (
 	"bytes"
 	_ "embed"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -26,8 +28,9 @@ type SDK struct {
 }
 
 // NeedSDK finds node and the SDK: $JDCLOUD_SDK_JS, else the cache folder
-// .ci/jdcloud-sdk.sh installs into. Without them it skips the test, or
-// fails it under CI=true.
+// .ci/jdcloud-sdk.sh installs into, where it installs the SDK with npm on
+// first use as that script does. Without node (or npm, for the install) it
+// skips the test, or fails it under CI=true.
 func NeedSDK(t testing.TB) *SDK {
 	t.Helper()
 	missing := func(why string) {
@@ -43,8 +46,15 @@ func NeedSDK(t testing.TB) *SDK {
 	}
 	dir := os.Getenv("JDCLOUD_SDK_JS")
 	if dir == "" {
-		if c, err := os.UserCacheDir(); err == nil {
-			dir = filepath.Join(c, "vmimport", "jdcloud-sdk-js-"+SDKVersion, "node_modules", "jdcloud-sdk-js")
+		cache := os.Getenv("JDCLOUD_SDK_CACHE")
+		if c, err := os.UserCacheDir(); err == nil && cache == "" {
+			cache = filepath.Join(c, "vmimport", "jdcloud-sdk-js-"+SDKVersion)
+		}
+		if cache != "" {
+			dir = filepath.Join(cache, "node_modules", "jdcloud-sdk-js")
+			if err := installSDK(cache, dir); err != nil {
+				missing(err.Error())
+			}
 		}
 	}
 	if _, err := os.Stat(filepath.Join(dir, "src", "lib", "signers", "v2.js")); err != nil {
@@ -127,4 +137,38 @@ func (s *SDK) Run(t testing.TB, cases []SDKCase) []SDKResult {
 		}
 	}
 	return res
+}
+
+// installSDK installs the SDK into cache with npm unless it is at dir
+// already, as .ci/jdcloud-sdk.sh does (--ignore-scripts: nothing of the
+// package runs). Test binaries started together take turns by a lock file.
+func installSDK(cache, dir string) error {
+	signer := filepath.Join(dir, "src", "lib", "signers", "v2.js")
+	if _, err := os.Stat(signer); err == nil {
+		return nil
+	}
+	npm, err := exec.LookPath("npm")
+	if err != nil {
+		return fmt.Errorf("jdcloud-sdk-js is not installed at %s, and npm is not installed", dir)
+	}
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return err
+	}
+	lock, err := os.OpenFile(filepath.Join(cache, ".install.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return err
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	if _, err := os.Stat(signer); err == nil {
+		return nil // installed by another test binary meanwhile
+	}
+	out, err := exec.Command(npm, "install", "--prefix", cache, "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error", "jdcloud-sdk-js@"+SDKVersion).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("npm install jdcloud-sdk-js@%s: %v\n%s", SDKVersion, err, out)
+	}
+	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -53,27 +54,77 @@ func (s *Server) Env(home string) []string {
 	)
 }
 
+// versitygwVersion is the server the tests run against; .ci/versitygw.sh
+// installs the same one.
+const versitygwVersion = "v1.8.0"
+
+// cacheDir is where versitygw is installed: $VERSITYGW_CACHE, or the
+// folder .ci/versitygw.sh uses under the user's cache.
+func cacheDir() string {
+	if c := os.Getenv("VERSITYGW_CACHE"); c != "" {
+		return c
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "vmimport", "versitygw-"+versitygwVersion)
+	}
+	return ""
+}
+
 // binary finds versitygw: $VERSITYGW_BIN, the cache folder of
-// .ci/versitygw.sh, then PATH.
-func binary() string {
+// .ci/versitygw.sh, PATH; failing those, it installs it into the cache
+// folder with go install (about 100 s, once per machine). It returns ""
+// when there is no way to get one (no go command, no module proxy).
+func binary() (string, error) {
 	if b := os.Getenv("VERSITYGW_BIN"); b != "" {
-		return b
+		return b, nil
 	}
-	cache := os.Getenv("VERSITYGW_CACHE")
-	if cache == "" {
-		if d, err := os.UserCacheDir(); err == nil {
-			cache = filepath.Join(d, "vmimport", "versitygw-v1.8.0")
-		}
-	}
+	cache := cacheDir()
 	if cache != "" {
 		if b := filepath.Join(cache, "versitygw"); isExec(b) {
-			return b
+			return b, nil
 		}
 	}
 	if b, err := exec.LookPath("versitygw"); err == nil {
-		return b
+		return b, nil
 	}
-	return ""
+	if cache == "" || os.Getenv("VMIMPORT_NO_VERSITYGW_INSTALL") != "" {
+		return "", nil
+	}
+	return install(cache)
+}
+
+// install builds versitygw into cache with go install. The test binaries
+// of several packages may start at once: a lock file lets one build while
+// the others wait for it.
+func install(cache string) (string, error) {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		return "", nil
+	}
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return "", err
+	}
+	lock, err := os.OpenFile(filepath.Join(cache, ".install.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", err
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	bin := filepath.Join(cache, "versitygw")
+	if isExec(bin) {
+		return bin, nil // built by another test binary meanwhile
+	}
+	fmt.Fprintf(os.Stderr, "s3test: installing versitygw %s into %s (go install, once)\n", versitygwVersion, cache)
+	cmd := exec.Command(gobin, "install", "github.com/versity/versitygw/cmd/versitygw@"+versitygwVersion)
+	cmd.Env = append(os.Environ(), "GOBIN="+cache, "GOFLAGS=-mod=mod")
+	cmd.Dir = cache // outside any module: go install pkg@version
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go install versitygw %s: %v\n%s", versitygwVersion, err, out)
+	}
+	return bin, nil
 }
 
 func isExec(p string) bool {
@@ -82,8 +133,9 @@ func isExec(p string) bool {
 }
 
 // Start finds the server: CONVERT_TEST_S3_ENDPOINT with AWS_ACCESS_KEY_ID
-// and AWS_SECRET_ACCESS_KEY, or a versitygw binary it starts. It returns
-// nil, nil when there is neither.
+// and AWS_SECRET_ACCESS_KEY, or a versitygw it starts on the loopback
+// interface (installed on first use, see binary). It returns nil, nil when
+// there is neither.
 func Start() (*Server, error) {
 	if ep := os.Getenv("CONVERT_TEST_S3_ENDPOINT"); ep != "" {
 		u, err := url.Parse(ep)
@@ -99,7 +151,14 @@ func Start() (*Server, error) {
 		}
 		return s, nil
 	}
-	bin := binary()
+	bin, err := binary()
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			return nil, err
+		}
+		fmt.Fprintf(os.Stderr, "s3test: %v\n", err)
+		return nil, nil
+	}
 	if bin == "" {
 		return nil, nil
 	}
@@ -198,7 +257,7 @@ func Need(t testing.TB, s *Server) {
 		if os.Getenv("CI") != "" {
 			t.Fatal("no S3 server: CI must run .ci/versitygw.sh and export its environment")
 		}
-		t.Skip("no S3 server: run `eval \"$(.ci/versitygw.sh)\"`, or put versitygw on PATH")
+		t.Skip("no S3 server: versitygw could not be installed (no go command?); run `eval \"$(.ci/versitygw.sh)\"`, or put versitygw on PATH")
 	}
 }
 
@@ -267,4 +326,23 @@ func (s *Server) Keys(t testing.TB, bucket string) []string {
 		keys = append(keys, aws.ToString(o.Key))
 	}
 	return keys
+}
+
+// MainWithConvert is Main for the tests that drive the real binary: it
+// builds cmd/convert into a temporary folder, sets *bin to it, and removes
+// it at the end. go test does not see changes to the binary: run these
+// with -count=1.
+func MainWithConvert(m *testing.M, srv **Server, bin *string) int {
+	dir, err := os.MkdirTemp("", "convert-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	*bin = filepath.Join(dir, "convert")
+	if out, err := exec.Command("go", "build", "-o", *bin, "vmimport/cmd/convert").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building convert: %v\n%s", err, out)
+		return 1
+	}
+	return Main(m, srv)
 }

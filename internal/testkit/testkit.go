@@ -84,16 +84,6 @@ func FileSHA256(t testing.TB, path string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// ReaderSHA256 hashes n bytes of r from offset 0.
-func ReaderSHA256(t testing.TB, r io.ReaderAt, n int64) string {
-	t.Helper()
-	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(r, 0, n)); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
 // AllocatedBytes is the space a file really takes on disk.
 func AllocatedBytes(t testing.TB, path string) int64 {
 	t.Helper()

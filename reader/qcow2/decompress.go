@@ -11,8 +11,10 @@ import (
 	limalog "github.com/lima-vm/go-qcow2reader/log"
 )
 
-// go-qcow2reader keeps its decompressors in a package-level table and makes
-// a new inflater for every compressed cluster. We register, once, pooled
+// go-qcow2reader keeps its decompressors in a package-level table and its
+// warning logger in a package-level variable: process-wide state, set here
+// and nowhere else, once (registerOnce), before the first image is opened.
+// It makes a new inflater for every compressed cluster; we register pooled
 // klauspost decompressors: each compressed cluster costs one pread of its
 // bytes and a Reset of a pooled decoder, and Read fills the caller's buffer
 // completely, so the library never re-inflates a cluster after a short read.

@@ -1,95 +1,20 @@
 package vdi
 
 import (
-	"bytes"
-	"compress/gzip"
 	"encoding/binary"
-	"io"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"vmimport/reader/image"
+	"vmimport/reader/readertest"
 )
 
 // FuzzOpen feeds whole files, encoded sparsely so that a megabyte image is
 // a small input: records of a 4-byte little-endian sector index and the
 // 512 bytes of that sector. The file ends after the highest sector given.
 
-const sector = 512
+var codec = readertest.SparseCodec{Unit: 512, MaxUnits: 1 << 15} // up to 16 MiB
 
-type sparse struct {
-	m    map[int64][]byte
-	size int64
-}
-
-func (s *sparse) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, io.EOF
-	}
-	n := 0
-	for n < len(p) && off+int64(n) < s.size {
-		pos := off + int64(n)
-		k := min(len(p)-n, int(sector-pos%sector), int(s.size-pos))
-		if sec, ok := s.m[pos/sector]; ok {
-			copy(p[n:n+k], sec[pos%sector:])
-		} else {
-			clear(p[n : n+k])
-		}
-		n += k
-	}
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-func decodeSparse(data []byte) *sparse {
-	s := &sparse{m: map[int64][]byte{}}
-	for len(data) >= 4+sector {
-		i := int64(binary.LittleEndian.Uint32(data) % (1 << 15)) // up to 16 MiB
-		s.m[i] = bytes.Clone(data[4 : 4+sector])
-		s.size = max(s.size, (i+1)*sector)
-		data = data[4+sector:]
-	}
-	return s
-}
-
-func encodeSparse(b []byte) []byte {
-	var out []byte
-	for i := 0; i < len(b); i += sector {
-		sec := b[i:min(len(b), i+sector)]
-		if i+sector < len(b) && bytes.Count(sec, []byte{0}) == len(sec) {
-			continue
-		}
-		out = binary.LittleEndian.AppendUint32(out, uint32(i/sector))
-		out = append(out, sec...)
-		out = append(out, make([]byte, sector-len(sec))...)
-	}
-	return out
-}
-
-func seedFiles(f *testing.F) [][]byte {
-	names, _ := filepath.Glob("testdata/*.vdi*")
-	var files [][]byte
-	for _, n := range names {
-		b, err := os.ReadFile(n)
-		if err != nil {
-			f.Fatal(err)
-		}
-		if filepath.Ext(n) == ".gz" {
-			r, err := gzip.NewReader(bytes.NewReader(b))
-			if err != nil {
-				f.Fatal(err)
-			}
-			if b, err = io.ReadAll(r); err != nil {
-				f.Fatal(err)
-			}
-		}
-		files = append(files, b)
-	}
-	return files
-}
+func seedFiles(f *testing.F) [][]byte { return readertest.Seeds(f, "*.vdi*") }
 
 func FuzzHeader(f *testing.F) {
 	for _, b := range seedFiles(f) {
@@ -108,11 +33,11 @@ func FuzzHeader(f *testing.F) {
 
 func FuzzOpen(f *testing.F) {
 	for _, b := range seedFiles(f) {
-		f.Add(encodeSparse(b))
+		f.Add(codec.Encode(b, 0))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		s := decodeSparse(data)
-		im, err := Open(image.Source{R: s, Size: s.size, Path: "fuzz.vdi", Fd: -1}, &image.Options{})
+		s, _ := codec.Decode(data)
+		im, err := Open(image.Source{R: s, Size: s.Size, Path: "fuzz.vdi", Fd: -1}, &image.Options{})
 		if err != nil {
 			return
 		}

@@ -3,13 +3,11 @@ package vdi_test
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"vmimport/internal/testkit"
@@ -18,49 +16,14 @@ import (
 	"vmimport/reader/readertest"
 )
 
-// The partitioned ext4 disk every test converts, made once per run: making
-// it is the slowest step of the tests.
-var (
-	diskOnce sync.Once
-	diskDir  string
-	diskPath string
-)
+// The partitioned ext4 disk every test converts, made once per run.
+var shared = &readertest.Shared{Opts: testkit.DiskOptions{SizeMiB: 40, Tail: true}}
 
-func sharedDisk(t *testing.T) string {
-	t.Helper()
-	testkit.Need(t, "sfdisk", "mkfs.ext4", "qemu-img")
-	diskOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "vditest")
-		if err != nil {
-			t.Fatal(err)
-		}
-		diskDir = dir
-		diskPath = testkit.MakeDisk(t, dir, testkit.DiskOptions{SizeMiB: 40, Tail: true})
-	})
-	if diskPath == "" {
-		t.Fatal("making the test disk failed")
-	}
-	return diskPath
-}
+func sharedDisk(t *testing.T) string { return shared.Path(t) }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if diskDir != "" {
-		os.RemoveAll(diskDir)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(readertest.Main(m, shared)) }
 
-func qemuSize(t *testing.T, path string) int64 {
-	t.Helper()
-	var info struct {
-		VirtualSize int64 `json:"virtual-size"`
-	}
-	if err := json.Unmarshal([]byte(testkit.QemuImg(t, "info", "-f", "vdi", "--output=json", path)), &info); err != nil {
-		t.Fatal(err)
-	}
-	return info.VirtualSize
-}
+func qemuSize(t *testing.T, path string) int64 { return readertest.VirtualSize(t, "vdi", path) }
 
 func TestAgainstQemu(t *testing.T) {
 	disk := sharedDisk(t)

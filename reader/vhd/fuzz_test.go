@@ -2,14 +2,11 @@ package vhd
 
 import (
 	"bytes"
-	"compress/gzip"
 	"encoding/binary"
-	"io"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"vmimport/reader/image"
+	"vmimport/reader/readertest"
 )
 
 // The fuzz targets feed parsers arbitrary bytes; FuzzOpen feeds whole
@@ -21,65 +18,11 @@ import (
 
 const sector = 512
 
-type sparse struct {
-	m    map[int64][]byte
-	size int64
-}
+var codec = readertest.SparseCodec{Unit: sector, MaxUnits: 1 << 15, Flags: true} // up to 16 MiB
 
-func (s *sparse) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, io.EOF
-	}
-	n := 0
-	for n < len(p) && off+int64(n) < s.size {
-		pos := off + int64(n)
-		k := min(len(p)-n, int(sector-pos%sector), int(s.size-pos))
-		if sec, ok := s.m[pos/sector]; ok {
-			copy(p[n:n+k], sec[pos%sector:])
-		} else {
-			clear(p[n : n+k])
-		}
-		n += k
-	}
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-func decodeSparse(data []byte) (*sparse, byte) {
-	s := &sparse{m: map[int64][]byte{}}
-	if len(data) == 0 {
-		return s, 0
-	}
-	flags := data[0]
-	data = data[1:]
-	for len(data) >= 4+sector {
-		i := int64(binary.LittleEndian.Uint32(data) % (1 << 15)) // up to 16 MiB
-		s.m[i] = bytes.Clone(data[4 : 4+sector])
-		s.size = max(s.size, (i+1)*sector)
-		data = data[4+sector:]
-	}
-	return s, flags
-}
-
-func encodeSparse(b []byte, flags byte) []byte {
-	out := []byte{flags}
-	for i := 0; i < len(b); i += sector {
-		sec := b[i:min(len(b), i+sector)]
-		if i+sector < len(b) && bytes.Count(sec, []byte{0}) == len(sec) {
-			continue
-		}
-		out = binary.LittleEndian.AppendUint32(out, uint32(i/sector))
-		out = append(out, sec...)
-		out = append(out, make([]byte, sector-len(sec))...)
-	}
-	return out
-}
-
-func (s *sparse) repair() {
+func repair(s *readertest.Sparse) {
 	fix := func(i int64) *footer {
-		sec, ok := s.m[i]
+		sec, ok := s.Units[i]
 		if !ok || string(sec[:8]) != "conectix" {
 			return nil
 		}
@@ -87,41 +30,22 @@ func (s *sparse) repair() {
 		f, _, _ := parseFooter(sec)
 		return f
 	}
-	f := fix(s.size/sector - 1)
+	f := fix(s.Size/sector - 1)
 	if f0 := fix(0); f == nil {
 		f = f0
 	}
-	if f == nil || f.DataOffset%sector != 0 || f.DataOffset >= uint64(s.size) {
+	if f == nil || f.DataOffset%sector != 0 || f.DataOffset >= uint64(s.Size) {
 		return
 	}
 	i := int64(f.DataOffset / sector)
 	h := make([]byte, dynHeaderSize)
 	s.ReadAt(h, int64(f.DataOffset))
 	binary.BigEndian.PutUint32(h[36:], checksum(h, 36))
-	s.m[i], s.m[i+1] = h[:sector], h[sector:]
+	s.Units[i], s.Units[i+1] = h[:sector], h[sector:]
 }
 
 func seedFiles(f *testing.F) [][]byte {
-	names, _ := filepath.Glob("testdata/*.*")
-	var files [][]byte
-	for _, n := range names {
-		b, err := os.ReadFile(n)
-		if err != nil {
-			f.Fatal(err)
-		}
-		if filepath.Ext(n) == ".gz" {
-			r, err := gzip.NewReader(bytes.NewReader(b))
-			if err != nil {
-				f.Fatal(err)
-			}
-			if b, err = io.ReadAll(r); err != nil {
-				f.Fatal(err)
-			}
-		} else if filepath.Ext(n) == ".md" {
-			continue
-		}
-		files = append(files, b)
-	}
+	files := readertest.Seeds(f, "*.*")
 	// A differencing disk with 4 KiB blocks and locators.
 	bd := &Builder{DiskType: 4, Size: 64 << 10, Cyl: 4, Heads: 4, SPT: 8, Creator: "win ", BlockSize: 4096,
 		ParentName: "p.vhd", Locators: map[string]string{"W2ru": `.\p.vhd`, "MacX": "file://./p.vhd"},
@@ -177,47 +101,19 @@ func FuzzDynHeader(f *testing.F) {
 
 func FuzzOpen(f *testing.F) {
 	for _, b := range seedFiles(f) {
-		f.Add(encodeSparse(b, 0))
-		f.Add(encodeSparse(b, 1))
+		f.Add(codec.Encode(b, 0))
+		f.Add(codec.Encode(b, 1))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		s, flags := decodeSparse(data)
+		s, flags := codec.Decode(data)
 		if flags&1 != 0 {
-			s.repair()
+			repair(s)
 		}
-		im, err := Open(image.Source{R: s, Size: s.size, Path: "fuzz.vhd", Fd: -1}, &image.Options{})
+		im, err := Open(image.Source{R: s, Size: s.Size, Path: "fuzz.vhd", Fd: -1}, &image.Options{})
 		if err != nil {
 			return
 		}
 		defer im.Close()
-		exercise(t, im)
+		readertest.Exercise(t, im)
 	})
-}
-
-// exercise reads an opened image the way the pipeline does, within bounds
-// that keep one fuzz run short.
-func exercise(t *testing.T, im image.Image) {
-	_ = im.Info()
-	size := im.Size()
-	buf := make([]byte, 64<<10)
-	off := int64(0)
-	for calls := 0; off < size && calls < 64; calls++ {
-		e, err := im.Extent(off, size-off)
-		if err != nil {
-			return
-		}
-		if e.Start != off || e.Length <= 0 || e.Start+e.Length > size {
-			t.Fatalf("Extent(%d) = %+v", off, e)
-		}
-		n, err := im.ReadAt(buf, off)
-		if err == nil && n != len(buf) || n > len(buf) {
-			t.Fatalf("ReadAt = %d, %v", n, err)
-		}
-		off += e.Length
-	}
-	for _, o := range []int64{size - 100, size / 2, size - 1} {
-		if o >= 0 {
-			im.ReadAt(buf[:1000], o)
-		}
-	}
 }

@@ -2,14 +2,11 @@ package vhdx
 
 import (
 	"bytes"
-	"compress/gzip"
 	"encoding/binary"
-	"io"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"vmimport/reader/image"
+	"vmimport/reader/readertest"
 )
 
 // FuzzOpen feeds whole files, encoded sparsely so that a multi-megabyte
@@ -20,72 +17,18 @@ import (
 
 const page = 4096
 
-type sparse struct {
-	m    map[int64][]byte
-	size int64
-}
-
-func (s *sparse) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, io.EOF
-	}
-	n := 0
-	for n < len(p) && off+int64(n) < s.size {
-		pos := off + int64(n)
-		k := min(len(p)-n, int(page-pos%page), int(s.size-pos))
-		if pg, ok := s.m[pos/page]; ok {
-			copy(p[n:n+k], pg[pos%page:])
-		} else {
-			clear(p[n : n+k])
-		}
-		n += k
-	}
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-func decodeSparse(data []byte) (*sparse, byte) {
-	s := &sparse{m: map[int64][]byte{}}
-	if len(data) == 0 {
-		return s, 0
-	}
-	flags := data[0]
-	data = data[1:]
-	for len(data) >= 4+page {
-		i := int64(binary.LittleEndian.Uint32(data) % (1 << 13)) // up to 32 MiB
-		s.m[i] = bytes.Clone(data[4 : 4+page])
-		s.size = max(s.size, (i+1)*page)
-		data = data[4+page:]
-	}
-	return s, flags
-}
-
-func encodeSparse(b []byte, flags byte) []byte {
-	out := []byte{flags}
-	for i := 0; i < len(b); i += page {
-		pg := b[i:min(len(b), i+page)]
-		if i+page < len(b) && bytes.Count(pg, []byte{0}) == len(pg) {
-			continue
-		}
-		out = binary.LittleEndian.AppendUint32(out, uint32(i/page))
-		out = append(out, pg...)
-		out = append(out, make([]byte, page-len(pg))...)
-	}
-	return out
-}
+var codec = readertest.SparseCodec{Unit: page, MaxUnits: 1 << 13, Flags: true} // up to 32 MiB
 
 // repair recomputes the checksums of the headers and region tables.
-func (s *sparse) repair() {
+func repair(s *readertest.Sparse) {
 	fix := func(off, n int64) {
 		b := make([]byte, n)
 		s.ReadAt(b, off)
 		binary.LittleEndian.PutUint32(b[4:], crc(b, 4))
 		for i := int64(0); i < n; i += page {
-			s.m[(off+i)/page] = b[i : i+page]
+			s.Units[(off+i)/page] = b[i : i+page]
 		}
-		s.size = max(s.size, off+n)
+		s.Size = max(s.Size, off+n)
 	}
 	fix(header1Off, headerSize)
 	fix(header2Off, headerSize)
@@ -94,22 +37,7 @@ func (s *sparse) repair() {
 }
 
 func seedFiles(f *testing.F) [][]byte {
-	names, _ := filepath.Glob("testdata/*.gz")
-	var files [][]byte
-	for _, n := range names {
-		b, err := os.ReadFile(n)
-		if err != nil {
-			f.Fatal(err)
-		}
-		r, err := gzip.NewReader(bytes.NewReader(b))
-		if err != nil {
-			f.Fatal(err)
-		}
-		if b, err = io.ReadAll(r); err != nil {
-			f.Fatal(err)
-		}
-		files = append(files, b)
-	}
+	files := readertest.Seeds(f, "*.gz")
 	// A dirty copy of the first: a log entry writing a BAT page and
 	// zeroing a page, to replay.
 	if len(files) > 0 {
@@ -132,49 +60,21 @@ func seedFiles(f *testing.F) [][]byte {
 
 func FuzzOpen(f *testing.F) {
 	for _, b := range seedFiles(f) {
-		f.Add(encodeSparse(b, 0))
-		f.Add(encodeSparse(b, 1))
+		f.Add(codec.Encode(b, 0))
+		f.Add(codec.Encode(b, 1))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		s, flags := decodeSparse(data)
+		s, flags := codec.Decode(data)
 		if flags&1 != 0 {
-			s.repair()
+			repair(s)
 		}
-		im, err := Open(image.Source{R: s, Size: s.size, Path: "fuzz.vhdx", Fd: -1}, &image.Options{})
+		im, err := Open(image.Source{R: s, Size: s.Size, Path: "fuzz.vhdx", Fd: -1}, &image.Options{})
 		if err != nil {
 			return
 		}
 		defer im.Close()
-		exercise(t, im)
+		readertest.Exercise(t, im)
 	})
-}
-
-// exercise reads an opened image the way the pipeline does, within bounds
-// that keep one fuzz run short.
-func exercise(t *testing.T, im image.Image) {
-	_ = im.Info()
-	size := im.Size()
-	buf := make([]byte, 64<<10)
-	off := int64(0)
-	for calls := 0; off < size && calls < 64; calls++ {
-		e, err := im.Extent(off, size-off)
-		if err != nil {
-			return
-		}
-		if e.Start != off || e.Length <= 0 || e.Start+e.Length > size {
-			t.Fatalf("Extent(%d) = %+v", off, e)
-		}
-		n, err := im.ReadAt(buf, off)
-		if err == nil && n != len(buf) || n > len(buf) {
-			t.Fatalf("ReadAt = %d, %v", n, err)
-		}
-		off += e.Length
-	}
-	for _, o := range []int64{size - 100, size / 2, size - 1} {
-		if o >= 0 {
-			im.ReadAt(buf[:1000], o)
-		}
-	}
 }
 
 // pad copies b into n bytes, stamping sig at 0 and, if fix, a valid

@@ -3,14 +3,12 @@ package vhdx_test
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"io"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"vmimport/internal/testkit"
@@ -20,49 +18,14 @@ import (
 	"vmimport/reader/vhdx"
 )
 
-// The partitioned ext4 disk every test converts, made once per run: making
-// it is the slowest step of the tests.
-var (
-	diskOnce sync.Once
-	diskDir  string
-	diskPath string
-)
+// The partitioned ext4 disk every test converts, made once per run.
+var shared = &readertest.Shared{Opts: testkit.DiskOptions{SizeMiB: 40, Tail: true}}
 
-func sharedDisk(t *testing.T) string {
-	t.Helper()
-	testkit.Need(t, "sfdisk", "mkfs.ext4", "qemu-img")
-	diskOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "vhdxtest")
-		if err != nil {
-			t.Fatal(err)
-		}
-		diskDir = dir
-		diskPath = testkit.MakeDisk(t, dir, testkit.DiskOptions{SizeMiB: 40, Tail: true})
-	})
-	if diskPath == "" {
-		t.Fatal("making the test disk failed")
-	}
-	return diskPath
-}
+func sharedDisk(t *testing.T) string { return shared.Path(t) }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if diskDir != "" {
-		os.RemoveAll(diskDir)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(readertest.Main(m, shared)) }
 
-func qemuSize(t *testing.T, path string) int64 {
-	t.Helper()
-	var info struct {
-		VirtualSize int64 `json:"virtual-size"`
-	}
-	if err := json.Unmarshal([]byte(testkit.QemuImg(t, "info", "-f", "vhdx", "--output=json", path)), &info); err != nil {
-		t.Fatal(err)
-	}
-	return info.VirtualSize
-}
+func qemuSize(t *testing.T, path string) int64 { return readertest.VirtualSize(t, "vhdx", path) }
 
 // TestAgainstQemu converts one partitioned ext4 disk into VHDX variants
 // qemu-img writes and checks our reader against qemu-img's RAW of each.

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"vmimport/internal/testkit"
@@ -20,40 +19,11 @@ import (
 // to a size that is not a multiple of the 64 KiB grain (47 MiB + 9 sectors),
 // with random data in its last MiB, so the last grain is partial and holds
 // data.
-var (
-	diskOnce sync.Once
-	diskPath string
-	diskDir  string
-)
+var shared = &readertest.Shared{Opts: testkit.DiskOptions{SizeMiB: 48, PartMiB: 40, DataMiB: 12, Tail: true}, Truncate: 47<<20 + 9*512}
 
-func testDisk(t testing.TB) string {
-	t.Helper()
-	testkit.Need(t, "qemu-img", "sfdisk", "mkfs.ext4")
-	diskOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "vmdktest")
-		if err != nil {
-			t.Fatal(err)
-		}
-		diskDir = dir
-		p := testkit.MakeDisk(t, dir, testkit.DiskOptions{SizeMiB: 48, PartMiB: 40, DataMiB: 12, Tail: true})
-		if err := os.Truncate(p, 47<<20+9*512); err != nil {
-			t.Fatal(err)
-		}
-		diskPath = p
-	})
-	if diskPath == "" {
-		t.Fatal("test disk not built")
-	}
-	return diskPath
-}
+func testDisk(t testing.TB) string { return shared.Path(t) }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if diskDir != "" {
-		os.RemoveAll(diskDir)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(readertest.Main(m, shared)) }
 
 // TestAgainstQemu converts the disk into every VMDK variant qemu-img writes
 // and checks our reader against the RAW bytes.

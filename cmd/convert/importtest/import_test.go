@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
@@ -31,22 +30,7 @@ var (
 	bin string
 )
 
-func TestMain(m *testing.M) {
-	os.Exit(func() int {
-		dir, err := os.MkdirTemp("", "convert-bin-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		bin = filepath.Join(dir, "convert")
-		if out, err := exec.Command("go", "build", "-o", bin, "vmimport/cmd/convert").CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "building convert: %v\n%s", err, out)
-			return 1
-		}
-		return s3test.Main(m, &srv)
-	}())
-}
+func TestMain(m *testing.M) { os.Exit(s3test.MainWithConvert(m, &srv, &bin)) }
 
 // sample is the demo disk: MBR, ext4, a system the check passes and names
 // ("Sample Linux" 1.0, x86_64, platform Other Linux).

@@ -1,4 +1,4 @@
-package check
+package guestfs
 
 import (
 	"bytes"
@@ -8,8 +8,8 @@ import (
 	"strings"
 )
 
-// fsInfo is what a partition's superblock says.
-type fsInfo struct {
+// Info is what a partition's superblock says.
+type Info struct {
 	Type  string // ext2, ext3, ext4, xfs, ntfs, vfat, exfat, swap, lvm2, luks, btrfs, md, iso9660; "" unknown
 	UUID  string
 	Label string
@@ -30,9 +30,9 @@ const mdMagic = 0xa92b4efc
 
 // probe identifies the file system or volume format of the size bytes of r
 // by their superblock.
-func probe(r io.ReaderAt, size int64) fsInfo {
+func Probe(r io.ReaderAt, size int64) Info {
 	if size <= 0 {
-		return fsInfo{Used: -1, Inodes: -1}
+		return Info{Used: -1, Inodes: -1}
 	}
 	head := make([]byte, min(size, probeHead))
 	n, _ := r.ReadAt(head, 0)
@@ -41,18 +41,18 @@ func probe(r io.ReaderAt, size int64) fsInfo {
 		// md RAID 0.90 and 1.0 keep their superblock near the end.
 		for _, off := range []int64{(size &^ (64<<10 - 1)) - 64<<10, (size - 8<<10) &^ (4<<10 - 1)} {
 			b := make([]byte, 4)
-			if off > 0 && readFull(r, b, off, size) == nil && binary.LittleEndian.Uint32(b) == mdMagic {
-				return fsInfo{Type: "md", Used: -1, Inodes: -1, Magic: off}
+			if off > 0 && ReadFull(r, b, off, size) == nil && binary.LittleEndian.Uint32(b) == mdMagic {
+				return Info{Type: "md", Used: -1, Inodes: -1, Magic: off}
 			}
 		}
 	}
-	return probeBytes(head)
+	return ProbeBytes(head)
 }
 
-// probeBytes identifies a file system from the first bytes of its
+// ProbeBytes identifies a file system from the first bytes of its
 // partition. It reads every field within bounds: any input is safe.
-func probeBytes(b []byte) fsInfo {
-	f := fsInfo{Used: -1, Inodes: -1}
+func ProbeBytes(b []byte) Info {
+	f := Info{Used: -1, Inodes: -1}
 	has := func(off int, magic string) bool {
 		return off >= 0 && off+len(magic) <= len(b) && string(b[off:off+len(magic)]) == magic
 	}
@@ -91,7 +91,7 @@ func probeBytes(b []byte) fsInfo {
 		}
 		return f
 	}
-	if len(b) >= 512 && isBootSector(b[:512]) {
+	if len(b) >= 512 && IsBootSector(b[:512]) {
 		switch {
 		case has(3, "NTFS    "):
 			f.Type = "ntfs"
@@ -130,8 +130,8 @@ func probeBytes(b []byte) fsInfo {
 	return f
 }
 
-func probeXFS(b []byte) fsInfo {
-	f := fsInfo{Type: "xfs", Used: -1, Inodes: -1}
+func probeXFS(b []byte) Info {
+	f := Info{Type: "xfs", Used: -1, Inodes: -1}
 	sb, err := parseXFSSuper(b)
 	if err != nil {
 		return f

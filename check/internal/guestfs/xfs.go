@@ -1,4 +1,4 @@
-package check
+package guestfs
 
 import (
 	"cmp"
@@ -10,7 +10,7 @@ import (
 )
 
 // A small read-only xfs reader for path lookup of small files: superblock,
-// inodes (v2 and v3), data forks in local, extent-list and B+tree format,
+// inodes (v2 and v3), data forks in local, extent-list and B+Tree format,
 // short-form, block, leaf and node directories (their data blocks read
 // linearly), local and remote symlinks. Every field is checked before use.
 
@@ -100,9 +100,9 @@ const (
 
 const maxXFSExtents = 1 << 16
 
-func openXFS(r io.ReaderAt, size int64) (*xfsFS, error) {
+func OpenXFS(r io.ReaderAt, size int64) (*xfsFS, error) {
 	b := make([]byte, 512)
-	if err := readFull(r, b, 0, size); err != nil {
+	if err := ReadFull(r, b, 0, size); err != nil {
 		return nil, err
 	}
 	sb, err := parseXFSSuper(b)
@@ -112,10 +112,10 @@ func openXFS(r io.ReaderAt, size int64) (*xfsFS, error) {
 	return &xfsFS{r: r, size: size, sb: sb, bs: int64(sb.blockSize)}, nil
 }
 
-func (f *xfsFS) rootIno() uint64 { return f.sb.rootIno }
+func (f *xfsFS) RootIno() uint64 { return f.sb.rootIno }
 
 func (f *xfsFS) read(p []byte, off int64) error {
-	if err := readFull(f.r, p, off, f.size); err != nil {
+	if err := ReadFull(f.r, p, off, f.size); err != nil {
 		return fmt.Errorf("%w: %v", errXFSCorrupt, err)
 	}
 	return nil
@@ -132,7 +132,7 @@ func (f *xfsFS) fsbOffset(fsb uint64) (int64, error) {
 	return int64(ag*uint64(f.sb.agBlocks)+agb) * f.bs, nil
 }
 
-func (f *xfsFS) inode(ino uint64) (*inode, error) {
+func (f *xfsFS) Inode(ino uint64) (*Inode, error) {
 	bits := f.sb.agBlkLog + f.sb.inopbLog
 	ag := ino >> bits
 	agb := (ino >> f.sb.inopbLog) & (1<<f.sb.agBlkLog - 1)
@@ -155,11 +155,11 @@ func (f *xfsFS) inode(ino uint64) (*inode, error) {
 	if raw[4] < 3 && f.sb.v5 || raw[4] == 0 || raw[4] > 3 {
 		return nil, fmt.Errorf("%w: inode %d has version %d", errXFSCorrupt, ino, raw[4])
 	}
-	return &inode{ino: ino, mode: binary.BigEndian.Uint16(raw[2:]), size: int64(size), raw: raw}, nil
+	return &Inode{Ino: ino, mode: binary.BigEndian.Uint16(raw[2:]), size: int64(size), raw: raw}, nil
 }
 
 // fork returns the data fork bytes and its format.
-func (f *xfsFS) fork(in *inode) ([]byte, byte, error) {
+func (f *xfsFS) fork(in *Inode) ([]byte, byte, error) {
 	core := 100
 	if in.raw[4] == 3 {
 		core = 176
@@ -169,12 +169,12 @@ func (f *xfsFS) fork(in *inode) ([]byte, byte, error) {
 		end = core + fo*8
 	}
 	if end <= core || end > len(in.raw) {
-		return nil, 0, fmt.Errorf("%w: inode %d has the fork offset %d", errXFSCorrupt, in.ino, in.raw[82])
+		return nil, 0, fmt.Errorf("%w: inode %d has the fork offset %d", errXFSCorrupt, in.Ino, in.raw[82])
 	}
 	return in.raw[core:end], in.raw[5], nil
 }
 
-func (f *xfsFS) nextents(in *inode) uint64 {
+func (f *xfsFS) nextents(in *Inode) uint64 {
 	if f.sb.bigExtents && in.raw[4] == 3 {
 		return binary.BigEndian.Uint64(in.raw[24:])
 	}
@@ -197,10 +197,10 @@ func parseXFSExtent(b []byte) xfsExtent {
 	}
 }
 
-// extents lists the data fork's extents (extent-list or B+tree format),
+// extents lists the data fork's extents (extent-list or B+Tree format),
 // sorted by logical offset.
-func (f *xfsFS) extents(in *inode) ([]xfsExtent, error) {
-	if f.last.exts != nil && f.last.ino == in.ino {
+func (f *xfsFS) extents(in *Inode) ([]xfsExtent, error) {
+	if f.last.exts != nil && f.last.ino == in.Ino {
 		return f.last.exts, nil
 	}
 	exts, err := f.readExtents(in)
@@ -208,11 +208,11 @@ func (f *xfsFS) extents(in *inode) ([]xfsExtent, error) {
 		return nil, err
 	}
 	slices.SortFunc(exts, func(a, b xfsExtent) int { return cmp.Compare(a.off, b.off) })
-	f.last.ino, f.last.exts = in.ino, exts
+	f.last.ino, f.last.exts = in.Ino, exts
 	return exts, nil
 }
 
-func (f *xfsFS) readExtents(in *inode) ([]xfsExtent, error) {
+func (f *xfsFS) readExtents(in *Inode) ([]xfsExtent, error) {
 	fork, format, err := f.fork(in)
 	if err != nil {
 		return nil, err
@@ -221,7 +221,7 @@ func (f *xfsFS) readExtents(in *inode) ([]xfsExtent, error) {
 	case xfsExtents:
 		n := f.nextents(in)
 		if n > uint64(len(fork)/16) {
-			return nil, fmt.Errorf("%w: inode %d claims %d extents", errXFSCorrupt, in.ino, n)
+			return nil, fmt.Errorf("%w: inode %d claims %d extents", errXFSCorrupt, in.Ino, n)
 		}
 		out := make([]xfsExtent, n)
 		for i := range out {
@@ -230,13 +230,13 @@ func (f *xfsFS) readExtents(in *inode) ([]xfsExtent, error) {
 		return out, nil
 	case xfsBtree:
 		if len(fork) < 4 {
-			return nil, fmt.Errorf("%w: short B+tree root", errXFSCorrupt)
+			return nil, fmt.Errorf("%w: short B+Tree root", errXFSCorrupt)
 		}
 		level := int(binary.BigEndian.Uint16(fork))
 		n := int(binary.BigEndian.Uint16(fork[2:]))
 		maxr := (len(fork) - 4) / 16
 		if level == 0 || level > 8 || n > maxr {
-			return nil, fmt.Errorf("%w: B+tree root level %d with %d records", errXFSCorrupt, level, n)
+			return nil, fmt.Errorf("%w: B+Tree root level %d with %d records", errXFSCorrupt, level, n)
 		}
 		var out []xfsExtent
 		for i := range n {
@@ -247,7 +247,7 @@ func (f *xfsFS) readExtents(in *inode) ([]xfsExtent, error) {
 		}
 		return out, nil
 	}
-	return nil, fmt.Errorf("%w: inode %d data fork format %d", errUnsupported, in.ino, format)
+	return nil, fmt.Errorf("%w: inode %d data fork format %d", ErrUnsupported, in.Ino, format)
 }
 
 func (f *xfsFS) btreeBlock(fsb uint64, level int, out *[]xfsExtent) error {
@@ -265,17 +265,17 @@ func (f *xfsFS) btreeBlock(fsb uint64, level int, out *[]xfsExtent) error {
 	}
 	magic := string(b[0:4])
 	if magic != "BMAP" && magic != "BMA3" {
-		return fmt.Errorf("%w: B+tree block %d has no magic", errXFSCorrupt, fsb)
+		return fmt.Errorf("%w: B+Tree block %d has no magic", errXFSCorrupt, fsb)
 	}
 	lv := int(binary.BigEndian.Uint16(b[4:]))
 	n := int(binary.BigEndian.Uint16(b[6:]))
 	maxr := (len(b) - hdr) / 16
 	if lv != level || n > maxr {
-		return fmt.Errorf("%w: B+tree block %d level %d with %d records", errXFSCorrupt, fsb, lv, n)
+		return fmt.Errorf("%w: B+Tree block %d level %d with %d records", errXFSCorrupt, fsb, lv, n)
 	}
 	if level == 0 {
 		if len(*out)+n > maxXFSExtents {
-			return fmt.Errorf("%w: more than %d extents", errUnsupported, maxXFSExtents)
+			return fmt.Errorf("%w: more than %d extents", ErrUnsupported, maxXFSExtents)
 		}
 		for i := range n {
 			*out = append(*out, parseXFSExtent(b[hdr+16*i:]))
@@ -320,7 +320,7 @@ func (f *xfsFS) readLogical(exts []xfsExtent, p []byte, off int64) error {
 	return nil
 }
 
-func (f *xfsFS) readAt(in *inode, p []byte, off int64) (int, error) {
+func (f *xfsFS) ReadAt(in *Inode, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("negative offset")
 	}
@@ -334,7 +334,7 @@ func (f *xfsFS) readAt(in *inode, p []byte, off int64) (int, error) {
 	}
 	if format == xfsLocal {
 		if off+want > int64(len(fork)) {
-			return 0, fmt.Errorf("%w: local data of inode %d longer than its fork", errXFSCorrupt, in.ino)
+			return 0, fmt.Errorf("%w: local data of inode %d longer than its fork", errXFSCorrupt, in.Ino)
 		}
 		copy(p, fork[off:off+want])
 	} else {
@@ -342,7 +342,7 @@ func (f *xfsFS) readAt(in *inode, p []byte, off int64) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		if in.isSymlink() && f.sb.v5 {
+		if in.IsSymlink() && f.sb.v5 {
 			// Remote symlinks carry a 56-byte header in each block;
 			// targets are at most 1024 bytes, one block.
 			blk := make([]byte, f.bs)
@@ -350,7 +350,7 @@ func (f *xfsFS) readAt(in *inode, p []byte, off int64) (int, error) {
 				return 0, err
 			}
 			if string(blk[0:4]) != "XSLM" || off+want > f.bs-56 {
-				return 0, fmt.Errorf("%w: remote symlink inode %d", errXFSCorrupt, in.ino)
+				return 0, fmt.Errorf("%w: remote symlink inode %d", errXFSCorrupt, in.Ino)
 			}
 			copy(p, blk[56+off:56+off+want])
 		} else if err := f.readLogical(exts, p[:want], off); err != nil {
@@ -363,9 +363,9 @@ func (f *xfsFS) readAt(in *inode, p []byte, off int64) (int, error) {
 	return int(want), nil
 }
 
-func (f *xfsFS) readDir(in *inode) ([]dirEntry, error) {
-	if !in.isDir() {
-		return nil, fmt.Errorf("inode %d is not a directory", in.ino)
+func (f *xfsFS) ReadDir(in *Inode) ([]DirEntry, error) {
+	if !in.IsDir() {
+		return nil, fmt.Errorf("inode %d is not a directory", in.Ino)
 	}
 	fork, format, err := f.fork(in)
 	if err != nil {
@@ -375,7 +375,7 @@ func (f *xfsFS) readDir(in *inode) ([]dirEntry, error) {
 		return f.shortDir(in, fork)
 	}
 	if in.size > maxDirBytes {
-		return nil, fmt.Errorf("%w: directory inode %d of %d bytes", errUnsupported, in.ino, in.size)
+		return nil, fmt.Errorf("%w: directory inode %d of %d bytes", ErrUnsupported, in.Ino, in.size)
 	}
 	exts, err := f.extents(in)
 	if err != nil {
@@ -383,7 +383,7 @@ func (f *xfsFS) readDir(in *inode) ([]dirEntry, error) {
 	}
 	dbs := f.bs << f.sb.dirBlkLog
 	blk := make([]byte, dbs)
-	var out []dirEntry
+	var out []DirEntry
 	for off := int64(0); off < in.size; off += dbs {
 		if err := f.readLogical(exts, blk, off); err != nil {
 			return nil, err
@@ -395,8 +395,8 @@ func (f *xfsFS) readDir(in *inode) ([]dirEntry, error) {
 	return out, nil
 }
 
-func (f *xfsFS) shortDir(in *inode, b []byte) ([]dirEntry, error) {
-	bad := fmt.Errorf("%w: short-form directory inode %d", errXFSCorrupt, in.ino)
+func (f *xfsFS) shortDir(in *Inode, b []byte) ([]DirEntry, error) {
+	bad := fmt.Errorf("%w: short-form directory inode %d", errXFSCorrupt, in.Ino)
 	if in.size < 6 || int64(len(b)) < in.size {
 		return nil, bad
 	}
@@ -415,7 +415,7 @@ func (f *xfsFS) shortDir(in *inode, b []byte) ([]dirEntry, error) {
 	if 2+inoLen > len(b) {
 		return nil, bad
 	}
-	out := []dirEntry{{name: "..", ino: readIno(b[2:])}}
+	out := []DirEntry{{Name: "..", Ino: readIno(b[2:])}}
 	p := 2 + inoLen
 	ft := 0
 	if f.sb.hasFtype {
@@ -430,13 +430,13 @@ func (f *xfsFS) shortDir(in *inode, b []byte) ([]dirEntry, error) {
 		if n == 0 || end > len(b) {
 			return nil, bad
 		}
-		out = append(out, dirEntry{name: string(b[p+3 : p+3+n]), ino: readIno(b[p+3+n+ft:])})
+		out = append(out, DirEntry{Name: string(b[p+3 : p+3+n]), Ino: readIno(b[p+3+n+ft:])})
 		p = end
 	}
 	return out, nil
 }
 
-func (f *xfsFS) dataBlock(in *inode, b []byte, out *[]dirEntry) error {
+func (f *xfsFS) dataBlock(in *Inode, b []byte, out *[]DirEntry) error {
 	hdr := 16
 	end := len(b)
 	switch string(b[0:4]) {
@@ -449,7 +449,7 @@ func (f *xfsFS) dataBlock(in *inode, b []byte, out *[]dirEntry) error {
 		}
 		count := uint64(binary.BigEndian.Uint32(b[len(b)-8:]))
 		if count > uint64(len(b)-hdr-8)/8 {
-			return fmt.Errorf("%w: directory inode %d block with %d leaf entries", errXFSCorrupt, in.ino, count)
+			return fmt.Errorf("%w: directory inode %d block with %d leaf entries", errXFSCorrupt, in.Ino, count)
 		}
 		end = len(b) - 8 - int(count)*8
 	default:
@@ -463,7 +463,7 @@ func (f *xfsFS) dataBlock(in *inode, b []byte, out *[]dirEntry) error {
 		if binary.BigEndian.Uint16(b[p:]) == 0xffff {
 			n := int(binary.BigEndian.Uint16(b[p+2:]))
 			if n < 8 || n%8 != 0 || p+n > end {
-				return fmt.Errorf("%w: directory inode %d: free entry of %d bytes", errXFSCorrupt, in.ino, n)
+				return fmt.Errorf("%w: directory inode %d: free entry of %d bytes", errXFSCorrupt, in.Ino, n)
 			}
 			p += n
 			continue
@@ -474,11 +474,11 @@ func (f *xfsFS) dataBlock(in *inode, b []byte, out *[]dirEntry) error {
 		n := int(b[p+8])
 		size := (8 + 1 + n + ft + 2 + 7) &^ 7
 		if n == 0 || p+size > end {
-			return fmt.Errorf("%w: directory inode %d: entry of %d bytes", errXFSCorrupt, in.ino, size)
+			return fmt.Errorf("%w: directory inode %d: entry of %d bytes", errXFSCorrupt, in.Ino, size)
 		}
-		*out = append(*out, dirEntry{name: string(b[p+9 : p+9+n]), ino: binary.BigEndian.Uint64(b[p:])})
+		*out = append(*out, DirEntry{Name: string(b[p+9 : p+9+n]), Ino: binary.BigEndian.Uint64(b[p:])})
 		if len(*out) > maxDirEntries {
-			return fmt.Errorf("%w: directory inode %d has over %d entries", errUnsupported, in.ino, maxDirEntries)
+			return fmt.Errorf("%w: directory inode %d has over %d entries", ErrUnsupported, in.Ino, maxDirEntries)
 		}
 		p += size
 	}

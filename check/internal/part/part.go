@@ -1,15 +1,18 @@
-package check
+// Package part reads a disk's partition table: the MBR with its chain of
+// extended boot records, or the GPT. It never fails: what it cannot read
+// becomes a Problem of the Table, for the check's part.table rule.
+package part
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"strings"
 	"unicode/utf16"
+	"vmimport/check/internal/guestfs"
 )
 
-const sectorSize = 512
+const SectorSize = 512
 
 // Bounds of what the partition table reader walks.
 const (
@@ -19,28 +22,40 @@ const (
 )
 
 // GPT partition type of the EFI system partition.
-const espGUID = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
+const ESPGUID = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
 
-// partTable is what the partition table reader learnt.
-type partTable struct {
-	kind     string // "mbr", "gpt", "none"
-	diskID   uint32 // MBR disk signature
-	bootCode bool   // the MBR's first 440 bytes are not all zero
-	hybrid   bool   // a GPT header behind an MBR without a 0xEE entry
-	parts    []Partition
-	// gptUnique maps partition index to the GPT unique partition GUID.
-	gptUnique map[int]string
-	// problems are broken structures, as messages for part.table.
-	problems []tableProblem
+// Table is what the partition table reader learnt.
+type Table struct {
+	Kind     string // "mbr", "gpt", "none"
+	DiskID   uint32 // MBR disk signature
+	BootCode bool   // the MBR's first 440 bytes are not all zero
+	Hybrid   bool   // a GPT header behind an MBR without a 0xEE entry
+	Parts    []Entry
+	// GPTUnique maps partition index to the GPT unique partition GUID.
+	GPTUnique map[int]string
+	// Problems are broken structures, as messages for part.table.
+	Problems []Problem
 }
 
-type tableProblem struct {
-	msg string
-	off int64
+// Problem is a broken structure: what is wrong, and where.
+type Problem struct {
+	Msg string
+	Off int64
 }
 
-func (t *partTable) problem(off int64, format string, args ...any) {
-	t.problems = append(t.problems, tableProblem{fmt.Sprintf(format, args...), off})
+// Entry is one partition of the table.
+type Entry struct {
+	Index   int    // 1..4 primary, 5.. logical; the GPT entry's number
+	Start   int64  // bytes
+	Size    int64  // bytes
+	Type    string // MBR type byte as "0x83", or GPT type GUID
+	Active  bool
+	Logical bool
+	Label   string // GPT partition name
+}
+
+func (t *Table) problem(off int64, format string, args ...any) {
+	t.Problems = append(t.Problems, Problem{fmt.Sprintf(format, args...), off})
 }
 
 // mbrEntry is one 16-byte entry of an MBR or EBR.
@@ -62,42 +77,42 @@ func parseMBREntries(sec []byte) [4]mbrEntry {
 
 func isExtended(typ byte) bool { return typ == 0x05 || typ == 0x0f || typ == 0x85 }
 
-// isBootSector reports whether sector 0 is a file system's boot sector
-// (NTFS, FAT) rather than an MBR: an unpartitioned disk.
-func isBootSector(sec []byte) bool {
-	return bytes.Equal(sec[3:11], []byte("NTFS    ")) || bytes.Equal(sec[82:87], []byte("FAT32")) ||
-		bytes.Equal(sec[54:59], []byte("FAT12")) || bytes.Equal(sec[54:59], []byte("FAT16")) ||
-		bytes.Equal(sec[3:11], []byte("EXFAT   "))
+// IsExtended reports whether an MBR type ("0x05") marks an extended
+// partition, a container of logical ones.
+func IsExtended(typ string) bool {
+	var b byte
+	_, err := fmt.Sscanf(typ, "0x%02x", &b)
+	return err == nil && len(typ) == 4 && isExtended(b)
 }
 
-// readPartTable reads the MBR (with its extended partitions) or the GPT of
+// Read reads the MBR (with its extended partitions) or the GPT of
 // a disk of the given size. It never fails: what it cannot read becomes a
 // problem in the table.
-func readPartTable(d io.ReaderAt, size int64) *partTable {
-	t := &partTable{kind: "none"}
-	sec := make([]byte, sectorSize)
-	if err := readFull(d, sec, 0, size); err != nil {
+func Read(d io.ReaderAt, size int64) *Table {
+	t := &Table{Kind: "none"}
+	sec := make([]byte, SectorSize)
+	if err := guestfs.ReadFull(d, sec, 0, size); err != nil {
 		t.problem(0, "the disk is too small for a partition table (%v)", err)
 		return t
 	}
 	gptAt := findGPTHeader(d, size)
 	if sec[510] != 0x55 || sec[511] != 0xaa {
 		if gptAt > 0 {
-			t.kind = "gpt"
+			t.Kind = "gpt"
 			t.readGPT(d, size, gptAt)
 			return t
 		}
 		t.problem(510, "no MBR partition table: the boot signature 0x55AA at offset 510 is missing")
 		return t
 	}
-	if isBootSector(sec) {
+	if guestfs.IsBootSector(sec) {
 		t.problem(0, "sector 0 is a file system's boot sector, not a partition table: the disk is not partitioned")
 		return t
 	}
-	t.diskID = binary.LittleEndian.Uint32(sec[440:])
+	t.DiskID = binary.LittleEndian.Uint32(sec[440:])
 	for _, b := range sec[:440] {
 		if b != 0 {
-			t.bootCode = true
+			t.BootCode = true
 			break
 		}
 	}
@@ -109,8 +124,8 @@ func readPartTable(d io.ReaderAt, size int64) *partTable {
 		}
 	}
 	if protective || gptAt > 0 {
-		t.kind = "gpt"
-		t.hybrid = !protective
+		t.Kind = "gpt"
+		t.Hybrid = !protective
 		if gptAt > 0 {
 			t.readGPT(d, size, gptAt)
 		} else {
@@ -118,7 +133,7 @@ func readPartTable(d io.ReaderAt, size int64) *partTable {
 		}
 		return t
 	}
-	t.kind = "mbr"
+	t.Kind = "mbr"
 	for i, e := range entries {
 		off := int64(446 + 16*i)
 		if e.status != 0 && e.status != 0x80 {
@@ -127,9 +142,9 @@ func readPartTable(d io.ReaderAt, size int64) *partTable {
 		if e.typ == 0 || e.count == 0 {
 			continue
 		}
-		p := Partition{Index: i + 1, Start: int64(e.lba) * sectorSize, Size: int64(e.count) * sectorSize,
+		p := Entry{Index: i + 1, Start: int64(e.lba) * SectorSize, Size: int64(e.count) * SectorSize,
 			Type: fmt.Sprintf("0x%02x", e.typ), Active: e.status == 0x80}
-		t.parts = append(t.parts, p)
+		t.Parts = append(t.Parts, p)
 		if isExtended(e.typ) {
 			t.readLogical(d, size, int64(e.lba))
 		}
@@ -139,22 +154,22 @@ func readPartTable(d io.ReaderAt, size int64) *partTable {
 
 // readLogical walks the chain of extended boot records from the extended
 // partition at sector ext.
-func (t *partTable) readLogical(d io.ReaderAt, size int64, ext int64) {
-	sec := make([]byte, sectorSize)
+func (t *Table) readLogical(d io.ReaderAt, size int64, ext int64) {
+	sec := make([]byte, SectorSize)
 	seen := map[int64]bool{}
 	ebr := ext
 	for n := 0; ; n++ {
 		if n >= maxLogical {
-			t.problem(ebr*sectorSize, "more than %d logical partitions: the chain of extended boot records was not followed further", maxLogical)
+			t.problem(ebr*SectorSize, "more than %d logical partitions: the chain of extended boot records was not followed further", maxLogical)
 			return
 		}
 		if seen[ebr] {
-			t.problem(ebr*sectorSize, "the chain of extended boot records loops back to sector %d", ebr)
+			t.problem(ebr*SectorSize, "the chain of extended boot records loops back to sector %d", ebr)
 			return
 		}
 		seen[ebr] = true
-		off := ebr * sectorSize
-		if err := readFull(d, sec, off, size); err != nil {
+		off := ebr * SectorSize
+		if err := guestfs.ReadFull(d, sec, off, size); err != nil {
 			t.problem(off, "extended boot record at sector %d cannot be read: %v", ebr, err)
 			return
 		}
@@ -164,8 +179,8 @@ func (t *partTable) readLogical(d io.ReaderAt, size int64, ext int64) {
 		}
 		e := parseMBREntries(sec)
 		if e[0].typ != 0 && e[0].count != 0 {
-			t.parts = append(t.parts, Partition{Index: 5 + n, Start: (ebr + int64(e[0].lba)) * sectorSize,
-				Size: int64(e[0].count) * sectorSize, Type: fmt.Sprintf("0x%02x", e[0].typ),
+			t.Parts = append(t.Parts, Entry{Index: 5 + n, Start: (ebr + int64(e[0].lba)) * SectorSize,
+				Size: int64(e[0].count) * SectorSize, Type: fmt.Sprintf("0x%02x", e[0].typ),
 				Active: e[0].status == 0x80, Logical: true})
 		}
 		if e[1].typ == 0 || e[1].lba == 0 {
@@ -180,17 +195,17 @@ func (t *partTable) readLogical(d io.ReaderAt, size int64, ext int64) {
 func findGPTHeader(d io.ReaderAt, size int64) int64 {
 	sig := make([]byte, 8)
 	for _, off := range []int64{512, 4096} {
-		if readFull(d, sig, off, size) == nil && string(sig) == "EFI PART" {
+		if guestfs.ReadFull(d, sig, off, size) == nil && string(sig) == "EFI PART" {
 			return off
 		}
 	}
 	return 0
 }
 
-func (t *partTable) readGPT(d io.ReaderAt, size, hdrOff int64) {
+func (t *Table) readGPT(d io.ReaderAt, size, hdrOff int64) {
 	lba := hdrOff // the logical block size equals the header's LBA 1 offset
 	h := make([]byte, 92)
-	if err := readFull(d, h, hdrOff, size); err != nil {
+	if err := guestfs.ReadFull(d, h, hdrOff, size); err != nil {
 		t.problem(hdrOff, "GPT header cannot be read: %v", err)
 		return
 	}
@@ -211,9 +226,9 @@ func (t *partTable) readGPT(d io.ReaderAt, size, hdrOff int64) {
 	}
 	base := int64(entriesLBA) * lba
 	e := make([]byte, esize)
-	t.gptUnique = map[int]string{}
+	t.GPTUnique = map[int]string{}
 	for i := range int64(count) {
-		if err := readFull(d, e, base+i*int64(esize), size); err != nil {
+		if err := guestfs.ReadFull(d, e, base+i*int64(esize), size); err != nil {
 			t.problem(base+i*int64(esize), "GPT entry %d cannot be read: %v", i+1, err)
 			return
 		}
@@ -228,8 +243,8 @@ func (t *partTable) readGPT(d io.ReaderAt, size, hdrOff int64) {
 			continue
 		}
 		idx := int(i) + 1
-		t.parts = append(t.parts, Partition{Index: idx, Start: int64(first) * lba, Size: int64(last-first+1) * lba, Type: typ, Label: utf16Name(e[56:128])})
-		t.gptUnique[idx] = guidString(e[16:32])
+		t.Parts = append(t.Parts, Entry{Index: idx, Start: int64(first) * lba, Size: int64(last-first+1) * lba, Type: typ, Label: utf16Name(e[56:128])})
+		t.GPTUnique[idx] = guidString(e[16:32])
 	}
 }
 
@@ -237,11 +252,6 @@ func (t *partTable) readGPT(d io.ReaderAt, size, hdrOff int64) {
 func guidString(b []byte) string {
 	return fmt.Sprintf("%08x-%04x-%04x-%x-%x", binary.LittleEndian.Uint32(b[0:]), binary.LittleEndian.Uint16(b[4:]),
 		binary.LittleEndian.Uint16(b[6:]), b[8:10], b[10:16])
-}
-
-// uuidString formats a big-endian UUID (ext4, xfs, btrfs, swap).
-func uuidString(b []byte) string {
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
 func utf16Name(b []byte) string {
@@ -254,19 +264,4 @@ func utf16Name(b []byte) string {
 		u = append(u, c)
 	}
 	return strings.ToValidUTF8(string(utf16.Decode(u)), "?")
-}
-
-// readFull reads len(p) bytes at off, all of which must lie inside size.
-func readFull(d io.ReaderAt, p []byte, off, size int64) error {
-	if off < 0 || off > size || int64(len(p)) > size-off {
-		return fmt.Errorf("%d bytes at offset %d pass the end (%d)", len(p), off, size)
-	}
-	n, err := d.ReadAt(p, off)
-	if n == len(p) {
-		return nil
-	}
-	if err == nil || err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
-	return err
 }

@@ -1,22 +1,23 @@
-package check
+// Package initramfs lists the member names of an initramfs: one or more
+// newc cpio archives, the first ones (early microcode) uncompressed, the
+// last one usually compressed. Only the member names are collected; gzip
+// and zstd are decoded, other compressions (xz, lz4, bzip2, lzo) are
+// reported as not readable (ErrCompression).
+package initramfs
 
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
 
+	"github.com/klauspost/compress/gzip"
+
 	"github.com/klauspost/compress/zstd"
 )
-
-// Reading an initramfs: one or more newc cpio archives, the first ones
-// (early microcode) uncompressed, the last one usually compressed. Only
-// the member names are collected; gzip and zstd are decoded, other
-// compressions (xz, lz4, bzip2, lzo) are reported as not readable.
 
 // Bounds of the initramfs reader.
 const (
@@ -27,10 +28,11 @@ const (
 	maxZstdWindow     = 64 << 20
 )
 
-var errCompression = errors.New("compression not supported")
+// ErrCompression: the initramfs is compressed in a way not read here.
+var ErrCompression = errors.New("compression not supported")
 
-// cpioNames lists the member names of an initramfs held in r (size bytes).
-func cpioNames(r io.ReaderAt, size int64) ([]string, error) {
+// Names lists the member names of an initramfs held in r (size bytes).
+func Names(r io.ReaderAt, size int64) ([]string, error) {
 	var names []string
 	off := int64(0)
 	for seg := 0; seg < maxCpioSegments; seg++ {
@@ -79,7 +81,7 @@ func cpioNames(r io.ReaderAt, size int64) ([]string, error) {
 			defer z.Close()
 			return names, readCpio(io.LimitReader(z, maxInitramfsOut), &names, false)
 		}
-		return names, fmt.Errorf("%w: %s", errCompression, compressionName(magic))
+		return names, fmt.Errorf("%w: %s", ErrCompression, compressionName(magic))
 	}
 	return names, nil
 }

@@ -1,4 +1,4 @@
-package check
+package guestfs
 
 import (
 	"encoding/binary"
@@ -94,8 +94,8 @@ func (s *extSuper) kind() string {
 	return "ext2"
 }
 
-func (s *extSuper) info() fsInfo {
-	f := fsInfo{Type: s.kind(), UUID: s.uuid, Label: s.label, Used: -1, Inodes: -1, Magic: 1024 + 0x38}
+func (s *extSuper) info() Info {
+	f := Info{Type: s.kind(), UUID: s.uuid, Label: s.label, Used: -1, Inodes: -1, Magic: 1024 + 0x38}
 	switch {
 	case s.state&2 != 0:
 		f.Dirty = "the kernel recorded errors in it"
@@ -118,7 +118,7 @@ type extFS struct {
 	sb   *extSuper
 	bs   int64
 	gdt  int64 // offset of the group descriptor table
-	// nodes caches extent tree blocks (the reader is used by one
+	// nodes caches extent Tree blocks (the reader is used by one
 	// goroutine at a time).
 	nodes [4]cachedNode
 }
@@ -128,9 +128,9 @@ type cachedNode struct {
 	data []byte
 }
 
-func openExt(r io.ReaderAt, size int64) (*extFS, error) {
+func OpenExt4(r io.ReaderAt, size int64) (*extFS, error) {
 	b := make([]byte, 1024)
-	if err := readFull(r, b, 1024, size); err != nil {
+	if err := ReadFull(r, b, 1024, size); err != nil {
 		return nil, err
 	}
 	sb, err := parseExtSuper(b)
@@ -145,16 +145,16 @@ func openExt(r io.ReaderAt, size int64) (*extFS, error) {
 	return f, nil
 }
 
-func (f *extFS) rootIno() uint64 { return 2 }
+func (f *extFS) RootIno() uint64 { return 2 }
 
 func (f *extFS) read(p []byte, off int64) error {
-	if err := readFull(f.r, p, off, f.size); err != nil {
+	if err := ReadFull(f.r, p, off, f.size); err != nil {
 		return fmt.Errorf("%w: %v", errExtCorrupt, err)
 	}
 	return nil
 }
 
-func (f *extFS) inode(ino uint64) (*inode, error) {
+func (f *extFS) Inode(ino uint64) (*Inode, error) {
 	if ino == 0 || ino > uint64(f.sb.inodes) {
 		return nil, fmt.Errorf("%w: inode number %d out of range", errExtCorrupt, ino)
 	}
@@ -182,24 +182,24 @@ func (f *extFS) inode(ino uint64) (*inode, error) {
 	if size > 1<<50 {
 		return nil, fmt.Errorf("%w: inode %d has the size %d", errExtCorrupt, ino, size)
 	}
-	return &inode{ino: ino, mode: binary.LittleEndian.Uint16(raw[0:]), size: int64(size), raw: raw}, nil
+	return &Inode{Ino: ino, mode: binary.LittleEndian.Uint16(raw[0:]), size: int64(size), raw: raw}, nil
 }
 
-func extFlags(in *inode) uint32 { return binary.LittleEndian.Uint32(in.raw[0x20:]) }
+func extFlags(in *Inode) uint32 { return binary.LittleEndian.Uint32(in.raw[0x20:]) }
 
 // inline reports whether the inode's data sits in i_block itself: fast
 // symlinks and inline data.
-func (f *extFS) inline(in *inode) bool {
+func (f *extFS) inline(in *Inode) bool {
 	fl := extFlags(in)
 	if fl&extInodeInline != 0 {
 		return true
 	}
-	return in.isSymlink() && in.size < 60 && fl&extInodeExtents == 0
+	return in.IsSymlink() && in.size < 60 && fl&extInodeExtents == 0
 }
 
 // mapBlock maps a logical block of the inode to a physical block; 0 means
 // a hole (reads as zeros).
-func (f *extFS) mapBlock(in *inode, lblk uint64) (uint64, error) {
+func (f *extFS) mapBlock(in *Inode, lblk uint64) (uint64, error) {
 	iblock := in.raw[0x28 : 0x28+60]
 	var pblk uint64
 	var err error
@@ -209,7 +209,7 @@ func (f *extFS) mapBlock(in *inode, lblk uint64) (uint64, error) {
 		pblk, err = f.mapIndirect(iblock, lblk)
 	}
 	if err == nil && pblk >= f.sb.blocks {
-		err = fmt.Errorf("%w: inode %d maps block %d to %d, past the end", errExtCorrupt, in.ino, lblk, pblk)
+		err = fmt.Errorf("%w: inode %d maps block %d to %d, past the end", errExtCorrupt, in.Ino, lblk, pblk)
 	}
 	return pblk, err
 }
@@ -266,7 +266,7 @@ func (f *extFS) mapExtent(node []byte, lblk uint64) (uint64, error) {
 	}
 }
 
-// node reads an extent tree block, keeping the last few: reading a file
+// node reads an extent Tree block, keeping the last few: reading a file
 // maps block after block through the same nodes.
 func (f *extFS) node(blk uint64) ([]byte, error) {
 	for _, c := range f.nodes {
@@ -326,7 +326,7 @@ func (f *extFS) mapIndirect(iblock []byte, lblk uint64) (uint64, error) {
 	return blk, nil
 }
 
-func (f *extFS) readAt(in *inode, p []byte, off int64) (int, error) {
+func (f *extFS) ReadAt(in *Inode, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("negative offset")
 	}
@@ -337,7 +337,7 @@ func (f *extFS) readAt(in *inode, p []byte, off int64) (int, error) {
 	if f.inline(in) {
 		iblock := in.raw[0x28 : 0x28+60]
 		if off+want > 60 {
-			return 0, fmt.Errorf("%w: inline data of inode %d longer than i_block (%d bytes)", errUnsupported, in.ino, in.size)
+			return 0, fmt.Errorf("%w: inline data of inode %d longer than i_block (%d bytes)", ErrUnsupported, in.Ino, in.size)
 		}
 		n := copy(p, iblock[off:off+want])
 		if int64(n) < int64(len(p)) {
@@ -377,20 +377,20 @@ func (f *extFS) readAt(in *inode, p []byte, off int64) (int, error) {
 	return int(done), nil
 }
 
-func (f *extFS) readDir(in *inode) ([]dirEntry, error) {
-	if !in.isDir() {
-		return nil, fmt.Errorf("inode %d is not a directory", in.ino)
+func (f *extFS) ReadDir(in *Inode) ([]DirEntry, error) {
+	if !in.IsDir() {
+		return nil, fmt.Errorf("inode %d is not a directory", in.Ino)
 	}
 	if in.size > maxDirBytes {
-		return nil, fmt.Errorf("%w: directory inode %d of %d bytes", errUnsupported, in.ino, in.size)
+		return nil, fmt.Errorf("%w: directory inode %d of %d bytes", ErrUnsupported, in.Ino, in.size)
 	}
 	if f.inline(in) {
-		return nil, fmt.Errorf("%w: inline-data directory (inode %d)", errUnsupported, in.ino)
+		return nil, fmt.Errorf("%w: inline-data directory (inode %d)", ErrUnsupported, in.Ino)
 	}
-	var out []dirEntry
+	var out []DirEntry
 	blk := make([]byte, f.bs)
 	for off := int64(0); off < in.size; off += f.bs {
-		n, err := f.readAt(in, blk, off)
+		n, err := f.ReadAt(in, blk, off)
 		if err != nil && err != io.EOF {
 			return nil, err
 		}
@@ -400,12 +400,12 @@ func (f *extFS) readDir(in *inode) ([]dirEntry, error) {
 			rec := int(binary.LittleEndian.Uint16(b[p+4:]))
 			nameLen := int(b[p+6])
 			if rec < 8 || rec%4 != 0 || p+rec > len(b) {
-				return nil, fmt.Errorf("%w: directory inode %d: entry at %d has length %d", errExtCorrupt, in.ino, off+int64(p), rec)
+				return nil, fmt.Errorf("%w: directory inode %d: entry at %d has length %d", errExtCorrupt, in.Ino, off+int64(p), rec)
 			}
 			if ino != 0 && nameLen > 0 && 8+nameLen <= rec {
-				out = append(out, dirEntry{name: string(b[p+8 : p+8+nameLen]), ino: uint64(ino)})
+				out = append(out, DirEntry{Name: string(b[p+8 : p+8+nameLen]), Ino: uint64(ino)})
 				if len(out) > maxDirEntries {
-					return nil, fmt.Errorf("%w: directory inode %d has over %d entries", errUnsupported, in.ino, maxDirEntries)
+					return nil, fmt.Errorf("%w: directory inode %d has over %d entries", ErrUnsupported, in.Ino, maxDirEntries)
 				}
 			}
 			p += rec

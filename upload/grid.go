@@ -1,0 +1,135 @@
+package upload
+
+import (
+	"context"
+	"fmt"
+)
+
+// grid cuts the output into parts of one size as it is written: the part
+// being filled, part 1 held until Commit (its head is patched in last),
+// and the pool the other parts' buffers come from. Only the goroutine
+// calling Write, Skip, Commit and Abort uses it.
+type grid struct {
+	size     int64  // part size
+	hint     int64  // the size hint the grid was planned for
+	pos      int64  // bytes of output so far
+	cur      []byte // buffer of the part being filled; nil while it is all zeros
+	fill     int64  // bytes of the current part so far
+	head     []byte // part 1, held until Commit
+	headLen  int64
+	headSeen bool
+	pool     *pool
+}
+
+// partNum is the number of the part being filled.
+func (g *grid) partNum() int64 { return (g.pos-g.fill)/g.size + 1 }
+
+// numParts is the number of parts of the output so far.
+func (g *grid) numParts() int32 { return int32(max(1, (g.pos+g.size-1)/g.size)) }
+
+// buffer returns a buffer for the part being filled: part 1 has its own (it
+// is held until Commit); the others come from the pool.
+func (g *grid) buffer() ([]byte, error) {
+	if g.partNum() == 1 {
+		return make([]byte, g.size), nil
+	}
+	return g.pool.get()
+}
+
+// take ends the part being filled and returns its number and bytes (nil
+// for a part of zeros).
+func (g *grid) take() (num int64, b []byte, n int64) {
+	num, b, n = g.partNum(), g.cur, g.fill
+	g.cur, g.fill = nil, 0
+	return num, b, n
+}
+
+func (g *grid) tooBig() error {
+	return fmt.Errorf("upload: the output passed %d parts of %d MiB (planned for at most %d MiB): the size hint was too small", MaxParts, g.size>>20, g.hint>>20)
+}
+
+// write appends p, calling end for each part it fills.
+func (g *grid) write(p []byte, end func() error) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		if g.partNum() > MaxParts {
+			return n, g.tooBig()
+		}
+		if g.cur == nil {
+			b, err := g.buffer()
+			if err != nil {
+				return n, err
+			}
+			clear(b[:g.fill])
+			g.cur = b
+		}
+		k := copy(g.cur[g.fill:g.size], p)
+		g.fill += int64(k)
+		g.pos += int64(k)
+		p = p[k:]
+		n += k
+		if g.fill == g.size {
+			if err := end(); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, nil
+}
+
+// skip appends n zero bytes, calling end for each part it fills.
+func (g *grid) skip(n int64, end func() error) error {
+	for n > 0 {
+		if g.partNum() > MaxParts {
+			return g.tooBig()
+		}
+		k := min(n, g.size-g.fill)
+		if g.cur != nil {
+			clear(g.cur[g.fill : g.fill+k])
+		}
+		g.fill += k
+		g.pos += k
+		n -= k
+		if g.fill == g.size {
+			if err := end(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// pool holds the part buffers: at most cap(free) of them are made, and a
+// part waits for one that a sender gave back.
+type pool struct {
+	size      int64
+	free      chan []byte
+	allocated int
+	ctx       context.Context // ends when the senders fail
+	failed    func() error
+}
+
+func newPool(size int64, n int) *pool {
+	return &pool{size: size, free: make(chan []byte, n)}
+}
+
+func (p *pool) get() ([]byte, error) {
+	select {
+	case b := <-p.free:
+		return b, nil
+	default:
+	}
+	if p.allocated < cap(p.free) {
+		p.allocated++
+		return make([]byte, p.size), nil
+	}
+	select {
+	case b := <-p.free:
+		return b, nil
+	case <-p.ctx.Done():
+		return nil, p.failed()
+	}
+}
+
+// put gives a buffer back; the pool has room for every buffer it made.
+func (p *pool) put(b []byte) { p.free <- b }

@@ -1,0 +1,58 @@
+package upload
+
+import "fmt"
+
+// Multipart limits of S3 and of the target cloud's OSS.
+const (
+	MinPartSize int64 = 5 << 20
+	MaxPartSize int64 = 5 << 30
+	MaxParts          = 10000
+	// autoMinPart is the smallest part size picked automatically: fine
+	// enough to copy most zero runs of a sparse disk server-side, coarse
+	// enough to keep requests few.
+	autoMinPart int64 = 8 << 20
+	// zeroSeed is how many zeros cross the network to build the zero object;
+	// the rest is copied server-side.
+	zeroSeed int64 = 8 << 20
+)
+
+// PlanPartSize picks the part size for an output of at most sizeHint bytes:
+// the smallest power of two from 8 MiB up with which 10,000 parts suffice
+// (64 MiB for 500 GiB). A non-zero override is checked instead. The caller
+// plans once and gives the result to Start as Options.PartSize.
+func PlanPartSize(sizeHint, override int64) (int64, error) {
+	if sizeHint < 0 {
+		return 0, fmt.Errorf("negative size %d", sizeHint)
+	}
+	if override != 0 {
+		if err := checkPartSize(sizeHint, override); err != nil {
+			return 0, err
+		}
+		return override, nil
+	}
+	p := autoPartSize(sizeHint)
+	if p > MaxPartSize {
+		return 0, fmt.Errorf("an output of %d GiB does not fit in 10,000 parts of 5 GiB", sizeHint>>30)
+	}
+	return p, nil
+}
+
+func autoPartSize(sizeHint int64) int64 {
+	p := autoMinPart
+	for sizeHint > p*MaxParts {
+		p *= 2
+	}
+	return p
+}
+
+// checkPartSize checks a part size is allowed and gives an output of up to
+// sizeHint bytes at most 10,000 parts.
+func checkPartSize(sizeHint, p int64) error {
+	if p < MinPartSize || p > MaxPartSize {
+		return fmt.Errorf("part size %d: must be between 5 MiB and 5 GiB", p)
+	}
+	if n := (sizeHint + p - 1) / p; n > MaxParts {
+		return fmt.Errorf("part size %d MiB: an output of up to %d MiB needs %d parts, more than the 10,000 allowed; use at least %d MiB", p>>20, sizeHint>>20, n, autoPartSize(sizeHint)>>20)
+	}
+	return nil
+}

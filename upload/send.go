@@ -1,0 +1,166 @@
+package upload
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// job is one part for a sender.
+type job struct {
+	num    int32
+	buf    []byte // nil for a part of zeros
+	n      int64
+	pooled bool
+}
+
+// senders are the goroutines that send parts, Concurrency of them; the
+// first failure cancels the rest.
+type senders struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	g      errgroup.Group
+	jobs   chan job
+	closed bool
+}
+
+// startSenders starts n senders that give each job to send and its pooled
+// buffer back to pool afterwards.
+func startSenders(ctx context.Context, n int, pool *pool, send func(context.Context, job) error) *senders {
+	s := &senders{jobs: make(chan job)}
+	s.ctx, s.cancel = context.WithCancelCause(ctx)
+	pool.ctx, pool.failed = s.ctx, s.failed
+	s.g.SetLimit(n)
+	for range n {
+		s.g.Go(func() error {
+			for j := range s.jobs {
+				var err error
+				if s.ctx.Err() == nil {
+					err = send(s.ctx, j)
+				}
+				if j.buf != nil && j.pooled {
+					pool.put(j.buf)
+				}
+				if err != nil {
+					s.cancel(err)
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	return s
+}
+
+// failed is the error that stopped the senders, if any.
+func (s *senders) failed() error { return context.Cause(s.ctx) }
+
+// dispatch hands a part to a free sender.
+func (s *senders) dispatch(j job) error {
+	select {
+	case s.jobs <- j:
+		return nil
+	case <-s.ctx.Done():
+		return s.failed()
+	}
+}
+
+// close waits for the parts handed on; it returns the first failure.
+func (s *senders) close() error {
+	if !s.closed {
+		s.closed = true
+		close(s.jobs)
+	}
+	if err := s.g.Wait(); err != nil {
+		return err
+	}
+	return s.failed()
+}
+
+// stop cancels the senders and waits for them.
+func (s *senders) stop(cause error) {
+	s.cancel(cause)
+	s.close()
+}
+
+// how a part got to the store.
+const (
+	partSent   = 'S'
+	partCopied = 'C'
+	partReused = 'R'
+)
+
+type partInfo struct {
+	md5  [16]byte
+	size int64
+	how  byte
+}
+
+// partLog records the parts in the upload: those this run made, and those
+// an earlier run left (for a resume).
+type partLog struct {
+	mu       sync.Mutex
+	parts    map[int32]partInfo
+	existing map[int32]partMeta // filled before the senders start
+	sent     atomic.Int64       // bytes sent (copied parts excluded)
+}
+
+func newPartLog() *partLog {
+	return &partLog{parts: map[int32]partInfo{}, existing: map[int32]partMeta{}}
+}
+
+func (l *partLog) record(num int32, sum [16]byte, n int64, how byte) {
+	l.mu.Lock()
+	l.parts[num] = partInfo{md5: sum, size: n, how: how}
+	l.mu.Unlock()
+}
+
+// sendPart makes part j exist in the upload: already there with the same
+// MD5 (resume), copied from the zero object, or sent.
+func (t *Target) sendPart(ctx context.Context, j job) error {
+	var sum [16]byte
+	if j.buf == nil {
+		sum = t.zero.sum(j.n)
+	} else {
+		sum = md5.Sum(j.buf[:j.n])
+	}
+	want := hex.EncodeToString(sum[:])
+	if p, ok := t.parts.existing[j.num]; ok && p.ETag == want && p.Size == j.n {
+		t.parts.record(j.num, sum, j.n, partReused)
+		return nil
+	}
+	if j.buf == nil && j.n > 0 && !t.o.NoZeroCopy && !t.zero.refused.Load() {
+		err := t.zero.copyInto(ctx, t.uploadID, j.num, j.n, want)
+		if err == nil {
+			t.parts.record(j.num, sum, j.n, partCopied)
+			return nil
+		}
+		if !errors.Is(err, errCopyRefused) {
+			return err
+		}
+	}
+	var body io.ReadSeeker
+	if j.buf == nil {
+		body = &zeroReader{n: j.n}
+	} else {
+		body = bytes.NewReader(j.buf[:j.n])
+	}
+	got, err := t.s.UploadPart(ctx, t.key, t.uploadID, j.num, body, j.n, sum)
+	if err != nil {
+		return fail("uploading", t.key, j.num, err)
+	}
+	if got != want {
+		return fail("uploading", t.key, j.num, fmt.Errorf("the store answered ETag %q, but the MD5 of the bytes sent is %s", got, want))
+	}
+	t.parts.sent.Add(j.n)
+	t.parts.record(j.num, sum, j.n, partSent)
+	return nil
+}
