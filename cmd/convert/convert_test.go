@@ -338,13 +338,8 @@ func TestInterrupt(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if m, _ := filepath.Glob(filepath.Join(dir, ".out.raw.*.partial")); len(m) > 0 {
-			if fi, err := os.Stat(m[0]); err == nil && fi.Size() > 0 {
-				break
-			}
-		}
+	deadline := time.Now().Add(30 * time.Second)
+	for !writing(cmd.Process.Pid, dir) {
 		if time.Now().After(deadline) {
 			t.Fatal("the conversion never started writing")
 		}
