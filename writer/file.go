@@ -19,7 +19,7 @@ import (
 type File struct {
 	final   string
 	f       *os.File
-	anon    bool // f has no name until Commit
+	anon    bool  // f has no name until Commit
 	pos     int64 // logical end of the output
 	written int64 // bytes really written (not holes)
 	seekTo  int64 // pending position after skips, -1 if none
