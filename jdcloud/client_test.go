@@ -257,7 +257,9 @@ func TestWaitFailedTimeoutAndMissing(t *testing.T) {
 	o := fastWait
 	o.Timeout = 30 * time.Millisecond
 	tk, err := cs.WaitTask(ctx, r.TaskID, o)
-	if !errors.Is(err, jdcloud.ErrWaitTimeout) || tk.TaskStatus != jdcloud.TaskRunning || !strings.Contains(err.Error(), "task "+string(r.TaskID)+" running at") {
+	// On a loaded machine the time-out may come before the first poll
+	// that sees the task running: pending is as good.
+	if !errors.Is(err, jdcloud.ErrWaitTimeout) || tk.Done() || !strings.Contains(err.Error(), "task "+string(r.TaskID)+" "+tk.TaskStatus+" at") {
 		t.Fatalf("timeout: %+v, %v", tk, err)
 	}
 
