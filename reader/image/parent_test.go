@@ -18,11 +18,13 @@ type memImage struct {
 	zeroFrom int64 // Extent reports [zeroFrom, size) as zero
 }
 
-func (m *memImage) ReadAt(p []byte, off int64) (int, error) { return bytes.NewReader(m.b).ReadAt(p, off) }
-func (m *memImage) Size() int64                             { return int64(len(m.b)) }
-func (m *memImage) Info() Info                              { return Info{Format: m.format} }
-func (m *memImage) Close() error                            { m.closed = true; return nil }
-func (m *memImage) Identity() (string, string)              { return m.format, m.id }
+func (m *memImage) ReadAt(p []byte, off int64) (int, error) {
+	return bytes.NewReader(m.b).ReadAt(p, off)
+}
+func (m *memImage) Size() int64                { return int64(len(m.b)) }
+func (m *memImage) Info() Info                 { return Info{Format: m.format} }
+func (m *memImage) Close() error               { m.closed = true; return nil }
+func (m *memImage) Identity() (string, string) { return m.format, m.id }
 func (m *memImage) Extent(off, n int64) (Extent, error) {
 	if off >= m.zeroFrom {
 		return Extent{Start: off, Length: n, Zero: true}, nil
