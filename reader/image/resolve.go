@@ -24,11 +24,39 @@ func ResolveName(imagePath, name string, opts *Options) (string, error) {
 		}
 		return ResolvePath(imagePath, name, opts)
 	}
-	base, err := url.Parse(imagePath)
+	base, err := parseURL(imagePath)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", imagePath, err)
 	}
 	return resolveURL(base, folderOf(base.Path), name, opts, imagePath)
+}
+
+// parseURL parses an http(s) URL, or an s3://bucket/key address whose key
+// is taken literally (as aws s3 and -o s3:// take it: no %-escapes).
+func parseURL(s string) (*url.URL, error) {
+	if rest, ok := cutPrefixFold(s, "s3://"); ok {
+		bucket, key, _ := strings.Cut(rest, "/")
+		if bucket == "" {
+			return nil, fmt.Errorf("%q names no bucket", s)
+		}
+		return &url.URL{Scheme: "s3", Host: bucket, Path: "/" + key}, nil
+	}
+	return url.Parse(s)
+}
+
+// formatURL is the inverse of parseURL.
+func formatURL(u *url.URL) string {
+	if u.Scheme == "s3" {
+		return "s3://" + u.Host + u.Path
+	}
+	return u.String()
+}
+
+func cutPrefixFold(s, prefix string) (string, bool) {
+	if len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix) {
+		return s[len(prefix):], true
+	}
+	return s, false
 }
 
 // folderOf is the folder part of a URL path, with its trailing slash.
@@ -52,7 +80,7 @@ func resolveURL(base *url.URL, folder, name string, opts *Options, imagePath str
 	var target url.URL
 	switch {
 	case IsURL(name):
-		u, err := url.Parse(name)
+		u, err := parseURL(name)
 		if err != nil || u.Host == "" {
 			return "", fmt.Errorf("%w: %q named by %s is not a usable URL", ErrNotAllowed, name, imagePath)
 		}
@@ -76,14 +104,14 @@ func resolveURL(base *url.URL, folder, name string, opts *Options, imagePath str
 		return "", fmt.Errorf("%w: %q named by %s is a folder, not a file", ErrNotAllowed, name, imagePath)
 	}
 	if base != nil && sameOrigin(base, &target) && within(folder, target.Path) {
-		return target.String(), nil
+		return formatURL(&target), nil
 	}
 	if opts != nil {
 		for _, a := range opts.AllowPaths {
 			if !IsURL(a) {
 				continue
 			}
-			au, err := url.Parse(a)
+			au, err := parseURL(a)
 			if err != nil {
 				continue
 			}
@@ -92,7 +120,7 @@ func resolveURL(base *url.URL, folder, name string, opts *Options, imagePath str
 				dir += "/"
 			}
 			if sameOrigin(au, &target) && within(dir, target.Path) {
-				return target.String(), nil
+				return formatURL(&target), nil
 			}
 		}
 	}
@@ -105,9 +133,9 @@ func resolveURL(base *url.URL, folder, name string, opts *Options, imagePath str
 	}
 	if base != nil {
 		folderURL := url.URL{Scheme: base.Scheme, Host: base.Host, Path: folder}
-		return "", fmt.Errorf("%w: %q named by %s resolves to %s, %s %s (allow it with --allow-path URL-PREFIX)", ErrNotAllowed, name, imagePath, target.String(), where, folderURL.String())
+		return "", fmt.Errorf("%w: %q named by %s resolves to %s, %s %s (allow it with --allow-path URL-PREFIX)", ErrNotAllowed, name, imagePath, formatURL(&target), where, formatURL(&folderURL))
 	}
-	return "", fmt.Errorf("%w: %q named by %s resolves to %s, %s (allow it with --allow-path URL-PREFIX)", ErrNotAllowed, name, imagePath, target.String(), where)
+	return "", fmt.Errorf("%w: %q named by %s resolves to %s, %s (allow it with --allow-path URL-PREFIX)", ErrNotAllowed, name, imagePath, formatURL(&target), where)
 }
 
 // cleanURLPath cleans p like path.Clean, keeping a trailing slash.

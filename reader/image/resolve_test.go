@@ -93,3 +93,10 @@ func TestIsURL(t *testing.T) {
 		}
 	}
 }
+
+func TestResolveNameS3Literal(t *testing.T) {
+	got, err := ResolveName("s3://bucket/dir/100%.vmdk", "a b%20c-flat.vmdk", nil)
+	if err != nil || got != "s3://bucket/dir/a b%20c-flat.vmdk" {
+		t.Errorf("ResolveName = %q, %v: s3 keys are literal", got, err)
+	}
+}

@@ -8,11 +8,13 @@
 // Options.Disk picks one (default 0, the first).
 //
 // Digest verification: the chosen disk's digest from the manifest is
-// computed over the tar member's bytes by a goroutine that starts with the
-// first read of the disk (or with Verify) and reads the member sequentially,
-// alongside the conversion pass, which reads the member out of order. The
-// Image implements image.Verifier: Verify waits for the hash and returns nil
-// if it matched (or the manifest does not list the disk), an error wrapping
+// computed over the tar member's bytes, from the first read of the disk (or
+// from Verify) on, by a goroutine that hashes in order what the conversion
+// pass reads (which reads the member out of order) and reads itself only
+// the bytes the pass leaves out (see verifier): the member is read about
+// once, which matters when it comes over the network. The Image implements
+// image.Verifier: Verify waits for the hash and returns nil if it matched
+// (or the manifest does not list the disk), an error wrapping
 // image.ErrCorrupt if not. Callers call it after the pass and before
 // committing the output.
 package ova
@@ -25,15 +27,12 @@ import (
 	"crypto/sha512"
 	"encoding/hex"
 	"encoding/xml"
-	"errors"
 	"fmt"
 	"hash"
 	"io"
 	"path"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	"vmimport/reader/image"
 )
@@ -144,10 +143,16 @@ func Open(src image.Source, opts *image.Options, detect Detector) (*Image, error
 		return nil, corrupt(src.Path, -1, "the OVF names disk file %q for disk %d (%s), but the archive does not hold it", d.Href, n, d.ID)
 	}
 	inner := image.Source{
-		R:    io.NewSectionReader(src.R, d.member.off, d.member.size),
-		Size: d.member.size,
-		Path: src.Path + "[" + d.Href + "]",
-		Fd:   -1,
+		R:      io.NewSectionReader(src.R, d.member.off, d.member.size),
+		Size:   d.member.size,
+		Path:   src.Path + "[" + d.Href + "]",
+		Fd:     -1,
+		Remote: src.Remote,
+	}
+	var v *verifier
+	if d.Digest != "" {
+		v = newVerifier(inner.R, d.member.size, d.Digest, inner.Path)
+		inner.R = v.tee()
 	}
 	// A disk inside an archive opens nothing else: no extents, no parents.
 	o := *opts
@@ -164,10 +169,8 @@ func Open(src image.Source, opts *image.Options, detect Detector) (*Image, error
 	if d.Capacity > 0 && d.Capacity != im.Size() {
 		opts.Warnf("%s: ova: the OVF gives disk %d a capacity of %d bytes, but the disk file's virtual size is %d bytes; using the disk file's", src.Path, n, d.Capacity, im.Size())
 	}
-	out := &Image{Image: im, path: src.Path, disks: disks, chosen: n, manifest: mfM != nil}
-	if d.Digest != "" {
-		out.v = newVerifier(inner.R, d.member.size, d.Digest, inner.Path)
-	} else if mfM != nil {
+	out := &Image{Image: im, path: src.Path, disks: disks, chosen: n, manifest: mfM != nil, v: v}
+	if d.Digest == "" && mfM != nil {
 		opts.Warnf("%s: ova: the manifest does not list %s: its bytes cannot be verified", src.Path, d.Href)
 	}
 	return out, nil
@@ -440,72 +443,4 @@ func (im *Image) Close() error {
 		im.v.stop()
 	}
 	return im.Image.Close()
-}
-
-// verifier hashes a tar member in the background.
-type verifier struct {
-	r       io.ReaderAt
-	size    int64
-	digest  string
-	path    string
-	once    sync.Once
-	done    chan struct{}
-	err     error
-	stopped atomic.Bool
-}
-
-var errStopped = errors.New("digest check stopped: the image was closed")
-
-func newVerifier(r io.ReaderAt, size int64, digest, p string) *verifier {
-	return &verifier{r: r, size: size, digest: digest, path: p, done: make(chan struct{})}
-}
-
-func (v *verifier) start() {
-	v.once.Do(func() { go v.run() })
-}
-
-func (v *verifier) run() {
-	defer close(v.done)
-	algo, want, _ := strings.Cut(v.digest, ":")
-	h, err := newHash(algo)
-	if err != nil {
-		v.err = err
-		return
-	}
-	buf := make([]byte, 1<<20)
-	for off := int64(0); off < v.size; {
-		if v.stopped.Load() {
-			v.err = errStopped
-			return
-		}
-		k := min(int64(len(buf)), v.size-off)
-		n, err := v.r.ReadAt(buf[:k], off)
-		h.Write(buf[:n])
-		off += int64(n)
-		if int64(n) < k {
-			if err == nil || err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			v.err = fmt.Errorf("%s: ova: reading the disk for its digest: %w", v.path, err)
-			return
-		}
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != want {
-		v.err = image.Corruptf(v.path, "ova", -1, "%s digest of the disk is %s, but the manifest says %s: the disk is damaged or was altered", algo, got, want)
-	}
-}
-
-func (v *verifier) verify() error {
-	v.start()
-	<-v.done
-	return v.err
-}
-
-func (v *verifier) stop() {
-	v.stopped.Store(true)
-	v.once.Do(func() { // never started: nothing to wait for
-		v.err = errStopped
-		close(v.done)
-	})
-	<-v.done
 }
