@@ -74,6 +74,14 @@ func (s *Server) Set(f func(s *Server)) {
 	f(s)
 }
 
+// Clear drops every fault setting.
+func (s *Server) Clear() {
+	s.Set(func(s *Server) {
+		s.CutEvery, s.FailEvery, s.StallEvery, s.Stall = 0, 0, 0, 0
+		s.NoRanges, s.Status, s.NoETag, s.Need, s.Before = false, 0, false, "", nil
+	})
+}
+
 // Headers returns the request headers seen so far.
 func (s *Server) Headers() []http.Header {
 	s.seenMu.Lock()

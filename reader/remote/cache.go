@@ -203,8 +203,9 @@ func (c *cache) get(f *File, idx, last int64) (*page, error) {
 	return first, nil
 }
 
-// put adds the first bytes of a file, fetched with its open, as pages.
-func (c *cache) put(file int, data []byte) {
+// put adds the first bytes of a file of size bytes, fetched with its
+// open, as pages: whole pages only.
+func (c *cache) put(file int, size int64, data []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := &fetchState{done: make(chan struct{})}
@@ -214,7 +215,10 @@ func (c *cache) put(file int, data []byte) {
 		if c.m[k] != nil {
 			continue
 		}
-		n := min(c.size, int64(len(data))-i*c.size)
+		n := min(c.size, size-i*c.size)
+		if i*c.size+n > int64(len(data)) {
+			break
+		}
 		pg := &page{key: k, f: st, data: c.buffer(n)}
 		copy(pg.data, data[i*c.size:])
 		c.m[k] = pg

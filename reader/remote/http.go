@@ -52,7 +52,7 @@ func (h *httpObject) display() string    { return h.shown }
 // openHTTP learns the file's size and version with a first ranged GET of
 // its first chunk, whose bytes it returns for the cache. A HEAD would do
 // for most servers, but a presigned URL is often signed for GET alone.
-func (op *Opener) openHTTP(raw string) (*httpObject, []byte, error) {
+func (op *Opener) openHTTP(raw string, probe int64) (*httpObject, []byte, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: not a usable URL: %w", image.Redact(raw), errors.Unwrap(err))
@@ -70,7 +70,7 @@ func (op *Opener) openHTTP(raw string) (*httpObject, []byte, error) {
 	name.RawQuery = ""
 	h.id.URL = name.String()
 
-	p := make([]byte, op.o.ChunkSize)
+	p := make([]byte, probe)
 	var first []byte
 	backoff := op.o.MinBackoff
 	for attempt := 1; ; attempt++ {

@@ -237,6 +237,7 @@ type Opener struct {
 	mu         sync.Mutex
 	headerHost string // the host Options.Header goes to
 	nextID     int
+	pinned     map[string]Identity // by URL as opened
 	s3         S3API
 	s3err      error
 	s3once     sync.Once
@@ -268,7 +269,7 @@ func (op *Opener) Stats() Stats {
 // and version (and its first chunk goes into the cache). The Source's Path
 // is the URL with credentials redacted.
 func (op *Opener) OpenRemote(rawURL string) (image.Source, io.Closer, error) {
-	f, err := op.open(rawURL)
+	f, err := op.open(rawURL, op.o.ChunkSize)
 	if err != nil {
 		return image.Source{}, nil, err
 	}
@@ -278,12 +279,21 @@ func (op *Opener) OpenRemote(rawURL string) (image.Source, io.Closer, error) {
 // Identify returns the identity of the file at rawURL (its URL, size and
 // version) with one small request.
 func (op *Opener) Identify(rawURL string) (Identity, error) {
-	f, err := op.open(rawURL)
+	f, err := op.open(rawURL, 1)
 	if err != nil {
 		return Identity{}, err
 	}
 	defer f.Close()
 	return f.obj.identity(), nil
+}
+
+// Pinned returns the identity of a file opened with OpenRemote: the
+// version its reads are pinned to.
+func (op *Opener) Pinned(rawURL string) (Identity, bool) {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	id, ok := op.pinned[rawURL]
+	return id, ok
 }
 
 // IdentityOf returns the identity of the remote file src reads, if it is
@@ -295,7 +305,8 @@ func IdentityOf(src io.ReaderAt) (Identity, bool) {
 	return Identity{}, false
 }
 
-func (op *Opener) open(rawURL string) (*File, error) {
+// open opens rawURL; the first request asks for probe bytes.
+func (op *Opener) open(rawURL string, probe int64) (*File, error) {
 	if err := op.ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -311,7 +322,7 @@ func (op *Opener) open(rawURL string) (*File, error) {
 		f.obj, err = op.openS3(rawURL)
 	case hasScheme(rawURL, "http"), hasScheme(rawURL, "https"):
 		var h *httpObject
-		h, first, err = op.openHTTP(rawURL)
+		h, first, err = op.openHTTP(rawURL, probe)
 		if h != nil {
 			f.obj = h
 		}
@@ -323,8 +334,14 @@ func (op *Opener) open(rawURL string) (*File, error) {
 	}
 	f.size = f.obj.identity().Size
 	if len(first) > 0 {
-		op.cache.put(f.id, first)
+		op.cache.put(f.id, f.size, first)
 	}
+	op.mu.Lock()
+	if op.pinned == nil {
+		op.pinned = map[string]Identity{}
+	}
+	op.pinned[rawURL] = f.obj.identity()
+	op.mu.Unlock()
 	return f, nil
 }
 
