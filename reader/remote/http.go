@@ -333,9 +333,9 @@ func (h *httpObject) statusError(what string, resp *http.Response) error {
 	}
 	switch resp.StatusCode {
 	case http.StatusUnauthorized, http.StatusForbidden:
-		e.Err = fmt.Errorf("%w: check the URL and its credentials (--source-header, or a fresh presigned URL)", ErrStatus)
+		e.Err = refusal("check the URL and its credentials (--source-header, or a fresh presigned URL)")
 	case http.StatusNotFound:
-		e.Err = fmt.Errorf("%w: no such file", ErrStatus)
+		e.Err = refusal("no such file")
 	}
 	return e
 }

@@ -204,6 +204,13 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
+// refusal is what a refusing status means, as a hint; it matches
+// ErrStatus.
+type refusal string
+
+func (r refusal) Error() string        { return string(r) }
+func (r refusal) Is(target error) bool { return target == ErrStatus }
+
 // transient marks an error a retry may cure.
 type transient struct{ error }
 

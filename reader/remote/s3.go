@@ -145,7 +145,7 @@ func (o *s3Object) fail(what string, err error) error {
 		return transient{e}
 	}
 	e.Status = re.Response.StatusCode
-	e.Err = fmt.Errorf("%w: %s", ErrStatus, short(err))
+	e.Err = refusal(short(err))
 	switch s := e.Status; {
 	case s == http.StatusPreconditionFailed:
 		e.Err = fmt.Errorf("%w: its ETag is no longer %s", ErrChanged, o.id.ETag)
@@ -154,11 +154,11 @@ func (o *s3Object) fail(what string, err error) error {
 	case s >= 500, s == http.StatusRequestTimeout, s == http.StatusTooManyRequests:
 		return transient{e}
 	case s == http.StatusNotFound:
-		e.Err = fmt.Errorf("%w: no such object (or bucket)", ErrStatus)
+		e.Err = refusal("no such object (or bucket)")
 	case s == http.StatusForbidden, s == http.StatusUnauthorized:
-		e.Err = fmt.Errorf("%w: access denied: check the credentials (AWS_* variables, --source-profile) and the bucket policy", ErrStatus)
+		e.Err = refusal("access denied: check the credentials (AWS_* variables, --source-profile) and the bucket policy")
 	case s == http.StatusMovedPermanently, s == http.StatusBadRequest && apiCode(err) == "AuthorizationHeaderMalformed":
-		e.Err = fmt.Errorf("%w: the bucket is in another region: give --source-region", ErrStatus)
+		e.Err = refusal("the bucket is in another region: give --source-region")
 	}
 	return e
 }
