@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -74,6 +75,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&out, "out", "bench/results", "suite: folder for the results")
 	fs.BoolVar(&keep, "keep", false, "suite: keep the generated disks in --dir (they take about 4x --size)")
 	fs.Uint64Var(&seed, "seed", 1, "suite: seed of the generated disks")
+	cases := fs.String("cases", "", "suite: run only the cases whose names match this regular expression (e.g. 'https' for the remote cases)")
 	fs.IntVar(&workers, "workers", runtime.GOMAXPROCS(0), "SRC: blocks read and decoded in parallel")
 	fs.StringVar(&bs, "block-size", "1M", "SRC: unit of reading and zero detection")
 	fs.StringVar(&tmpdir, "tmpdir", os.TempDir(), "SRC: folder for the temporary RAW output")
@@ -96,6 +98,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		o := bench.SuiteOptions{Dir: dir, Out: out, Runs: runs, Seed: seed, Log: stderr, Endpoint: endpoint, Keep: keep}
 		var err error
+		if *cases != "" {
+			if o.Cases, err = regexp.Compile(*cases); err != nil {
+				return usageError{fmt.Errorf("--cases: %w", err)}
+			}
+		}
 		if o.Size, err = parseSize(size); err != nil {
 			return usageError{fmt.Errorf("--size: %w", err)}
 		}
