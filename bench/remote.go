@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // Fetched is what a remote case's tools fetched from the web server in
@@ -123,20 +124,35 @@ func remoteCases(ctx context.Context, o *SuiteOptions, rep *Report, gen func(str
 		if !o.want(fmt.Sprintf("https %s -> raw (50%%)", s.label)) {
 			continue
 		}
-		// What each tool fetches, from one run each.
+		// What each tool fetches, from one run each; a peer that takes
+		// more than limit (20 times our time, at least 2 minutes) is
+		// stopped and reported as such.
 		fetched := map[string]Fetched{}
 		_, took := srv.reset()
 		clean()
-		if _, err := Run(ctx, ours); err == nil {
-			fetched["ours"] = took()
+		smp, err := Run(ctx, ours)
+		if err != nil {
+			return err
 		}
-		for _, p := range peers {
+		fetched["ours"] = took()
+		limit := max(2*time.Minute, time.Duration(20*smp.Seconds*float64(time.Second)))
+		for i, p := range peers {
 			if p.skip != "" {
 				continue
 			}
 			_, took := srv.reset()
 			clean()
-			if _, err := Run(ctx, p.argv); err == nil {
+			pctx, cancel := context.WithTimeout(ctx, limit)
+			_, err := Run(pctx, p.argv)
+			timedOut := pctx.Err() == context.DeadlineExceeded
+			cancel()
+			switch {
+			case timedOut:
+				peers[i].skip = fmt.Sprintf("%s did not finish in %.0f s (convert: %.1f s) and was stopped; it had fetched %s of the %s file in %d requests",
+					p.name, limit.Seconds(), smp.Seconds, gib(took().Bytes), gib(fi.Size()), took().Requests)
+			case err != nil:
+				peers[i].skip = firstLine(err.Error())
+			default:
 				fetched[p.name] = took()
 			}
 		}
@@ -154,7 +170,9 @@ func remoteCases(ctx context.Context, o *SuiteOptions, rep *Report, gen func(str
 				logf("  skipped: %s", p.skip)
 				continue
 			}
-			rep.Cases = append(rep.Cases, timeCase(ctx, o.Runs, c, ours, p.argv, clean, logf))
+			tctx, cancel := context.WithTimeout(ctx, time.Duration(2*o.Runs)*limit)
+			rep.Cases = append(rep.Cases, timeCase(tctx, o.Runs, c, ours, p.argv, clean, logf))
+			cancel()
 		}
 		clean()
 	}

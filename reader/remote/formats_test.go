@@ -58,7 +58,7 @@ type remoteCase struct {
 // buildCases makes every source format from one test disk.
 func buildCases(t *testing.T, dir string) (raw string, cases []remoteCase) {
 	testkit.Need(t, "qemu-img", "sfdisk", "mkfs.ext4")
-	raw = testkit.MakeDisk(t, t.TempDir(), testkit.DiskOptions{SizeMiB: 64, DataMiB: 12, Tail: true})
+	raw = testkit.MakeDisk(t, t.TempDir(), testkit.DiskOptions{SizeMiB: 48, DataMiB: 9, Tail: true})
 	conv := func(name, format string, opts ...string) string {
 		return testkit.Convert(t, raw, filepath.Join(dir, name), format, opts...)
 	}
@@ -98,7 +98,7 @@ func makeOVA(t *testing.T, dir, vmdk string) string {
 	ovf := `<?xml version="1.0" encoding="UTF-8"?>
 <Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">
   <References><File ovf:id="file1" ovf:href="disk1.vmdk"/></References>
-  <DiskSection><Info>disks</Info><Disk ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:capacity="67108864" ovf:capacityAllocationUnits="byte"/></DiskSection>
+  <DiskSection><Info>disks</Info><Disk ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:capacity="50331648" ovf:capacityAllocationUnits="byte"/></DiskSection>
 </Envelope>
 `
 	sum := func(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
@@ -124,7 +124,7 @@ func makeOVA(t *testing.T, dir, vmdk string) string {
 // the same guest bytes as read from the file, and the bytes served stay
 // within 1.3x of the image's files (the data a sparse format does not
 // hold is never fetched: its files are far smaller than the disk). The
-// cache is scaled down with the disk (2 MiB for files of 7 to 64 MiB, as
+// cache is scaled down with the disk (2 MiB for files of 5 to 48 MiB, as
 // the default 32 MiB is for images of a few GiB), so that it is under
 // pressure as it is on real images.
 func TestFormatsOverHTTP(t *testing.T) {
