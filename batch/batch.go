@@ -237,7 +237,7 @@ loop:
 	b.follow(ctx)
 	for ; i < len(items); i++ {
 		it := &items[i]
-		b.out[i] = Outcome{Line: it.Line, Source: it.Spec.Source, Output: it.Spec.Output, Status: Cancelled, Error: "not started: the batch was interrupted"}
+		b.out[i] = Outcome{Line: it.Line, Source: image.Redact(it.Spec.Source), Output: it.Spec.Output, Status: Cancelled, Error: "not started: the batch was interrupted"}
 		b.emit(Event{Kind: DiskDone, Index: i, Item: it, Outcome: &b.out[i]})
 	}
 	t := Tally(b.out)
@@ -276,7 +276,7 @@ func (b *runner) emit(e Event) {
 func (b *runner) one(ctx context.Context, i int) {
 	it := &b.items[i]
 	oc := &b.out[i]
-	*oc = Outcome{Line: it.Line, Source: it.Spec.Source, Output: it.Spec.Output}
+	*oc = Outcome{Line: it.Line, Source: image.Redact(it.Spec.Source), Output: it.Spec.Output}
 	deferred := false
 	defer func() {
 		if !deferred {

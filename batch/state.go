@@ -63,7 +63,7 @@ func (b *runner) bookkeeping(it *Item) *book {
 // Key is the name of a disk in the state: a digest of its source and
 // output, so that a manifest may be reordered or grow.
 func Key(s *job.Spec) string {
-	src, _ := filepath.Abs(s.Source)
+	src := s.SourceName()
 	out, err := outputName(s)
 	if err != nil {
 		out = s.Output
@@ -108,8 +108,8 @@ func (bk *book) done(ctx context.Context) (*record, string) {
 	if json.Unmarshal(b, &rec) != nil || rec.Version != recordVersion || rec.Status != Done || rec.Spec != bk.digest || rec.Result == nil {
 		return nil, ""
 	}
-	now, err := upload.IdentifySource(bk.spec.Source)
-	if err != nil || now.Size != rec.Source.Size || !now.MTime.Equal(rec.Source.MTime) || now.Head != rec.Source.Head {
+	now, err := job.IdentifySource(ctx, bk.spec)
+	if err != nil || rec.Source.Same(now) != nil {
 		return nil, ""
 	}
 	if !bk.outputThere(ctx, &rec) {
@@ -147,7 +147,9 @@ func (bk *book) record(ctx context.Context, oc *Outcome, res *job.Result) {
 	if oc.Status == Done && res != nil {
 		rec.Result = res
 		var err error
-		if rec.Source, err = upload.IdentifySource(bk.spec.Source); err != nil {
+		if res.Remote != nil {
+			rec.Source = res.Remote.SourceID() // the version the run read
+		} else if rec.Source, err = upload.IdentifySource(bk.spec.Source); err != nil {
 			oc.Warnings = append(oc.Warnings, fmt.Sprintf("batch state: %v: the next run will redo this disk", err))
 			return
 		}

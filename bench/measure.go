@@ -22,6 +22,12 @@ type Sample struct {
 // Run times one command to completion and reads its resource usage.
 func Run(ctx context.Context, argv []string) (Sample, error) {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	// A peer under sh -c runs in its own process group, so that a
+	// cancelled run (a time limit) stops all of it, and Wait does not
+	// wait for a grandchild holding the output pipe.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out

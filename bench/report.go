@@ -77,6 +77,19 @@ func (r *Report) Markdown() string {
 			mbps(c.VirtualSize, c.Ours.Seconds), mbps(c.DataBytes, c.Ours.Seconds),
 			c.Ours.CPUSeconds, c.Theirs.CPUSeconds, c.Ours.MaxRSS>>20, c.Theirs.MaxRSS>>20)
 	}
+	remote := false
+	for _, c := range r.Cases {
+		if c.FileBytes == 0 || c.Skipped != "" {
+			continue
+		}
+		if !remote {
+			b.WriteString("\nRemote cases: the image is served over HTTP from loopback (Go's FileServer); fetched is what each tool read from the server in one run, against the file's size.\n\n")
+			remote = true
+		}
+		fmt.Fprintf(&b, "- %s: file %s; convert fetched %s (%.2fx) in %d requests; %s fetched %s (%.2fx) in %d requests\n",
+			c.Name, gib(c.FileBytes), gib(c.OursFetched.Bytes), float64(c.OursFetched.Bytes)/float64(c.FileBytes), c.OursFetched.Requests,
+			c.Peer, gib(c.PeerFetched.Bytes), float64(c.PeerFetched.Bytes)/float64(c.FileBytes), c.PeerFetched.Requests)
+	}
 	for _, s := range r.Scaling {
 		keys := make([]string, 0, len(s.Seconds))
 		for k := range s.Seconds {

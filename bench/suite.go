@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"time"
@@ -31,7 +32,12 @@ type SuiteOptions struct {
 	Endpoint string
 	// AWS is the aws command (Debian's awscli); default /usr/bin/aws.
 	AWS string
+	// Cases, if set, runs only the cases whose names match it.
+	Cases *regexp.Regexp
 }
+
+// want reports whether the case named name is to run.
+func (o *SuiteOptions) want(name string) bool { return o.Cases == nil || o.Cases.MatchString(name) }
 
 // Case is one conversion measured against its peer.
 type Case struct {
@@ -46,6 +52,11 @@ type Case struct {
 	Theirs       Summary `json:"peer_result"`
 	Ratio        float64 `json:"ratio"` // peer seconds / our seconds: above 1, we are faster
 	Skipped      string  `json:"skipped,omitempty"`
+	// Remote cases: the source file's size and what each tool fetched
+	// from the web server in one run.
+	FileBytes   int64   `json:"file_bytes,omitempty"`
+	OursFetched Fetched `json:"ours_fetched,omitzero"`
+	PeerFetched Fetched `json:"peer_fetched,omitzero"`
 }
 
 // Scaling is our time for one case at several worker counts.
@@ -145,6 +156,9 @@ func RunSuite(ctx context.Context, o SuiteOptions) (*Report, string, error) {
 		return append([]string{o.Convert, src, "-o", out, "--progress", "never"}, extra...)
 	}
 	measure := func(c Case, oursArgv, peerArgv []string) {
+		if !o.want(c.Name) {
+			return
+		}
 		logf("measuring %s", c.Name)
 		clean()
 		if _, err := Run(ctx, oursArgv); err != nil {
@@ -171,6 +185,10 @@ func RunSuite(ctx context.Context, o SuiteOptions) (*Report, string, error) {
 			k := key
 			if f != 0.5 {
 				k = fmt.Sprintf("disk-%02.0f", f*100)
+			}
+			if !o.want(fmt.Sprintf("%s -> raw (%.0f%%)", s.format, f*100)) && !o.want(fmt.Sprintf("%s -> qcow2 (%.0f%%)", s.format, f*100)) &&
+				!(s.format == "qcow2 zlib" && o.want("raw -> qcow2 -c zlib (50%)")) {
+				continue
 			}
 			raw, err := gen(k, size, f)
 			if err != nil {
@@ -235,10 +253,13 @@ func RunSuite(ctx context.Context, o SuiteOptions) (*Report, string, error) {
 			removeGlob(filepath.Join(o.Dir, "*"))
 		}()
 	}
-	if o.Endpoint != "" {
+	if o.Endpoint != "" && o.want("qcow2 -> raw -> s3 (10%)") {
 		if err := uploadCases(ctx, &o, rep, gen, logf); err != nil {
 			return rep, "", err
 		}
+	}
+	if err := remoteCases(ctx, &o, rep, gen, logf); err != nil {
+		return rep, "", err
 	}
 	dir, err := rep.Write(o.Out)
 	return rep, dir, err

@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"vmimport/internal/units"
+	"vmimport/reader/remote"
 	"vmimport/upload"
 	"vmimport/writer/qcow2"
 )
@@ -73,6 +74,9 @@ func (p *plan) size(s *Spec) {
 	p.window = 2*p.workers + 2
 	bs := int64(s.BlockSize)
 	m := int64(jobOverhead) + int64(p.window)*bs
+	if s.IsRemote() {
+		m += remote.Options{}.CacheBytes() // the read cache of a remote source
+	}
 	if s.Format == "qcow2" {
 		m += qcow2Overhead
 		if p.qcow2.Compression != "" {
@@ -103,7 +107,7 @@ func (j *run) fit(p *plan) error {
 	}
 	if p.memory > total {
 		return &SpecError{fmt.Errorf("%s needs at least %s of memory (blocks of %s, %s); the budget (--memory) is %s: raise --memory, or lower --block-size or --part-size",
-			j.s.Source, units.Bytes(p.memory), units.Bytes(int64(j.s.BlockSize)), partsWords(p), units.Bytes(total))}
+			j.s.shown(), units.Bytes(p.memory), units.Bytes(int64(j.s.BlockSize)), partsWords(p), units.Bytes(total))}
 	}
 	if p.workers != wantWorkers || p.concurrency != wantConc {
 		msg := fmt.Sprintf("memory: the job wants %s, the budget (--memory) is %s: running with %d workers", units.Bytes(want), units.Bytes(total), p.workers)

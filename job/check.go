@@ -20,7 +20,7 @@ func (j *run) importCheck(ctx context.Context, im reader.Image) (*check.Report, 
 	strict := s.Check == "strict" || (s.Check == "auto" && s.Kind() == ToBucket)
 	r, err := check.Run(ctx, im, check.Options{Format: im.Info().Format, DiskSizeGB: s.DiskSizeGB})
 	if err != nil {
-		return nil, false, fmt.Errorf("%s: import check: %w", s.Source, err)
+		return nil, false, fmt.Errorf("%s: import check: %w", s.shown(), err)
 	}
 	j.res.Check = r
 	j.emit(Event{Kind: Checked, Check: r})
@@ -32,7 +32,7 @@ func (j *run) importCheck(ctx context.Context, im reader.Image) (*check.Report, 
 		j.notice(fmt.Sprintf("check: going on despite %d error(s) because of --force; the import request will set forceImport", errs))
 		return r, true, nil
 	case strict:
-		return r, false, &InputError{fmt.Errorf("%s: %w: the import readiness check found %d error(s); fix them, or use --check warn or --force to go on anyway", s.Source, check.ErrRule, errs)}
+		return r, false, &InputError{fmt.Errorf("%s: %w: the import readiness check found %d error(s); fix them, or use --check warn or --force to go on anyway", s.shown(), check.ErrRule, errs)}
 	}
 	return r, false, nil
 }

@@ -22,6 +22,7 @@ import (
 	"vmimport/jdcloud"
 	"vmimport/reader"
 	"vmimport/reader/image"
+	"vmimport/reader/remote"
 	"vmimport/stream"
 	"vmimport/upload"
 	"vmimport/writer"
@@ -117,6 +118,9 @@ type Result struct {
 	Import *ImportResult `json:"import,omitempty"`
 	// Memory is the share of the budget the job held, in bytes.
 	Memory int64 `json:"memory,omitempty"`
+	// Remote is what reading a remote source did: the version read, the
+	// requests and the bytes fetched.
+	Remote *RemoteResult `json:"remote,omitempty"`
 }
 
 // SpecError is a setting out of range or in conflict with another; its
@@ -138,6 +142,7 @@ func (e *InputError) Unwrap() error { return e.Err }
 // so nothing appears under the output name and no upload is left behind
 // (unless spec.Upload.Keep asks to keep it for a resume).
 func Run(ctx context.Context, spec Spec, env Env) (*Result, error) {
+	spec.SplitSourceCredentials()
 	res := &Result{Output: spec.Output, OutputFormat: spec.Format}
 	if err := spec.Validate(); err != nil {
 		return res, err
@@ -190,13 +195,28 @@ func (j *run) progress(st stream.Stats) {
 func (j *run) run(ctx context.Context) error {
 	s := &j.s
 	j.phase(Opening)
+	ro, err := s.RemoteOptions(j.warn)
+	if err != nil {
+		return &SpecError{err}
+	}
+	// Every file the image names may be a URL (under --allow-path rules),
+	// so the opener is there for local sources too; it costs nothing
+	// until a URL is opened.
+	op := remote.New(ctx, ro)
+	if s.IsRemote() {
+		j.res.Remote = &RemoteResult{}
+		defer func() { j.res.Remote.Fetched = op.Stats() }()
+	}
 	im, err := reader.Open(s.Source, reader.Options{
-		AllowBacking: s.AllowBacking, AllowPaths: s.AllowPaths, Disk: s.Disk, Warn: j.warn,
+		AllowBacking: s.AllowBacking, AllowPaths: s.AllowPaths, Disk: s.Disk, Warn: j.warn, Remote: op,
 	})
 	if err != nil {
 		return &InputError{err}
 	}
 	defer im.Close()
+	if s.IsRemote() {
+		j.res.Remote.Source, _ = op.Pinned(s.Source)
+	}
 	if err := j.refuseSameFile(im); err != nil {
 		return err
 	}
@@ -209,7 +229,7 @@ func (j *run) run(ctx context.Context) error {
 		// is found beyond it; a size out of range is DiskSize's to report.
 		if gb := s.DiskSizeGB; gb >= check.MinDiskGB && gb <= check.MaxDiskGB && gb%check.StepDiskGB == 0 {
 			if im, err = check.Shrink(ctx, im, gb*check.GiB); err != nil {
-				return &InputError{fmt.Errorf("%s: %w", s.Source, err)}
+				return &InputError{fmt.Errorf("%s: %w", s.shown(), err)}
 			}
 		}
 	}
@@ -219,7 +239,7 @@ func (j *run) run(ctx context.Context) error {
 	}
 	if err != nil {
 		if !s.Force {
-			return &InputError{fmt.Errorf("%s: %w (--force goes on anyway)", s.Source, err)}
+			return &InputError{fmt.Errorf("%s: %w (--force goes on anyway)", s.shown(), err)}
 		}
 		j.warn(fmt.Sprintf("%v; going on because of --force", err))
 	}
@@ -371,5 +391,5 @@ func (j *run) streamError(err error) error {
 	if errors.Is(err, stream.ErrOptions) {
 		return &SpecError{err}
 	}
-	return fmt.Errorf("converting %s: %w", j.s.Source, err)
+	return fmt.Errorf("converting %s: %w", j.s.shown(), err)
 }

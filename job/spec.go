@@ -17,8 +17,11 @@ import (
 // record it and a queue can carry it; Validate checks every field before any
 // work starts. The zero value of a field means its default.
 type Spec struct {
-	// Source is the image to read: a file or a block device.
+	// Source is the image to read: a file, a block device, or a URL
+	// (https://, http://, s3://BUCKET/KEY) read in place by ranges.
 	Source string `json:"source"`
+	// Remote says how to read a URL source; see RemoteSpec.
+	Remote RemoteSpec `json:"remote,omitzero"`
 	// AllowBacking permits reading through backing files and parents.
 	AllowBacking bool `json:"allow_backing,omitempty"`
 	// AllowPaths are folders backing files and extents may live in besides
@@ -153,6 +156,9 @@ func (s Spec) withDefaults() Spec {
 	}
 	if s.Workers == 0 {
 		s.Workers = runtime.GOMAXPROCS(0)
+		if s.IsRemote() {
+			s.Workers = max(s.Workers, DefaultRemoteWorkers)
+		}
 	}
 	if s.BlockSize == 0 {
 		s.BlockSize = DefaultBlockSize
@@ -198,6 +204,9 @@ func (s *Spec) validate() error {
 	}
 	if s.Disk < 0 {
 		return fmt.Errorf("--disk %d: disks count from 0", s.Disk)
+	}
+	if err := s.Remote.validate(s); err != nil {
+		return err
 	}
 	switch s.Format {
 	case "", "raw":

@@ -31,7 +31,7 @@ func (s *Spec) Destination() (bucket, key string, err error) {
 		return "", "", err
 	}
 	if key == "" || strings.HasSuffix(key, "/") {
-		base := filepath.Base(s.Source)
+		base := s.sourceBase()
 		format := s.Format
 		if format == "" {
 			format = "raw"
@@ -88,8 +88,12 @@ func (j *run) preflight(ctx context.Context) (*uploadStart, error) {
 // with what the import needs stored as the object's metadata.
 func (j *run) startUpload(ctx context.Context, up *uploadStart, im reader.Image, plan plan, diskGB int64, rep *check.Report, forceImport bool) (writer.Target, error) {
 	s, u := &j.s, &j.s.Upload
-	id, err := upload.IdentifySource(s.Source)
-	if err != nil {
+	var id upload.SourceID
+	var err error
+	if j.res.Remote != nil {
+		// The version the pass reads, pinned at open.
+		id = sourceID(j.res.Remote.Source)
+	} else if id, err = upload.IdentifySource(s.Source); err != nil {
 		return nil, &InputError{fmt.Errorf("%s: %w", s.Source, err)}
 	}
 	meta := upload.ImportMeta{

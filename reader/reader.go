@@ -8,7 +8,6 @@ package reader
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"syscall"
@@ -54,7 +53,8 @@ func probes() []probe {
 	}
 }
 
-// Open opens the image at path. The caller closes it.
+// Open opens the image at path: a file, a block device, or with
+// opts.Remote a URL (https://, http://, s3://). The caller closes it.
 func Open(path string, opts Options) (Image, error) {
 	return open(path, opts, nil)
 }
@@ -62,40 +62,52 @@ func Open(path string, opts Options) (Image, error) {
 // link is one file of a backing chain, as opened.
 type link struct {
 	path string
-	fi   os.FileInfo
+	fi   os.FileInfo // nil for a remote file
 }
 
-// open opens path as the next file of chain (the files that led to it,
-// first the one the user named). A file that is already in the chain is a
-// loop; a chain longer than MaxChainDepth, or than the open-file limit
-// allows, ends with a ChainError too.
+// same reports whether l is the file f (the same inode, or the same URL).
+func (l link) same(f *image.File) bool {
+	if l.fi == nil || f.OS == nil {
+		return l.fi == nil && f.OS == nil && l.path == f.Path
+	}
+	fi, err := f.OS.Stat()
+	return err == nil && os.SameFile(l.fi, fi)
+}
+
+// open opens path (a file, or with opts.Remote a URL) as the next file of
+// chain (the files that led to it, first the one the user named). A file
+// that is already in the chain is a loop; a chain longer than
+// MaxChainDepth, or than the open-file limit allows, ends with a
+// ChainError too.
 func open(path string, opts Options, chain []link) (Image, error) {
 	if len(chain) >= image.MaxChainDepth {
 		return nil, &image.ChainError{First: chain[0].path, By: chain[len(chain)-1].path, Depth: len(chain), Err: image.ErrUnsupported}
 	}
-	f, src, err := openFile(path)
+	f, err := image.OpenFile(path, &opts)
 	if err != nil {
 		if len(chain) > 0 && (errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)) {
 			return nil, &image.ChainError{First: chain[0].path, By: chain[len(chain)-1].path, Depth: len(chain), Limit: image.FileLimit(), Err: image.ErrUnsupported}
 		}
 		return nil, err
 	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	for i, l := range chain {
-		if os.SameFile(l.fi, fi) {
+	l := link{path: f.Path}
+	if f.OS != nil {
+		if l.fi, err = f.OS.Stat(); err != nil {
 			f.Close()
-			return nil, &image.ChainError{First: chain[0].path, By: chain[len(chain)-1].path, Repeat: path, Index: i + 1, Depth: len(chain), Err: image.ErrCorrupt}
+			return nil, err
 		}
 	}
-	chain = append(chain[:len(chain):len(chain)], link{path: path, fi: fi})
+	for i, c := range chain {
+		if c.same(f) {
+			f.Close()
+			return nil, &image.ChainError{First: chain[0].path, By: chain[len(chain)-1].path, Repeat: f.Path, Index: i + 1, Depth: len(chain), Err: image.ErrCorrupt}
+		}
+	}
+	chain = append(chain[:len(chain):len(chain)], l)
 	o := opts
 	o.Depth = opts.Depth + len(chain) - 1
 	o.Open = func(p string, _ int) (image.Image, error) { return open(p, opts, chain) }
-	im, err := Detect(src, &o)
+	im, err := Detect(f.Source, &o)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -138,6 +150,8 @@ func Detect(src image.Source, opts *image.Options) (Image, error) {
 	}
 	sub := "file"
 	switch {
+	case src.Remote:
+		sub = "remote file"
 	case src.Device:
 		sub = "block device"
 	case src.Fd < 0:
@@ -156,42 +170,10 @@ func wrongWhy(err error) string {
 	return msg
 }
 
-// openFile opens a regular file or a block device and finds its size.
-func openFile(path string) (*os.File, image.Source, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, image.Source{}, err
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, image.Source{}, err
-	}
-	var size int64
-	switch m := fi.Mode(); {
-	case m.IsRegular():
-		size = fi.Size()
-	case m.IsDir():
-		f.Close()
-		return nil, image.Source{}, fmt.Errorf("%s: is a directory, not a disk image", path)
-	case m&os.ModeDevice != 0 && m&os.ModeCharDevice == 0:
-		// A block device: its size is where a seek to the end lands.
-		size, err = f.Seek(0, io.SeekEnd)
-		if err != nil {
-			f.Close()
-			return nil, image.Source{}, fmt.Errorf("%s: finding the size of the block device: %w", path, err)
-		}
-	default:
-		f.Close()
-		return nil, image.Source{}, fmt.Errorf("%s: a %s is not a disk image: give a regular file or a block device", path, m.Type())
-	}
-	return f, image.Source{R: f, Size: size, Path: path, Fd: int(f.Fd()), Device: fi.Mode()&os.ModeDevice != 0}, nil
-}
-
 // fileImage closes the file an image was opened from.
 type fileImage struct {
 	image.Image
-	f *os.File
+	f *image.File
 }
 
 // Unwrap returns the image read from the file, for image.Verify.
@@ -199,7 +181,11 @@ func (fi *fileImage) Unwrap() image.Image { return fi.Image }
 
 // Files is the file itself and every file the image reads besides.
 func (fi *fileImage) Files() []*os.File {
-	return append([]*os.File{fi.f}, image.Files(fi.Image)...)
+	var own []*os.File
+	if fi.f.OS != nil {
+		own = append(own, fi.f.OS)
+	}
+	return append(own, image.Files(fi.Image)...)
 }
 
 func (fi *fileImage) Close() error {

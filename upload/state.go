@@ -15,14 +15,31 @@ import (
 
 // SourceID identifies the source image, so that a resumed upload refuses a
 // source that changed since the upload started (the output is deterministic
-// only for the same input).
+// only for the same input). A file is its path, size, modification time
+// and the digest of its first MiB; a remote file its URL (without
+// credentials or query), size, ETag and Last-Modified (in MTime).
 type SourceID struct {
-	Path  string    `json:"path"`
+	Path  string    `json:"path,omitempty"`
+	URL   string    `json:"url,omitempty"`
 	Size  int64     `json:"size"`
 	MTime time.Time `json:"mtime"`
-	// Head is the SHA-256 of the first MiB of the file.
-	Head string `json:"head_sha256"`
+	ETag  string    `json:"etag,omitempty"`
+	// Head is the SHA-256 of the first MiB of the file (of a remote file,
+	// only when the server gives neither ETag nor Last-Modified).
+	Head string `json:"head_sha256,omitempty"`
 }
+
+// Name is the file's path or URL, for messages.
+func (id SourceID) Name() string {
+	if id.URL != "" {
+		return id.URL
+	}
+	return id.Path
+}
+
+// Same reports how now differs from id, the recorded source; nil when it
+// is the same.
+func (id SourceID) Same(now SourceID) error { return sameSource(id, now) }
 
 // IdentifySource describes the file at path.
 func IdentifySource(path string) (SourceID, error) {
@@ -163,14 +180,16 @@ func removeState(path string) error {
 // sameSource explains how the source differs from the recorded one.
 func sameSource(rec, now SourceID) error {
 	switch {
-	case rec.Path != now.Path:
-		return fmt.Errorf("the upload was started from %s, not %s", rec.Path, now.Path)
+	case rec.Path != now.Path || rec.URL != now.URL:
+		return fmt.Errorf("the upload was started from %s, not %s", rec.Name(), now.Name())
 	case rec.Size != now.Size:
-		return fmt.Errorf("%s changed size since the upload started (%d, now %d bytes)", now.Path, rec.Size, now.Size)
+		return fmt.Errorf("%s changed size since the upload started (%d, now %d bytes)", now.Name(), rec.Size, now.Size)
 	case !rec.MTime.Equal(now.MTime):
-		return fmt.Errorf("%s was modified since the upload started (%s, now %s)", now.Path, rec.MTime.Format(time.RFC3339), now.MTime.Format(time.RFC3339))
+		return fmt.Errorf("%s was modified since the upload started (%s, now %s)", now.Name(), rec.MTime.Format(time.RFC3339), now.MTime.Format(time.RFC3339))
+	case rec.ETag != now.ETag:
+		return fmt.Errorf("%s changed since the upload started (ETag %s, now %s)", now.Name(), rec.ETag, now.ETag)
 	case rec.Head != now.Head:
-		return fmt.Errorf("%s: its first MiB changed since the upload started", now.Path)
+		return fmt.Errorf("%s: its first MiB changed since the upload started", now.Name())
 	}
 	return nil
 }

@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"vmimport/check"
-	"vmimport/reader"
 )
 
 // Exit codes of convert check.
@@ -85,9 +84,9 @@ func runCheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return usageError{fmt.Errorf("--shrink needs --system-disk-size-gb")}
 	}
 	src := fs.Arg(0)
-	im, err := reader.Open(src, ro.options(stderr))
+	im, _, err := ro.open(ctx, src, stderr)
 	if err != nil {
-		return inputError{err}
+		return err
 	}
 	defer im.Close()
 	r, err := check.Run(ctx, im, check.Options{Format: im.Info().Format, DiskSizeGB: diskSizeGB, Shrink: shrink})

@@ -105,6 +105,9 @@ func (o *specOptions) spec(fs *pflag.FlagSet, src string) (job.Spec, error) {
 	if err := o.upload.spec(fs, &s, o.given); err != nil {
 		return s, err
 	}
+	if err := o.source.spec(fs, &s, o.given, o.upload.store()); err != nil {
+		return s, err
+	}
 	// The API's endpoint and the wait's time-out are settings of where
 	// imports go (a wrapper may always give them): they do not matter to a
 	// run that does not import.
@@ -155,7 +158,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := convertFlags(&o)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: convert SRC [-O raw|qcow2] -o OUT|- [flags]\n\nFlags:\n")
+		fmt.Fprint(stderr, "Usage: convert SRC [-O raw|qcow2] -o OUT|- [flags]\n\nSRC is a file, a block device, or a URL read in place by ranges:\nhttps://, http:// (--source-header) or s3://BUCKET/KEY (--source-endpoint, ...).\n\nFlags:\n")
 		fmt.Fprint(stderr, fs.FlagUsages())
 		fmt.Fprint(stderr, "\n"+exitCodesHelp)
 	}
@@ -212,6 +215,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintf(stderr, "%s -> %s (%s): %s virtual, %s data, %s zero (%s never read) in %.1fs (%.0f MB/s); system disk size %d GB\n",
 			spec.Source, res.Output, res.OutputFormat, units.Bytes(st.Size), units.Bytes(st.Data), units.Bytes(st.Skipped+st.Detected), units.Bytes(st.Skipped),
 			res.Seconds, float64(st.Size)/1e6/max(res.Seconds, 1e-9), res.SystemDiskSizeGB)
+		fmt.Fprint(stderr, remoteLine(res))
 	}
 	if res.Upload != nil {
 		res.Upload.Print(stdout)

@@ -32,7 +32,7 @@ func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts")
 	ro.register(fs)
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: convert info SRC [--json] [--allow-backing] [--allow-path DIR]\n\nDescribes a disk image: format, subformat, virtual size, file size, allocated\nsize, cluster size, compression, backing chain, and the system disk size to\nask the ImportImage API for.\n\nFlags:\n")
+		fmt.Fprint(stderr, "Usage: convert info SRC [--json] [--allow-backing] [--allow-path DIR]\n\nDescribes a disk image (a file, or a URL: https://, http://, s3://BUCKET/KEY,\nread in place): format, subformat, virtual size, file size, allocated\nsize, cluster size, compression, backing chain, and the system disk size to\nask the ImportImage API for.\n\nFlags:\n")
 		fmt.Fprint(stderr, fs.FlagUsages())
 	}
 	if err := fs.Parse(args); err != nil {
@@ -43,9 +43,9 @@ func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return usageError{fmt.Errorf("info takes exactly one image, got %d", fs.NArg())}
 	}
 	path := fs.Arg(0)
-	im, err := reader.Open(path, ro.options(stderr))
+	im, op, err := ro.open(ctx, path, stderr)
 	if err != nil {
-		return inputError{err}
+		return err
 	}
 	defer im.Close()
 	r := infoReport{Info: im.Info(), SuggestedDiskSize: check.SuggestDiskGB(im.Size())}
@@ -59,6 +59,8 @@ func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if fi.Mode()&os.ModeDevice != 0 {
 			r.FileSize, r.AllocatedSize = im.Size(), im.Size()
 		}
+	} else if n, ok := remoteSizes(op, path); ok {
+		r.FileSize, r.AllocatedSize = n, n
 	}
 	if asJSON {
 		enc := json.NewEncoder(stdout)
@@ -106,12 +108,16 @@ type readerOptions struct {
 	allowBacking bool
 	allowPaths   []string
 	disk         int
+	source       sourceOptions // remote sources (source_cli.go)
+	fs           *pflag.FlagSet
 }
 
 func (r *readerOptions) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&r.allowBacking, "allow-backing", false, "read through backing files and parent disks (QCOW2 backing chains, VMDK, VHD and VHDX deltas)")
-	fs.StringArrayVar(&r.allowPaths, "allow-path", nil, "a folder that backing files and extents may live in besides the image's own (repeatable)")
+	fs.StringArrayVar(&r.allowPaths, "allow-path", nil, "a folder (or, for remote images, a URL prefix such as https://host/dir/) that backing files and extents may live in besides the image's own (repeatable)")
 	fs.IntVar(&r.disk, "disk", 0, "which disk of a multi-disk container (OVA) to read, from 0")
+	r.fs = fs
+	r.source.register(fs)
 }
 
 func (r *readerOptions) options(stderr io.Writer) reader.Options {

@@ -35,12 +35,17 @@ SRC is a disk image: QCOW2 (v2/v3, zlib/zstd clusters, backing chains with
 deltas with --allow-backing), OVA (read in place, manifest digest checked,
 --disk N), VHD and VHDX (fixed, dynamic, differencing), VDI, or RAW (file
 or block device). The format is detected from
-the file's bytes, never from its name. OUT is a file, or - for stdout.
+the file's bytes, never from its name. SRC may be a URL too: https://,
+http:// or s3://BUCKET/KEY, read in place by parallel ranged reads, never
+downloaded first (--source-header, --source-endpoint, ...). OUT is a file,
+or - for stdout.
 
 Examples:
   convert disk.qcow2 -O raw -o disk.raw
   convert disk.qcow2 -O raw -o - | ssh host 'cat > disk.raw'
   convert info --json disk.qcow2
+  convert https://files.example/exports/web01.vmdk -o web01.raw --source-header @token.txt
+  convert s3://exports/web01.ova -O qcow2 -o s3://bucket/web01.qcow2 --source-endpoint https://s3.example
   convert disk.vmdk -O qcow2 -c -o disk.qcow2
   convert disk.vmdk -O qcow2 -o s3://bucket/web01.qcow2 --jdcloud-region cn-north-1 --verify
   convert disk.vmdk -O qcow2 -o s3://bucket/web01.qcow2 --jdcloud-region cn-north-1 --import --wait

@@ -49,6 +49,7 @@ const (
 	Deny403           // answer 403 AccessDenied
 	SlowOnReply       // forward, then wait Delay before answering
 	WrongETag         // forward, then answer with another ETag (header and XML body) than the server's
+	CutReply          // forward, then drop the connection after half of the answer's body
 )
 
 // wrongETag is the ETag WrongETag answers with.
@@ -91,6 +92,7 @@ type Proxy struct {
 	decide func(op string, n int) Fault
 
 	Sent     atomic.Int64 // request body bytes forwarded to the server
+	Served   atomic.Int64 // answer body bytes sent back to the client
 	mu       sync.Mutex
 	count    map[string]int
 	done     map[string]int
@@ -158,12 +160,35 @@ func (c countingBody) Close() error { return c.r.Close() }
 
 type statusRecorder struct {
 	http.ResponseWriter
-	code int
+	code    int
+	served  *atomic.Int64
+	cut     bool  // drop the connection after half the body
+	limit   int64 // the half, once the header is written
+	written int64
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
 	s.code = code
+	if s.cut {
+		n, _ := strconv.ParseInt(s.Header().Get("Content-Length"), 10, 64)
+		s.limit = n / 2
+	}
 	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.cut && s.written+int64(len(b)) > s.limit {
+		n, _ := s.ResponseWriter.Write(b[:s.limit-s.written])
+		s.served.Add(int64(n))
+		if f, ok := s.ResponseWriter.(http.Flusher); ok {
+			f.Flush()
+		}
+		panic(http.ErrAbortHandler) // the connection drops mid-body
+	}
+	n, err := s.ResponseWriter.Write(b)
+	s.written += int64(n)
+	s.served.Add(int64(n))
+	return n, err
 }
 
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
@@ -212,7 +237,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil {
 		r.Body = countingBody{r.Body, &p.Sent}
 	}
-	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK, served: &p.Served, cut: f == CutReply}
 	var rw *etagRewriter
 	switch f {
 	case SlowOnReply:

@@ -75,7 +75,9 @@ type Options struct {
 	// AllowBacking permits opening backing files, parents and delta chains.
 	AllowBacking bool
 	// AllowPaths are extra folders that backing files and extents may live in,
-	// besides the folder of the image that names them.
+	// besides the folder of the image that names them: local folders, or
+	// URL prefixes (https://host/exports/, s3://bucket/prefix/) for remote
+	// images and for local images that name a URL.
 	AllowPaths []string
 	// Disk picks the disk of a multi-disk container (OVA), counting from 0.
 	Disk int
@@ -86,6 +88,9 @@ type Options struct {
 	Open Opener
 	// Depth is the current chain depth, for Open.
 	Depth int
+	// Remote opens URLs: the source and the files a remote image names.
+	// nil: URLs are refused.
+	Remote Remote
 }
 
 // Warnf sends a warning to o.Warn, if set.
@@ -161,10 +166,17 @@ func WrongFormat(format, why string) error {
 type Source struct {
 	R    io.ReaderAt
 	Size int64
+	// Path is the file's path, or for a remote file its URL with any
+	// credentials redacted (names the file records resolve against it the
+	// same way: a relative reference drops the query).
 	Path string
 	// Fd is the file descriptor behind R when R is a whole file, for
 	// SEEK_DATA / SEEK_HOLE; -1 otherwise.
 	Fd int
 	// Device is set when the file is a block device.
 	Device bool
+	// Remote is set when the bytes come over the network (https://,
+	// s3://): there is no Fd, and every read that misses the cache is a
+	// request.
+	Remote bool
 }

@@ -8,11 +8,13 @@
 // Options.Disk picks one (default 0, the first).
 //
 // Digest verification: the chosen disk's digest from the manifest is
-// computed over the tar member's bytes by a goroutine that starts with the
-// first read of the disk (or with Verify) and reads the member sequentially,
-// alongside the conversion pass, which reads the member out of order. The
-// Image implements image.Verifier: Verify waits for the hash and returns nil
-// if it matched (or the manifest does not list the disk), an error wrapping
+// computed over the tar member's bytes, from the first read of the disk (or
+// from Verify) on, by a goroutine that hashes in order what the conversion
+// pass reads (which reads the member out of order) and reads itself only
+// the bytes the pass leaves out (see verifier): the member is read about
+// once, which matters when it comes over the network. The Image implements
+// image.Verifier: Verify waits for the hash and returns nil if it matched
+// (or the manifest does not list the disk), an error wrapping
 // image.ErrCorrupt if not. Callers call it after the pass and before
 // committing the output.
 package ova
@@ -141,10 +143,16 @@ func Open(src image.Source, opts *image.Options, detect Detector) (*Image, error
 		return nil, corrupt(src.Path, -1, "the OVF names disk file %q for disk %d (%s), but the archive does not hold it", d.Href, n, d.ID)
 	}
 	inner := image.Source{
-		R:    io.NewSectionReader(src.R, d.member.off, d.member.size),
-		Size: d.member.size,
-		Path: src.Path + "[" + d.Href + "]",
-		Fd:   -1,
+		R:      io.NewSectionReader(src.R, d.member.off, d.member.size),
+		Size:   d.member.size,
+		Path:   src.Path + "[" + d.Href + "]",
+		Fd:     -1,
+		Remote: src.Remote,
+	}
+	var v *verifier
+	if d.Digest != "" {
+		v = newVerifier(inner.R, d.member.size, d.Digest, inner.Path)
+		inner.R = v.tee()
 	}
 	// A disk inside an archive opens nothing else: no extents, no parents.
 	o := *opts
@@ -161,10 +169,8 @@ func Open(src image.Source, opts *image.Options, detect Detector) (*Image, error
 	if d.Capacity > 0 && d.Capacity != im.Size() {
 		opts.Warnf("%s: ova: the OVF gives disk %d a capacity of %d bytes, but the disk file's virtual size is %d bytes; using the disk file's", src.Path, n, d.Capacity, im.Size())
 	}
-	out := &Image{Image: im, path: src.Path, disks: disks, chosen: n, manifest: mfM != nil}
-	if d.Digest != "" {
-		out.v = newVerifier(inner.R, d.member.size, d.Digest, inner.Path)
-	} else if mfM != nil {
+	out := &Image{Image: im, path: src.Path, disks: disks, chosen: n, manifest: mfM != nil, v: v}
+	if d.Digest == "" && mfM != nil {
 		opts.Warnf("%s: ova: the manifest does not list %s: its bytes cannot be verified", src.Path, d.Href)
 	}
 	return out, nil

@@ -6,6 +6,7 @@
 package qcow2
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -32,16 +33,45 @@ var _ image.Image = (*Image)(nil)
 // resolve and open a backing file by itself.
 type plainReaderAt struct{ io.ReaderAt }
 
-// namedReaderAt lets go-qcow2reader open the backing file we already resolved.
-type namedReaderAt struct {
+// stubBacking is the backing file name go-qcow2reader is shown instead of
+// the image's own: the library insists on opening the backing file itself
+// with os.Open, which cannot reach a remote file and, for a name we have
+// not resolved, could open anything (a FIFO would hang it). It opens the
+// root folder instead (always there, one byte long, so it fits in the
+// place of any name) and hands it to our opener, which closes it and
+// returns the backing image we opened under our own rules.
+const stubBacking = "/"
+
+// stubbedReaderAt shows go-qcow2reader the image with stubBacking as its
+// backing file name: the name's length in the header (bytes 16..19) and
+// the name's bytes at its offset are replaced in every read that covers
+// them. The image's own bytes are never changed.
+type stubbedReaderAt struct {
 	io.ReaderAt
-	name string
+	nameOff int64
 }
 
-func (n namedReaderAt) Name() string { return n.name }
+func (s stubbedReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	n, err := s.ReaderAt.ReadAt(p, off)
+	var size [4]byte
+	binary.BigEndian.PutUint32(size[:], uint32(len(stubBacking)))
+	patch(p[:n], off, 16, size[:])
+	patch(p[:n], off, s.nameOff, []byte(stubBacking))
+	return n, err
+}
+
+// patch copies the bytes of with that lie inside p, which holds the file's
+// bytes from off, where with sits at at.
+func patch(p []byte, off, at int64, with []byte) {
+	for i, b := range with {
+		if j := at + int64(i) - off; j >= 0 && j < int64(len(p)) {
+			p[j] = b
+		}
+	}
+}
 
 // Open opens the QCOW2 image in src. Backing files are opened through
-// opts.Open, and only when opts allow them.
+// image.OpenParent, and only when opts allow them.
 func Open(src image.Source, opts *image.Options) (*Image, error) {
 	register()
 	h, err := parseHeader(src)
@@ -55,33 +85,16 @@ func Open(src image.Source, opts *image.Options) (*Image, error) {
 	var ra io.ReaderAt = plainReaderAt{src.R}
 	var open limaimage.OpenWithType
 	if h.BackingFile != "" {
-		if opts == nil || !opts.AllowBacking || opts.Open == nil {
-			return nil, fmt.Errorf("%s: qcow2: image has backing file %q: %w: pass --allow-backing to read through the backing chain", src.Path, h.BackingFile, image.ErrNotAllowed)
-		}
-		resolved, err := image.ResolvePath(src.Path, h.BackingFile, opts)
+		backing, _, err := image.OpenParent(src, opts, image.Parent{
+			Format: "qcow2", Kind: "image has backing file", Names: []string{h.BackingFile}, Offset: int64(h.BackingFileOffset),
+		})
 		if err != nil {
-			return nil, fmt.Errorf("%s: qcow2: backing file: %w", src.Path, err)
-		}
-		backing, err := opts.Open(resolved, opts.Depth+1)
-		if err != nil {
-			return nil, image.WrapChain(err, "%s: qcow2: backing file %q", src.Path, h.BackingFile)
-		}
-		im.backing = backing
-		want, err := os.Stat(resolved)
-		if err != nil {
-			backing.Close()
 			return nil, err
 		}
-		ra = namedReaderAt{src.R, src.Path}
+		im.backing = backing
+		ra = plainReaderAt{stubbedReaderAt{src.R, int64(h.BackingFileOffset)}}
 		open = func(f io.ReaderAt, _ limaimage.Type) (limaimage.Image, error) {
-			// The library opened the path it computed; make sure it is
-			// the file we checked, then read through our own image.
-			defer closeIfCloser(f)
-			if named, ok := f.(interface{ Stat() (os.FileInfo, error) }); ok {
-				if got, err := named.Stat(); err != nil || !os.SameFile(got, want) {
-					return nil, fmt.Errorf("backing file changed while opening")
-				}
-			}
+			closeIfCloser(f) // the stub: we read through our own image
 			return limaAdapter{backing}, nil
 		}
 	}

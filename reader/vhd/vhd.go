@@ -182,54 +182,27 @@ func (im *Image) metadata(blocks int64) *image.Regions {
 	return &r
 }
 
-// openParent finds, checks and opens the parent of a differencing disk.
+// openParent finds, checks and opens the parent of a differencing disk:
+// the parent must be a VHD whose UUID is the child's parent UUID.
 func (im *Image) openParent(opts *image.Options) error {
-	src, h := im.src, im.h
 	names := im.parentNames()
-	im.parentName = h.ParentName
-	if len(names) > 0 {
-		im.parentName = names[0]
+	p, name, err := image.OpenParent(im.src, opts, image.Parent{
+		Format: format, Kind: "differencing disk with parent", Names: names, Offset: int64(im.f.DataOffset) + 40,
+		IDs: []string{uuidString(im.h.ParentUUID)}, IDName: "UUID",
+	})
+	im.parentName = name
+	if name == "" {
+		im.parentName = im.h.ParentName
 	}
-	if opts == nil || !opts.AllowBacking || opts.Open == nil {
-		return fmt.Errorf("%s: vhd: differencing disk with parent %q: %w: pass --allow-backing to read through the parent", src.Path, im.parentName, image.ErrNotAllowed)
+	if err != nil {
+		return err
 	}
-	if len(names) == 0 {
-		return image.Corruptf(src.Path, format, int64(im.f.DataOffset)+64, "differencing disk names no parent")
-	}
-	var firstErr error
-	for _, name := range names {
-		resolved, err := image.ResolvePath(src.Path, name, opts)
-		if err != nil {
-			if firstErr == nil || (errors.Is(err, image.ErrNotAllowed) && !errors.Is(firstErr, image.ErrNotAllowed)) {
-				firstErr = err
-			}
-			continue
-		}
-		p, err := opts.Open(resolved, opts.Depth+1)
-		if err != nil {
-			return image.WrapChain(err, "%s: vhd: parent %q", src.Path, name)
-		}
-		info := p.Info()
-		want := uuidString(h.ParentUUID)
-		if info.Format != format || field(info, "UUID") != want {
-			p.Close()
-			return image.Corruptf(src.Path, format, int64(im.f.DataOffset)+40, "parent %q is %s with UUID %q, the child expects a VHD with UUID %s", name, info.Format, field(info, "UUID"), want)
-		}
-		im.parent = p
-		im.parentName = name
-		return nil
-	}
-	return fmt.Errorf("%s: vhd: parent: %w", src.Path, firstErr)
+	im.parent = p
+	return nil
 }
 
-func field(info image.Info, name string) string {
-	for _, f := range info.Fields {
-		if f.Name == name {
-			return f.Value
-		}
-	}
-	return ""
-}
+// Identity is the footer's UUID, which a differencing child records.
+func (im *Image) Identity() (string, string) { return format, uuidString(im.f.UUID) }
 
 // parentNames lists the parent file names a differencing disk records,
 // best first: the relative Windows locator ("W2ru"), the absolute one
@@ -372,23 +345,7 @@ func (im *Image) readFile(buf []byte, off int64) error {
 // readParent reads from the parent; past the parent's end the disk reads
 // as zeros.
 func (im *Image) readParent(buf []byte, off int64) error {
-	ps := im.parent.Size()
-	if off >= ps {
-		clear(buf)
-		return nil
-	}
-	k := int(min(int64(len(buf)), ps-off))
-	n, err := im.parent.ReadAt(buf[:k], off)
-	if n == k {
-		err = nil
-	} else if err == nil || err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
-	if err != nil {
-		return fmt.Errorf("%s: vhd: reading parent at offset %d: %w", im.src.Path, off, err)
-	}
-	clear(buf[k:])
-	return nil
+	return image.ReadParent(im.parent, buf, off, im.src.Path, format)
 }
 
 // Size is the virtual size.
@@ -408,14 +365,7 @@ func (im *Image) Extent(off, n int64) (image.Extent, error) {
 	alloc := im.bat[bi] != batUnused
 	end := min((bi+1)*im.blockSize, off+n)
 	if !alloc && im.parent != nil {
-		if off >= im.parent.Size() {
-			return image.Extent{Start: off, Length: end - off, Zero: true}, nil
-		}
-		e, err := im.parent.Extent(off, min(end, im.parent.Size())-off)
-		if err != nil {
-			return image.Extent{}, fmt.Errorf("%s: vhd: parent allocation at %d: %w", im.src.Path, off, err)
-		}
-		return image.Extent{Start: off, Length: e.Length, Zero: e.Zero}, nil
+		return image.ParentExtent(im.parent, off, end-off, im.src.Path, format)
 	}
 	for end < off+n && (im.bat[end/im.blockSize] != batUnused) == alloc {
 		end = min(end+im.blockSize, off+n)

@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"vmimport/reader/image"
@@ -166,70 +167,43 @@ func (im *Image) checkLog(warn func(string, ...any)) error {
 	return nil
 }
 
-// openParent finds, checks and opens the parent of a differencing disk.
+// openParent finds, checks and opens the parent of a differencing disk:
+// the parent must be a VHDX whose data write GUID is the child's
+// parent_linkage (or parent_linkage2).
 func (im *Image) openParent(opts *image.Options) error {
-	src := im.src
 	var names []string
 	for _, k := range []string{"relative_path", "absolute_win32_path", "volume_path"} {
-		if n := windowsPath(im.locator[k]); n != "" && !contains(names, n) {
+		if n := windowsPath(im.locator[k]); n != "" && !slices.Contains(names, n) {
 			names = append(names, n)
 		}
 	}
-	im.parentName = im.locator["relative_path"]
-	if len(names) > 0 {
-		im.parentName = names[0]
-	}
-	if opts == nil || !opts.AllowBacking || opts.Open == nil {
-		return fmt.Errorf("%s: vhdx: differencing disk with parent %q: %w: pass --allow-backing to read through the parent", src.Path, im.parentName, image.ErrNotAllowed)
-	}
-	if len(names) == 0 {
-		return im.corrupt(-1, "differencing disk's parent locator names no usable path")
-	}
-	linkage := strings.Trim(strings.ToLower(im.locator["parent_linkage"]), "{}")
-	linkage2 := strings.Trim(strings.ToLower(im.locator["parent_linkage2"]), "{}")
-	var firstErr error
-	for _, name := range names {
-		resolved, err := image.ResolvePath(src.Path, name, opts)
-		if err != nil {
-			if firstErr == nil || (errors.Is(err, image.ErrNotAllowed) && !errors.Is(firstErr, image.ErrNotAllowed)) {
-				firstErr = err
-			}
-			continue
+	var ids []string
+	for _, k := range []string{"parent_linkage", "parent_linkage2"} {
+		if id := strings.Trim(strings.ToLower(im.locator[k]), "{}"); id != "" {
+			ids = append(ids, id)
 		}
-		p, err := opts.Open(resolved, opts.Depth+1)
-		if err != nil {
-			return image.WrapChain(err, "%s: vhdx: parent %q", src.Path, name)
-		}
-		info := p.Info()
-		got := field(info, "data write GUID")
-		if info.Format != format || got == "" || (got != linkage && got != linkage2) {
-			p.Close()
-			return im.corrupt(-1, "parent %q is %s with data write GUID %q, the child's parent_linkage is %q", name, info.Format, got, linkage)
-		}
-		im.parent = p
-		im.parentName = name
-		return nil
 	}
-	return fmt.Errorf("%s: vhdx: parent: %w", src.Path, firstErr)
+	if len(ids) == 0 {
+		ids = []string{"(none)"} // no parent can match: refused below
+	}
+	p, name, err := image.OpenParent(im.src, opts, image.Parent{
+		Format: format, Kind: "differencing disk with parent", Names: names, Offset: -1,
+		IDs: ids, IDName: "data write GUID",
+	})
+	im.parentName = name
+	if name == "" {
+		im.parentName = im.locator["relative_path"]
+	}
+	if err != nil {
+		return err
+	}
+	im.parent = p
+	return nil
 }
 
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
-
-func field(info image.Info, name string) string {
-	for _, f := range info.Fields {
-		if f.Name == name {
-			return f.Value
-		}
-	}
-	return ""
-}
+// Identity is the current header's data write GUID, which a differencing
+// child records as its parent_linkage.
+func (im *Image) Identity() (string, string) { return format, im.hdr.DataWriteGUID.String() }
 
 // windowsPath turns ".\dir\parent.vhdx" into "dir/parent.vhdx"; a path with
 // a drive letter, a volume or UNC prefix cannot be found here and is dropped.
@@ -330,27 +304,7 @@ func (im *Image) readFile(buf []byte, off int64) error {
 }
 
 func (im *Image) readParent(buf []byte, off int64) error {
-	if im.parent == nil {
-		clear(buf)
-		return nil
-	}
-	ps := im.parent.Size()
-	if off >= ps {
-		clear(buf)
-		return nil
-	}
-	k := int(min(int64(len(buf)), ps-off))
-	n, err := im.parent.ReadAt(buf[:k], off)
-	if n == k {
-		err = nil
-	} else if err == nil || err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
-	if err != nil {
-		return fmt.Errorf("%s: vhdx: reading parent at offset %d: %w", im.src.Path, off, err)
-	}
-	clear(buf[k:])
-	return nil
+	return image.ReadParent(im.parent, buf, off, im.src.Path, format)
 }
 
 // Size is the virtual size.
@@ -380,14 +334,7 @@ func (im *Image) Extent(off, n int64) (image.Extent, error) {
 	k := im.kind(bi)
 	end := min((bi+1)*im.blockSize, off+n)
 	if k == 2 {
-		if off >= im.parent.Size() {
-			return image.Extent{Start: off, Length: end - off, Zero: true}, nil
-		}
-		e, err := im.parent.Extent(off, min(end, im.parent.Size())-off)
-		if err != nil {
-			return image.Extent{}, fmt.Errorf("%s: vhdx: parent allocation at %d: %w", im.src.Path, off, err)
-		}
-		return image.Extent{Start: off, Length: e.Length, Zero: e.Zero}, nil
+		return image.ParentExtent(im.parent, off, end-off, im.src.Path, format)
 	}
 	if e := im.bat[im.batIndex(bi)]; e&7 == stateFullyPresent {
 		// A block of a fixed image never written is a hole of the file.

@@ -43,7 +43,7 @@ type Image struct {
 	parent image.Image
 	desc   *descriptor // nil for a sparse file without an embedded descriptor
 	first  *sparseExtent
-	files  []*os.File
+	files  []*image.File // extent files
 }
 
 var _ image.Image = (*Image)(nil)
@@ -112,7 +112,7 @@ func openSparseFile(src image.Source, opts *image.Options) (*Image, error) {
 	}
 	line := fmt.Sprintf("RW %d SPARSE (this file)", s.h.Capacity)
 	im.exts = []placed{{start: 0, length: im.size, e: s, line: line}}
-	if err := im.openParent(opts); err != nil {
+	if err := im.openParent(src, opts); err != nil {
 		return nil, err
 	}
 	return im, nil
@@ -164,7 +164,7 @@ func openDescriptor(src image.Source, d *descriptor, opts *image.Options) (_ *Im
 		im.exts = append(im.exts, placed{start: im.size, length: de.Sectors * sector, e: e, line: line})
 		im.size += de.Sectors * sector
 	}
-	if err := im.openParent(opts); err != nil {
+	if err := im.openParent(src, opts); err != nil {
 		return nil, err
 	}
 	return im, nil
@@ -186,11 +186,11 @@ func (im *Image) openExtent(src image.Source, de descExtent, opts *image.Options
 	if opts.Open == nil {
 		return nil, fmt.Errorf("%s: vmdk descriptor: line %d: extent %q: %w: this descriptor may not open other files here", src.Path, de.line, de.File, image.ErrNotAllowed)
 	}
-	p, err := image.ResolvePath(src.Path, de.File, opts)
+	p, err := image.ResolveName(src.Path, de.File, opts)
 	if err != nil {
 		return nil, fmt.Errorf("%s: vmdk descriptor: line %d: extent: %w", src.Path, de.line, err)
 	}
-	f, err := os.Open(p)
+	f, err := image.OpenFile(p, opts)
 	if err != nil {
 		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
 			return nil, fmt.Errorf("%s: vmdk descriptor: line %d: extent %d of %d: the open-file limit (ulimit -n %d) allows no more: %w", src.Path, de.line, len(im.files)+1, len(im.desc.Extents), image.FileLimit(), err)
@@ -198,34 +198,21 @@ func (im *Image) openExtent(src image.Source, de descExtent, opts *image.Options
 		return nil, fmt.Errorf("%s: vmdk descriptor: line %d: extent: %w", src.Path, de.line, err)
 	}
 	im.files = append(im.files, f)
-	size, err := fileSize(f)
-	if err != nil {
-		return nil, fmt.Errorf("%s: vmdk: extent %s: %w", src.Path, p, err)
-	}
+	size := f.Size
+	p = f.Path
 	if de.Type == "SPARSE" {
-		return openSparse(f, size, p, opts)
+		return openSparse(f.R, size, p, opts)
 	}
 	off := de.Offset * sector
 	if !image.CheckRange(off, de.Sectors*sector, size) {
 		return nil, image.Corruptf(p, "vmdk flat extent", -1, "holds %d bytes, but line %d of %s needs %d bytes from offset %d", size, de.line, src.Path, de.Sectors*sector, off)
 	}
-	return &flatExtent{r: f, fd: int(f.Fd()), base: off, path: p}, nil
-}
-
-func fileSize(f *os.File) (int64, error) {
-	fi, err := f.Stat()
-	if err != nil {
-		return 0, err
-	}
-	if fi.Mode().IsRegular() {
-		return fi.Size(), nil
-	}
-	return f.Seek(0, io.SeekEnd) // a block device the user allowed
+	return &flatExtent{r: f.R, fd: f.Fd, base: off, path: p}, nil
 }
 
 // openParent opens the parent of a delta disk through opts.Open, when the
 // options allow backing files.
-func (im *Image) openParent(opts *image.Options) error {
+func (im *Image) openParent(src image.Source, opts *image.Options) error {
 	if im.desc == nil {
 		return nil
 	}
@@ -237,16 +224,11 @@ func (im *Image) openParent(opts *image.Options) error {
 		}
 		return nil
 	}
-	if !opts.AllowBacking || opts.Open == nil {
-		return fmt.Errorf("%s: vmdk: delta disk of parent %q: %w: pass --allow-backing to read through the parent chain", im.path, hint, image.ErrNotAllowed)
-	}
-	p, err := image.ResolvePath(im.path, hint, opts)
+	parent, _, err := image.OpenParent(src, opts, image.Parent{
+		Format: "vmdk", Kind: "delta disk of parent", Names: []string{hint}, Offset: -1,
+	})
 	if err != nil {
-		return fmt.Errorf("%s: vmdk: parent: %w", im.path, err)
-	}
-	parent, err := opts.Open(p, opts.Depth+1)
-	if err != nil {
-		return image.WrapChain(err, "%s: vmdk: parent %q", im.path, hint)
+		return err
 	}
 	im.parent = parent
 	return nil
@@ -292,16 +274,7 @@ func (im *Image) find(off int64) int {
 // hole fills p with what an unallocated range at virtual offset off reads
 // as: the parent's bytes in a delta disk, zeros otherwise.
 func (im *Image) hole(p []byte, off int64) error {
-	if im.parent == nil {
-		clear(p)
-		return nil
-	}
-	n, err := im.parent.ReadAt(p, off)
-	if err == io.EOF {
-		err = nil // the parent may be smaller: the rest reads as zeros
-	}
-	clear(p[n:])
-	return err
+	return image.ReadParent(im.parent, p, off, im.path, "vmdk")
 }
 
 // Size is the virtual size.
@@ -330,21 +303,7 @@ func (im *Image) Extent(off, n int64) (image.Extent, error) {
 	case classZero:
 		return image.Extent{Start: off, Length: k, Zero: true}, nil
 	case classHole:
-		if im.parent == nil {
-			return image.Extent{Start: off, Length: k, Zero: true}, nil
-		}
-		if off >= im.parent.Size() {
-			return image.Extent{Start: off, Length: k, Zero: true}, nil
-		}
-		k = min(k, im.parent.Size()-off)
-		e, err := im.parent.Extent(off, k)
-		if err != nil {
-			return image.Extent{}, fmt.Errorf("%s: vmdk: parent: %w", im.path, err)
-		}
-		if e.Start != off || e.Length <= 0 {
-			return image.Extent{Start: off, Length: k}, nil
-		}
-		return image.Extent{Start: off, Length: min(e.Length, k), Zero: e.Zero}, nil
+		return image.ParentExtent(im.parent, off, k, im.path, "vmdk")
 	}
 	return image.Extent{Start: off, Length: k}, nil
 }
@@ -424,7 +383,13 @@ func (im *Image) Info() image.Info {
 // Files is the extent files and every file of the parent chain (the caller
 // holds the descriptor's).
 func (im *Image) Files() []*os.File {
-	return append(append([]*os.File(nil), im.files...), image.Files(im.parent)...)
+	var fs []*os.File
+	for _, f := range im.files {
+		if f.OS != nil {
+			fs = append(fs, f.OS)
+		}
+	}
+	return append(fs, image.Files(im.parent)...)
 }
 
 // Close closes the extent files and the parent chain; the file the image

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -64,6 +65,7 @@ func run(ctx context.Context, args []string) error {
 	fs.BoolVar(&o.Keep, "keep", false, "keep the generated disks in --dir (they take about 4x --size)")
 	fs.Uint64Var(&o.Seed, "seed", 1, "seed of the generated disks")
 	fs.StringVar(&o.Endpoint, "endpoint", os.Getenv("CONVERT_TEST_S3_ENDPOINT"), "a local S3 server for the upload cases (empty: none)")
+	cases := fs.String("cases", "", "run only the cases whose names match this regular expression (e.g. 'https' for the remote cases)")
 	fs.Usage = func() { fmt.Fprint(os.Stderr, help+fs.FlagUsages()) }
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -73,6 +75,11 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("no arguments expected, got %q", fs.Args())
 	}
 	var err error
+	if *cases != "" {
+		if o.Cases, err = regexp.Compile(*cases); err != nil {
+			return fmt.Errorf("--cases: %w", err)
+		}
+	}
 	if o.Size, err = units.Parse(size); err != nil {
 		return fmt.Errorf("--size: %w", err)
 	}
