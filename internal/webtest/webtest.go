@@ -183,3 +183,13 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	c.s.Served.Add(int64(n))
 	return n, err
 }
+
+// Settle returns Served once it reaches want, or after 2 s: a body is
+// counted when its handler returns, which may be a moment after the client
+// has read the last byte.
+func (s *Server) Settle(want int64) int64 {
+	for end := time.Now().Add(2 * time.Second); s.Served.Load() != want && time.Now().Before(end); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return s.Served.Load()
+}

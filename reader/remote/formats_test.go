@@ -159,7 +159,8 @@ func TestFormatsOverHTTP(t *testing.T) {
 			if got := guestSHA256(t, im); got != want {
 				t.Fatalf("remote read: %s, want %s", got, want)
 			}
-			served, st := srv.Served.Load(), op.Stats()
+			st := op.Stats()
+			served := srv.Settle(st.Bytes)
 			ratio := float64(served) / float64(files)
 			t.Logf("%s: files %d bytes, served %d (%.2fx) in %d requests (%d cache hits, %d misses)", c.name, files, served, ratio, st.Requests, st.Hits, st.Misses)
 			if ratio > 1.3 {

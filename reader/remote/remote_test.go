@@ -81,6 +81,7 @@ func TestHTTPRead(t *testing.T) {
 	}
 	readAll(t, src.R, want, 1)
 	st := op.Stats()
+	srv.Settle(st.Bytes)
 	if st.Hits == 0 || st.Misses == 0 || st.Retries != 0 || st.Bytes != srv.Served.Load() {
 		t.Errorf("stats %+v, served %d", st, srv.Served.Load())
 	}
@@ -121,7 +122,7 @@ func TestSequentialOnce(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatal("wrong bytes")
 	}
-	if served := srv.Served.Load(); served != int64(len(want)) {
+	if served := srv.Settle(int64(len(want))); served != int64(len(want)) {
 		t.Errorf("served %d bytes for a file of %d", served, len(want))
 	}
 }
