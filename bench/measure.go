@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -60,9 +59,7 @@ func Run(ctx context.Context, argv []string) (Sample, error) {
 		return Sample{}, fmt.Errorf("%s: %v: %s", strings.Join(argv, " "), err, msg)
 	}
 	s := Sample{Seconds: wall.Seconds()}
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		s.CPUSeconds = tv(ru.Utime) + tv(ru.Stime)
-	}
+	s.CPUSeconds = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
 	s.MaxRSS = peak
 	return s, nil
 }
@@ -87,7 +84,8 @@ func treeHWM(pid, depth int) int64 {
 	return peak
 }
 
-// vmHWM reads a process's peak resident set size from /proc, 0 if gone.
+// vmHWM reads a process's peak resident set size from /proc, 0 if gone
+// (or where there is no /proc: the suite runs on Linux).
 func vmHWM(pid int) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -103,7 +101,6 @@ func vmHWM(pid int) int64 {
 	return 0
 }
 
-func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
 
 // Summary is the median of a set of samples.
 type Summary struct {

@@ -7,8 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-
-	"golang.org/x/sys/unix"
 )
 
 // File is a Target that writes a local file under a temporary name in the
@@ -52,6 +50,7 @@ func CreateFile(path string) (*File, error) {
 		os.Remove(f.Name())
 		return nil, err
 	}
+	markSparse(f)
 	return &File{final: path, f: f, seekTo: -1}, nil
 }
 
@@ -75,7 +74,7 @@ func (t *File) Write(p []byte) (int, error) {
 	if t.pos-t.flushed >= writebackStep {
 		// Start (not wait for) writeback of what was written since the
 		// last time; holes cost nothing. Unsupported: fsync does it all.
-		_ = unix.SyncFileRange(int(t.f.Fd()), t.flushed, t.pos-t.flushed, unix.SYNC_FILE_RANGE_WRITE)
+		startWriteback(t.f, t.flushed, t.pos-t.flushed)
 		t.flushed = t.pos
 	}
 	return n, nil

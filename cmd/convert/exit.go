@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"syscall"
 
 	"github.com/spf13/pflag"
 
@@ -74,7 +73,7 @@ func exitCode(ctx context.Context, err error) int {
 		return exitOK
 	case ctx.Err() != nil || errors.Is(err, context.Canceled):
 		return exitCancelled
-	case errors.Is(err, syscall.EPIPE):
+	case isBrokenPipe(err):
 		return exitPipe
 	case errors.As(err, &ue), errors.As(err, &se), errors.Is(err, stream.ErrOptions):
 		return exitUsage

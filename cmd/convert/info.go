@@ -6,12 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"syscall"
-	"vmimport/internal/units"
 
 	"github.com/spf13/pflag"
 
 	"vmimport/check"
+	"vmimport/internal/units"
 	"vmimport/reader"
 	"vmimport/reader/image"
 )
@@ -53,8 +52,8 @@ func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if fi, err := os.Stat(path); err == nil {
 		r.FileSize = fi.Size()
 		r.AllocatedSize = fi.Size()
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && fi.Mode().IsRegular() {
-			r.AllocatedSize = st.Blocks * 512
+		if n, ok := allocatedBytes(path, fi); ok && fi.Mode().IsRegular() {
+			r.AllocatedSize = n
 		}
 		if fi.Mode()&os.ModeDevice != 0 {
 			r.FileSize, r.AllocatedSize = im.Size(), im.Size()

@@ -8,16 +8,13 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"syscall"
 )
 
 func main() {
 	// INT, TERM and HUP (the terminal went away) all stop the run the same
 	// way: the output is cleaned up and the exit code is 130.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	// A reader of stdout that goes away (| head) makes writes fail with
-	// EPIPE instead of killing the process silently: the run says so.
-	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	ctx, stop := signal.NotifyContext(context.Background(), stopSignals...)
+	catchSIGPIPE()
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	// Read the exit code before stop: stop cancels ctx, which would make
 	// every failure look like an interrupt.

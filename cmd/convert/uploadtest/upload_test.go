@@ -152,9 +152,7 @@ func (e *env) run(args ...string) result {
 	r := result{stdout: out.String(), stderr: errb.String()}
 	if cmd.ProcessState != nil {
 		r.code = cmd.ProcessState.ExitCode()
-		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			r.maxRSS = ru.Maxrss << 10
-		}
+		r.maxRSS = testkit.MaxRSS(cmd.ProcessState)
 	} else if err != nil {
 		e.t.Fatal(err)
 	}
