@@ -110,6 +110,9 @@ type Options struct {
 	PresignTTL time.Duration
 	// Log receives notices and warnings, one line each. May be nil.
 	Log func(string)
+	// Steps, if set, hears the steps of Commit as they begin and advance
+	// (steps.go), from the goroutine calling Commit and from the workers.
+	Steps func(StepProgress)
 }
 
 // ErrUploadExists is returned when an interrupted upload to the same
@@ -189,6 +192,9 @@ type Target struct {
 	verifiedEarlier bool
 
 	sent atomic.Int64
+	// stored counts the bytes of parts in the store (sent, copied, found).
+	stored atomic.Int64
+	steps  stepper
 }
 
 var _ writer.Target = (*Target)(nil)
@@ -232,6 +238,7 @@ func Start(ctx context.Context, c *Client, o Options) (*Target, error) {
 	t := &Target{
 		c: c, o: o, bucket: o.Bucket, key: o.Key, partSize: partSize, state: store, log: logf,
 		parts: map[int32]partInfo{}, existing: map[int32]types.Part{}, zeroSums: map[int64][16]byte{},
+		steps: stepper{f: o.Steps},
 	}
 	if err := t.findRecorded(ctx); err != nil {
 		return nil, err
@@ -538,6 +545,8 @@ func (t *Target) record(num int32, sum [16]byte, n int64, how byte) {
 	t.mu.Lock()
 	t.parts[num] = partInfo{md5: sum, size: n, how: how}
 	t.mu.Unlock()
+	t.stored.Add(n)
+	t.steps.add(StepUploading, n)
 }
 
 func trimETag(s *string) string { return strings.ToLower(strings.Trim(aws.ToString(s), `"`)) }
@@ -803,6 +812,7 @@ func (t *Target) Commit(ctx context.Context, head []byte) error {
 		}
 		copy(t.head, head)
 	}
+	t.steps.begin(StepUploading, t.stored.Load(), t.pos)
 	if err := t.dispatch(job{num: 1, buf: t.head, n: t.headLen}); err != nil {
 		return err
 	}
@@ -846,6 +856,7 @@ func (t *Target) complete(ctx context.Context) error {
 	}
 	want := t.multipartETag()
 	t.recordCompleting(ctx, want)
+	t.steps.begin(StepCompleting, 0, 0)
 	out, err := t.c.S3.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
 		Bucket: aws.String(t.bucket), Key: aws.String(t.key), UploadId: aws.String(t.uploadID),
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: done},
@@ -869,6 +880,7 @@ func (t *Target) complete(ctx context.Context) error {
 	if etag != want {
 		t.log(fmt.Sprintf("the store's ETag for the object is %s, S3 would give %s: the per-part checks passed, so going on", etag, want))
 	}
+	t.steps.begin(StepChecking, 0, 0)
 	h, err := t.c.S3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(t.bucket), Key: aws.String(t.key)})
 	if err != nil {
 		return fmt.Errorf("checking the object: %s", short(err))
@@ -904,6 +916,7 @@ func (t *Target) verify(ctx context.Context) error {
 		nums = append(nums, num)
 	}
 	slices.Sort(nums)
+	t.steps.begin(StepVerifying, 0, t.pos)
 	for _, num := range nums {
 		p := t.parts[num]
 		off := int64(num-1) * t.partSize
@@ -917,7 +930,7 @@ func (t *Target) verify(ctx context.Context) error {
 			}
 			defer out.Body.Close()
 			h := md5.New()
-			n, err := io.Copy(h, out.Body)
+			n, err := io.Copy(h, t.steps.reader(StepVerifying, out.Body))
 			if err != nil {
 				cancel()
 				return fmt.Errorf("verifying part %d: %w", num, err)
