@@ -26,6 +26,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	smithy "github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/logging"
 )
 
 // Config says how to reach the object store.
@@ -123,6 +124,9 @@ func NewClient(ctx context.Context, c Config) (*Client, error) {
 		conns = 16
 	}
 	opts := []func(*config.LoadOptions) error{
+		// The SDK's own log lines ("WARN falling back to IMDSv1") are not
+		// for our users: what fails comes back as an error.
+		config.WithLogger(logging.Nop{}),
 		// S3-compatible stores reject the SDK's default trailing CRC32;
 		// parts carry Content-MD5 instead.
 		config.WithRequestChecksumCalculation(aws.RequestChecksumCalculationWhenRequired),
@@ -233,19 +237,13 @@ func (c *Client) Preflight(ctx context.Context, bucket, key string) error {
 	if _, err := c.Credentials(ctx); err != nil {
 		return err
 	}
-	if _, err := c.S3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(bucket)}); err != nil {
-		switch httpStatus(err) {
-		case http.StatusNotFound:
-			return fmt.Errorf("bucket %q does not exist at %s", bucket, c.Where())
-		case http.StatusForbidden:
-			return fmt.Errorf("bucket %q at %s: access denied (check the credentials and the bucket policy)", bucket, c.Where())
-		case http.StatusMovedPermanently, http.StatusBadRequest:
-			return fmt.Errorf("bucket %q is not in region %s at %s: give the bucket's region (--region or --jdcloud-region)", bucket, c.Region, c.Where())
-		}
-		return fmt.Errorf("bucket %q at %s: %s", bucket, c.Where(), short(err))
+	// The preflight requests fail fast (preflight_diag.go): an endpoint
+	// that cannot be reached is reported in seconds.
+	if _, err := c.S3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(bucket)}, failFast); err != nil {
+		return c.bucketError(ctx, bucket, err)
 	}
 	if c.JDCloudRegion != "" {
-		loc, err := c.S3.GetBucketLocation(ctx, &s3.GetBucketLocationInput{Bucket: aws.String(bucket)})
+		loc, err := c.S3.GetBucketLocation(ctx, &s3.GetBucketLocationInput{Bucket: aws.String(bucket)}, failFast)
 		if err != nil {
 			return fmt.Errorf("bucket %q: reading its region: %s", bucket, short(err))
 		}
@@ -254,7 +252,7 @@ func (c *Client) Preflight(ctx context.Context, bucket, key string) error {
 		}
 	}
 	probe := key + ".convert-preflight"
-	cr, err := c.S3.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(probe)})
+	cr, err := c.S3.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(probe)}, failFast)
 	if err != nil {
 		return fmt.Errorf("bucket %q is not writable (starting a multipart upload failed): %s", bucket, short(err))
 	}
