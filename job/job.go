@@ -218,6 +218,9 @@ func (j *run) run(ctx context.Context) error {
 	}
 	info := im.Info()
 	j.res.Source = info
+	if err := CheckSourceFormat(s.SourceFormat, info); err != nil {
+		return &InputError{err}
+	}
 	j.emit(Event{Kind: Started, Info: &info})
 
 	if s.Shrink {

@@ -26,6 +26,10 @@ type Spec struct {
 	AllowPaths []string `json:"allow_paths,omitempty"`
 	// Disk picks the disk of an OVA, from 0.
 	Disk int `json:"disk,omitempty"`
+	// SourceFormat, if set, is the format the source must have (qemu-img's
+	// -f): the format is still told by the bytes, and a source of another
+	// format is refused. qemu-img's "vpc" means vhd.
+	SourceFormat string `json:"source_format,omitempty"`
 
 	// Output is a file, "-" for Env.Stdout, or s3://BUCKET/KEY (a KEY
 	// ending in / names the object after the source).
@@ -198,6 +202,9 @@ func (s *Spec) validate() error {
 	}
 	if s.Disk < 0 {
 		return fmt.Errorf("--disk %d: disks count from 0", s.Disk)
+	}
+	if s.SourceFormat != "" && sourceFormat(s.SourceFormat) == "" {
+		return fmt.Errorf("-f %s: not a format convert reads; use %s", s.SourceFormat, strings.Join(SourceFormats, ", "))
 	}
 	switch s.Format {
 	case "", "raw":
