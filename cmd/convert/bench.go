@@ -11,21 +11,18 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"vmimport/internal/units"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"vmimport/bench"
+	"vmimport/internal/units"
 	"vmimport/job"
 	"vmimport/reader"
 	"vmimport/stream"
 )
 
-const benchHelp = `Usage:
-  convert bench SRC [--workers N] [--block-size SIZE] [--tmpdir DIR] [--to s3://B/K] [--json]
-  convert bench --suite [--size 8G] [--small 2G] [--runs 3] [--dir DIR] [--out DIR]
-
-convert bench SRC measures, on your own image, without keeping anything:
+const benchLong = `convert bench SRC measures, on your own image, without keeping anything:
   read    the image is read and decoded through the pipeline, output discarded:
           decode throughput and the fraction of the disk that is zero;
   raw     the image is converted to a sparse RAW file in --tmpdir, then removed:
@@ -44,48 +41,72 @@ default is $CONVERT_TEST_S3_ENDPOINT) and Debian's awscli, it also
 times convert -> s3:// against qemu-img convert followed by aws s3 cp.
 It writes results.md, results.json and ratios.svg to a folder of --out named
 by date and machine. Needs qemu-img, mkfs.ext4, debugfs and about 4x --size
-of free space in --dir. make bench runs it with the defaults.
+of free space in --dir. make bench runs it with the defaults.`
 
-Flags:
-`
+// benchOptions are the flags of convert bench.
+type benchOptions struct {
+	suite            bool
+	size, small, bs  string
+	runs, workers    int
+	dir, out, tmpdir string
+	workersList      string
+	seed             uint64
+	asJSON           bool
+	to               string
+	keep             bool
+	co               convertOptions
+}
 
-func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var (
-		suite            bool
-		size, small, bs  string
-		runs, workers    int
-		dir, out, tmpdir string
-		workersList      string
-		seed             uint64
-		asJSON           bool
-		to               string
-		keep             bool
-		co               convertOptions
-	)
-	fs := pflag.NewFlagSet("convert bench", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
+func newBenchCmd() *cobra.Command {
+	var o benchOptions
+	c := &cobra.Command{
+		Use:     "bench SRC | --suite",
+		Short:   "measure throughput on your image, or convert against qemu-img",
+		Long:    benchLong,
+		Example: "  convert bench disk.vmdk\n  convert bench disk.vmdk --to s3://my-bucket/bench.raw --jdcloud-region cn-north-1\n  convert bench --suite --size 8G --endpoint http://127.0.0.1:7070",
+		Args:    cobra.ArbitraryArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			return runBench(c.Context(), c.Flags(), &o, args, c.OutOrStdout(), c.ErrOrStderr())
+		},
+	}
+	fs := c.Flags()
 	fs.SortFlags = false
-	fs.BoolVar(&suite, "suite", false, "run the benchmark suite against qemu-img")
-	fs.StringVar(&size, "size", "8G", "suite: virtual size of the uncompressed cases")
-	fs.StringVar(&small, "small", "2G", "suite: virtual size of the compressed cases (qemu-img -c is serial and slow)")
-	fs.IntVar(&runs, "runs", 3, "suite: runs per tool and case (the median is reported)")
-	fs.StringVar(&workersList, "workers-list", "1,2,4", "suite: worker counts for the scaling case")
-	fs.StringVar(&dir, "dir", filepath.Join(os.TempDir(), "convert-bench"), "suite: scratch folder for disks and outputs")
-	fs.StringVar(&out, "out", "bench/results", "suite: folder for the results")
-	fs.BoolVar(&keep, "keep", false, "suite: keep the generated disks in --dir (they take about 4x --size)")
-	fs.Uint64Var(&seed, "seed", 1, "suite: seed of the generated disks")
-	fs.IntVar(&workers, "workers", runtime.GOMAXPROCS(0), "SRC: blocks read and decoded in parallel")
-	fs.StringVar(&bs, "block-size", "1M", "SRC: unit of reading and zero detection")
-	fs.StringVar(&tmpdir, "tmpdir", os.TempDir(), "SRC: folder for the temporary RAW output")
-	fs.BoolVar(&asJSON, "json", false, "SRC: print JSON")
-	fs.StringVar(&to, "to", "", "SRC: also measure an upload to s3://BUCKET/KEY, which is aborted at the end (nothing is kept); the upload flags below apply")
-	co.upload.register(fs)
-	fs.Usage = func() { fmt.Fprint(stderr, benchHelp+fs.FlagUsages()) }
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+	flagGroup(fs, "Image (convert bench SRC)", func() {
+		fs.IntVar(&o.workers, "workers", 0, "blocks read and decoded in parallel (default: the number of CPUs)")
+		fs.StringVar(&o.bs, "block-size", "1M", "unit of reading and zero detection")
+		fs.StringVar(&o.tmpdir, "tmpdir", "", "`folder` for the temporary RAW output (default: the system's temporary folder)")
+		fs.StringVar(&o.to, "to", "", "also measure an upload to s3://BUCKET/KEY, which is aborted at the end (nothing is kept); the upload flags apply")
+	})
+	flagGroup(fs, "Suite (convert bench --suite)", func() {
+		fs.BoolVar(&o.suite, "suite", false, "run the benchmark suite against qemu-img")
+		fs.StringVar(&o.size, "size", "8G", "virtual size of the uncompressed cases")
+		fs.StringVar(&o.small, "small", "2G", "virtual size of the compressed cases (qemu-img -c is serial and slow)")
+		fs.IntVar(&o.runs, "runs", 3, "runs per tool and case (the median is reported)")
+		fs.StringVar(&o.workersList, "workers-list", "1,2,4", "worker counts for the scaling case")
+		fs.StringVar(&o.dir, "dir", "", "scratch `folder` for disks and outputs (default: convert-bench in the system's temporary folder)")
+		fs.StringVar(&o.out, "out", "bench/results", "`folder` for the results")
+		fs.BoolVar(&o.keep, "keep", false, "keep the generated disks in --dir (they take about 4x --size)")
+		fs.Uint64Var(&o.seed, "seed", 1, "seed of the generated disks")
+	})
+	o.co.upload.register(fs)
+	flagGroup(fs, groupDisplay, func() { fs.BoolVar(&o.asJSON, "json", false, "print JSON (convert bench SRC)") })
+	return c
+}
+
+func runBench(ctx context.Context, fs *pflag.FlagSet, bo *benchOptions, args []string, stdout, stderr io.Writer) error {
+	suite, size, small, bs, runs, workers, dir, out, tmpdir, workersList, seed, asJSON, to, keep, co :=
+		bo.suite, bo.size, bo.small, bo.bs, bo.runs, bo.workers, bo.dir, bo.out, bo.tmpdir, bo.workersList, bo.seed, bo.asJSON, bo.to, bo.keep, &bo.co
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "convert-bench")
+	}
+	if tmpdir == "" {
+		tmpdir = os.TempDir()
+	}
+	if workers == 0 {
+		workers = runtime.GOMAXPROCS(0)
 	}
 	if suite {
-		if fs.NArg() != 0 {
+		if len(args) != 0 {
 			return usageError{fmt.Errorf("--suite takes no image")}
 		}
 		// --endpoint (an upload flag) names the local S3 server of the
@@ -120,15 +141,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stdout, "\nresults in %s\n", folder)
 		return nil
 	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return usageError{fmt.Errorf("bench takes one image, or --suite")}
+	if len(args) != 1 {
+		return usageError{fmt.Errorf("bench takes one image, or --suite (convert bench --help)")}
 	}
 	blockSize, err := parseSize(bs)
 	if err != nil {
 		return usageError{fmt.Errorf("--block-size: %w", err)}
 	}
-	base := job.Spec{Source: fs.Arg(0), Workers: workers, BlockSize: int(blockSize), Check: "off"}
+	base := job.Spec{Source: args[0], Workers: workers, BlockSize: int(blockSize), Check: "off"}
 	if err := base.Validate(); err != nil && !strings.Contains(err.Error(), "no output") {
 		return usageError{err}
 	}
@@ -150,6 +170,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		up = &s
 	}
 	return benchImage(ctx, base, tmpdir, asJSON, up, stdout, stderr)
+}
+
+// mibps is a rate of the table (MB/s, as the JSON has it) in MiB/s; "-"
+// for a phase too short to tell a rate.
+func mibps(mbps, seconds float64) string {
+	if seconds < units.MinRateSeconds {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f", mbps*1e6/(1<<20))
 }
 
 type benchPhase struct {
@@ -214,9 +243,9 @@ func benchImage(ctx context.Context, base job.Spec, tmpdir string, asJSON bool, 
 	}
 	info := im.Info()
 	fmt.Fprintf(stdout, "%s: %s, %s virtual, %.0f%% zero; %d workers, %s blocks\n", src, info.Format, units.Bytes(im.Size()), phases[0].ZeroFraction*100, workers, units.Bytes(int64(blockSize)))
-	fmt.Fprintf(stdout, "%-6s %9s %16s %13s\n", "phase", "seconds", "MB/s (virtual)", "MB/s (data)")
+	fmt.Fprintf(stdout, "%-6s %9s %16s %13s\n", "phase", "seconds", "MiB/s (virtual)", "MiB/s (data)")
 	for _, p := range phases {
-		fmt.Fprintf(stdout, "%-6s %9.2f %16.0f %13.0f\n", p.Phase, p.Seconds, p.VirtualMBps, p.DataMBps)
+		fmt.Fprintf(stdout, "%-6s %9.2f %16s %13s\n", p.Phase, p.Seconds, mibps(p.VirtualMBps, p.Seconds), mibps(p.DataMBps, p.Seconds))
 	}
 	return nil
 }

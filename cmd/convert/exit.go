@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 
 	"github.com/spf13/pflag"
 
@@ -82,12 +81,4 @@ func exitCode(ctx context.Context, err error) int {
 		return exitBadInput
 	}
 	return exitFailure
-}
-
-// message is what main prints for a failed run.
-func message(code int, err error) string {
-	if code == exitPipe {
-		return fmt.Sprintf("the reader of stdout closed the pipe before the image was complete: what it got is cut short (%v)", err)
-	}
-	return err.Error()
 }
