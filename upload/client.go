@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -71,6 +72,8 @@ type Client struct {
 	creds         aws.CredentialsProvider
 	awsCfg        aws.Config
 	s3opts        func(*s3.Options)
+	// reached is set once the store answered a request (firstContact).
+	reached *atomic.Bool
 }
 
 // JDCloudEndpoint is the internet endpoint of the target cloud's OSS.
@@ -95,7 +98,7 @@ func NewClient(ctx context.Context, c Config) (*Client, error) {
 	if endpoint == "" {
 		endpoint = getenv("AWS_ENDPOINT_URL")
 	}
-	cl := &Client{JDCloudRegion: c.JDCloudRegion, PathStyle: c.PathStyle}
+	cl := &Client{JDCloudRegion: c.JDCloudRegion, PathStyle: c.PathStyle, reached: new(atomic.Bool)}
 	if endpoint != "" {
 		u, err := url.Parse(endpoint)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -135,11 +138,11 @@ func NewClient(ctx context.Context, c Config) (*Client, error) {
 		// quota (the default token bucket gives up for good after a burst
 		// of failures, which a flaky link produces).
 		config.WithRetryer(func() aws.Retryer {
-			return retry.NewStandard(func(o *retry.StandardOptions) {
+			return firstContact{RetryerV2: retry.NewStandard(func(o *retry.StandardOptions) {
 				o.MaxAttempts = attempts
 				o.MaxBackoff = backoff
 				o.RateLimiter = ratelimit.None
-			})
+			}), reached: cl.reached}
 		}),
 	}
 	if c.HTTPClient != nil {
@@ -212,7 +215,7 @@ func (c *Client) Credentials(ctx context.Context) (aws.Credentials, error) {
 	}
 	cr, err := c.creds.Retrieve(ctx)
 	if err != nil {
-		return aws.Credentials{}, fmt.Errorf("no usable credentials (env AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, --profile): %s", firstLine(err.Error()))
+		return aws.Credentials{}, noCredentials(err)
 	}
 	if cr.AccessKeyID == "" || cr.SecretAccessKey == "" {
 		return aws.Credentials{}, errors.New("no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE / --profile")

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -39,6 +40,51 @@ func failFast(o *s3.Options) {
 		so.MaxBackoff = preflightBackoff
 		so.RateLimiter = ratelimit.None
 	})
+}
+
+// firstContact is the retryer of a Client: the transfer's (many attempts,
+// long backoff), except while the store has never answered: then a
+// connection that cannot be made (refused, host not found, no route) is
+// given up after preflightAttempts, preflightBackoff apart. A mistyped
+// endpoint or a stopped store is told in about a second by whatever request
+// comes first (a preflight, convert uploads ls, convert import); the long
+// budget stays for the faults of a transfer under way.
+type firstContact struct {
+	aws.RetryerV2
+	reached *atomic.Bool
+}
+
+// GetAttemptToken notes every attempt that got an answer.
+func (f firstContact) GetAttemptToken(ctx context.Context) (func(error) error, error) {
+	release, err := f.RetryerV2.GetAttemptToken(ctx)
+	if err != nil {
+		return release, err
+	}
+	return func(err error) error {
+		if err == nil || !connectionFailed(err) {
+			f.reached.Store(true)
+		}
+		return release(err)
+	}, nil
+}
+
+// RetryDelay gives up early on a store never reached.
+func (f firstContact) RetryDelay(attempt int, err error) (time.Duration, error) {
+	d, derr := f.RetryerV2.RetryDelay(attempt, err)
+	if f.reached.Load() || !connectionFailed(err) {
+		return d, derr
+	}
+	if attempt >= preflightAttempts {
+		return 0, err
+	}
+	return min(d, preflightBackoff), derr
+}
+
+// connectionFailed tells an error of a request that got no connection.
+func connectionFailed(err error) bool {
+	var dns *net.DNSError
+	var op *net.OpError
+	return errors.As(err, &dns) || (errors.As(err, &op) && op.Op == "dial" && httpStatus(err) == 0)
 }
 
 // unreachable says why no answer came from the store, in one line, or ""
@@ -74,7 +120,7 @@ func (c *Client) bucketError(ctx context.Context, bucket string, err error) erro
 		}
 	}
 	code, msg := apiCode(err), apiMessage(err)
-	if status == http.StatusBadRequest || status == http.StatusMovedPermanently || code == "" || code == "BadRequest" {
+	if status == http.StatusBadRequest || status == http.StatusMovedPermanently || status == http.StatusForbidden || code == "" || code == "BadRequest" || code == "Forbidden" {
 		_, gerr := c.S3.GetBucketLocation(ctx, &s3.GetBucketLocationInput{Bucket: aws.String(bucket)}, failFast)
 		if gerr != nil && httpStatus(gerr) == status && apiCode(gerr) != "" {
 			code, msg = apiCode(gerr), apiMessage(gerr)
@@ -85,6 +131,8 @@ func (c *Client) bucketError(ctx context.Context, bucket string, err error) erro
 		return fmt.Errorf("bucket %q does not exist at %s (NoSuchBucket): create it, or check the name and --endpoint", bucket, c.Where())
 	case code == "AccessDenied" || (status == http.StatusForbidden && (code == "" || code == "Forbidden")):
 		return fmt.Errorf("bucket %q at %s: access denied (AccessDenied): check the credentials and the bucket policy", bucket, c.Where())
+	case code == "InvalidAccessKeyId" || code == "SignatureDoesNotMatch":
+		return fmt.Errorf("bucket %q at %s: the store refused the credentials (%s: %s): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or --profile", bucket, c.Where(), code, strings.TrimSuffix(orDefault(msg, "bad credentials"), "."))
 	case code == "InvalidBucketName":
 		return fmt.Errorf("bucket %q at %s: %s: %s", bucket, c.Where(), code, orDefault(msg, "the bucket name is not valid"))
 	case code == "AuthorizationHeaderMalformed" || code == "PermanentRedirect" || code == "IncorrectEndpoint":
@@ -96,6 +144,16 @@ func (c *Client) bucketError(ctx context.Context, bucket string, err error) erro
 		return fmt.Errorf("bucket %q at %s: %s", bucket, c.Where(), code)
 	}
 	return fmt.Errorf("bucket %q at %s: HTTP %d %s", bucket, c.Where(), status, http.StatusText(status))
+}
+
+// noCredentials words a credential chain that found nothing: the SDK's
+// error is its last link (the EC2 instance metadata service, which
+// answers 403 or not at all off EC2), not what the user must do.
+func noCredentials(err error) error {
+	if s := err.Error(); strings.Contains(s, "IMDS") || strings.Contains(s, "no EC2") {
+		return errors.New("no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or give --profile (the environment, ~/.aws/credentials and ~/.aws/config were looked at, and the EC2 instance metadata)")
+	}
+	return fmt.Errorf("no usable credentials (env AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, --profile): %s", firstLine(err.Error()))
 }
 
 // apiMessage is the message of an S3 error, one line.
