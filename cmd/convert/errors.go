@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -170,6 +171,27 @@ func plain(msg string) string {
 	msg = apiError.ReplaceAllString(msg, "$1: ")
 	msg = dnsFail.ReplaceAllString(msg, "host $1 not found")
 	msg = dialFail.ReplaceAllString(msg, "cannot connect to $1: ")
-	msg = pathOp.ReplaceAllString(msg, "$1$2: ")
+	msg = pathOps(msg)
+	// "Forbidden: Forbidden" says it once.
+	msg = strings.Join(slices.Compact(strings.Split(msg, ": ")), ": ")
 	return oneLine(msg)
+}
+
+// pathOps rewrites "open PATH: why" as "PATH: why", and drops it where the
+// message named PATH just before ("writing PATH: write PATH: why").
+func pathOps(msg string) string {
+	var b strings.Builder
+	last := 0
+	for _, m := range pathOp.FindAllStringSubmatchIndex(msg, -1) {
+		path := msg[m[4]:m[5]]
+		b.WriteString(msg[last:m[0]])
+		b.WriteString(msg[m[2]:m[3]]) // the ": " before, if any
+		if !strings.HasSuffix(msg[:m[0]], path) {
+			b.WriteString(path + ": ")
+		}
+		last = m[1]
+	}
+	b.WriteString(msg[last:])
+	s := b.String()
+	return strings.ReplaceAll(s, ": : ", ": ")
 }

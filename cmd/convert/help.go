@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -187,7 +188,8 @@ func usage(c *cobra.Command) string {
 		fmt.Fprintf(&b, "\n%s", exit)
 	}
 	if c.HasAvailableSubCommands() {
-		fmt.Fprintf(&b, "\nRun \"%s help COMMAND\" (or %s COMMAND --help) for more about a command.\n", c.CommandPath(), c.CommandPath())
+		helpPath := strings.TrimSpace(c.Root().Name() + " help " + strings.TrimPrefix(c.CommandPath(), c.Root().Name()))
+		fmt.Fprintf(&b, "\nRun \"%s COMMAND\" (or %s COMMAND --help) for more about a command.\n", helpPath, c.CommandPath())
 	}
 	return b.String()
 }
@@ -236,6 +238,8 @@ func setHelp(root *cobra.Command) {
 				}
 				target = next
 			}
+			// As if CMD --help ran: with the help flag listed.
+			target.InitDefaultHelpFlag()
 			c.Root().HelpFunc()(target, nil)
 			return nil
 		},
@@ -303,6 +307,13 @@ func flagError(c *cobra.Command, err error) error {
 	case strings.HasPrefix(msg, "unknown shorthand flag: "):
 		// "unknown shorthand flag: 'x' in -x"
 		msg = "unknown flag " + msg[strings.LastIndex(msg, " ")+1:]
+	default:
+		// invalid argument "lots" for "--workers" flag: strconv.ParseInt: ...
+		if m := badValue.FindStringSubmatch(msg); m != nil {
+			if f := c.Flags().Lookup(m[2]); f != nil {
+				return usageError{fmt.Errorf("--%s %s: %s", m[2], m[1], wantValue(f))}
+			}
+		}
 	}
 	hint := fmt.Sprintf("%s --help lists the flags", c.CommandPath())
 	if name != "" {
@@ -316,6 +327,21 @@ func flagError(c *cobra.Command, err error) error {
 		}
 	}
 	return usageError{fmt.Errorf("%s: %s", msg, hint)}
+}
+
+var badValue = regexp.MustCompile(`^invalid argument "(.*)" for "(?:-\w, )?--([\w-]+)" flag`)
+
+// wantValue says what a flag takes, for a value that did not parse.
+func wantValue(f *pflag.Flag) string {
+	switch f.Value.Type() {
+	case "int", "int64", "int32", "uint", "uint64", "uint32":
+		return "give a whole number"
+	case "duration":
+		return "give a duration such as 90s, 30m or 6h"
+	case "bool":
+		return "give true or false"
+	}
+	return "not a valid " + f.Value.Type()
 }
 
 // closeFlags are the visible flags of fs within two edits of name, or

@@ -185,8 +185,9 @@ func (br *bar) timeLeft(st decor.Statistics) string {
 		}
 		return spent.Truncate(time.Second).String()
 	}
+	// Not before a second: an early sample makes wild guesses.
 	done := st.Current - br.base
-	if done <= 0 || spent.Seconds() < units.MinRateSeconds || st.Total <= st.Current {
+	if done <= 0 || spent < time.Second || st.Total <= st.Current {
 		return ""
 	}
 	left := time.Duration(float64(spent) * float64(st.Total-st.Current) / float64(done))
