@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -237,9 +236,7 @@ func benchImage(ctx context.Context, base job.Spec, tmpdir string, asJSON bool, 
 	}
 
 	if asJSON {
-		e := json.NewEncoder(stdout)
-		e.SetIndent("", "  ")
-		return e.Encode(map[string]any{"source": im.Info(), "workers": workers, "block_size": blockSize, "phases": phases})
+		return writeJSON(stdout, map[string]any{"source": im.Info(), "workers": workers, "block_size": blockSize, "phases": phases})
 	}
 	info := im.Info()
 	fmt.Fprintf(stdout, "%s: %s, %s virtual, %.0f%% zero; %d workers, %s blocks\n", src, info.Format, units.Bytes(im.Size()), phases[0].ZeroFraction*100, workers, units.Bytes(int64(blockSize)))

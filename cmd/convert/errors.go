@@ -137,7 +137,7 @@ func isTempOf(path, output string) bool {
 
 var (
 	// Go package prefixes at the start of a message or of one of its parts.
-	pkgPrefix = regexp.MustCompile(`(^|: )(?:stream|writer|upload|qcow2|kv|reader|job|image): `)
+	pkgPrefix = regexp.MustCompile(`(^|: )(?:stream|writer|upload|kv|reader|job): `)
 	// The AWS SDK's error chain: operation, attempts, HTTP status, ids.
 	sdkChain = regexp.MustCompile(`operation error S3: (\w+), (?:exceeded maximum number of attempts, (\d+), )?(?:https? response error StatusCode: (\d+), RequestID: [^,]*, HostID: [^,]*, )?`)
 	// What a request that got no answer says: the method and the whole URL.
