@@ -56,6 +56,9 @@ func (i *ImportSpec) validate() error {
 	if i.PollInterval < 0 {
 		return fmt.Errorf("--poll-interval %s: give a positive duration", i.PollInterval)
 	}
+	if i.APIEndpoint != "" && !isHTTPURL(i.APIEndpoint) {
+		return fmt.Errorf("--jdcloud-api-endpoint %q: give a URL such as https://vm.jdcloud-api.com", i.APIEndpoint)
+	}
 	return nil
 }
 

@@ -3,6 +3,7 @@ package job
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"runtime"
 	"strings"
 	"time"
@@ -260,6 +261,9 @@ func (u *UploadSpec) validate(output string) error {
 	if ttl := u.PresignTTL; ttl != 0 && (ttl < 24*time.Hour || ttl > 7*24*time.Hour) {
 		return fmt.Errorf("--presign-ttl %s: the import link must live at least 1 day (24h) and SigV4 allows at most 7 days (168h)", ttl)
 	}
+	if u.Endpoint != "" && !isHTTPURL(u.Endpoint) {
+		return fmt.Errorf("--endpoint %q: give a URL such as https://s3.cn-north-1.jdcloud-oss.com", u.Endpoint)
+	}
 	if c := u.Concurrency; c < 0 || c > 64 {
 		return fmt.Errorf("--upload-concurrency %d: use 1..64", c)
 	}
@@ -280,6 +284,12 @@ func (u *UploadSpec) validate(output string) error {
 		return fmt.Errorf("--architecture %q: use x86_64, i386 or arm64", u.Image.Architecture)
 	}
 	return nil
+}
+
+// isHTTPURL tells an http or https URL with a host, as the endpoints are.
+func isHTTPURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
 }
 
 // qcow2Options returns the encoder options for a virtual size, checked.

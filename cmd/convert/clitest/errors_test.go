@@ -81,6 +81,7 @@ func TestErrorsGolden(t *testing.T) {
 		{"disk.qcow2 x.raw --import", 2, "convert: --import and --wait need an upload: give -o s3://BUCKET/KEY", 0},
 		{"disk.qcow2 s3://ux/a.raw", 2, `convert: s3://ux/a.raw: bucket name "ux": 2 characters; bucket names have 3 to 63`, 0},
 		{"disk.qcow2 s3://{bucket}/a.raw --part-size 1M", 2, "convert: --part-size 1M: use 5M..5G, or auto", 0},
+		{"disk.qcow2 s3://{bucket}/a.raw --endpoint localhost:9000", 2, `convert: --endpoint "localhost:9000": give a URL such as https://s3.cn-north-1.jdcloud-oss.com`, 0},
 		// The source.
 		{"missing.img x.raw", 3, "convert: missing.img: no such file or directory", 0},
 		{"disk.qcow2 x.raw -f vmdk", 3, "convert: disk.qcow2: -f vmdk, but the file is qcow2 (v3, compat 1.1): convert tells the format from the bytes; drop -f, or give the vmdk file", 0},
