@@ -101,7 +101,6 @@ func vmHWM(pid int) int64 {
 	return 0
 }
 
-
 // Summary is the median of a set of samples.
 type Summary struct {
 	Seconds    float64   `json:"seconds"`
