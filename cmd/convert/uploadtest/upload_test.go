@@ -420,7 +420,7 @@ func TestUploadsLsAbort(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, aws.ToString(cr.UploadId)) {
 		t.Fatalf("uploads ls: exit %d: %s %s", r.code, r.stdout, r.stderr)
 	}
-	r = e.run("uploads", "abort", "s3://"+e.bucket+"/dir/")
+	r = e.run("uploads", "abort", "s3://"+e.bucket+"/dir/", "--yes")
 	if r.code != 0 || !strings.Contains(r.stdout, "aborted") {
 		t.Fatalf("uploads abort: exit %d: %s %s", r.code, r.stdout, r.stderr)
 	}
@@ -511,7 +511,7 @@ func TestUploadsAbortZeroObjects(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &ls); err != nil || len(ls) != 2 || ls[0].Kind != "zero-object" {
 		t.Fatalf("uploads ls --json: %v %s %s", err, r.stdout, r.stderr)
 	}
-	r = e.run("uploads", "abort", "s3://"+e.bucket+"/img/")
+	r = e.run("uploads", "abort", "s3://"+e.bucket+"/img/", "--yes")
 	if r.code != 0 || strings.Count(r.stdout, "deleted zero object") != 2 {
 		t.Fatalf("uploads abort: exit %d: %s %s", r.code, r.stdout, r.stderr)
 	}
