@@ -50,11 +50,15 @@ const rootExamples = `  convert disk.qcow2 disk.raw
   convert info disk.vmdk
   convert check disk.vhdx`
 
+// The help lists the commands in the order of subcommands, not sorted by
+// name. cobra keeps this setting in a package variable: it is set once,
+// before any tree is built (tests build trees in parallel).
+func init() { cobra.EnableCommandSorting = false }
+
 // newRootCmd builds the command tree: convert itself converts one image;
 // the subcommands do the rest.
 func newRootCmd() *cobra.Command {
 	var o convertOptions
-	cobra.EnableCommandSorting = false
 	root := &cobra.Command{
 		Use:     "convert SRC [OUT] [-O raw|qcow2] [-o OUT|-|s3://BUCKET/KEY] [flags]",
 		Short:   "move a virtual machine's system disk into the cloud",
