@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -25,8 +24,7 @@ func Run(ctx context.Context, argv []string) (Sample, error) {
 	// A peer under sh -c runs in its own process group, so that a
 	// cancelled run (a time limit) stops all of it, and Wait does not
 	// wait for a grandchild holding the output pipe.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	ownGroup(cmd)
 	cmd.WaitDelay = 5 * time.Second
 	var out bytes.Buffer
 	cmd.Stdout = &out
@@ -66,9 +64,7 @@ func Run(ctx context.Context, argv []string) (Sample, error) {
 		return Sample{}, fmt.Errorf("%s: %v: %s", strings.Join(argv, " "), err, msg)
 	}
 	s := Sample{Seconds: wall.Seconds()}
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		s.CPUSeconds = tv(ru.Utime) + tv(ru.Stime)
-	}
+	s.CPUSeconds = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
 	s.MaxRSS = peak
 	return s, nil
 }
@@ -93,7 +89,8 @@ func treeHWM(pid, depth int) int64 {
 	return peak
 }
 
-// vmHWM reads a process's peak resident set size from /proc, 0 if gone.
+// vmHWM reads a process's peak resident set size from /proc, 0 if gone
+// (or where there is no /proc: the suite runs on Linux).
 func vmHWM(pid int) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -108,8 +105,6 @@ func vmHWM(pid int) int64 {
 	}
 	return 0
 }
-
-func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
 
 // Summary is the median of a set of samples.
 type Summary struct {

@@ -18,6 +18,17 @@ const (
 // ErrRule is wrapped by every broken import rule.
 var ErrRule = errors.New("import rule")
 
+// ruleError is a broken rule told in its own words: it matches ErrRule
+// without "import rule:" in front of every message.
+type ruleError struct{ msg string }
+
+func (e *ruleError) Error() string        { return e.msg }
+func (e *ruleError) Is(target error) bool { return target == ErrRule }
+
+func ruleErrorf(format string, args ...any) error {
+	return &ruleError{fmt.Sprintf(format, args...)}
+}
+
 // VirtualGB is the virtual size rounded up to whole GiB.
 func VirtualGB(virtual int64) int64 { return (virtual + GiB - 1) / GiB }
 
@@ -36,19 +47,19 @@ func SuggestDiskGB(virtual int64) int64 {
 func DiskSize(virtual, requestedGB int64) (int64, error) {
 	suggest := SuggestDiskGB(virtual)
 	if VirtualGB(virtual) > MaxDiskGB {
-		return suggest, fmt.Errorf("%w: the virtual size %d bytes (%d GiB) is above the cloud's %d GiB limit for system disks: shrink the disk in the guest first", ErrRule, virtual, VirtualGB(virtual), MaxDiskGB)
+		return suggest, ruleErrorf("the virtual size %d bytes (%d GiB) is above the cloud's %d GiB limit for system disks: shrink the disk in the guest first", virtual, VirtualGB(virtual), MaxDiskGB)
 	}
 	if requestedGB == 0 {
 		return suggest, nil
 	}
 	switch {
 	case requestedGB < MinDiskGB || requestedGB > MaxDiskGB:
-		return suggest, fmt.Errorf("%w: a system disk of %d GB is outside %d..%d; use %d", ErrRule, requestedGB, MinDiskGB, MaxDiskGB, suggest)
+		return suggest, ruleErrorf("a system disk of %d GB is outside %d..%d; use %d", requestedGB, MinDiskGB, MaxDiskGB, suggest)
 	case requestedGB%StepDiskGB != 0:
 		up := (requestedGB + StepDiskGB - 1) / StepDiskGB * StepDiskGB
-		return suggest, fmt.Errorf("%w: a system disk of %d GB is not a multiple of %d; use %d", ErrRule, requestedGB, StepDiskGB, max(up, suggest))
+		return suggest, ruleErrorf("a system disk of %d GB is not a multiple of %d; use %d", requestedGB, StepDiskGB, max(up, suggest))
 	case requestedGB < VirtualGB(virtual):
-		return suggest, fmt.Errorf("%w: a system disk of %d GB is below the image's virtual size (%d GiB); use %d or more", ErrRule, requestedGB, VirtualGB(virtual), suggest)
+		return suggest, ruleErrorf("a system disk of %d GB is below the image's virtual size (%d GiB); use %d or more", requestedGB, VirtualGB(virtual), suggest)
 	}
 	return requestedGB, nil
 }

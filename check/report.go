@@ -177,6 +177,7 @@ func (r *Report) finish() {
 func (r *Report) WriteJSON(w io.Writer) error {
 	e := json.NewEncoder(w)
 	e.SetIndent("", "  ")
+	e.SetEscapeHTML(false) // evidence quotes files: keep <, > and & as they are
 	return e.Encode(r)
 }
 

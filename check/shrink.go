@@ -80,7 +80,7 @@ func Shrink(ctx context.Context, im image.Image, size int64) (image.Image, error
 		return nil, fmt.Errorf("--shrink: checking the bytes beyond %d: %w", size, err)
 	}
 	if off >= 0 {
-		return nil, fmt.Errorf("%w: --shrink: non-zero data at offset %d, beyond the requested system disk size (%d bytes); shrink the file systems and partitions in the guest first, or ask for a larger disk", ErrRule, off, size)
+		return nil, ruleErrorf("--shrink: non-zero data at offset %d, beyond the requested system disk size (%d bytes); shrink the file systems and partitions in the guest first, or ask for a larger disk", off, size)
 	}
 	return &shrunk{Image: im, size: size}, nil
 }

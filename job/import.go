@@ -56,6 +56,9 @@ func (i *ImportSpec) validate() error {
 	if i.PollInterval < 0 {
 		return fmt.Errorf("--poll-interval %s: give a positive duration", i.PollInterval)
 	}
+	if i.APIEndpoint != "" && !isHTTPURL(i.APIEndpoint) {
+		return fmt.Errorf("--jdcloud-api-endpoint %q: give a URL such as https://vm.jdcloud-api.com", i.APIEndpoint)
+	}
 	return nil
 }
 
@@ -159,9 +162,10 @@ func ConnectAPI(ctx context.Context, st Store, c *upload.Client, is ImportSpec, 
 		}
 		return nil, &ImportError{err}
 	}
-	api, err := jdcloud.New(jdcloud.Config{
+	cfg := jdcloud.Config{
 		Endpoint: is.APIEndpoint, Region: region, Credentials: creds, UserAgent: UserAgent, Log: log,
-	})
+	}
+	api, err := jdcloud.New(cfg)
 	if err != nil {
 		return nil, &SpecError{err}
 	}
@@ -169,7 +173,15 @@ func ConnectAPI(ctx context.Context, st Store, c *upload.Client, is ImportSpec, 
 	if !preflight {
 		return a, nil
 	}
-	_, err = api.DescribeImageTasks(ctx, jdcloud.DescribeImageTasksRequest{TaskIDs: []jdcloud.TaskID{"0"}})
+	// The check fails fast: an API that cannot be reached is told in
+	// seconds, not after the retries (6 attempts, up to 20 s apart) that
+	// the import's own calls get.
+	cfg.MaxAttempts, cfg.MaxBackoff = 3, time.Second
+	probe, err := jdcloud.New(cfg)
+	if err != nil {
+		return nil, &SpecError{err}
+	}
+	_, err = probe.DescribeImageTasks(ctx, jdcloud.DescribeImageTasksRequest{TaskIDs: []jdcloud.TaskID{"0"}})
 	if errors.Is(err, jdcloud.ErrUnauthorized) || errors.Is(err, jdcloud.ErrNetwork) || errors.Is(err, jdcloud.ErrNoCredentials) {
 		return nil, &ImportError{fmt.Errorf("checking the cloud's API at %s: %w%s", api.Endpoint(), err, a.credsHint(err))}
 	}

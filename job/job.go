@@ -56,8 +56,14 @@ const (
 	Checking  Phase = "checking import rules"
 	Reading   Phase = "converting"
 	Verifying Phase = "verifying digests"
-	Finishing Phase = "finishing" // trailing tables, fsync and rename, or Complete and --verify
-	Aborting  Phase = "cleaning up"
+	Finishing Phase = "finishing" // trailing tables, fsync and rename, or the upload's commit
+	// The steps of an upload's commit, in Finishing (upload.Step): the
+	// parts still in flight, Complete, the object's size, --verify.
+	UploadingParts  Phase = Phase(upload.StepUploading)
+	Completing      Phase = Phase(upload.StepCompleting)
+	CheckingObject  Phase = Phase(upload.StepChecking)
+	VerifyingObject Phase = Phase(upload.StepVerifying)
+	Aborting        Phase = "cleaning up"
 	// Importing: ImportImage; WaitingImport: following the import task.
 	Importing     Phase = "importing"
 	WaitingImport Phase = "waiting for the import"
@@ -84,6 +90,10 @@ const (
 	Notice
 	// ImportProgress: Task is the import task's state, while waiting.
 	ImportProgress
+	// PhaseProgress: Done of Total bytes of Phase, for the phases after
+	// the pass that move bytes (UploadingParts, VerifyingObject); at most
+	// ten a second, and one when Done reaches Total.
+	PhaseProgress
 )
 
 // Event is one thing that happened in a job.
@@ -95,6 +105,8 @@ type Event struct {
 	Check   *check.Report
 	Message string
 	Task    *jdcloud.Task
+	// Done and Total are a PhaseProgress's bytes.
+	Done, Total int64
 }
 
 // Result is what a job did. Run returns one even when it fails, filled as
@@ -163,6 +175,10 @@ type run struct {
 
 	mu       sync.Mutex // serializes Events and guards warnings
 	lastProg time.Time
+
+	stepMu   sync.Mutex // guards the upload's step and its last report
+	step     upload.Step
+	lastStep time.Time
 }
 
 func (j *run) emit(e Event) {
@@ -222,6 +238,9 @@ func (j *run) run(ctx context.Context) error {
 	}
 	info := im.Info()
 	j.res.Source = info
+	if err := CheckSourceFormat(s.SourceFormat, info); err != nil {
+		return &InputError{err}
+	}
 	j.emit(Event{Kind: Started, Info: &info})
 
 	if s.Shrink {

@@ -171,12 +171,12 @@ func TestValidate(t *testing.T) {
 		{"shrink without size", func(s *Spec) { s.Shrink = true }, "--shrink"},
 		{"upload settings on a file", func(s *Spec) { s.Upload.Verify = true }, "apply to -o s3://"},
 		{"bad bucket", func(s *Spec) { s.Output = "s3://" }, "bucket"},
-		{"presign", func(s *Spec) { s.Output, s.Upload.PresignTTL = "s3://b/k", time.Hour }, "--presign-ttl"},
-		{"part size", func(s *Spec) { s.Output, s.Upload.PartSize = "s3://b/k", 1<<20 }, "--part-size"},
-		{"concurrency", func(s *Spec) { s.Output, s.Upload.Concurrency = "s3://b/k", 100 }, "--upload-concurrency"},
-		{"os type", func(s *Spec) { s.Output, s.Upload.Image.OSType = "s3://b/k", "beos" }, "--os-type"},
-		{"keep without resume", func(s *Spec) { s.Output, s.Upload.Keep = "s3://b/k", true }, "--resume"},
-		{"upload ok", func(s *Spec) { s.Output, s.Upload.Resume, s.Upload.Keep = "s3://b/", true, true }, ""},
+		{"presign", func(s *Spec) { s.Output, s.Upload.PresignTTL = "s3://bkt/k", time.Hour }, "--presign-ttl"},
+		{"part size", func(s *Spec) { s.Output, s.Upload.PartSize = "s3://bkt/k", 1<<20 }, "--part-size"},
+		{"concurrency", func(s *Spec) { s.Output, s.Upload.Concurrency = "s3://bkt/k", 100 }, "--upload-concurrency"},
+		{"os type", func(s *Spec) { s.Output, s.Upload.Image.OSType = "s3://bkt/k", "beos" }, "--os-type"},
+		{"keep without resume", func(s *Spec) { s.Output, s.Upload.Keep = "s3://bkt/k", true }, "--resume"},
+		{"upload ok", func(s *Spec) { s.Output, s.Upload.Resume, s.Upload.Keep = "s3://bkt/", true, true }, ""},
 	} {
 		s := good
 		c.mod(&s)
@@ -222,9 +222,9 @@ func TestImportCheckModes(t *testing.T) {
 		{"strict --force", Spec{Check: "strict", Force: true, Output: "x.raw"}, false, true, true},
 		{"warn", Spec{Check: "warn", Output: "x.raw"}, false, false, true},
 		{"auto to a file", Spec{Check: "auto", Output: "x.raw"}, false, false, true},
-		{"auto to a bucket", Spec{Check: "auto", Output: "s3://b/k"}, true, false, true},
-		{"off", Spec{Check: "off", Output: "s3://b/k"}, false, false, false},
-		{"off --force", Spec{Check: "off", Force: true, Output: "s3://b/k"}, false, true, false},
+		{"auto to a bucket", Spec{Check: "auto", Output: "s3://bkt/k"}, true, false, true},
+		{"off", Spec{Check: "off", Output: "s3://bkt/k"}, false, false, false},
+		{"off --force", Spec{Check: "off", Force: true, Output: "s3://bkt/k"}, false, true, false},
 	} {
 		var ev events
 		j := &run{s: c.spec, res: &Result{}, env: Env{Events: ev.add}}
@@ -336,13 +336,13 @@ func TestBudget(t *testing.T) {
 // TestDestination names the object after the source when the key ends in /.
 func TestDestination(t *testing.T) {
 	for _, c := range []struct{ src, out, format, key string }{
-		{"/x/web01.vmdk", "s3://b/", "", "web01.raw"},
-		{"/x/web01.vmdk", "s3://b/images/", "qcow2", "images/web01.qcow2"},
-		{"/x/web01.vmdk", "s3://b/k.raw", "", "k.raw"},
+		{"/x/web01.vmdk", "s3://bkt/", "", "web01.raw"},
+		{"/x/web01.vmdk", "s3://bkt/images/", "qcow2", "images/web01.qcow2"},
+		{"/x/web01.vmdk", "s3://bkt/k.raw", "", "k.raw"},
 	} {
 		s := Spec{Source: c.src, Output: c.out, Format: c.format}
 		b, k, err := s.Destination()
-		if err != nil || b != "b" || k != c.key {
+		if err != nil || b != "bkt" || k != c.key {
 			t.Errorf("%s -> %s: %s %s %v, want %s", c.src, c.out, b, k, err, c.key)
 		}
 	}

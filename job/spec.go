@@ -3,6 +3,7 @@ package job
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"runtime"
 	"strings"
 	"time"
@@ -29,6 +30,10 @@ type Spec struct {
 	AllowPaths []string `json:"allow_paths,omitempty"`
 	// Disk picks the disk of an OVA, from 0.
 	Disk int `json:"disk,omitempty"`
+	// SourceFormat, if set, is the format the source must have (qemu-img's
+	// -f): the format is still told by the bytes, and a source of another
+	// format is refused. qemu-img's "vpc" means vhd.
+	SourceFormat string `json:"source_format,omitempty"`
 
 	// Output is a file, "-" for Env.Stdout, or s3://BUCKET/KEY (a KEY
 	// ending in / names the object after the source).
@@ -208,6 +213,9 @@ func (s *Spec) validate() error {
 	if err := s.Remote.validate(s); err != nil {
 		return err
 	}
+	if s.SourceFormat != "" && sourceFormat(s.SourceFormat) == "" {
+		return fmt.Errorf("-f %s: not a format convert reads; use %s", s.SourceFormat, strings.Join(SourceFormats, ", "))
+	}
 	switch s.Format {
 	case "", "raw":
 		if s.QCOW2 != (QCOW2Spec{}) {
@@ -262,6 +270,9 @@ func (u *UploadSpec) validate(output string) error {
 	if ttl := u.PresignTTL; ttl != 0 && (ttl < 24*time.Hour || ttl > 7*24*time.Hour) {
 		return fmt.Errorf("--presign-ttl %s: the import link must live at least 1 day (24h) and SigV4 allows at most 7 days (168h)", ttl)
 	}
+	if u.Endpoint != "" && !isHTTPURL(u.Endpoint) {
+		return fmt.Errorf("--endpoint %q: give a URL such as https://s3.cn-north-1.jdcloud-oss.com", u.Endpoint)
+	}
 	if c := u.Concurrency; c < 0 || c > 64 {
 		return fmt.Errorf("--upload-concurrency %d: use 1..64", c)
 	}
@@ -282,6 +293,12 @@ func (u *UploadSpec) validate(output string) error {
 		return fmt.Errorf("--architecture %q: use x86_64, i386 or arm64", u.Image.Architecture)
 	}
 	return nil
+}
+
+// isHTTPURL tells an http or https URL with a host, as the endpoints are.
+func isHTTPURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
 }
 
 // qcow2Options returns the encoder options for a virtual size, checked.

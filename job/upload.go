@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"vmimport/check"
 	"vmimport/reader"
@@ -117,6 +118,27 @@ func (j *run) startUpload(ctx context.Context, up *uploadStart, im reader.Image,
 		Bucket: up.bucket, Key: up.key, SizeHint: plan.outputMax, PartSize: plan.partSize, PartSizeChosen: u.PartSize != 0, Concurrency: plan.concurrency,
 		StateFile: u.StateFile, Resume: u.Resume, Keep: u.Keep, Source: id, Output: j.outputShape(plan), Verify: u.Verify,
 		PresignTTL: u.PresignTTL, Import: meta, Metadata: stored.ObjectMetadata(im.Size()), Preflighted: true,
-		Log: j.notice,
+		Log: j.notice, Steps: j.uploadStep,
 	})
+}
+
+// uploadStep reports a step of the upload's commit as a phase, and its
+// bytes as PhaseProgress, at most ten times a second. The workers call it
+// too: a progress event of a step that has ended carries its own phase.
+func (j *run) uploadStep(p upload.StepProgress) {
+	j.stepMu.Lock()
+	changed := p.Step != j.step
+	j.step = p.Step
+	now := time.Now()
+	due := changed || p.Done >= p.Total || now.Sub(j.lastStep) >= 100*time.Millisecond
+	if due {
+		j.lastStep = now
+	}
+	if changed {
+		j.phase(Phase(p.Step))
+	}
+	j.stepMu.Unlock()
+	if due && p.Total > 0 {
+		j.emit(Event{Kind: PhaseProgress, Phase: Phase(p.Step), Done: p.Done, Total: p.Total})
+	}
 }

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"vmimport/internal/testkit"
 	"vmimport/reader/image"
 )
@@ -173,10 +171,7 @@ func TestChainLoop(t *testing.T) {
 // longer than it allows ends with an error that says so.
 func TestChainFileLimit(t *testing.T) {
 	if top := os.Getenv("CHAIN_LIMIT_TOP"); top != "" {
-		var rl unix.Rlimit
-		unix.Getrlimit(unix.RLIMIT_NOFILE, &rl)
-		rl.Cur = 24
-		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		if err := testkit.SetFileLimit(24); err != nil {
 			t.Fatal(err)
 		}
 		_, err := Open(top, Options{AllowBacking: true})

@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -25,6 +26,7 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go/logging"
 )
 
 // Config says how to reach the object store.
@@ -73,6 +75,8 @@ type Client struct {
 	// once makes each of them once.
 	retryer aws.Retryer
 	once    *s3.Client
+	// reached is set once the store answered a request (firstContact).
+	reached *atomic.Bool
 }
 
 // JDCloudEndpoint is the internet endpoint of the target cloud's OSS.
@@ -97,7 +101,7 @@ func NewClient(ctx context.Context, c Config) (*Client, error) {
 	if endpoint == "" {
 		endpoint = getenv("AWS_ENDPOINT_URL")
 	}
-	cl := &Client{JDCloudRegion: c.JDCloudRegion, PathStyle: c.PathStyle}
+	cl := &Client{JDCloudRegion: c.JDCloudRegion, PathStyle: c.PathStyle, reached: new(atomic.Bool)}
 	if endpoint != "" {
 		u, err := url.Parse(endpoint)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -126,13 +130,16 @@ func NewClient(ctx context.Context, c Config) (*Client, error) {
 		conns = 16
 	}
 	opts := []func(*config.LoadOptions) error{
+		// The SDK's own log lines ("WARN falling back to IMDSv1") are not
+		// for our users: what fails comes back as an error.
+		config.WithLogger(logging.Nop{}),
 		// S3-compatible stores reject the SDK's default trailing CRC32;
 		// parts carry Content-MD5 instead.
 		config.WithRequestChecksumCalculation(aws.RequestChecksumCalculationWhenRequired),
 		config.WithResponseChecksumValidation(aws.ResponseChecksumValidationWhenRequired),
 		// Hours-long uploads: see newRetryer. The upload's own requests
 		// go through Client.store, which retries the same way.
-		config.WithRetryer(func() aws.Retryer { return newRetryer(attempts, backoff) }),
+		config.WithRetryer(func() aws.Retryer { return cl.newRetryer(attempts, backoff) }),
 	}
 	if c.HTTPClient != nil {
 		opts = append(opts, config.WithHTTPClient(c.HTTPClient))
@@ -173,20 +180,22 @@ func NewClient(ctx context.Context, c Config) (*Client, error) {
 		o.UsePathStyle = pathStyle
 	}
 	cl.S3 = s3.NewFromConfig(awsCfg, cl.s3opts)
-	cl.retryer = newRetryer(attempts, backoff)
+	cl.retryer = cl.newRetryer(attempts, backoff)
 	cl.once = s3.NewFromConfig(awsCfg, cl.s3opts, func(o *s3.Options) { o.Retryer = aws.NopRetryer{} })
 	return cl, nil
 }
 
 // newRetryer is the SDK's standard retryer with many attempts, a long
 // backoff, and no retry quota (the default token bucket gives up for good
-// after a burst of failures, which a flaky link produces).
-func newRetryer(attempts int, backoff time.Duration) aws.Retryer {
-	return retry.NewStandard(func(o *retry.StandardOptions) {
+// after a burst of failures, which a flaky link produces), except while the
+// store has never answered (firstContact): then a connection that cannot be
+// made is given up in about a second.
+func (c *Client) newRetryer(attempts int, backoff time.Duration) aws.Retryer {
+	return firstContact{RetryerV2: retry.NewStandard(func(o *retry.StandardOptions) {
 		o.MaxAttempts = attempts
 		o.MaxBackoff = backoff
 		o.RateLimiter = ratelimit.None
-	})
+	}), reached: c.reached}
 }
 
 // store is the objectStore of bucket the upload uses: each call made once
@@ -223,7 +232,7 @@ func (c *Client) Credentials(ctx context.Context) (aws.Credentials, error) {
 	}
 	cr, err := c.creds.Retrieve(ctx)
 	if err != nil {
-		return aws.Credentials{}, &Error{Op: "no usable credentials (env AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, --profile)", Err: err}
+		return aws.Credentials{}, &Error{Op: "looking for credentials", Err: err, Msg: noCredentials(err).Error()}
 	}
 	if cr.AccessKeyID == "" || cr.SecretAccessKey == "" {
 		return aws.Credentials{}, errNoCredentials
@@ -250,20 +259,13 @@ func (c *Client) Preflight(ctx context.Context, bucket, key string) error {
 	if _, err := c.Credentials(ctx); err != nil {
 		return err
 	}
-	if _, err := c.S3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(bucket)}); err != nil {
-		e := &Error{Op: fmt.Sprintf("bucket %q at %s", bucket, c.Where()), Err: err}
-		switch httpStatus(err) {
-		case http.StatusNotFound:
-			e.Msg = fmt.Sprintf("bucket %q does not exist at %s", bucket, c.Where())
-		case http.StatusForbidden:
-			e.Msg = fmt.Sprintf("bucket %q at %s: access denied (check the credentials and the bucket policy)", bucket, c.Where())
-		case http.StatusMovedPermanently, http.StatusBadRequest:
-			e.Msg = fmt.Sprintf("bucket %q is not in region %s at %s: give the bucket's region (--region or --jdcloud-region)", bucket, c.Region, c.Where())
-		}
-		return e
+	// The preflight requests fail fast (preflight_diag.go): an endpoint
+	// that cannot be reached is reported in seconds.
+	if _, err := c.S3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(bucket)}, failFast); err != nil {
+		return c.bucketError(ctx, bucket, err)
 	}
 	if c.JDCloudRegion != "" {
-		loc, err := c.S3.GetBucketLocation(ctx, &s3.GetBucketLocationInput{Bucket: aws.String(bucket)})
+		loc, err := c.S3.GetBucketLocation(ctx, &s3.GetBucketLocationInput{Bucket: aws.String(bucket)}, failFast)
 		if err != nil {
 			return &Error{Op: fmt.Sprintf("bucket %q: reading its region", bucket), Err: err}
 		}
@@ -272,7 +274,7 @@ func (c *Client) Preflight(ctx context.Context, bucket, key string) error {
 		}
 	}
 	probe := key + ".convert-preflight"
-	cr, err := c.S3.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(probe)})
+	cr, err := c.S3.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(probe)}, failFast)
 	if err != nil {
 		return &Error{Op: fmt.Sprintf("bucket %q is not writable (starting a multipart upload failed)", bucket), Key: probe, Err: err}
 	}

@@ -38,6 +38,7 @@ func (t *Target) complete(ctx context.Context) error {
 	}
 	want := t.multipartETag()
 	t.recordCompleting(ctx, want)
+	t.steps.begin(StepCompleting, 0, 0)
 	etag, err := t.s.Complete(ctx, t.key, t.uploadID, etags)
 	if err != nil {
 		// A retried Complete whose first attempt went through finds the
@@ -55,6 +56,7 @@ func (t *Target) complete(ctx context.Context) error {
 	if etag != want {
 		t.log(fmt.Sprintf("the store's ETag for the object is %s, S3 would give %s: the per-part checks passed, so going on", etag, want))
 	}
+	t.steps.begin(StepChecking, 0, 0)
 	h, err := t.s.Head(ctx, t.key)
 	if err != nil {
 		return fail("checking the object", t.key, 0, err)
@@ -90,6 +92,7 @@ func (t *Target) verify(ctx context.Context) error {
 		nums = append(nums, num)
 	}
 	slices.Sort(nums)
+	t.steps.begin(StepVerifying, 0, t.g.pos)
 	for _, num := range nums {
 		p := t.parts.parts[num]
 		off := int64(num-1) * t.g.size
@@ -101,7 +104,7 @@ func (t *Target) verify(ctx context.Context) error {
 			}
 			defer body.Close()
 			h := md5.New()
-			n, err := io.Copy(h, body)
+			n, err := io.Copy(h, t.steps.reader(StepVerifying, body))
 			if err != nil {
 				cancel()
 				return fail("verifying", t.key, num, err)

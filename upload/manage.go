@@ -97,5 +97,8 @@ func ParseS3URL(s string) (bucket, key string, err error) {
 	if bucket == "" {
 		return "", "", fmt.Errorf("%q names no bucket", s)
 	}
+	if err := checkBucketName(bucket); err != nil {
+		return "", "", fmt.Errorf("%s: %w", s, err)
+	}
 	return bucket, key, nil
 }

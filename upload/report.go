@@ -113,7 +113,14 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "warning: %s\n", s)
 	}
 	fmt.Fprintf(w, "import it with:\n  %s\n", r.ImportCommand)
-	b, _ := json.MarshalIndent(r.ImportImage, "  ", "  ")
+	// As the request sends it: presigned URLs keep their & (no HTML
+	// escaping to \u0026).
+	var body strings.Builder
+	e := json.NewEncoder(&body)
+	e.SetEscapeHTML(false)
+	e.SetIndent("  ", "  ")
+	e.Encode(r.ImportImage)
+	b := strings.TrimSuffix(body.String(), "\n")
 	region := r.Region
 	if region == "" {
 		region = "{regionId}"

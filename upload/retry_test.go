@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -50,7 +51,7 @@ func TestRetrying(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			f := &flaky{fails: c.fails, status: c.status}
-			s := retrying{store: f, r: newRetryer(4, time.Millisecond)}
+			s := retrying{store: f, r: (&Client{reached: new(atomic.Bool)}).newRetryer(4, time.Millisecond)}
 			etag, err := s.UploadPart(context.Background(), "k", "u", 1, bytes.NewReader([]byte("part")), 4, [16]byte{})
 			if (err == nil) != c.ok || f.calls != c.calls {
 				t.Fatalf("err %v after %d calls; want ok=%v after %d", err, f.calls, c.ok, c.calls)
@@ -75,7 +76,7 @@ func TestRetrying(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	f := &flaky{fails: 9, status: http.StatusServiceUnavailable}
-	s := retrying{store: f, r: newRetryer(4, time.Second)}
+	s := retrying{store: f, r: (&Client{reached: new(atomic.Bool)}).newRetryer(4, time.Second)}
 	if _, err := s.UploadPart(ctx, "k", "u", 1, bytes.NewReader(nil), 0, [16]byte{}); err == nil || f.calls != 1 {
 		t.Errorf("cancelled: %v after %d calls", err, f.calls)
 	}

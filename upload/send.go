@@ -111,6 +111,9 @@ type partLog struct {
 	parts    map[int32]partInfo
 	existing map[int32]partMeta // filled before the senders start
 	sent     atomic.Int64       // bytes sent (copied parts excluded)
+	stored   atomic.Int64       // bytes of parts in the store (sent, copied, found)
+	// onStored hears the bytes of each part recorded (Commit's progress).
+	onStored func(n int64)
 }
 
 func newPartLog() *partLog {
@@ -121,6 +124,10 @@ func (l *partLog) record(num int32, sum [16]byte, n int64, how byte) {
 	l.mu.Lock()
 	l.parts[num] = partInfo{md5: sum, size: n, how: how}
 	l.mu.Unlock()
+	l.stored.Add(n)
+	if l.onStored != nil {
+		l.onStored(n)
+	}
 }
 
 // sendPart makes part j exist in the upload: already there with the same

@@ -59,6 +59,9 @@ type Options struct {
 	PresignTTL time.Duration
 	// Log receives notices and warnings, one line each. May be nil.
 	Log func(string)
+	// Steps, if set, hears the steps of Commit as they begin and advance
+	// (steps.go), from the goroutine calling Commit and from the workers.
+	Steps func(StepProgress)
 }
 
 // Target is a writer.Target that streams the output into a multipart
@@ -93,6 +96,8 @@ type Target struct {
 	// objectETag and verifiedEarlier describe the object then found.
 	objectETag      string
 	verifiedEarlier bool
+
+	steps stepper
 }
 
 var _ writer.Target = (*Target)(nil)
@@ -136,7 +141,9 @@ func Start(ctx context.Context, c *Client, o Options) (*Target, error) {
 	t := &Target{
 		c: c, o: o, s: c.store(o.Bucket), bucket: o.Bucket, key: o.Key, state: store, log: logf,
 		g: grid{size: o.PartSize, hint: o.SizeHint}, parts: newPartLog(),
+		steps: stepper{f: o.Steps},
 	}
+	t.parts.onStored = func(n int64) { t.steps.add(StepUploading, n) }
 	if err := t.findRecorded(ctx); err != nil {
 		return nil, err
 	}
@@ -255,6 +262,7 @@ func (t *Target) Commit(ctx context.Context, head []byte) error {
 		}
 		copy(t.g.head, head)
 	}
+	t.steps.begin(StepUploading, t.parts.stored.Load(), t.g.pos)
 	if err := t.send.dispatch(job{num: 1, buf: t.g.head, n: t.g.headLen}); err != nil {
 		return err
 	}

@@ -7,8 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-
-	"golang.org/x/sys/unix"
 )
 
 // File is a Target that writes a local file with no name in the folder of
@@ -67,6 +65,7 @@ func CreateFile(path string) (*File, error) {
 		t.remove()
 		return nil, fmt.Errorf("creating %s: %w", path, err)
 	}
+	markSparse(f)
 	return &File{final: path, f: f, seekTo: -1}, nil
 }
 
@@ -95,7 +94,7 @@ func (t *File) Write(p []byte) (int, error) {
 	if t.pos-t.flushed >= writebackStep {
 		// Start (not wait for) writeback of what was written since the
 		// last time; holes cost nothing. Unsupported: fsync does it all.
-		_ = unix.SyncFileRange(int(t.f.Fd()), t.flushed, t.pos-t.flushed, unix.SYNC_FILE_RANGE_WRITE)
+		startWriteback(t.f, t.flushed, t.pos-t.flushed)
 		t.flushed = t.pos
 	}
 	return n, nil

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"vmimport/batch"
@@ -23,9 +24,7 @@ import (
 	"vmimport/job"
 )
 
-const batchHelp = `Usage: convert batch MANIFEST [flags]
-
-Converts many disks in one run: --jobs at a time, under one --memory budget
+const batchLong = `Converts many disks in one run: --jobs at a time, under one --memory budget
 for all of them. MANIFEST (a file, or - for stdin) lists one disk a line,
 as JSON Lines or as CSV with a header row (told apart by the content). The
 keys are the long flag names of a single conversion, and "source":
@@ -55,10 +54,18 @@ JSON object per disk as it ends (source, output, status: done, failed,
 skipped or cancelled, error, seconds, bytes, and the single run's summary)
 and a last object {"summary": ...}.
 
-Exit codes: 0 every disk done or skipped; 1 a disk failed; 2 a usage error
-or a bad manifest (nothing started); 130 interrupted.
+With --queue nats://HOST:PORT the disks are not converted here: they are
+checked the same way, then published to a NATS JetStream work queue for the
+workers of any number of nodes (convert worker --help); --wait then follows
+them to their end and prints what a local batch prints. Resubmitting queues
+no disk twice. convert batch status --queue URL lists every disk of the
+queue. --jobs, --memory, --state-dir and --no-state are the workers'.`
 
-Flags:
+const batchExitCodes = `Exit codes:
+  0    every disk done or skipped
+  1    a disk failed or was cancelled
+  2    usage error, or a bad manifest (nothing started)
+  130  interrupted
 `
 
 // batchOptions are the flags that apply to a batch as a whole.
@@ -72,12 +79,46 @@ type batchOptions struct {
 }
 
 func (b *batchOptions) register(fs *pflag.FlagSet) {
-	fs.IntVar(&b.jobs, "jobs", batch.DefaultJobs, "disks converted at once")
-	fs.StringVar(&b.memory, "memory", "1G", "memory budget of all running disks together (blocks in flight and upload parts); a disk waits for its share")
-	fs.StringVar(&b.stateDir, "state-dir", "", "where the batch keeps what it did, so a rerun skips finished disks (default: under the user's cache folder, one per manifest)")
-	fs.BoolVar(&b.noState, "no-state", false, "keep no bookkeeping: convert every disk, even one a previous run did")
-	fs.BoolVar(&b.asJSON, "json", false, "print a JSON object per disk as it ends, then a summary object (stdout)")
-	fs.StringVar(&b.progress, "progress", "auto", "progress bars on stderr, one per running disk and a total: auto (when stderr is a terminal), always, never")
+	flagGroup(fs, groupBatch, func() {
+		fs.IntVar(&b.jobs, "jobs", batch.DefaultJobs, "disks converted at once")
+		fs.StringVar(&b.memory, "memory", "1G", "memory budget of all running disks together (blocks in flight and upload parts); a disk waits for its share")
+		fs.StringVar(&b.stateDir, "state-dir", "", "where the batch keeps what it did, so a rerun skips finished disks (default: under the user's cache folder, one per manifest)")
+		fs.BoolVar(&b.noState, "no-state", false, "keep no bookkeeping: convert every disk, even one a previous run did")
+	})
+	flagGroup(fs, groupDisplay, func() {
+		fs.BoolVar(&b.asJSON, "json", false, "print a JSON object per disk as it ends, then a summary object (stdout)")
+		registerProgress(fs, &b.progress, "progress bars on stderr, one per running disk and a total")
+	})
+}
+
+// newBatchCmd is convert batch: its own flags, then every flag of a
+// conversion as the defaults of the records (the manifest's keys are
+// their long names).
+func newBatchCmd() *cobra.Command {
+	var def specOptions
+	var bo batchOptions
+	var qo queueOptions
+	c := &cobra.Command{
+		Use:     "batch MANIFEST",
+		Short:   "convert many disks in one run, under one memory budget",
+		Long:    batchLong,
+		Example: "  convert batch disks.jsonl --jobs 3 --memory 2G --jdcloud-region cn-north-1 --verify\n  convert batch - --json < disks.csv",
+		Args:    exactArgs(1, "batch takes one manifest (a file, or - for stdin)"),
+		RunE: func(c *cobra.Command, args []string) error {
+			if qo.url != "" {
+				return runQueueBatch(c.Context(), c.Flags(), &bo, &qo, &def, args[0], c.OutOrStdout(), c.ErrOrStderr())
+			}
+			return runBatch(c.Context(), c.Flags(), &bo, args[0], c.OutOrStdout(), c.ErrOrStderr())
+		},
+		Annotations: map[string]string{exitCodesKey: batchExitCodes},
+	}
+	fs := c.Flags()
+	fs.SortFlags = false
+	bo.register(fs)
+	flagGroup(fs, groupQueue, func() { qo.register(fs) })
+	def.register(fs)
+	c.AddCommand(newBatchStatusCmd())
+	return c
 }
 
 // batchFailed is the error of a batch in which a disk failed.
@@ -86,22 +127,7 @@ type batchFailed struct{ msg string }
 func (b batchFailed) Error() string { return b.msg }
 func (b batchFailed) ExitCode() int { return exitFailure }
 
-func runBatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var def specOptions
-	var bo batchOptions
-	fs := pflag.NewFlagSet("convert batch", pflag.ContinueOnError)
-	fs.SortFlags = false
-	fs.SetOutput(stderr)
-	bo.register(fs)
-	def.register(fs)
-	fs.Usage = func() { fmt.Fprint(stderr, batchHelp+fs.FlagUsages()) }
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return usageError{fmt.Errorf("batch takes one manifest (a file, or - for stdin), got %d", fs.NArg())}
-	}
+func runBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, name string, stdout, stderr io.Writer) error {
 	if err := checkProgressMode(bo.progress); err != nil {
 		return usageError{err}
 	}
@@ -110,7 +136,6 @@ func runBatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageError{fmt.Errorf("--memory: %w", err)}
 	}
 
-	name := fs.Arg(0)
 	items, digest, err := readManifest(name, fs)
 	if err != nil {
 		return usageError{err}
@@ -288,7 +313,7 @@ func printBatchTable(w io.Writer, outs []batch.Outcome, sum batch.Summary) {
 		}
 		what := oc.Source + " -> " + oc.Output
 		if oc.Error != "" {
-			what += ": " + oc.Error
+			what += ": " + plain(oc.Error)
 		}
 		fmt.Fprintf(tw, "%s\t%.1f\t%s\t%s\n", oc.Status, oc.Seconds, size, firstLine(what))
 	}

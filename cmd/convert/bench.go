@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -10,19 +9,17 @@ import (
 	"runtime"
 	"strings"
 	"time"
-	"vmimport/internal/units"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"vmimport/internal/units"
 	"vmimport/job"
 	"vmimport/reader"
 	"vmimport/stream"
 )
 
-const benchHelp = `Usage:
-  convert bench SRC [--workers N] [--block-size SIZE] [--tmpdir DIR] [--to s3://B/K] [--json]
-
-convert bench SRC measures, on your own image, without keeping anything:
+const benchLong = `convert bench SRC measures, on your own image, without keeping anything:
   read    the image is read and decoded through the pipeline, output discarded:
           decode throughput and the fraction of the disk that is zero;
   raw     the image is converted to a sparse RAW file in --tmpdir, then removed:
@@ -33,42 +30,56 @@ convert bench SRC measures, on your own image, without keeping anything:
 Throughput is given per second of virtual size and of data actually moved.
 
 The benchmark suite against qemu-img and aws-cli is a separate command,
-bench/cmd/benchsuite (make bench).
+bench/cmd/benchsuite (make bench), so that convert does not ship it.`
 
-Flags:
-`
+// benchOptions are the flags of convert bench.
+type benchOptions struct {
+	bs      string
+	workers int
+	tmpdir  string
+	asJSON  bool
+	to      string
+	co      convertOptions
+}
 
-func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var (
-		bs      string
-		workers int
-		tmpdir  string
-		asJSON  bool
-		to      string
-		co      convertOptions
-	)
-	fs := pflag.NewFlagSet("convert bench", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.SortFlags = false
-	fs.IntVar(&workers, "workers", runtime.GOMAXPROCS(0), "SRC: blocks read and decoded in parallel")
-	fs.StringVar(&bs, "block-size", "1M", "SRC: unit of reading and zero detection")
-	fs.StringVar(&tmpdir, "tmpdir", os.TempDir(), "SRC: folder for the temporary RAW output")
-	fs.BoolVar(&asJSON, "json", false, "SRC: print JSON")
-	fs.StringVar(&to, "to", "", "SRC: also measure an upload to s3://BUCKET/KEY, which is aborted at the end (nothing is kept); the upload flags below apply")
-	co.upload.register(fs)
-	fs.Usage = func() { fmt.Fprint(stderr, benchHelp+fs.FlagUsages()) }
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+func newBenchCmd() *cobra.Command {
+	var o benchOptions
+	c := &cobra.Command{
+		Use:     "bench SRC",
+		Short:   "measure throughput on your own image",
+		Long:    benchLong,
+		Example: "  convert bench disk.vmdk\n  convert bench disk.vmdk --to s3://my-bucket/bench.raw --jdcloud-region cn-north-1",
+		Args:    exactArgs(1, "bench takes one image"),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runBench(c.Context(), c.Flags(), &o, args, c.OutOrStdout(), c.ErrOrStderr())
+		},
 	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return usageError{fmt.Errorf("bench takes one image")}
+	fs := c.Flags()
+	fs.SortFlags = false
+	flagGroup(fs, "Image (convert bench SRC)", func() {
+		fs.IntVar(&o.workers, "workers", 0, "blocks read and decoded in parallel (default: the number of CPUs)")
+		fs.StringVar(&o.bs, "block-size", "1M", "unit of reading and zero detection")
+		fs.StringVar(&o.tmpdir, "tmpdir", "", "`folder` for the temporary RAW output (default: the system's temporary folder)")
+		fs.StringVar(&o.to, "to", "", "also measure an upload to s3://BUCKET/KEY, which is aborted at the end (nothing is kept); the upload flags apply")
+	})
+	o.co.upload.register(fs)
+	flagGroup(fs, groupDisplay, func() { fs.BoolVar(&o.asJSON, "json", false, "print JSON (convert bench SRC)") })
+	return c
+}
+
+func runBench(ctx context.Context, fs *pflag.FlagSet, bo *benchOptions, args []string, stdout, stderr io.Writer) error {
+	bs, workers, tmpdir, asJSON, to, co := bo.bs, bo.workers, bo.tmpdir, bo.asJSON, bo.to, &bo.co
+	if tmpdir == "" {
+		tmpdir = os.TempDir()
+	}
+	if workers == 0 {
+		workers = runtime.GOMAXPROCS(0)
 	}
 	blockSize, err := parseSize(bs)
 	if err != nil {
 		return usageError{fmt.Errorf("--block-size: %w", err)}
 	}
-	base := job.Spec{Source: fs.Arg(0), Workers: workers, BlockSize: int(blockSize), Check: "off"}
+	base := job.Spec{Source: args[0], Workers: workers, BlockSize: int(blockSize), Check: "off"}
 	if err := base.Validate(); err != nil && !strings.Contains(err.Error(), "no output") {
 		return usageError{err}
 	}
@@ -90,6 +101,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		up = &s
 	}
 	return benchImage(ctx, base, tmpdir, asJSON, up, stdout, stderr)
+}
+
+// mibps is a rate of the table (MB/s, as the JSON has it) in MiB/s; "-"
+// for a phase too short to tell a rate.
+func mibps(mbps, seconds float64) string {
+	if seconds < units.MinRateSeconds {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f", mbps*1e6/(1<<20))
 }
 
 type benchPhase struct {
@@ -148,15 +168,13 @@ func benchImage(ctx context.Context, base job.Spec, tmpdir string, asJSON bool, 
 	}
 
 	if asJSON {
-		e := json.NewEncoder(stdout)
-		e.SetIndent("", "  ")
-		return e.Encode(map[string]any{"source": im.Info(), "workers": workers, "block_size": blockSize, "phases": phases})
+		return writeJSON(stdout, map[string]any{"source": im.Info(), "workers": workers, "block_size": blockSize, "phases": phases})
 	}
 	info := im.Info()
 	fmt.Fprintf(stdout, "%s: %s, %s virtual, %.0f%% zero; %d workers, %s blocks\n", src, info.Format, units.Bytes(im.Size()), phases[0].ZeroFraction*100, workers, units.Bytes(int64(blockSize)))
-	fmt.Fprintf(stdout, "%-6s %9s %16s %13s\n", "phase", "seconds", "MB/s (virtual)", "MB/s (data)")
+	fmt.Fprintf(stdout, "%-6s %9s %16s %13s\n", "phase", "seconds", "MiB/s (virtual)", "MiB/s (data)")
 	for _, p := range phases {
-		fmt.Fprintf(stdout, "%-6s %9.2f %16.0f %13.0f\n", p.Phase, p.Seconds, p.VirtualMBps, p.DataMBps)
+		fmt.Fprintf(stdout, "%-6s %9.2f %16s %13s\n", p.Phase, p.Seconds, mibps(p.VirtualMBps, p.Seconds), mibps(p.DataMBps, p.Seconds))
 	}
 	return nil
 }

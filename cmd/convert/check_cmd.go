@@ -4,11 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"vmimport/internal/units"
 
-	"github.com/spf13/pflag"
+	"github.com/spf13/cobra"
 
 	"vmimport/check"
+	"vmimport/internal/units"
+	"vmimport/job"
 )
 
 // Exit codes of convert check.
@@ -17,9 +18,7 @@ const (
 	exitCheckWarnings = 4            // warnings, no errors
 )
 
-const checkHelp = `Usage: convert check SRC [--json] [--system-disk-size-gb N [--shrink]] [flags]
-
-Checks a disk image against the cloud's import rules, offline, from the
+const checkLong = `Checks a disk image against the cloud's import rules, offline, from the
 disk's bytes: image format and size, partition table and boot (MBR with
 boot code and one active partition; no GPT, no EFI system partition), file
 systems (ext3/ext4/xfs or NTFS; no LVM, LUKS, btrfs, md RAID; at most 98%
@@ -31,17 +30,15 @@ ImportImage request. convert runs the same check before writing (--check).
 Every finding has a rule id, a severity (error: the import fails or the
 instance does not boot; warning: it may not work well; info: worth
 knowing, or not checkable offline), a message saying how to fix it, and its
-evidence (partition, file, disk offset).
+evidence (partition, file, disk offset).`
 
-Exit codes:
+const checkExitCodes = `Exit codes:
   0    pass: no errors, no warnings
+  1    the check itself failed (I/O error)
   2    usage error
   3    errors found (the import would fail), or the image cannot be opened
   4    warnings only
-  1    the check itself failed (I/O error)
   130  interrupted
-
-Flags:
 `
 
 // checkFailed carries the exit code of a check with findings.
@@ -55,40 +52,47 @@ func (c checkFailed) Error() string { return c.msg }
 // ExitCode is the process exit code.
 func (c checkFailed) ExitCode() int { return c.code }
 
-func runCheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func newCheckCmd() *cobra.Command {
 	var (
 		asJSON     bool
 		diskSizeGB int64
 		shrink     bool
 		ro         readerOptions
 	)
-	fs := pflag.NewFlagSet("convert check", pflag.ContinueOnError)
+	c := &cobra.Command{
+		Use:     "check SRC",
+		Short:   "check an image against the cloud's import rules",
+		Long:    checkLong,
+		Example: "  convert check disk.vhdx\n  convert check --json --system-disk-size-gb 40 --shrink disk.qcow2",
+		Args:    exactArgs(1, "check takes one image"),
+		RunE: func(c *cobra.Command, args []string) error {
+			if shrink && diskSizeGB == 0 {
+				return usageError{fmt.Errorf("--shrink needs --system-disk-size-gb")}
+			}
+			return runCheckCmd(c.Context(), args[0], &ro, diskSizeGB, shrink, asJSON, c.OutOrStdout(), c.ErrOrStderr())
+		},
+		Annotations: map[string]string{exitCodesKey: checkExitCodes},
+	}
+	fs := c.Flags()
 	fs.SortFlags = false
-	fs.SetOutput(stderr)
-	fs.BoolVar(&asJSON, "json", false, "print the report as JSON on stdout, for scripts")
-	fs.Int64Var(&diskSizeGB, "system-disk-size-gb", 0, "the system disk size the import will ask for (default: the smallest that fits)")
-	fs.BoolVar(&shrink, "shrink", false, "check for convert --shrink: the virtual size may exceed --system-disk-size-gb if everything beyond is zero")
-	ro.register(fs)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, checkHelp)
-		fmt.Fprint(stderr, fs.FlagUsages())
-	}
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return usageError{fmt.Errorf("check takes exactly one image, got %d", fs.NArg())}
-	}
-	if shrink && diskSizeGB == 0 {
-		return usageError{fmt.Errorf("--shrink needs --system-disk-size-gb")}
-	}
-	src := fs.Arg(0)
+	flagGroup(fs, groupInput, func() { ro.register(fs) })
+	flagGroup(fs, groupCheck, func() {
+		fs.Int64Var(&diskSizeGB, "system-disk-size-gb", 0, "the system disk size the import will ask for, in `GB` (default: the smallest that fits)")
+		fs.BoolVar(&shrink, "shrink", false, "check for convert --shrink: the virtual size may exceed --system-disk-size-gb if everything beyond is zero")
+	})
+	flagGroup(fs, groupDisplay, func() { fs.BoolVar(&asJSON, "json", false, "print the report as JSON on stdout, for scripts") })
+	return c
+}
+
+func runCheckCmd(ctx context.Context, src string, ro *readerOptions, diskSizeGB int64, shrink, asJSON bool, stdout, stderr io.Writer) error {
 	im, _, err := ro.open(ctx, src, stderr)
 	if err != nil {
 		return err
 	}
 	defer im.Close()
+	if err := job.CheckSourceFormat(ro.format, im.Info()); err != nil {
+		return inputError{err}
+	}
 	r, err := check.Run(ctx, im, check.Options{Format: im.Info().Format, DiskSizeGB: diskSizeGB, Shrink: shrink})
 	if err != nil {
 		return err

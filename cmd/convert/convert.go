@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"strings"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
@@ -49,21 +49,33 @@ func (o *specOptions) given(fs *pflag.FlagSet, name string) bool {
 	return fs.Changed(name) && !o.inherited[name]
 }
 
+// register adds the flags of a conversion to fs, in their help groups. A
+// new group of flags is an options struct with its own register, called
+// here inside flagGroup (help.go); its flags then make manifest keys of
+// convert batch too.
 func (o *specOptions) register(fs *pflag.FlagSet) {
-	fs.StringVarP(&o.outFormat, "output-format", "O", "raw", "output format: raw or qcow2")
-	fs.StringVarP(&o.output, "output", "o", "", "output: a file, - for stdout (raw only), or s3://BUCKET/KEY for an upload (required)")
-	fs.StringVar(&o.qcow2Compat, "qcow2-compat", "1.1", "QCOW2 compat: 1.1 (version 3) or 0.10 (version 2, for old importers)")
-	fs.StringVar(&o.cluster, "cluster-size", "64k", "QCOW2 cluster size: 512..2M, a power of two")
-	fs.BoolVarP(&o.compress, "compress", "c", false, "compress QCOW2 clusters, in the worker threads")
-	fs.StringVar(&o.compression, "compression", "zlib", "QCOW2 compression: zlib (any qemu) or zstd (qemu 5.1+, compat 1.1)")
-	fs.Int64Var(&o.diskSizeGB, "system-disk-size-gb", 0, "system disk size for ImportImage: 40..500, a multiple of 10, not below the virtual size (default: the smallest that fits)")
-	fs.BoolVar(&o.force, "force", false, "go on despite a broken import rule (the import itself may then fail)")
-	fs.IntVar(&o.workers, "workers", runtime.GOMAXPROCS(0), "blocks read and decoded in parallel")
-	fs.StringVar(&o.blockSize, "block-size", "1M", "unit of reading and zero detection (4k..64M, a power of two)")
-	o.readerOptions.register(fs)
+	flagGroup(fs, groupInput, func() { o.readerOptions.register(fs) })
+	flagGroup(fs, groupOutput, func() {
+		fs.StringVarP(&o.output, "output", "o", "", "output: a `FILE`, - for stdout (raw only), or s3://BUCKET/KEY for an upload; a second argument after SRC is the same (as qemu-img takes it)")
+		fs.StringVarP(&o.outFormat, "output-format", "O", "raw", "output `format`: raw or qcow2")
+	})
+	flagGroup(fs, groupQCOW2, func() {
+		fs.StringVar(&o.qcow2Compat, "qcow2-compat", "1.1", "QCOW2 compat: 1.1 (version 3) or 0.10 (version 2, for old importers)")
+		fs.StringVar(&o.cluster, "cluster-size", "64k", "QCOW2 cluster `size`: 512..2M, a power of two")
+		fs.BoolVarP(&o.compress, "compress", "c", false, "compress QCOW2 clusters, in the worker threads")
+		fs.StringVar(&o.compression, "compression", "zlib", "QCOW2 compression: zlib (any qemu) or zstd (qemu 5.1+, compat 1.1)")
+	})
+	flagGroup(fs, groupCheck, func() {
+		fs.Int64Var(&o.diskSizeGB, "system-disk-size-gb", 0, "system disk size for ImportImage, in `GB`: 40..500, a multiple of 10, not below the virtual size (default: the smallest that fits)")
+		o.check.register(fs)
+		fs.BoolVar(&o.force, "force", false, "go on despite a broken import rule (the import itself may then fail)")
+	})
 	o.upload.register(fs)
-	o.imp.register(fs, true)
-	o.check.register(fs)
+	flagGroup(fs, groupImport, func() { o.imp.register(fs, true) })
+	flagGroup(fs, groupPerf, func() {
+		fs.IntVar(&o.workers, "workers", 0, "blocks read and decoded in parallel, 1..256 (default: the number of CPUs)")
+		fs.StringVar(&o.blockSize, "block-size", "1M", "unit of reading and zero detection: a power of two from 4k to 64M")
+	})
 }
 
 // spec turns the parsed flags into a job spec for source src. fs tells
@@ -75,21 +87,19 @@ func (o *specOptions) spec(fs *pflag.FlagSet, src string) (job.Spec, error) {
 		Output: o.output, Format: o.outFormat, DiskSizeGB: o.diskSizeGB, Force: o.force,
 		Shrink: o.check.shrink, Check: o.check.mode, Workers: o.workers,
 	}
+	s.SourceFormat = o.format
 	bs, err := parseSize(o.blockSize)
-	if err != nil {
-		return s, fmt.Errorf("--block-size: %w", err)
-	}
-	if bs > 1<<30 {
+	if err != nil || bs < 4<<10 || bs > 64<<20 || bs&(bs-1) != 0 {
 		return s, fmt.Errorf("--block-size %s: use a power of two from 4k to 64M", o.blockSize)
 	}
 	s.BlockSize = int(bs)
-	if o.workers < 1 {
+	if o.workers < 0 || o.workers > 256 || (o.workers == 0 && fs.Changed("workers")) {
 		return s, fmt.Errorf("--workers %d: use 1..256", o.workers)
 	}
 	if o.outFormat == "qcow2" {
 		cs, err := parseSize(o.cluster)
-		if err != nil || cs > 1<<30 {
-			return s, fmt.Errorf("--cluster-size %q: use 512..2M, a power of two", o.cluster)
+		if err != nil || cs < 512 || cs > 2<<20 || cs&(cs-1) != 0 {
+			return s, fmt.Errorf("--cluster-size %s: use a power of two from 512 to 2M", o.cluster)
 		}
 		s.QCOW2 = job.QCOW2Spec{Compat: o.qcow2Compat, ClusterSize: int(cs)}
 		if o.compress || fs.Changed("compression") {
@@ -129,20 +139,50 @@ func (o *specOptions) spec(fs *pflag.FlagSet, src string) (job.Spec, error) {
 // convertOptions are the flags of a conversion: the spec's and the display.
 type convertOptions struct {
 	specOptions
-	progress   string
-	asJSON     bool
-	cpuProfile string
+	progress     string
+	showProgress bool // -p
+	quiet        bool // -q
+	asJSON       bool
+	cpuProfile   string
 }
 
-func convertFlags(o *convertOptions) *pflag.FlagSet {
-	fs := pflag.NewFlagSet("convert", pflag.ContinueOnError)
-	fs.SortFlags = false
+func (o *convertOptions) register(fs *pflag.FlagSet) {
 	o.specOptions.register(fs)
-	fs.StringVar(&o.progress, "progress", "auto", "progress bar on stderr: auto (when stderr is a terminal), always, never")
-	fs.BoolVar(&o.asJSON, "json", false, "print a JSON summary at the end (on stdout, or stderr when the image goes to stdout)")
+	flagGroup(fs, groupDisplay, func() {
+		registerProgress(fs, &o.progress, "progress bar with the phase, rate and time left on stderr")
+		fs.BoolVarP(&o.showProgress, "show-progress", "p", false, "show the bar even when stderr is not a terminal (--progress always; qemu-img's -p)")
+		fs.BoolVarP(&o.quiet, "quiet", "q", false, "print only errors and warnings: no bar, no check findings, no summary line (qemu-img's -q); an upload's report still goes to stdout")
+		fs.BoolVar(&o.asJSON, "json", false, "print a JSON summary at the end (on stdout, or stderr when the image goes to stdout)")
+		fs.BoolP("help", "h", false, "help for convert")
+		fs.Bool("version", false, "print the version, the source revision and the build date")
+	})
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the conversion to this file")
 	_ = fs.MarkHidden("cpuprofile")
-	return fs
+}
+
+// registerProgress adds --progress, shared by the commands that draw bars.
+func registerProgress(fs *pflag.FlagSet, p *string, what string) {
+	fs.StringVar(p, "progress", "auto", what+": auto (when stderr is a terminal), always or never")
+}
+
+// display settles -p, -q and --progress into one mode.
+func (o *convertOptions) display(fs *pflag.FlagSet) error {
+	if err := checkProgressMode(o.progress); err != nil {
+		return err
+	}
+	switch {
+	case o.showProgress && o.quiet:
+		return errors.New("-p shows the progress bar and -q hides it: give one")
+	case o.showProgress && fs.Changed("progress") && o.progress != "always":
+		return fmt.Errorf("-p and --progress %s disagree: give one", o.progress)
+	case o.quiet && fs.Changed("progress") && o.progress != "never":
+		return fmt.Errorf("-q and --progress %s disagree: give one", o.progress)
+	case o.showProgress:
+		o.progress = "always"
+	case o.quiet:
+		o.progress = "never"
+	}
+	return nil
 }
 
 func checkProgressMode(mode string) error {
@@ -153,27 +193,47 @@ func checkProgressMode(mode string) error {
 	return fmt.Errorf("--progress %q: use auto, always or never", mode)
 }
 
-func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var o convertOptions
-	fs := convertFlags(&o)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: convert SRC [-O raw|qcow2] -o OUT|- [flags]\n\nSRC is a file, a block device, or a URL read in place by ranges:\nhttps://, http:// (--source-header) or s3://BUCKET/KEY (--source-endpoint, ...).\n\nFlags:\n")
-		fmt.Fprint(stderr, fs.FlagUsages())
-		fmt.Fprint(stderr, "\n"+exitCodesHelp)
+// args checks the arguments of a conversion before any file is opened:
+// one source, and the output as a second argument when -o is not given
+// (qemu-img's habit). A first argument that is no file but close to a
+// command's name is taken for a mistyped command.
+func (o *convertOptions) args(c *cobra.Command, args []string) error {
+	fs := c.Flags()
+	switch {
+	case len(args) == 0 && fs.NFlag() == 0:
+		fmt.Fprint(c.ErrOrStderr(), shortUsage(c))
+		return usageError{errors.New("no image given")}
+	case len(args) == 0:
+		return usageError{errors.New("no source image: convert SRC -o OUT (convert --help)")}
+	case missingFile(args[0]) && len(suggestionsFor(c, args[0])) > 0:
+		return usageError{fmt.Errorf("unknown command %q, and no file of that name: did you mean %s?", args[0], orList(suggestionsFor(c, args[0])))}
+	case len(args) > 2:
+		return usageError{fmt.Errorf("convert takes one source image and, without -o, its output; got %d arguments: %s", len(args), strings.Join(args, " "))}
+	case len(args) == 2 && fs.Changed("output"):
+		return usageError{fmt.Errorf("two outputs, -o %s and %s: give one", o.output, args[1])}
+	case len(args) == 2:
+		// convert SRC OUT, as qemu-img convert takes it.
+		return fs.Set("output", args[1])
 	}
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+	return nil
+}
+
+// shortUsage is what a bare `convert` prints: how to call it and the
+// commands, without the flags.
+func shortUsage(c *cobra.Command) string {
+	u := usage(c)
+	if i := strings.Index(u, "\nInput flags:"); i >= 0 {
+		u = u[:i] + "\n"
 	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return usageError{fmt.Errorf("give exactly one source image, got %d", fs.NArg())}
-	}
-	spec, err := o.spec(fs, fs.Arg(0))
+	return u + "Run \"convert --help\" for the flags, the examples and the exit codes.\n"
+}
+
+func runConvert(ctx context.Context, fs *pflag.FlagSet, o *convertOptions, src string, stdout, stderr io.Writer) error {
+	spec, err := o.spec(fs, src)
 	if err != nil {
 		return usageError{err}
 	}
-	if err := checkProgressMode(o.progress); err != nil {
+	if err := o.display(fs); err != nil {
 		return usageError{err}
 	}
 	toStdout := spec.Kind() == job.ToStdout
@@ -189,32 +249,26 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		defer stop()
 	}
-	ui := newRunUI(o.progress, stderr, o.asJSON)
+	ui := newRunUI(o.progress, stderr, o.asJSON, o.quiet)
 	res, err := job.Run(ctx, spec, job.Env{Stdout: stdout, Events: ui.event})
 	ui.finish(err == nil)
 	// A failed import leaves a complete upload: its report is still told.
 	var ie *job.ImportError
 	if err != nil && !errors.As(err, &ie) {
-		return err
+		return withOutput(err, spec)
 	}
 	out := stdout
 	if toStdout {
 		out = stderr
 	}
 	if o.asJSON {
-		e := json.NewEncoder(out)
-		e.SetIndent("", "  ")
-		e.SetEscapeHTML(false)
-		if jerr := e.Encode(res); jerr != nil {
+		if jerr := writeJSON(out, res); jerr != nil {
 			return jerr
 		}
 		return err
 	}
-	if !toStdout || o.progress != "never" {
-		st := res.Stats
-		fmt.Fprintf(stderr, "%s -> %s (%s): %s virtual, %s data, %s zero (%s never read) in %.1fs (%.0f MB/s); system disk size %d GB\n",
-			spec.Source, res.Output, res.OutputFormat, units.Bytes(st.Size), units.Bytes(st.Data), units.Bytes(st.Skipped+st.Detected), units.Bytes(st.Skipped),
-			res.Seconds, float64(st.Size)/1e6/max(res.Seconds, 1e-9), res.SystemDiskSizeGB)
+	if !o.quiet && (!toStdout || o.progress != "never") {
+		fmt.Fprintln(stderr, summaryLine(spec.Source, res))
 		fmt.Fprint(stderr, remoteLine(res))
 	}
 	if res.Upload != nil {
@@ -222,6 +276,23 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	printImport(stdout, res.Import)
 	return err
+}
+
+// summaryLine tells what a conversion did, in one line, in IEC units.
+func summaryLine(src string, res *job.Result) string {
+	st := res.Stats
+	return fmt.Sprintf("%s -> %s (%s): %s virtual, %s data, %s zero (%s never read) in %s; system disk size %d GB",
+		src, res.Output, res.OutputFormat, units.Bytes(st.Size), units.Bytes(st.Data), units.Bytes(st.Skipped+st.Detected), units.Bytes(st.Skipped),
+		units.Took(st.Size, res.Seconds), res.SystemDiskSizeGB)
+}
+
+// writeJSON writes v as indented JSON, without HTML escaping: presigned
+// URLs and bodies keep their &.
+func writeJSON(w io.Writer, v any) error {
+	e := json.NewEncoder(w)
+	e.SetIndent("", "  ")
+	e.SetEscapeHTML(false)
+	return e.Encode(v)
 }
 
 // checkText is the import check's findings for people, a line each.

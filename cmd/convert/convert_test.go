@@ -339,7 +339,7 @@ func TestInterrupt(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for !writing(cmd.Process.Pid, dir) {
+	for !testkit.Writing(cmd.Process.Pid, dir, "big.raw") {
 		if time.Now().After(deadline) {
 			t.Fatal("the conversion never started writing")
 		}

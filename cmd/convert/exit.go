@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
-	"syscall"
 
 	"github.com/spf13/pflag"
 
@@ -74,7 +72,7 @@ func exitCode(ctx context.Context, err error) int {
 		return exitOK
 	case ctx.Err() != nil || errors.Is(err, context.Canceled):
 		return exitCancelled
-	case errors.Is(err, syscall.EPIPE):
+	case isBrokenPipe(err):
 		return exitPipe
 	case errors.As(err, &ue), errors.As(err, &se), errors.Is(err, stream.ErrOptions):
 		return exitUsage
@@ -83,12 +81,4 @@ func exitCode(ctx context.Context, err error) int {
 		return exitBadInput
 	}
 	return exitFailure
-}
-
-// message is what main prints for a failed run.
-func message(code int, err error) string {
-	if code == exitPipe {
-		return fmt.Sprintf("the reader of stdout closed the pipe before the image was complete: what it got is cut short (%v)", err)
-	}
-	return err.Error()
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,7 +115,7 @@ func TestHangupCleansUp(t *testing.T) {
 			t.Fatal(err)
 		}
 		deadline := time.Now().Add(30 * time.Second)
-		for !writing(cmd.Process.Pid, dir) {
+		for !testkit.Writing(cmd.Process.Pid, dir, "big.raw") {
 			if time.Now().After(deadline) {
 				t.Fatal("the conversion never started writing")
 			}
@@ -204,22 +203,4 @@ func TestTruncatedExitsThree(t *testing.T) {
 			noLeftovers(t, dir, out)
 		})
 	}
-}
-
-// writing reports whether process pid has an output file in dir with
-// bytes in it: the output has no name while it is written (O_TMPFILE), so
-// it is found among the process's open files.
-func writing(pid int, dir string) bool {
-	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	for _, fd := range fds {
-		p := fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())
-		target, err := os.Readlink(p)
-		if err != nil || !strings.HasPrefix(target, dir+"/") || strings.HasSuffix(target, "big.raw") {
-			continue
-		}
-		if fi, err := os.Stat(p); err == nil && fi.Size() > 0 {
-			return true
-		}
-	}
-	return false
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"vmimport/check"
@@ -19,9 +19,7 @@ import (
 	"vmimport/upload"
 )
 
-const importHelp = `Usage: convert import s3://BUCKET/KEY [--wait] [--image-name NAME] [flags]
-
-Imports an object uploaded earlier by convert into the cloud as a private
+const importLong = `Imports an object uploaded earlier by convert into the cloud as a private
 image (ImportImage), from what the upload stored in the object's metadata:
 disk format, system disk size, osType, platform, osVersion, architecture
 and image name. Flags override them; an object convert did not upload
@@ -35,69 +33,74 @@ task, give --client-token to import anew.
 Region: --jdcloud-region, else the region of a jdcloud-oss --endpoint, else
 --region. Credentials of the cloud's API: JDCLOUD_ACCESS_KEY_ID and
 JDCLOUD_SECRET_ACCESS_KEY, else the jdc CLI's current profile
-(~/.jdc/config), else the AWS chain the upload uses; never printed.
+(~/.jdc/config), else the AWS chain the upload uses; never printed.`
 
-Flags:
-`
-
-const importStatusHelp = `Usage: convert import-status TASK_ID... [--wait] [--json] [flags]
-
-Shows the state of image import tasks (DescribeImageTasks): status, progress,
+const importStatusLong = `Shows the state of image import tasks (DescribeImageTasks): status, progress,
 image id, the cloud's errorInfo. --wait follows them until every one has
 ended: exit 0 when all finished, 5 when one failed, 8 at --wait-timeout.
-Region and credentials as for convert import.
+Region and credentials as for convert import.`
 
-Flags:
-`
+// importCmd holds the flags of convert import.
+type importCmd struct {
+	u           uploadOptions
+	i           importOptions
+	asJSON      bool
+	progress    string
+	diskFormat  string
+	diskSizeGB  int64
+	forceImport bool
+	clientToken string
+}
+
+func newImportCmd() *cobra.Command {
+	var o importCmd
+	c := &cobra.Command{
+		Use:     "import s3://BUCKET/KEY",
+		Short:   "import an object uploaded earlier as a private image",
+		Long:    importLong,
+		Example: "  convert import s3://my-bucket/images/web01.qcow2 --jdcloud-region cn-north-1 --wait\n  convert import s3://my-bucket/other.raw --disk-format raw --system-disk-size-gb 40 --jdcloud-region cn-north-1",
+		Args:    exactArgs(1, "give one object, s3://BUCKET/KEY"),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runImport(c.Context(), c.Flags(), &o, args[0], c.OutOrStdout(), c.ErrOrStderr())
+		},
+		Annotations: map[string]string{exitCodesKey: exitCodesHelp},
+	}
+	fs := c.Flags()
+	fs.SortFlags = false
+	u, i := &o.u, &o.i
+	flagGroup(fs, groupImport, func() { i.register(fs, false) })
+	flagGroup(fs, groupUpload, func() {
+		u.registerStore(fs)
+		fs.DurationVar(&u.presignTTL, "presign-ttl", 7*24*time.Hour, "validity of the presigned image link (24h..168h)")
+	})
+	flagGroup(fs, groupImage, func() {
+		fs.StringVar(&u.imageName, "image-name", "", "image name (default: the one the upload stored, else from the key)")
+		fs.StringVar(&u.description, "description", "", "image description")
+		fs.StringVar(&u.osType, "os-type", "", "osType: linux or windows (default: what the upload's check found)")
+		fs.StringVar(&u.platform, "platform", "", `platform: CentOS, Ubuntu, "Windows Server", "Other Linux", "Other Windows", ...`)
+		fs.StringVar(&u.osVersion, "os-version", "", "osVersion, e.g. 7.9 or 22.04")
+		fs.StringVar(&u.architecture, "architecture", "", "architecture: x86_64, arm64 or i386")
+		fs.StringVar(&o.diskFormat, "disk-format", "", "diskFormat of the object: raw, qcow2, vhd or vmdk")
+		fs.Int64Var(&o.diskSizeGB, "system-disk-size-gb", 0, "system disk size: 40..500, a multiple of 10, not below the virtual size")
+		fs.BoolVar(&o.forceImport, "force-import", false, "ask the cloud to skip its own image checks (forceImport)")
+		fs.StringVar(&o.clientToken, "client-token", "", "clientToken (at most 64 characters; default: from bucket, key and ETag)")
+	})
+	flagGroup(fs, groupDisplay, func() {
+		registerProgress(fs, &o.progress, "with --wait: progress bar on stderr")
+		fs.BoolVar(&o.asJSON, "json", false, "print the result as JSON")
+	})
+	return c
+}
 
 // runImport is `convert import s3://BUCKET/KEY`.
-func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var (
-		u           uploadOptions
-		i           importOptions
-		asJSON      bool
-		progress    string
-		diskFormat  string
-		diskSizeGB  int64
-		forceImport bool
-		clientToken string
-	)
-	fs := pflag.NewFlagSet("convert import", pflag.ContinueOnError)
-	fs.SortFlags = false
-	fs.SetOutput(stderr)
-	i.register(fs, false)
-	u.registerStore(fs)
-	fs.StringVar(&u.imageName, "image-name", "", "image name (default: the one the upload stored, else from the key)")
-	fs.StringVar(&u.description, "description", "", "image description")
-	fs.StringVar(&u.osType, "os-type", "", "osType: linux or windows (default: what the upload's check found)")
-	fs.StringVar(&u.platform, "platform", "", `platform: CentOS, Ubuntu, "Windows Server", "Other Linux", "Other Windows", ...`)
-	fs.StringVar(&u.osVersion, "os-version", "", "osVersion, e.g. 7.9 or 22.04")
-	fs.StringVar(&u.architecture, "architecture", "", "architecture: x86_64, arm64 or i386")
-	fs.StringVar(&diskFormat, "disk-format", "", "diskFormat of the object: raw, qcow2, vhd or vmdk")
-	fs.Int64Var(&diskSizeGB, "system-disk-size-gb", 0, "system disk size: 40..500, a multiple of 10, not below the virtual size")
-	fs.BoolVar(&forceImport, "force-import", false, "ask the cloud to skip its own image checks (forceImport)")
-	fs.StringVar(&clientToken, "client-token", "", "clientToken (at most 64 characters; default: from bucket, key and ETag)")
-	fs.DurationVar(&u.presignTTL, "presign-ttl", 7*24*time.Hour, "validity of the presigned image link (24h..168h)")
-	fs.StringVar(&progress, "progress", "auto", "with --wait: progress bar on stderr: auto (on a terminal), always, never")
-	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, importHelp)
-		fmt.Fprint(stderr, fs.FlagUsages())
-		fmt.Fprint(stderr, "\n"+exitCodesHelp)
-	}
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return usageError{fmt.Errorf("give one object, s3://BUCKET/KEY")}
-	}
-	bucket, key, err := upload.ParseS3URL(fs.Arg(0))
+func runImport(ctx context.Context, fs *pflag.FlagSet, o *importCmd, object string, stdout, stderr io.Writer) error {
+	u, i, progress, diskFormat, diskSizeGB, forceImport, clientToken, asJSON := &o.u, &o.i, o.progress, o.diskFormat, o.diskSizeGB, o.forceImport, o.clientToken, o.asJSON
+	bucket, key, err := upload.ParseS3URL(object)
 	if err != nil {
 		return usageError{err}
 	}
 	if key == "" || strings.HasSuffix(key, "/") {
-		return usageError{fmt.Errorf("%s: give the object's key, not a folder", fs.Arg(0))}
+		return usageError{fmt.Errorf("%s: give the object's key, not a folder", object)}
 	}
 	if err := i.validate(progress); err != nil {
 		return err
@@ -120,7 +123,7 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	object := "s3://" + bucket + "/" + key
+	object = "s3://" + bucket + "/" + key
 	meta, virtual, err := upload.ImportMetaFromObject(info.Metadata)
 	if errors.Is(err, upload.ErrNoImportMeta) {
 		if !fs.Changed("disk-format") || !fs.Changed("system-disk-size-gb") {
@@ -176,7 +179,7 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	tasks.finish()
 	b.wait()
 	if asJSON && res != nil {
-		printJSON(stdout, res)
+		writeJSON(stdout, res)
 	} else {
 		printImport(stdout, res)
 	}
@@ -208,35 +211,44 @@ func checkImportMeta(m upload.ImportMeta, virtual int64) error {
 	return nil
 }
 
-// runImportStatus is `convert import-status TASK_ID...`.
-func runImportStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func newImportStatusCmd() *cobra.Command {
 	var (
 		u        uploadOptions
 		i        importOptions
 		asJSON   bool
 		progress string
 	)
-	fs := pflag.NewFlagSet("convert import-status", pflag.ContinueOnError)
+	c := &cobra.Command{
+		Use:     "import-status TASK_ID...",
+		Short:   "show import tasks, or follow them to their end (--wait)",
+		Long:    importStatusLong,
+		Example: "  convert import-status 1234 --jdcloud-region cn-north-1 --wait",
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usageError{errors.New("give one or more task ids (convert import-status --help)")}
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			return runImportStatus(c.Context(), &u, &i, progress, asJSON, args, c.OutOrStdout(), c.ErrOrStderr())
+		},
+		Annotations: map[string]string{exitCodesKey: exitCodesHelp},
+	}
+	fs := c.Flags()
 	fs.SortFlags = false
-	fs.SetOutput(stderr)
-	i.register(fs, false)
-	u.registerStore(fs)
-	fs.StringVar(&progress, "progress", "auto", "with --wait: progress bar on stderr (one task): auto (on a terminal), always, never")
-	fs.BoolVar(&asJSON, "json", false, "print the tasks as JSON")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, importStatusHelp)
-		fmt.Fprint(stderr, fs.FlagUsages())
-		fmt.Fprint(stderr, "\n"+exitCodesHelp)
-	}
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
-	}
-	if fs.NArg() == 0 {
-		fs.Usage()
-		return usageError{errors.New("give one or more task ids")}
-	}
-	ids := make([]jdcloud.TaskID, fs.NArg())
-	for n, a := range fs.Args() {
+	flagGroup(fs, groupImport, func() { i.register(fs, false) })
+	flagGroup(fs, groupUpload, func() { u.registerStore(fs) })
+	flagGroup(fs, groupDisplay, func() {
+		registerProgress(fs, &progress, "with --wait: progress bar on stderr (one task)")
+		fs.BoolVar(&asJSON, "json", false, "print the tasks as JSON")
+	})
+	return c
+}
+
+// runImportStatus is `convert import-status TASK_ID...`.
+func runImportStatus(ctx context.Context, u *uploadOptions, i *importOptions, progress string, asJSON bool, args []string, stdout, stderr io.Writer) error {
+	ids := make([]jdcloud.TaskID, len(args))
+	for n, a := range args {
 		if strings.TrimSpace(a) == "" {
 			return usageError{errors.New("an empty task id")}
 		}
@@ -285,7 +297,7 @@ func runImportStatus(ctx context.Context, args []string, stdout, stderr io.Write
 		if tasks == nil {
 			tasks = []jdcloud.Task{}
 		}
-		printJSON(stdout, tasks)
+		writeJSON(stdout, tasks)
 	} else {
 		printTasks(stdout, tasks)
 	}
@@ -321,10 +333,4 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-func printJSON(w io.Writer, v any) {
-	e := json.NewEncoder(w)
-	e.SetIndent("", "  ")
-	e.Encode(v)
 }

@@ -51,14 +51,14 @@ func TestImportUsage(t *testing.T) {
 		{[]string{"import"}, "give one object"},
 		{[]string{"import", "http://x/y"}, "s3://"},
 		{[]string{"import", "s3://bucket/folder/"}, "not a folder"},
-		{[]string{"import", "s3://b/k", "--progress", "sometimes"}, "--progress"},
-		{[]string{"import", "s3://b/k", "--wait-timeout", "0s"}, "--wait-timeout"},
-		{[]string{"import", "s3://b/k", "--client-token", strings.Repeat("t", 65)}, "at most 64"},
+		{[]string{"import", "s3://bkt/k", "--progress", "sometimes"}, "--progress"},
+		{[]string{"import", "s3://bkt/k", "--wait-timeout", "0s"}, "--wait-timeout"},
+		{[]string{"import", "s3://bkt/k", "--client-token", strings.Repeat("t", 65)}, "at most 64"},
 		{[]string{"import-status"}, "task ids"},
 		{[]string{"import-status", " "}, "empty task id"},
 		{[]string{"disk.raw", "-o", "out.raw", "--import"}, "need an upload"},
 		{[]string{"disk.raw", "-o", "out.raw", "--wait"}, "need an upload"},
-		{[]string{"disk.raw", "-o", "s3://b/k", "--import", "--wait-timeout", "-1s"}, "--wait-timeout"},
+		{[]string{"disk.raw", "-o", "s3://bkt/k", "--import", "--wait-timeout", "-1s"}, "--wait-timeout"},
 	} {
 		code, _, errOut := convertCLI(t, tc.args...)
 		if code != exitUsage || !strings.Contains(errOut, tc.msg) {

@@ -2,16 +2,17 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
-	"syscall"
-	"vmimport/internal/units"
+	"strings"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"vmimport/check"
+	"vmimport/internal/units"
+	"vmimport/job"
 	"vmimport/reader"
 	"vmimport/reader/image"
 )
@@ -24,37 +25,51 @@ type infoReport struct {
 	Importable        bool  `json:"importable_size"`
 }
 
-func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func newInfoCmd() *cobra.Command {
 	var asJSON bool
 	var ro readerOptions
-	fs := pflag.NewFlagSet("convert info", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts")
-	ro.register(fs)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: convert info SRC [--json] [--allow-backing] [--allow-path DIR]\n\nDescribes a disk image (a file, or a URL: https://, http://, s3://BUCKET/KEY,\nread in place): format, subformat, virtual size, file size, allocated\nsize, cluster size, compression, backing chain, and the system disk size to\nask the ImportImage API for.\n\nFlags:\n")
-		fmt.Fprint(stderr, fs.FlagUsages())
+	c := &cobra.Command{
+		Use:   "info SRC",
+		Short: "describe a disk image",
+		Long: `Describes a disk image (a file, or a URL: https://, http://, s3://BUCKET/KEY,
+read in place): format, subformat, virtual size, file size, allocated
+size, cluster size, compression, backing chain, format details (refcount
+bits, lazy refcounts, extended L2, dirty and corrupt flags, the disks of an
+OVA), and the system disk size to ask the ImportImage API for.`,
+		Example: "  convert info disk.vmdk\n  convert info --json disk.qcow2 | jq .virtual_size",
+		Args:    exactArgs(1, "info takes one image"),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runInfo(c.Context(), args[0], &ro, asJSON, c.OutOrStdout(), c.ErrOrStderr())
+		},
+		Annotations: map[string]string{exitCodesKey: `Exit codes:
+  0    the image was read and described
+  2    usage error
+  3    the image cannot be opened: unreadable, corrupt or unsupported
+`},
 	}
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return usageError{fmt.Errorf("info takes exactly one image, got %d", fs.NArg())}
-	}
-	path := fs.Arg(0)
+	fs := c.Flags()
+	fs.SortFlags = false
+	flagGroup(fs, groupInput, func() { ro.register(fs) })
+	flagGroup(fs, groupDisplay, func() { fs.BoolVar(&asJSON, "json", false, "print JSON for scripts") })
+	return c
+}
+
+func runInfo(ctx context.Context, path string, ro *readerOptions, asJSON bool, stdout, stderr io.Writer) error {
 	im, op, err := ro.open(ctx, path, stderr)
 	if err != nil {
 		return err
 	}
 	defer im.Close()
+	if err := job.CheckSourceFormat(ro.format, im.Info()); err != nil {
+		return inputError{err}
+	}
 	r := infoReport{Info: im.Info(), SuggestedDiskSize: check.SuggestDiskGB(im.Size())}
 	r.Importable = check.VirtualGB(im.Size()) <= check.MaxDiskGB
 	if fi, err := os.Stat(path); err == nil {
 		r.FileSize = fi.Size()
 		r.AllocatedSize = fi.Size()
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && fi.Mode().IsRegular() {
-			r.AllocatedSize = st.Blocks * 512
+		if n, ok := allocatedBytes(path, fi); ok && fi.Mode().IsRegular() {
+			r.AllocatedSize = n
 		}
 		if fi.Mode()&os.ModeDevice != 0 {
 			r.FileSize, r.AllocatedSize = im.Size(), im.Size()
@@ -63,9 +78,7 @@ func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		r.FileSize, r.AllocatedSize = n, n
 	}
 	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(r)
+		return writeJSON(stdout, r)
 	}
 	printInfo(stdout, &r.Info, "")
 	fmt.Fprintf(stdout, "file size:         %s (%d bytes)\n", units.Bytes(r.FileSize), r.FileSize)
@@ -103,8 +116,10 @@ func printInfo(w io.Writer, in *image.Info, indent string) {
 	}
 }
 
-// readerOptions are the flags that bound what the readers may open.
+// readerOptions are the flags that say what the source is and bound what
+// the readers may open.
 type readerOptions struct {
+	format       string
 	allowBacking bool
 	allowPaths   []string
 	disk         int
@@ -112,9 +127,13 @@ type readerOptions struct {
 	fs           *pflag.FlagSet
 }
 
+// sourceFormats are the values of -f, for the help and the completion.
+var sourceFormats = job.SourceFormats
+
 func (r *readerOptions) register(fs *pflag.FlagSet) {
+	fs.StringVarP(&r.format, "source-format", "f", "", "refuse the source unless it is this `format`: "+strings.Join(sourceFormats, ", ")+" (qemu-img's -f; the format is always told by the bytes)")
 	fs.BoolVar(&r.allowBacking, "allow-backing", false, "read through backing files and parent disks (QCOW2 backing chains, VMDK, VHD and VHDX deltas)")
-	fs.StringArrayVar(&r.allowPaths, "allow-path", nil, "a folder (or, for remote images, a URL prefix such as https://host/dir/) that backing files and extents may live in besides the image's own (repeatable)")
+	fs.StringArrayVar(&r.allowPaths, "allow-path", nil, "a `folder` that backing files and extents may live in besides the image's own (repeatable)")
 	fs.IntVar(&r.disk, "disk", 0, "which disk of a multi-disk container (OVA) to read, from 0")
 	r.fs = fs
 	r.source.register(fs)

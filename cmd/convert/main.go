@@ -1,6 +1,7 @@
-// Command convert reads a virtual disk image (QCOW2, RAW, ...), checks it
-// against the target cloud's import rules and writes it, converted, to a
-// file, to stdout or to an object store. See `convert --help`.
+// Command convert reads a virtual disk image (QCOW2, VMDK, VHD, VHDX, VDI,
+// OVA, RAW), checks it against the target cloud's import rules and writes
+// it, converted, to a file, to stdout or to an object store, and on into the
+// cloud's image import. See `convert --help`.
 package main
 
 import (
@@ -8,23 +9,21 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"syscall"
 )
 
 func main() {
 	// INT, TERM and HUP (the terminal went away) all stop the run the same
-	// way: the output is cleaned up and the exit code is 130.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	// A reader of stdout that goes away (| head) makes writes fail with
-	// EPIPE instead of killing the process silently: the run says so.
-	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	// way: the output is cleaned up and the exit code is 130. The cause
+	// names the signal for the last message.
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, stopSignals...)
+	go func() { cancel(interrupted{<-sigs}) }()
+	catchSIGPIPE()
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	// Read the exit code before stop: stop cancels ctx, which would make
-	// every failure look like an interrupt.
 	code := exitCode(ctx, err)
-	stop()
 	if err != nil && code != exitOK {
-		fmt.Fprintf(os.Stderr, "convert: %s\n", message(code, err))
+		fmt.Fprintf(os.Stderr, "convert: %s\n", message(ctx, code, err))
 	}
 	os.Exit(code)
 }

@@ -1,13 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/vbauerster/mpb/v8"
@@ -39,14 +39,50 @@ type bars struct {
 	w  io.Writer
 	p  *mpb.Progress // nil: no bars
 	mu sync.Mutex    // serializes lines written without bars
+
+	// refresh asks for a frame: every refreshEvery, and at once when a
+	// phase changes, so that every phase is drawn at least once however
+	// short it is (the decorators take the phases in turn, bar.nextPhase).
+	refresh chan any
+	stop    chan struct{}
+	stopped sync.WaitGroup
 }
+
+const refreshEvery = 150 * time.Millisecond
 
 func newBars(mode string, w io.Writer) *bars {
 	b := &bars{w: w}
 	if showProgress(mode, w) {
-		b.p = mpb.New(mpb.WithOutput(w), mpb.WithRefreshRate(150*time.Millisecond), mpb.ForceTTY(), mpb.WithAutoRefresh())
+		b.refresh = make(chan any, 1)
+		b.stop = make(chan struct{})
+		b.p = mpb.New(mpb.WithOutput(w), mpb.WithManualRefresh(b.refresh), mpb.ForceTTY())
+		b.stopped.Add(1)
+		go func() {
+			defer b.stopped.Done()
+			t := time.NewTicker(refreshEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-t.C:
+					b.redraw()
+				case <-b.stop:
+					return
+				}
+			}
+		}()
 	}
 	return b
+}
+
+// redraw asks for a frame soon (one pending request is enough).
+func (b *bars) redraw() {
+	if b.refresh == nil {
+		return
+	}
+	select {
+	case b.refresh <- time.Now():
+	default:
+	}
 }
 
 // printf writes a line above the bars.
@@ -63,40 +99,136 @@ func (b *bars) printf(format string, args ...any) {
 }
 
 // bar is one bar: a name, the phase, the bytes done of a total, the rate
-// and the time left.
+// and the time left (or, in a phase that moves no bytes, the time spent in
+// it).
 type bar struct {
+	owner     *bars
 	b         *mpb.Bar
-	phase     atomic.Value // string
-	transient bool         // removed when it ends
+	transient bool // removed when it ends
+
+	mu     sync.Mutex
+	phases []string // phases not drawn yet, oldest first
+	shown  string   // the phase last drawn
+	moving bool     // the phase moves bytes: show a rate and the time left
+	since  time.Time
+	base   int64 // bytes done when the phase began
 }
 
-// add adds a bar of total bytes; nil without bars. A transient bar is
-// removed when it ends.
-func (b *bars) add(name string, total int64, priority int, transient bool) *bar {
+// add adds a bar; nil without bars. A transient bar is removed when it
+// ends. Its total is set later (setTotal): a bar created with a total
+// would complete by itself when it reaches it, and stop showing the phases
+// that follow.
+func (b *bars) add(name string, priority int, transient bool) *bar {
 	if b.p == nil {
 		return nil
 	}
-	br := &bar{transient: transient}
-	br.phase.Store("")
-	br.b = b.p.New(total, mpb.BarStyle().Lbound("[").Rbound("]"),
+	br := &bar{owner: b, transient: transient, since: time.Now()}
+	br.b = b.p.New(0, mpb.BarStyle().Lbound("[").Rbound("]"),
 		mpb.BarPriority(priority),
 		mpb.BarOptional(mpb.BarRemoveOnComplete(), transient),
 		mpb.PrependDecorators(
 			decor.Name(name, decor.WCSyncSpaceR),
-			decor.Any(func(decor.Statistics) string { return br.phase.Load().(string) }, decor.WCSyncSpaceR),
+			decor.Any(func(decor.Statistics) string { return br.nextPhase() }, decor.WCSyncSpaceR),
 		),
 		mpb.AppendDecorators(
-			decor.CountersKibiByte("% .1f / % .1f", decor.WCSyncSpace),
-			decor.AverageSpeed(decor.SizeB1024(0), "% .1f", decor.WCSyncSpace),
-			decor.OnComplete(decor.AverageETA(decor.ET_STYLE_GO, decor.WCSyncSpace), ""),
+			decor.Any(counters, decor.WCSyncSpace),
+			decor.Any(br.rate, decor.WCSyncSpace),
+			decor.Any(br.timeLeft, decor.WCSyncSpace),
 		),
 	)
 	return br
 }
 
-func (br *bar) setPhase(p string) {
+// counters is the bytes done of the total, in binary units ("" until the
+// total is known).
+func counters(st decor.Statistics) string {
+	if st.Total <= 0 {
+		return ""
+	}
+	return units.Bytes(st.Current) + " / " + units.Bytes(st.Total)
+}
+
+// nextPhase is the phase a frame shows: the oldest one not drawn yet, so
+// that a phase of a few milliseconds still gets its frame.
+func (br *bar) nextPhase() string {
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	if len(br.phases) > 0 {
+		br.shown, br.phases = br.phases[0], br.phases[1:]
+	}
+	return br.shown
+}
+
+// rate is the phase's bytes per second, in binary units, once it has run
+// long enough to tell.
+func (br *bar) rate(st decor.Statistics) string {
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	if !br.moving || st.Completed || st.Aborted {
+		return ""
+	}
+	return units.Rate(st.Current-br.base, time.Since(br.since).Seconds())
+}
+
+// timeLeft is the time left at the phase's rate; in a phase that moves no
+// bytes (completing the upload, waiting), the time spent in it.
+func (br *bar) timeLeft(st decor.Statistics) string {
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	if st.Completed || st.Aborted {
+		return ""
+	}
+	spent := time.Since(br.since)
+	if !br.moving {
+		if spent < time.Second {
+			return ""
+		}
+		return spent.Truncate(time.Second).String()
+	}
+	// Not before a second: an early sample makes wild guesses.
+	done := st.Current - br.base
+	if done <= 0 || spent < time.Second || st.Total <= st.Current {
+		return ""
+	}
+	left := time.Duration(float64(spent) * float64(st.Total-st.Current) / float64(done))
+	return left.Round(time.Second).String() + " left"
+}
+
+// setPhase starts phase p; moving says it moves bytes (the bar's rate and
+// time left apply to it).
+func (br *bar) setPhase(p string, moving bool) {
+	if br == nil {
+		return
+	}
+	br.mu.Lock()
+	br.phases = append(br.phases, p)
+	br.moving = moving
+	br.since = time.Now()
+	br.base = br.b.Current()
+	br.mu.Unlock()
+	br.owner.redraw()
+}
+
+// progress shows done of total bytes of a phase that moves bytes of its
+// own (the upload's last parts, its read-back): the bar starts over.
+func (br *bar) progress(done, total int64) {
+	if br == nil {
+		return
+	}
+	br.mu.Lock()
+	if !br.moving {
+		br.moving = true
+		br.base = done
+		br.since = time.Now()
+	}
+	br.mu.Unlock()
+	br.b.SetTotal(total, false)
+	br.b.SetCurrent(done)
+}
+
+func (br *bar) setTotal(n int64) {
 	if br != nil {
-		br.phase.Store(p)
+		br.b.SetTotal(n, false)
 	}
 }
 
@@ -106,10 +238,21 @@ func (br *bar) set(n int64) {
 	}
 }
 
-// done ends the bar: complete, or aborted where it stands.
+// done ends the bar: complete, or aborted where it stands; its last frame
+// shows the last phase, after every earlier one had its frame.
 func (br *bar) done(ok bool) {
 	if br == nil {
 		return
+	}
+	for range 8 {
+		br.mu.Lock()
+		left := len(br.phases)
+		br.mu.Unlock()
+		if left == 0 {
+			break
+		}
+		br.owner.redraw()
+		time.Sleep(20 * time.Millisecond)
 	}
 	if ok {
 		br.b.SetTotal(-1, true)
@@ -121,8 +264,16 @@ func (br *bar) done(ok bool) {
 // wait waits for the bars to draw their last state.
 func (b *bars) wait() {
 	if b.p != nil {
+		close(b.stop)
+		b.stopped.Wait()
 		b.p.Wait()
 	}
+}
+
+// movesBytes tells the phases whose bytes the bar counts: the pass, and the
+// steps of an upload that report their own (PhaseProgress).
+func movesBytes(p job.Phase) bool {
+	return p == job.Reading
 }
 
 // runUI shows one job: a bar with its phase, and its warnings, notices
@@ -130,26 +281,34 @@ func (b *bars) wait() {
 type runUI struct {
 	*bars
 	asJSON bool
+	quiet  bool
 	bar    *bar
+	phase  job.Phase
 	tasks  *taskBars
 }
 
-func newRunUI(mode string, w io.Writer, asJSON bool) *runUI {
-	u := &runUI{bars: newBars(mode, w), asJSON: asJSON}
+func newRunUI(mode string, w io.Writer, asJSON, quiet bool) *runUI {
+	u := &runUI{bars: newBars(mode, w), asJSON: asJSON, quiet: quiet}
 	u.tasks = newTaskBars(u.bars)
+	u.bar = u.add("", 0, false)
 	return u
 }
 
 func (u *runUI) event(e job.Event) {
 	switch e.Kind {
 	case job.Started:
-		u.bar = u.add("", e.Info.VirtualSize, 0, false)
+		u.bar.setTotal(e.Info.VirtualSize)
 	case job.PhaseChanged:
-		u.bar.setPhase(string(e.Phase))
+		u.phase = e.Phase
+		u.bar.setPhase(string(e.Phase), movesBytes(e.Phase))
 	case job.Progress:
 		u.bar.set(e.Stats.Done)
+	case job.PhaseProgress:
+		if e.Phase == u.phase {
+			u.bar.progress(e.Done, e.Total)
+		}
 	case job.Checked:
-		if !u.asJSON {
+		if !u.asJSON && !u.quiet {
 			// The findings go into the JSON summary; stderr may be
 			// where the summary goes, so it stays clean.
 			u.printf("%s", checkText(e.Check))
@@ -157,7 +316,9 @@ func (u *runUI) event(e job.Event) {
 	case job.Warning:
 		u.printf("convert: warning: %s\n", e.Message)
 	case job.Notice:
-		u.printf("convert: %s\n", e.Message)
+		if !u.quiet {
+			u.printf("convert: %s\n", e.Message)
+		}
 	case job.ImportProgress:
 		u.tasks.update(*e.Task, "")
 	}
@@ -165,6 +326,9 @@ func (u *runUI) event(e job.Event) {
 
 func (u *runUI) finish(ok bool) {
 	if u.bar != nil {
+		if ok {
+			u.bar.setPhase("done", false)
+		}
 		u.bar.done(ok)
 	}
 	u.tasks.finish()
@@ -184,13 +348,15 @@ type batchUI struct {
 	disk    map[int]*bar
 	virt    map[int]int64 // virtual size of the disks that opened
 	done    map[int]int64 // bytes done per disk
-	pending int           // disks not started yet
+	phase   map[int]job.Phase
+	pending int // disks not started yet
 }
 
 func newBatchUI(mode string, w, out io.Writer, asJSON bool, n int) *batchUI {
 	u := &batchUI{bars: newBars(mode, w), out: out, asJSON: asJSON, n: n,
-		disk: map[int]*bar{}, virt: map[int]int64{}, done: map[int]int64{}, pending: n}
-	u.total = u.add(fmt.Sprintf("all %d disks", n), 0, 1<<30, false)
+		disk: map[int]*bar{}, virt: map[int]int64{}, done: map[int]int64{}, phase: map[int]job.Phase{}, pending: n}
+	u.total = u.add(fmt.Sprintf("all %d disks", n), 1<<30, false)
+	u.total.setPhase("", true)
 	u.tasks = newTaskBars(u.bars)
 	return u
 }
@@ -205,20 +371,23 @@ func (u *batchUI) event(e batch.Event) {
 	switch e.Kind {
 	case batch.DiskStarted:
 		u.pending--
-		u.disk[e.Index] = u.add(name, 0, e.Index, true)
+		u.disk[e.Index] = u.add(name, e.Index, true)
 	case batch.DiskEvent:
 		b := u.disk[e.Index]
 		switch je := e.Job; je.Kind {
 		case job.Started:
 			u.virt[e.Index] = je.Info.VirtualSize
-			if b != nil {
-				b.b.SetTotal(je.Info.VirtualSize, false)
-			}
+			b.setTotal(je.Info.VirtualSize)
 		case job.PhaseChanged:
-			b.setPhase(string(je.Phase))
+			u.phase[e.Index] = je.Phase
+			b.setPhase(string(je.Phase), movesBytes(je.Phase))
 		case job.Progress:
 			u.done[e.Index] = je.Stats.Done
 			b.set(je.Stats.Done)
+		case job.PhaseProgress:
+			if je.Phase == u.phase[e.Index] {
+				b.progress(je.Done, je.Total)
+			}
 		case job.Checked:
 			if !u.asJSON {
 				u.printf("convert: %s: check: %s\n", name, je.Check.Summary())
@@ -271,18 +440,20 @@ func (u *batchUI) updateTotal() {
 	if len(u.virt) > 0 && u.pending > 0 {
 		sum += sum / int64(len(u.virt)) * int64(u.pending)
 	}
-	u.total.b.SetTotal(max(sum, done, 1), false)
+	u.total.setTotal(max(sum, done, 1))
 	u.total.set(done)
 }
 
 // line reports a disk that ended.
 func (u *batchUI) line(oc *batch.Outcome) {
 	if u.asJSON {
-		b, err := json.Marshal(oc)
-		if err == nil {
+		var b bytes.Buffer
+		e := json.NewEncoder(&b)
+		e.SetEscapeHTML(false) // presigned URLs keep their &
+		if e.Encode(oc) == nil {
 			u.mu.Lock()
 			// Straight to out (stdout): bars draw on stderr.
-			u.out.Write(append(b, '\n'))
+			u.out.Write(b.Bytes())
 			u.mu.Unlock()
 		}
 		return
@@ -293,7 +464,7 @@ func (u *batchUI) line(oc *batch.Outcome) {
 	case batch.Skipped:
 		u.printf("skipped    %s -> %s: %s\n", oc.Source, oc.Output, oc.SkippedBecause)
 	default:
-		u.printf("%-10s %s -> %s: %s\n", oc.Status, oc.Source, oc.Output, oc.Error)
+		u.printf("%-10s %s -> %s: %s\n", oc.Status, oc.Source, oc.Output, plain(oc.Error))
 	}
 }
 

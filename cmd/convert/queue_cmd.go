@@ -10,44 +10,13 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"vmimport/batch"
 	"vmimport/internal/units"
 	"vmimport/queue"
 )
-
-const queueBatchHelp = `Usage: convert batch MANIFEST --queue nats://HOST:PORT [--queue-name N] [--wait] [flags]
-       convert batch status --queue nats://HOST:PORT [--queue-name N] [--json]
-
-With --queue, the disks of the manifest are not converted here: they are
-checked as the local batch checks them (every record, before anything is
-sent), then published to a NATS JetStream work queue, one message a disk,
-for the workers of any number of nodes (convert worker --help). The stream
-and the key-value bucket (named after --queue-name, default convert) are
-made on first use; the NATS server must run with JetStream (nats-server -js).
-
-Resubmitting a manifest queues no disk twice: a disk queued or running
-already is left as it is, one done before with the same settings (and,
-where this node sees the source, from the same source) is not queued again;
-one that failed is. Sources and file outputs are made absolute: the workers
-must see them at the same paths (shared storage); uploads need nothing
-shared. Messages carry no secrets: each worker takes credentials and
-endpoints it is not told from its own environment.
-
-Without --wait the command returns once the disks are queued, with a line
-per disk. --wait follows them to their end (and their imports, for records
-that import) and prints what the local batch prints: a line per disk as it
-ends (--json: a JSON object each, then {"summary": ...}), a table, and the
-same exit code: 0 every disk done or skipped; 1 a disk failed; 2 a usage
-error or a bad manifest (nothing queued); 130 interrupted (the disks go on
-in the queue).
-
-convert batch status lists every disk of the queue: queued, running (on
-which worker, how far), done, failed (why).
-
-Flags (the conversion flags are defaults for every disk, as in the local batch):
-`
 
 // queueOptions say which queue.
 type queueOptions struct {
@@ -78,39 +47,9 @@ func (q *queueOptions) open(ctx context.Context, client string) (*queue.Queue, e
 	return queue.Open(ctx, queue.Config{URL: q.url, Name: q.name, Replicas: q.replicas, Client: client})
 }
 
-// queueGiven tells whether a batch command line names a queue.
-func queueGiven(args []string) bool {
-	for _, a := range args {
-		if a == "--" {
-			return false
-		}
-		if a == "--queue" || strings.HasPrefix(a, "--queue=") {
-			return true
-		}
-	}
-	return false
-}
-
 // runQueueBatch is `convert batch MANIFEST --queue URL`: submit, and with
 // --wait follow the disks to their end.
-func runQueueBatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var def specOptions
-	var bo batchOptions
-	var qo queueOptions
-	fs := pflag.NewFlagSet("convert batch", pflag.ContinueOnError)
-	fs.SortFlags = false
-	fs.SetOutput(stderr)
-	qo.register(fs)
-	bo.register(fs)
-	def.register(fs)
-	fs.Usage = func() { fmt.Fprint(stderr, queueBatchHelp+fs.FlagUsages()) }
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return usageError{fmt.Errorf("batch takes one manifest (a file, or - for stdin), got %d", fs.NArg())}
-	}
+func runQueueBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, qo *queueOptions, def *specOptions, name string, stdout, stderr io.Writer) error {
 	for _, name := range []string{"jobs", "memory", "state-dir", "no-state"} {
 		if fs.Changed(name) {
 			return usageError{fmt.Errorf("--%s applies to the workers under --queue (convert worker --help)", name)}
@@ -119,7 +58,6 @@ func runQueueBatch(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := checkProgressMode(bo.progress); err != nil {
 		return usageError{err}
 	}
-	name := fs.Arg(0)
 	items, _, err := readManifest(name, fs)
 	if err != nil {
 		return usageError{err}
@@ -143,7 +81,7 @@ func runQueueBatch(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return fmt.Errorf("queueing the disks: %w (those before were queued; submitting again queues none twice)", err)
 	}
 	if !def.imp.wait {
-		return printSubmitted(stdout, stderr, subs, bo.asJSON, qo)
+		return printSubmitted(stdout, stderr, subs, bo.asJSON, *qo)
 	}
 	ui := newBatchUI(bo.progress, stderr, stdout, bo.asJSON, len(items))
 	outs := q.Follow(ctx, items, subs, ui.event)
@@ -198,22 +136,33 @@ func printSubmitted(stdout, stderr io.Writer, subs []queue.Submitted, asJSON boo
 
 // runBatchStatus is `convert batch status --queue URL`: every disk of the
 // queue and where it stands.
-func runBatchStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func newBatchStatusCmd() *cobra.Command {
 	var qo queueOptions
 	var asJSON bool
-	fs := pflag.NewFlagSet("convert batch status", pflag.ContinueOnError)
+	c := &cobra.Command{
+		Use:   "status --queue nats://HOST:PORT",
+		Short: "every disk of a work queue: queued, running (where, how far), done, failed (why)",
+		Long: `Lists every disk of the NATS JetStream work queue that convert batch MANIFEST
+--queue filled: queued, running (on which worker, how far), done, failed (why).
+A manifest named status is given as ./status.`,
+		Example: "  convert batch status --queue nats://queue.example:4222\n  convert batch status --queue nats://queue.example:4222 --json | jq -c 'select(.state==\"failed\")'",
+		Args:    exactArgs(0, "batch status takes no arguments"),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runBatchStatus(c.Context(), &qo, asJSON, c.OutOrStdout(), c.ErrOrStderr())
+		},
+	}
+	fs := c.Flags()
 	fs.SortFlags = false
-	fs.SetOutput(stderr)
-	qo.register(fs)
-	fs.BoolVar(&asJSON, "json", false, "print a JSON object per disk (its status as the queue's bucket holds it), then a summary object")
-	fs.Usage = func() { fmt.Fprint(stderr, queueBatchHelp+fs.FlagUsages()) }
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
-	}
-	if fs.NArg() != 0 {
-		fs.Usage()
-		return usageError{fmt.Errorf("batch status takes no arguments, got %d", fs.NArg())}
-	}
+	flagGroup(fs, groupQueue, func() { qo.register(fs) })
+	flagGroup(fs, groupDisplay, func() {
+		fs.BoolVar(&asJSON, "json", false, "print a JSON object per disk (its status as the queue's bucket holds it), then a summary object")
+	})
+	return c
+}
+
+// runBatchStatus is `convert batch status --queue URL`: every disk of the
+// queue and where it stands.
+func runBatchStatus(ctx context.Context, qo *queueOptions, asJSON bool, stdout, stderr io.Writer) error {
 	q, err := qo.open(ctx, "convert batch status")
 	if err != nil {
 		return err

@@ -36,16 +36,26 @@ type uploadOptions struct {
 	platform     string
 }
 
+// register adds the upload's flags to fs, in two help groups: how to reach
+// the store and shape the upload, and the fields of the import request.
 func (u *uploadOptions) register(fs *pflag.FlagSet) {
+	flagGroup(fs, groupUpload, func() { u.registerUpload(fs) })
+	flagGroup(fs, groupImage, func() { u.registerImage(fs) })
+}
+
+func (u *uploadOptions) registerUpload(fs *pflag.FlagSet) {
 	u.registerStore(fs)
 	fs.Var(&destFlag{fs: fs, u: u, isKey: false}, "bucket", "upload to this bucket (with --key; same as -o s3://BUCKET/KEY)")
 	fs.Var(&destFlag{fs: fs, u: u, isKey: true}, "key", "object key of the upload (with --bucket)")
 	fs.IntVar(&u.concurrency, "upload-concurrency", 8, "parts uploaded in parallel; memory holds at most this + 2 parts")
-	fs.StringVar(&u.partSize, "part-size", "auto", "size of the upload parts (5M..5G; auto: from the virtual size, so that 10,000 parts suffice)")
+	fs.StringVar(&u.partSize, "part-size", "auto", "`size` of the upload parts (5M..5G; auto: from the virtual size, so that 10,000 parts suffice)")
 	fs.StringVar(&u.stateFile, "state-file", "", "where the upload is recorded for --resume (default: one file per destination under the user's cache folder)")
 	fs.BoolVar(&u.resume, "resume", false, "continue the interrupted upload recorded for this destination, and keep the upload (instead of aborting it) if this run fails")
 	fs.BoolVar(&u.verify, "verify", false, "after the upload, read the object back and compare every part")
 	fs.DurationVar(&u.presignTTL, "presign-ttl", 7*24*time.Hour, "validity of the presigned import URL (24h..168h)")
+}
+
+func (u *uploadOptions) registerImage(fs *pflag.FlagSet) {
 	fs.StringVar(&u.imageName, "image-name", "", "image name for ImportImage (default: from the key)")
 	fs.StringVar(&u.description, "description", "", "image description for ImportImage")
 	fs.StringVar(&u.osType, "os-type", "", "ImportImage osType: linux or windows (default: what the import check finds, else linux)")
@@ -85,8 +95,8 @@ func (u *uploadOptions) spec(fs *pflag.FlagSet, s *job.Spec, given func(*pflag.F
 	}
 	if u.partSize != "auto" && u.partSize != "" {
 		n, err := parseSize(u.partSize)
-		if err != nil {
-			return fmt.Errorf("--part-size: %w", err)
+		if err != nil || n < upload.MinPartSize || n > upload.MaxPartSize {
+			return fmt.Errorf("--part-size %s: use 5M..5G, or auto", u.partSize)
 		}
 		s.Upload.PartSize = n
 	}

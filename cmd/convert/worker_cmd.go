@@ -3,20 +3,17 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"runtime/debug"
 	"time"
 
-	"github.com/spf13/pflag"
+	"github.com/spf13/cobra"
 
 	"vmimport/batch"
 	"vmimport/queue"
 )
 
-const workerHelp = `Usage: convert worker --queue nats://HOST:PORT [--queue-name N] [--jobs N] [--memory SIZE] [--ack-wait D]
-
-Takes disks from a NATS JetStream work queue (filled by convert batch
+const workerLong = `Takes disks from a NATS JetStream work queue (filled by convert batch
 MANIFEST --queue) and converts them, --jobs at a time under one --memory
 budget, each as the local batch would: a disk done before from the same
 source with the same settings is skipped, an upload left by a worker that
@@ -39,34 +36,39 @@ written at the paths the manifest gave (shared storage).
 
 SIGTERM or SIGINT: no new disk; the running ones get --drain-timeout to
 finish, the others go back to the queue (their uploads kept for the next
-worker); exit 0.
+worker); exit 0.`
 
-Flags:
-`
-
-func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func newWorkerCmd() *cobra.Command {
 	var qo queueOptions
 	var memory string
-	o := queue.WorkerOptions{Log: stderrLog(stderr)}
-	fs := pflag.NewFlagSet("convert worker", pflag.ContinueOnError)
+	var o queue.WorkerOptions
+	c := &cobra.Command{
+		Use:     "worker --queue nats://HOST:PORT",
+		Short:   "convert disks from a work queue, on this node",
+		Long:    workerLong,
+		Example: "  convert worker --queue nats://queue.example:4222 --jobs 3 --memory 4G",
+		Args:    exactArgs(0, "worker takes no arguments"),
+		RunE: func(c *cobra.Command, args []string) error {
+			o.Log = stderrLog(c.ErrOrStderr())
+			return runWorker(c.Context(), &qo, memory, o)
+		},
+	}
+	fs := c.Flags()
 	fs.SortFlags = false
-	fs.SetOutput(stderr)
-	qo.register(fs)
-	fs.IntVar(&o.Jobs, "jobs", batch.DefaultJobs, "disks converted at once")
-	fs.StringVar(&memory, "memory", "1G", "memory budget of all running disks together (blocks in flight and upload parts); a disk waits for its share")
-	fs.DurationVar(&o.AckWait, "ack-wait", queue.DefaultAckWait, "how long the server waits for a sign of life from a disk's worker before giving the disk to another (shared by all workers: the last started sets it)")
-	fs.IntVar(&o.MaxDeliveries, "max-deliveries", queue.DefaultMaxDeliveries, "deliveries of a disk at most: a disk whose worker died, or that failed for a reason worth a retry, that many times fails for good")
-	fs.DurationVar(&o.RetryDelay, "retry-delay", queue.DefaultRetryDelay, "wait before the first retry of a disk that failed for a reason worth a retry; doubles with every delivery, up to 5m")
-	fs.DurationVar(&o.DrainTimeout, "drain-timeout", queue.DefaultDrainTimeout, "on SIGTERM, how long the running disks may go on before they go back to the queue")
-	fs.StringVar(&o.Name, "name", "", "this worker's name in statuses and leases (default HOST-PID)")
-	fs.Usage = func() { fmt.Fprint(stderr, workerHelp+fs.FlagUsages()) }
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
-	}
-	if fs.NArg() != 0 {
-		fs.Usage()
-		return usageError{fmt.Errorf("worker takes no arguments, got %d", fs.NArg())}
-	}
+	flagGroup(fs, groupQueue, func() { qo.register(fs) })
+	flagGroup(fs, groupBatch, func() {
+		fs.IntVar(&o.Jobs, "jobs", batch.DefaultJobs, "disks converted at once")
+		fs.StringVar(&memory, "memory", "1G", "memory budget of all running disks together (blocks in flight and upload parts); a disk waits for its share")
+		fs.DurationVar(&o.AckWait, "ack-wait", queue.DefaultAckWait, "how long the server waits for a sign of life from a disk's worker before giving the disk to another (shared by all workers: the last started sets it)")
+		fs.IntVar(&o.MaxDeliveries, "max-deliveries", queue.DefaultMaxDeliveries, "deliveries of a disk at most: a disk whose worker died, or that failed for a reason worth a retry, that many times fails for good")
+		fs.DurationVar(&o.RetryDelay, "retry-delay", queue.DefaultRetryDelay, "wait before the first retry of a disk that failed for a reason worth a retry; doubles with every delivery, up to 5m")
+		fs.DurationVar(&o.DrainTimeout, "drain-timeout", queue.DefaultDrainTimeout, "on SIGTERM, how long the running disks may go on before they go back to the queue")
+		fs.StringVar(&o.Name, "name", "", "this worker's name in statuses and leases (default HOST-PID)")
+	})
+	return c
+}
+
+func runWorker(ctx context.Context, qo *queueOptions, memory string, o queue.WorkerOptions) error {
 	var err error
 	if o.Memory, err = parseSize(memory); err != nil {
 		return usageError{fmt.Errorf("--memory: %w", err)}

@@ -8,8 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
+	"vmimport/internal/testkit"
 )
 
 // SDKVersion is the jdcloud-sdk-js version .ci/jdcloud-sdk.sh installs.
@@ -159,10 +159,11 @@ func installSDK(cache, dir string) error {
 		return err
 	}
 	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+	unlock, err := testkit.Lock(lock)
+	if err != nil {
 		return err
 	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	defer unlock()
 	if _, err := os.Stat(signer); err == nil {
 		return nil // installed by another test binary meanwhile
 	}

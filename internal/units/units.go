@@ -41,3 +41,26 @@ func Parse(s string) (int64, error) {
 	}
 	return n * mult, nil
 }
+
+// MinRateSeconds is the shortest time a rate is told for: below it the
+// clock's resolution and the start-up dominate, and a rate would be noise
+// ("830128 MB/s").
+const MinRateSeconds = 0.1
+
+// Rate prints n bytes over seconds in binary units: "45.3 MiB/s"; "" for
+// times under MinRateSeconds.
+func Rate(n int64, seconds float64) string {
+	if seconds < MinRateSeconds {
+		return ""
+	}
+	return Bytes(int64(float64(n)/seconds)) + "/s"
+}
+
+// Took prints how long n bytes took, with their rate when the time is
+// long enough to tell one: "1.4s (45.3 MiB/s)", "0.03s".
+func Took(n int64, seconds float64) string {
+	if r := Rate(n, seconds); r != "" {
+		return fmt.Sprintf("%.1fs (%s)", seconds, r)
+	}
+	return fmt.Sprintf("%.2fs", seconds)
+}

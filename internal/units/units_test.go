@@ -9,3 +9,25 @@ func TestBytes(t *testing.T) {
 		}
 	}
 }
+
+func TestRate(t *testing.T) {
+	for _, c := range []struct {
+		n    int64
+		s    float64
+		rate string
+		took string
+	}{
+		{64 << 20, 2, "32.0 MiB/s", "2.0s (32.0 MiB/s)"},
+		{1 << 30, 0.5, "2.0 GiB/s", "0.5s (2.0 GiB/s)"},
+		{64 << 20, 0.099, "", "0.10s"},
+		{64 << 20, 0.004, "", "0.00s"},
+		{0, 3, "0 B/s", "3.0s (0 B/s)"},
+	} {
+		if got := Rate(c.n, c.s); got != c.rate {
+			t.Errorf("Rate(%d, %g) = %q, want %q", c.n, c.s, got, c.rate)
+		}
+		if got := Took(c.n, c.s); got != c.took {
+			t.Errorf("Took(%d, %g) = %q, want %q", c.n, c.s, got, c.took)
+		}
+	}
+}

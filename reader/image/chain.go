@@ -3,8 +3,6 @@ package image
 import (
 	"errors"
 	"fmt"
-
-	"golang.org/x/sys/unix"
 )
 
 // ChainError reports a backing chain (backing files, parents, delta disks)
@@ -52,14 +50,4 @@ func WrapChain(err error, format string, args ...any) error {
 		return ce
 	}
 	return fmt.Errorf(format+": %w", append(args, err)...)
-}
-
-// FileLimit is the soft limit on open files of this process (RLIMIT_NOFILE),
-// 0 when unknown.
-func FileLimit() uint64 {
-	var rl unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
-		return 0
-	}
-	return rl.Cur
 }

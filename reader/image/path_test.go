@@ -4,8 +4,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
+
+	"vmimport/internal/testkit"
 )
 
 func TestResolvePath(t *testing.T) {
@@ -22,7 +23,7 @@ func TestResolvePath(t *testing.T) {
 	}
 	os.Symlink(filepath.Join(other, "o.img"), filepath.Join(dir, "link-out.img"))
 	os.Symlink("sub/x.img", filepath.Join(dir, "link-in.img"))
-	syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o644)
+	testkit.Mkfifo(filepath.Join(dir, "fifo"))
 	img := filepath.Join(dir, "top.qcow2")
 	allowOther := &Options{AllowPaths: []string{other}}
 	cases := []struct {

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,11 +16,7 @@ import (
 	"vmimport/stream"
 )
 
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+func cpuTime() time.Duration { return testkit.CPUTime() }
 
 // readThrough reads the whole image through the stream pipeline into a
 // sink that discards the blocks, as a conversion to RAW would.

@@ -166,9 +166,7 @@ func (e *env) run(args ...string) result {
 		e.t.Fatal(err)
 	}
 	r.code = cmd.ProcessState.ExitCode()
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		r.maxRSS = ru.Maxrss << 10
-	}
+	r.maxRSS = testkit.MaxRSS(cmd.ProcessState)
 	return r
 }
 

@@ -267,7 +267,7 @@ func (e *env) clean(t *testing.T) {
 	for _, k := range srv.Keys(t, e.bucket) {
 		cl.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(e.bucket), Key: aws.String(k)})
 	}
-	e.run("uploads", "abort", "s3://"+e.bucket+"/")
+	e.run("uploads", "abort", "s3://"+e.bucket+"/", "--yes")
 }
 
 // faultsUpload: the signals at random points of an upload, without and

@@ -95,5 +95,5 @@ func TestRemoteSourceResume(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "exports/web01.qcow2 changed") {
 		t.Errorf("resume after the source changed: exit %d\n%s", r.code, r.stderr)
 	}
-	e.run("uploads", "abort", "s3://"+e.bucket+"/images/")
+	e.run("uploads", "abort", "s3://"+e.bucket+"/images/", "--yes")
 }

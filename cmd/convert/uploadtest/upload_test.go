@@ -137,9 +137,7 @@ func (e *env) run(args ...string) result {
 	r := result{stdout: out.String(), stderr: errb.String()}
 	if cmd.ProcessState != nil {
 		r.code = cmd.ProcessState.ExitCode()
-		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			r.maxRSS = ru.Maxrss << 10
-		}
+		r.maxRSS = testkit.MaxRSS(cmd.ProcessState)
 	} else if err != nil {
 		e.t.Fatal(err)
 	}
@@ -407,7 +405,7 @@ func TestUploadsLsAbort(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, aws.ToString(cr.UploadId)) {
 		t.Fatalf("uploads ls: exit %d: %s %s", r.code, r.stdout, r.stderr)
 	}
-	r = e.run("uploads", "abort", "s3://"+e.bucket+"/dir/")
+	r = e.run("uploads", "abort", "s3://"+e.bucket+"/dir/", "--yes")
 	if r.code != 0 || !strings.Contains(r.stdout, "aborted") {
 		t.Fatalf("uploads abort: exit %d: %s %s", r.code, r.stdout, r.stderr)
 	}

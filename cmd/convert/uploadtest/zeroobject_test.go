@@ -101,7 +101,7 @@ func TestUploadsAbortZeroObjects(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &ls); err != nil || len(ls) != 2 || ls[0].Kind != "zero-object" {
 		t.Fatalf("uploads ls --json: %v %s %s", err, r.stdout, r.stderr)
 	}
-	r = e.run("uploads", "abort", "s3://"+e.bucket+"/img/")
+	r = e.run("uploads", "abort", "s3://"+e.bucket+"/img/", "--yes")
 	if r.code != 0 || strings.Count(r.stdout, "deleted zero object") != 2 {
 		t.Fatalf("uploads abort: exit %d: %s %s", r.code, r.stdout, r.stderr)
 	}

@@ -1,0 +1,33 @@
+//go:build unix
+
+package main
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// stopSignals stop a run the way Ctrl-C does: the output is cleaned up and
+// the exit code is 130. HUP is the terminal going away.
+var stopSignals = []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP}
+
+// catchSIGPIPE makes a write to a pipe whose reader went away (| head) fail
+// with EPIPE instead of killing the process silently: the run says so.
+func catchSIGPIPE() {
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+}
+
+// isBrokenPipe tells a write to a pipe nobody reads any more.
+func isBrokenPipe(err error) bool { return errors.Is(err, syscall.EPIPE) }
+
+// allocatedBytes is the space a file takes on disk (holes excluded).
+func allocatedBytes(_ string, fi fs.FileInfo) (int64, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return int64(st.Blocks) * 512, true
+}
