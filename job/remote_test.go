@@ -129,9 +129,9 @@ func TestRemoteSpec(t *testing.T) {
 		{Spec{Source: "https://h/a.img", Output: "b.raw", Remote: RemoteSpec{Headers: []string{"Bad Name: token123"}}}, "'Name: value'"},
 		{Spec{Source: "https://h/a.img", Output: "b.raw", Remote: RemoteSpec{Headers: []string{"X: a\nb"}}}, "'Name: value'"},
 		{Spec{Source: "https://h/a.img", Output: "b.raw", Remote: RemoteSpec{Retries: 1000}}, "--source-retries"},
-		{Spec{Source: "s3://b/k.vmdk", Output: "s3://b/k.vmdk"}, "the output is the source object"},
-		{Spec{Source: "s3://b/", Output: "x.raw"}, "the key of an object"},
-		{Spec{Source: "s3://b/k.vmdk", Output: "b.raw", Remote: RemoteSpec{Headers: []string{"X: y"}}}, "applies to http(s)://"},
+		{Spec{Source: "s3://bkt/k.vmdk", Output: "s3://bkt/k.vmdk"}, "the output is the source object"},
+		{Spec{Source: "s3://bkt/", Output: "x.raw"}, "the key of an object"},
+		{Spec{Source: "s3://bkt/k.vmdk", Output: "b.raw", Remote: RemoteSpec{Headers: []string{"X: y"}}}, "applies to http(s)://"},
 		{Spec{Source: "https://h/a.img", Output: "b.raw", Remote: RemoteSpec{Headers: []string{"Authorization: Bearer t"}}}, ""},
 	} {
 		err := c.spec.Validate()

@@ -262,7 +262,12 @@ func (c *Client) Preflight(ctx context.Context, bucket, key string) error {
 	// The preflight requests fail fast (preflight_diag.go): an endpoint
 	// that cannot be reached is reported in seconds.
 	if _, err := c.S3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(bucket)}, failFast); err != nil {
-		return c.bucketError(ctx, bucket, err)
+		e := &Error{Op: fmt.Sprintf("bucket %q at %s", bucket, c.Where()), Err: err}
+		if ctx.Err() == nil {
+			// In the store's own terms; the cause stays for errors.As.
+			e.Msg = c.bucketError(ctx, bucket, err).Error()
+		}
+		return e
 	}
 	if c.JDCloudRegion != "" {
 		loc, err := c.S3.GetBucketLocation(ctx, &s3.GetBucketLocationInput{Bucket: aws.String(bucket)}, failFast)
