@@ -84,10 +84,7 @@ func specDigest(s *job.Spec) string {
 		DiskSizeGB   int64
 		Shrink       bool
 		Store        job.Store
-	}{s.AllowBacking, s.AllowPaths, s.Format, s.QCOW2, s.DiskSizeGB, s.Shrink, s.Upload.Store}
-	if shape.Format == "" {
-		shape.Format = "raw"
-	}
+	}{s.AllowBacking, s.AllowPaths, s.OutputFormat(), s.QCOW2, s.DiskSizeGB, s.Shrink, s.Upload.Store}
 	b, _ := json.Marshal(shape)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])

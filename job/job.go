@@ -133,6 +133,8 @@ type Result struct {
 	// Remote is what reading a remote source did: the version read, the
 	// requests and the bytes fetched.
 	Remote *RemoteResult `json:"remote,omitempty"`
+	// Compression is what compression did to a QCOW2 output.
+	Compression *CompressionResult `json:"compression,omitempty"`
 }
 
 // SpecError is a setting out of range or in conflict with another; its
@@ -155,7 +157,7 @@ func (e *InputError) Unwrap() error { return e.Err }
 // (unless spec.Upload.Keep asks to keep it for a resume).
 func Run(ctx context.Context, spec Spec, env Env) (*Result, error) {
 	spec.SplitSourceCredentials()
-	res := &Result{Output: spec.Output, OutputFormat: spec.Format}
+	res := &Result{Output: spec.Output, OutputFormat: spec.OutputFormat()}
 	if err := spec.Validate(); err != nil {
 		return res, err
 	}
@@ -347,11 +349,33 @@ func (j *run) run(ctx context.Context) error {
 	}
 	var enc writer.Encoder = writer.NewRaw(target)
 	if s.Format == "qcow2" {
-		q, err := qcow2.NewEncoder(target, qo)
-		if err != nil {
+		var q *qcow2.Encoder
+		ut, _ := target.(*upload.Target)
+		if s.QCOW2.Compress == CompressAuto && qo.Compression != "" && ut != nil {
+			d := newDecisions(im.Size(), int64(s.BlockSize), ut.Backlogged, func() int64 { return q.Next() })
+			replayed, err := d.resume(ut.Recorded())
+			if err != nil {
+				j.warn(err.Error())
+			}
+			qo.Choose = d.choose
+			ut.SetRecord(d.record)
+			defer func() {
+				if j.res.Compression != nil {
+					j.res.Compression.Replayed = replayed
+				}
+			}()
+		}
+		if q, err = qcow2.NewEncoder(target, qo); err != nil {
 			return fail(&SpecError{err})
 		}
 		enc = q
+		defer func() {
+			st := q.Compression()
+			j.res.Compression = &CompressionResult{Mode: s.QCOW2.Compress, Algorithm: qo.Compression, CompressionStats: st, Ratio: st.Ratio()}
+			if qo.Compression == "" {
+				j.res.Compression.Mode = CompressNever
+			}
+		}()
 	}
 
 	j.phase(Reading)

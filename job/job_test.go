@@ -336,7 +336,8 @@ func TestBudget(t *testing.T) {
 // TestDestination names the object after the source when the key ends in /.
 func TestDestination(t *testing.T) {
 	for _, c := range []struct{ src, out, format, key string }{
-		{"/x/web01.vmdk", "s3://bkt/", "", "web01.raw"},
+		{"/x/web01.vmdk", "s3://bkt/", "", "web01.qcow2"}, // uploads are QCOW2 unless -O says otherwise
+		{"/x/web01.vmdk", "s3://bkt/", "raw", "web01.raw"},
 		{"/x/web01.vmdk", "s3://bkt/images/", "qcow2", "images/web01.qcow2"},
 		{"/x/web01.vmdk", "s3://bkt/k.raw", "", "k.raw"},
 	} {

@@ -143,9 +143,9 @@ func TestRemoteSpec(t *testing.T) {
 		}
 	}
 	for src, want := range map[string]string{
-		"https://h/exports/web%2001.vmdk?X-Amz-Signature=x": "s3://out/web 01.raw",
-		"s3://in/dir/db01.vhdx":                             "s3://out/db01.raw",
-		"/srv/app.ova":                                      "s3://out/app.raw",
+		"https://h/exports/web%2001.vmdk?X-Amz-Signature=x": "s3://out/web 01.qcow2",
+		"s3://in/dir/db01.vhdx":                             "s3://out/db01.qcow2",
+		"/srv/app.ova":                                      "s3://out/app.qcow2",
 	} {
 		s := Spec{Source: src, Output: "s3://out/"}
 		b, k, err := s.Destination()

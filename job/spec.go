@@ -38,7 +38,9 @@ type Spec struct {
 	// Output is a file, "-" for Env.Stdout, or s3://BUCKET/KEY (a KEY
 	// ending in / names the object after the source).
 	Output string `json:"output"`
-	// Format is "raw" (default) or "qcow2".
+	// Format is "raw" or "qcow2"; the default is qcow2 for uploads (only
+	// the data crosses the link, the server copies nothing, the cloud
+	// imports it as is) and raw otherwise.
 	Format string `json:"output_format,omitempty"`
 	// QCOW2 shapes QCOW2 output; it must stay zero for RAW.
 	QCOW2 QCOW2Spec `json:"qcow2,omitzero"`
@@ -74,7 +76,13 @@ type Spec struct {
 type QCOW2Spec struct {
 	Compat      string `json:"compat,omitempty"`       // "1.1" (default) or "0.10"
 	ClusterSize int    `json:"cluster_size,omitempty"` // default 64 KiB
-	// Compression is "" (none), "zlib" or "zstd".
+	// Compress is when to compress clusters: "auto" (while the upload is
+	// the bottleneck; the default for uploads), "always" or "never" (the
+	// default for other outputs). A spec with Compression set and Compress
+	// empty compresses always, as before there was a choice.
+	Compress string `json:"compress,omitempty"`
+	// Compression is the algorithm: "zlib" (any qemu; the default) or
+	// "zstd" (qemu 5.1+, compat 1.1).
 	Compression string `json:"compression,omitempty"`
 }
 
@@ -151,10 +159,42 @@ const (
 	DefaultPresignTTL        = 7 * 24 * time.Hour
 )
 
+// OutputFormat is the output's format: Format, or its default for the
+// kind of output.
+func (s *Spec) OutputFormat() string {
+	switch {
+	case s.Format != "":
+		return s.Format
+	case s.Kind() == ToBucket:
+		return "qcow2"
+	}
+	return "raw"
+}
+
+// compressMode is QCOW2.Compress with its default.
+func (s *Spec) compressMode() string {
+	switch {
+	case s.QCOW2.Compress != "":
+		return s.QCOW2.Compress
+	case s.QCOW2.Compression != "":
+		return CompressAlways
+	case s.Kind() == ToBucket:
+		return CompressAuto
+	}
+	return CompressNever
+}
+
 // withDefaults returns s with zero fields set to their defaults.
 func (s Spec) withDefaults() Spec {
-	if s.Format == "" {
-		s.Format = "raw"
+	s.Format = s.OutputFormat()
+	if s.Format == "qcow2" {
+		s.QCOW2.Compress = s.compressMode()
+		switch {
+		case s.QCOW2.Compress == CompressNever || s.QCOW2.Compress == CompressAuto && s.Kind() != ToBucket:
+			s.QCOW2.Compression = ""
+		case s.QCOW2.Compression == "":
+			s.QCOW2.Compression = qcow2.CompressZlib
+		}
 	}
 	if s.Check == "" {
 		s.Check = "auto"
@@ -216,12 +256,17 @@ func (s *Spec) validate() error {
 	if s.SourceFormat != "" && sourceFormat(s.SourceFormat) == "" {
 		return fmt.Errorf("-f %s: not a format convert reads; use %s", s.SourceFormat, strings.Join(SourceFormats, ", "))
 	}
-	switch s.Format {
-	case "", "raw":
+	switch s.OutputFormat() {
+	case "raw":
 		if s.QCOW2 != (QCOW2Spec{}) {
 			return errors.New("--qcow2-compat, --cluster-size, --compress and --compression apply to -O qcow2")
 		}
 	case "qcow2":
+		switch s.QCOW2.Compress {
+		case "", CompressAuto, CompressAlways, CompressNever:
+		default:
+			return fmt.Errorf("--compress %q: use auto, always or never", s.QCOW2.Compress)
+		}
 		if s.Kind() == ToStdout {
 			return fmt.Errorf("-O qcow2 -o -: %w; or use -O raw for pipes", writer.ErrHeadOnStream)
 		}

@@ -33,10 +33,7 @@ func (s *Spec) Destination() (bucket, key string, err error) {
 	}
 	if key == "" || strings.HasSuffix(key, "/") {
 		base := s.sourceBase()
-		format := s.Format
-		if format == "" {
-			format = "raw"
-		}
+		format := s.OutputFormat()
 		key += strings.TrimSuffix(base, filepath.Ext(base)) + "." + format
 	}
 	return bucket, key, nil
@@ -46,7 +43,13 @@ func (s *Spec) Destination() (bucket, key string, err error) {
 // must make the same.
 func (j *run) outputShape(plan plan) string {
 	if j.s.Format == "qcow2" {
-		return fmt.Sprintf("qcow2 %+v", plan.qcow2)
+		// As earlier versions wrote it, so that their uploads resume.
+		q := plan.qcow2
+		shape := fmt.Sprintf("qcow2 {Compat:%s ClusterSize:%d Compression:%s VirtualSize:%d}", q.Compat, q.ClusterSize, q.Compression, q.VirtualSize)
+		if j.s.QCOW2.Compress == CompressAuto && q.Compression != "" {
+			shape += fmt.Sprintf(" compress=auto blocks=%d", j.s.BlockSize)
+		}
+		return shape
 	}
 	return j.s.Format
 }

@@ -95,7 +95,7 @@ func (t *Target) verify(ctx context.Context) error {
 	t.steps.begin(StepVerifying, 0, t.g.pos)
 	for _, num := range nums {
 		p := t.parts.parts[num]
-		off := int64(num-1) * t.g.size
+		off := t.g.partStart(num)
 		g.Go(func() error {
 			body, err := t.s.GetRange(vctx, t.key, off, p.size)
 			if err != nil {

@@ -59,7 +59,7 @@ func (t *Target) adoptCompleted(ctx context.Context, st *state) error {
 		return fmt.Errorf("%w: s3://%s/%s was completed by upload %s (started %s), stopped before its cleanup (recorded in %s): add --resume to finish it, nothing is sent again",
 			ErrUploadExists, t.bucket, t.key, st.UploadID, st.Started.Format("2006-01-02T15:04:05Z07:00"), t.state.Name())
 	}
-	t.uploadID, t.st, t.g.size, t.g.pos = st.UploadID, st, st.PartSize, c.Size
+	t.uploadID, t.st, t.g.size, t.g.first, t.g.pos = st.UploadID, st, st.PartSize, st.firstPart(), c.Size
 	for i, p := range c.Parts {
 		var info partInfo
 		if b, err := hex.DecodeString(p); err != nil || len(b) != 16 {
@@ -67,7 +67,7 @@ func (t *Target) adoptCompleted(ctx context.Context, st *state) error {
 		} else {
 			copy(info.md5[:], b)
 		}
-		info.size = min(t.g.size, c.Size-int64(i)*t.g.size)
+		info.size = min(t.g.partLen(int64(i+1)), c.Size-t.g.partStart(int32(i+1)))
 		info.how = partReused
 		t.parts.parts[int32(i+1)] = info
 	}

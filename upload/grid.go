@@ -5,12 +5,16 @@ import (
 	"fmt"
 )
 
-// grid cuts the output into parts of one size as it is written: the part
-// being filled, part 1 held until Commit (its head is patched in last),
-// and the pool the other parts' buffers come from. Only the goroutine
-// calling Write, Skip, Commit and Abort uses it.
+// grid cuts the output into parts as it is written: part 1 of first bytes,
+// held until Commit (its head is patched in last), then parts of size
+// bytes, each sent once filled, from buffers of the pool. Part 1 is small
+// (headPartSize) so that holding it all along costs little whatever the
+// part size: S3 does not ask parts to be of one size, only every part but
+// the last to be at least 5 MiB. Only the goroutine calling Write, Skip,
+// Commit and Abort uses it.
 type grid struct {
 	size     int64  // part size
+	first    int64  // size of part 1: headPart(size), or size for an upload recorded before
 	hint     int64  // the size hint the grid was planned for
 	pos      int64  // bytes of output so far
 	cur      []byte // buffer of the part being filled; nil while it is all zeros
@@ -22,16 +26,49 @@ type grid struct {
 }
 
 // partNum is the number of the part being filled.
-func (g *grid) partNum() int64 { return (g.pos-g.fill)/g.size + 1 }
+func (g *grid) partNum() int64 { return g.partAt(g.pos - g.fill) }
+
+// partAt is the number of the part holding byte off.
+func (g *grid) partAt(off int64) int64 {
+	if off < g.first {
+		return 1
+	}
+	return (off-g.first)/g.size + 2
+}
+
+// partStart is the offset of part num in the object.
+func (g *grid) partStart(num int32) int64 {
+	if num <= 1 {
+		return 0
+	}
+	return g.first + int64(num-2)*g.size
+}
+
+// partLen is the full length of part num (the last may be shorter).
+func (g *grid) partLen(num int64) int64 {
+	if num == 1 {
+		return g.first
+	}
+	return g.size
+}
 
 // numParts is the number of parts of the output so far.
-func (g *grid) numParts() int32 { return int32(max(1, (g.pos+g.size-1)/g.size)) }
+func (g *grid) numParts() int32 { return gridParts(g.pos, g.first, g.size) }
+
+// gridParts is the number of parts of an object of n bytes cut into a first
+// part of first bytes and then parts of size bytes.
+func gridParts(n, first, size int64) int32 {
+	if n <= first {
+		return 1
+	}
+	return int32(1 + (n-first+size-1)/size)
+}
 
 // buffer returns a buffer for the part being filled: part 1 has its own (it
 // is held until Commit); the others come from the pool.
 func (g *grid) buffer() ([]byte, error) {
 	if g.partNum() == 1 {
-		return make([]byte, g.size), nil
+		return make([]byte, g.first), nil
 	}
 	return g.pool.get()
 }
@@ -63,12 +100,13 @@ func (g *grid) write(p []byte, end func() error) (int, error) {
 			clear(b[:g.fill])
 			g.cur = b
 		}
-		k := copy(g.cur[g.fill:g.size], p)
+		limit := g.partLen(g.partNum())
+		k := copy(g.cur[g.fill:limit], p)
 		g.fill += int64(k)
 		g.pos += int64(k)
 		p = p[k:]
 		n += k
-		if g.fill == g.size {
+		if g.fill == limit {
 			if err := end(); err != nil {
 				return n, err
 			}
@@ -83,14 +121,15 @@ func (g *grid) skip(n int64, end func() error) error {
 		if g.partNum() > MaxParts {
 			return g.tooBig()
 		}
-		k := min(n, g.size-g.fill)
+		limit := g.partLen(g.partNum())
+		k := min(n, limit-g.fill)
 		if g.cur != nil {
 			clear(g.cur[g.fill : g.fill+k])
 		}
 		g.fill += k
 		g.pos += k
 		n -= k
-		if g.fill == g.size {
+		if g.fill == limit {
 			if err := end(); err != nil {
 				return err
 			}

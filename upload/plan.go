@@ -11,6 +11,11 @@ const (
 	// enough to copy most zero runs of a sparse disk server-side, coarse
 	// enough to keep requests few.
 	autoMinPart int64 = 8 << 20
+	// headPartSize is the size of part 1, which is held in memory until
+	// Commit patches the head into it: at least the 5 MiB of a part that
+	// is not the last, and more than any head (a QCOW2 header is one
+	// cluster, at most 2 MiB).
+	headPartSize int64 = 8 << 20
 	// zeroSeed is how many zeros cross the network to build the zero object;
 	// the rest is copied server-side.
 	zeroSeed int64 = 8 << 20
@@ -39,11 +44,14 @@ func PlanPartSize(sizeHint, override int64) (int64, error) {
 
 func autoPartSize(sizeHint int64) int64 {
 	p := autoMinPart
-	for sizeHint > p*MaxParts {
+	for int64(gridParts(sizeHint, headPart(p), p)) > MaxParts {
 		p *= 2
 	}
 	return p
 }
+
+// headPart is the size of part 1 in a grid of parts of size p.
+func headPart(p int64) int64 { return min(p, headPartSize) }
 
 // checkPartSize checks a part size is allowed and gives an output of up to
 // sizeHint bytes at most 10,000 parts.
@@ -51,7 +59,7 @@ func checkPartSize(sizeHint, p int64) error {
 	if p < MinPartSize || p > MaxPartSize {
 		return fmt.Errorf("part size %d: must be between 5 MiB and 5 GiB", p)
 	}
-	if n := (sizeHint + p - 1) / p; n > MaxParts {
+	if n := gridParts(sizeHint, headPart(p), p); n > MaxParts {
 		return fmt.Errorf("part size %d MiB: an output of up to %d MiB needs %d parts, more than the 10,000 allowed; use at least %d MiB", p>>20, sizeHint>>20, n, autoPartSize(sizeHint)>>20)
 	}
 	return nil

@@ -55,9 +55,10 @@ func (t *Target) findRecorded(ctx context.Context) error {
 	if err := checkPartSize(t.o.SizeHint, st.PartSize); err != nil {
 		return cannotResume{fmt.Errorf("cannot resume upload %s: %w", st.UploadID, err)}
 	}
-	t.g.size = st.PartSize
+	t.g.size, t.g.first = st.PartSize, st.firstPart()
 	t.uploadID = st.UploadID
 	t.st = st
+	t.rec.recorded = st.Extra
 	if !st.Resumable {
 		st.Resumable = true
 		if err := st.save(ctx, t.state); err != nil {

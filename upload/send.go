@@ -30,12 +30,14 @@ type senders struct {
 	g      errgroup.Group
 	jobs   chan job
 	closed bool
+	n      int
+	busy   atomic.Int32 // senders with a part
 }
 
 // startSenders starts n senders that give each job to send and its pooled
 // buffer back to pool afterwards.
 func startSenders(ctx context.Context, n int, pool *pool, send func(context.Context, job) error) *senders {
-	s := &senders{jobs: make(chan job)}
+	s := &senders{jobs: make(chan job), n: n}
 	s.ctx, s.cancel = context.WithCancelCause(ctx)
 	pool.ctx, pool.failed = s.ctx, s.failed
 	s.g.SetLimit(n)
@@ -43,9 +45,11 @@ func startSenders(ctx context.Context, n int, pool *pool, send func(context.Cont
 		s.g.Go(func() error {
 			for j := range s.jobs {
 				var err error
+				s.busy.Add(1)
 				if s.ctx.Err() == nil {
 					err = send(s.ctx, j)
 				}
+				s.busy.Add(-1)
 				if j.buf != nil && j.pooled {
 					pool.put(j.buf)
 				}
@@ -59,6 +63,10 @@ func startSenders(ctx context.Context, n int, pool *pool, send func(context.Cont
 	}
 	return s
 }
+
+// saturated reports whether every sender has a part: the next part would
+// wait for one.
+func (s *senders) saturated() bool { return int(s.busy.Load()) >= s.n }
 
 // failed is the error that stopped the senders, if any.
 func (s *senders) failed() error { return context.Cause(s.ctx) }

@@ -72,18 +72,24 @@ func IdentifySource(path string) (SourceID, error) {
 
 // state is what the state file records of an upload in progress.
 type state struct {
-	Version   int       `json:"version"`
-	Endpoint  string    `json:"endpoint"`
-	Bucket    string    `json:"bucket"`
-	Key       string    `json:"key"`
-	UploadID  string    `json:"upload_id"`
-	PartSize  int64     `json:"part_size"`
+	Version  int    `json:"version"`
+	Endpoint string `json:"endpoint"`
+	Bucket   string `json:"bucket"`
+	Key      string `json:"key"`
+	UploadID string `json:"upload_id"`
+	PartSize int64  `json:"part_size"`
+	// FirstPart is the size of part 1 (0 in the records of earlier
+	// versions: PartSize).
+	FirstPart int64     `json:"first_part,omitempty"`
 	SizeHint  int64     `json:"size_hint"`
 	Output    string    `json:"output"` // what shapes the bytes: format and options
 	Source    SourceID  `json:"source"`
 	ZeroKey   string    `json:"zero_key"`
 	Started   time.Time `json:"started"`
 	Resumable bool      `json:"resumable"`
+	// Extra is the caller's record (Target.SetRecord): what makes a resumed
+	// run produce the same bytes.
+	Extra json.RawMessage `json:"extra,omitempty"`
 	// Completing is written just before CompleteMultipartUpload: a run
 	// stopped between Complete and its cleanup leaves it for a resume.
 	Completing *completing `json:"completing,omitempty"`
@@ -99,6 +105,14 @@ type completing struct {
 }
 
 const stateVersion = 1
+
+// firstPart is the size of part 1 of the recorded upload.
+func (s *state) firstPart() int64 {
+	if s.FirstPart > 0 {
+		return s.FirstPart
+	}
+	return s.PartSize
+}
 
 // DefaultStateFile is where the state of an upload to bucket/key at
 // endpoint is kept unless --state-file says otherwise: under the user's

@@ -98,6 +98,8 @@ type Target struct {
 	verifiedEarlier bool
 
 	steps stepper
+
+	rec recorder
 }
 
 var _ writer.Target = (*Target)(nil)
@@ -140,7 +142,7 @@ func Start(ctx context.Context, c *Client, o Options) (*Target, error) {
 	}
 	t := &Target{
 		c: c, o: o, s: c.store(o.Bucket), bucket: o.Bucket, key: o.Key, state: store, log: logf,
-		g: grid{size: o.PartSize, hint: o.SizeHint}, parts: newPartLog(),
+		g: grid{size: o.PartSize, first: headPart(o.PartSize), hint: o.SizeHint}, parts: newPartLog(),
 		steps: stepper{f: o.Steps},
 	}
 	t.parts.onStored = func(n int64) { t.steps.add(StepUploading, n) }
@@ -160,7 +162,7 @@ func Start(ctx context.Context, c *Client, o Options) (*Target, error) {
 		t.uploadID = id
 		t.st = &state{
 			Version: stateVersion, Endpoint: endpointName(c), Bucket: t.bucket, Key: t.key, UploadID: t.uploadID,
-			PartSize: t.g.size, SizeHint: o.SizeHint, Output: o.Output, Source: o.Source,
+			PartSize: t.g.size, FirstPart: t.g.first, SizeHint: o.SizeHint, Output: o.Output, Source: o.Source,
 			ZeroKey: zeroKeyFor(t.key, t.uploadID), Started: time.Now().UTC(), Resumable: o.Keep,
 		}
 		if err := t.st.save(ctx, store); err != nil {
@@ -226,6 +228,7 @@ func (t *Target) Skip(n int64) error {
 // the others go to the senders.
 func (t *Target) endPart() error {
 	num, b, n := t.g.take()
+	t.rec.note(t.st)
 	if num == 1 {
 		t.g.head, t.g.headLen, t.g.headSeen = b, n, true
 		return nil
@@ -236,6 +239,7 @@ func (t *Target) endPart() error {
 // Commit patches head into part 1, sends the last parts, waits for every
 // part, completes the upload and checks the object.
 func (t *Target) Commit(ctx context.Context, head []byte) error {
+	t.rec.stop()
 	if t.finished {
 		return t.finishRecorded(ctx)
 	}

@@ -27,7 +27,7 @@ type specOptions struct {
 	// QCOW2 output.
 	qcow2Compat string
 	cluster     string
-	compress    bool
+	compress    string
 	compression string
 	output      string
 	workers     int
@@ -57,13 +57,14 @@ func (o *specOptions) register(fs *pflag.FlagSet) {
 	flagGroup(fs, groupInput, func() { o.readerOptions.register(fs) })
 	flagGroup(fs, groupOutput, func() {
 		fs.StringVarP(&o.output, "output", "o", "", "output: a `FILE`, - for stdout (raw only), or s3://BUCKET/KEY for an upload; a second argument after SRC is the same (as qemu-img takes it)")
-		fs.StringVarP(&o.outFormat, "output-format", "O", "raw", "output `format`: raw or qcow2")
+		fs.StringVarP(&o.outFormat, "output-format", "O", "", "output `format`: raw or qcow2 (default: qcow2 for s3:// uploads, where only the data crosses the link, the server copies no zeros and the cloud imports it as is; raw otherwise)")
 	})
 	flagGroup(fs, groupQCOW2, func() {
 		fs.StringVar(&o.qcow2Compat, "qcow2-compat", "1.1", "QCOW2 compat: 1.1 (version 3) or 0.10 (version 2, for old importers)")
 		fs.StringVar(&o.cluster, "cluster-size", "64k", "QCOW2 cluster `size`: 512..2M, a power of two")
-		fs.BoolVarP(&o.compress, "compress", "c", false, "compress QCOW2 clusters, in the worker threads")
-		fs.StringVar(&o.compression, "compression", "zlib", "QCOW2 compression: zlib (any qemu) or zstd (qemu 5.1+, compat 1.1)")
+		fs.StringVarP(&o.compress, "compress", "c", "", "`when` to compress QCOW2 clusters, in the worker threads: auto (the default for uploads: while the upload is the bottleneck, plain while the CPU is), always (-c alone) or never (the default for files); give it as --compress=MODE")
+		fs.Lookup("compress").NoOptDefVal = "always"
+		fs.StringVar(&o.compression, "compression", "zlib", "QCOW2 compression: zlib (any qemu) or zstd (qemu 5.1+, compat 1.1); for a file it implies -c")
 	})
 	flagGroup(fs, groupCheck, func() {
 		fs.Int64Var(&o.diskSizeGB, "system-disk-size-gb", 0, "system disk size for ImportImage, in `GB`: 40..500, a multiple of 10, not below the virtual size (default: the smallest that fits)")
@@ -96,13 +97,24 @@ func (o *specOptions) spec(fs *pflag.FlagSet, src string) (job.Spec, error) {
 	if o.workers < 0 || o.workers > 256 || (o.workers == 0 && fs.Changed("workers")) {
 		return s, fmt.Errorf("--workers %d: use 1..256", o.workers)
 	}
-	if o.outFormat == "qcow2" {
+	if s.OutputFormat() == "qcow2" {
 		cs, err := parseSize(o.cluster)
 		if err != nil || cs < 512 || cs > 2<<20 || cs&(cs-1) != 0 {
 			return s, fmt.Errorf("--cluster-size %s: use a power of two from 512 to 2M", o.cluster)
 		}
 		s.QCOW2 = job.QCOW2Spec{Compat: o.qcow2Compat, ClusterSize: int(cs)}
-		if o.compress || fs.Changed("compression") {
+		switch o.compress {
+		case "true", "1":
+			s.QCOW2.Compress = job.CompressAlways // a manifest's "compress": true
+		case "false", "0":
+			s.QCOW2.Compress = job.CompressNever
+		default:
+			s.QCOW2.Compress = o.compress
+		}
+		if s.QCOW2.Compress == "" && fs.Changed("compression") && s.Kind() != job.ToBucket {
+			s.QCOW2.Compress = job.CompressAlways // --compression zstd -o FILE: compress, as it did before
+		}
+		if s.QCOW2.Compress != job.CompressNever && (fs.Changed("compression") || s.QCOW2.Compress != "") {
 			s.QCOW2.Compression = o.compression
 		}
 	} else {
@@ -270,6 +282,7 @@ func runConvert(ctx context.Context, fs *pflag.FlagSet, o *convertOptions, src s
 	if !o.quiet && (!toStdout || o.progress != "never") {
 		fmt.Fprintln(stderr, summaryLine(spec.Source, res))
 		fmt.Fprint(stderr, remoteLine(res))
+		fmt.Fprint(stderr, compressionLine(res))
 	}
 	if res.Upload != nil {
 		res.Upload.Print(stdout)
@@ -284,6 +297,16 @@ func summaryLine(src string, res *job.Result) string {
 	return fmt.Sprintf("%s -> %s (%s): %s virtual, %s data, %s zero (%s never read) in %s; system disk size %d GB",
 		src, res.Output, res.OutputFormat, units.Bytes(st.Size), units.Bytes(st.Data), units.Bytes(st.Skipped+st.Detected), units.Bytes(st.Skipped),
 		units.Took(st.Size, res.Seconds), res.SystemDiskSizeGB)
+}
+
+// compressionLine tells what compression did to a QCOW2 output that
+// compressed (or could have), in a line; empty otherwise.
+func compressionLine(res *job.Result) string {
+	c := res.Compression
+	if c == nil || c.Mode == job.CompressNever {
+		return ""
+	}
+	return "convert: compression: " + c.String() + "\n"
 }
 
 // writeJSON writes v as indented JSON, without HTML escaping: presigned

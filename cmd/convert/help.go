@@ -18,7 +18,7 @@ import (
 const (
 	groupInput   = "Input"
 	groupOutput  = "Output"
-	groupQCOW2   = "QCOW2 output (-O qcow2)"
+	groupQCOW2   = "QCOW2 output (-O qcow2, the default for uploads)"
 	groupCheck   = "Import check"
 	groupUpload  = "Upload (-o s3://BUCKET/KEY)"
 	groupImage   = "Image fields of the ImportImage request"

@@ -124,6 +124,7 @@ func completeFlagValues(c *cobra.Command) {
 		"source-format": sourceFormats,
 		"qcow2-compat":  {"1.1", "0.10"},
 		"compression":   {"zlib", "zstd"},
+		"compress":      {"auto", "always", "never"},
 		"check":         {"auto", "strict", "warn", "off"},
 		"progress":      {"auto", "always", "never"},
 		"os-type":       {"linux", "windows"},

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -346,4 +347,44 @@ func MainWithConvert(m *testing.M, srv **Server, bin *string) int {
 		return 1
 	}
 	return Main(m, srv)
+}
+
+// GuestSHA256 is the SHA-256 of the guest bytes of an object: of the
+// object itself when it is RAW, of its disk as qemu-img reads it (after
+// qemu-img check passed) when it is QCOW2, as uploads are by default.
+// format, if set, is the format the object must have.
+func (s *Server) GuestSHA256(t testing.TB, bucket, key, format string) string {
+	t.Helper()
+	out, err := s.Client().GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	if err != nil {
+		t.Fatalf("object %s: %v", key, err)
+	}
+	p := filepath.Join(t.TempDir(), "object")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.Copy(f, out.Body)
+	out.Body.Close()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatalf("object %s: %v", key, err)
+	}
+	defer os.Remove(p)
+	head := make([]byte, 4)
+	if f, err := os.Open(p); err == nil {
+		io.ReadFull(f, head)
+		f.Close()
+	}
+	got := "raw"
+	if string(head) == "QFI\xfb" {
+		got = "qcow2"
+		testkit.QemuImg(t, "check", p)
+	}
+	if format != "" && got != format {
+		t.Errorf("object %s is %s, want %s", key, got, format)
+	}
+	return testkit.RawSHA256(t, p)
 }

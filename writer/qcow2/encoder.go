@@ -62,6 +62,8 @@ type Encoder struct {
 	l2     []uint64
 	l2Used bool
 
+	stats CompressionStats
+
 	rt      []uint64  // refcount table: offsets of the refcount blocks written
 	open    []*rblock // refcount blocks still counting, by index
 	pending []table   // tables to lay out
@@ -113,6 +115,33 @@ func NewEncoder(t writer.Target, o Options) (*Encoder, error) {
 // Transform returns the function the stream's workers run on every data
 // block: per-cluster zero detection and compression.
 func (e *Encoder) Transform() func(b *stream.Block) error { return e.transform }
+
+// CompressionStats count the data clusters of an image by how they are
+// stored.
+type CompressionStats struct {
+	Plain      int64 `json:"plain_clusters"`
+	Compressed int64 `json:"compressed_clusters"`
+	// In and Out are the bytes of the compressed clusters before and after
+	// compression.
+	In  int64 `json:"compressed_in_bytes"`
+	Out int64 `json:"compressed_out_bytes"`
+}
+
+// Ratio is In/Out of the compressed clusters (0 when none).
+func (s CompressionStats) Ratio() float64 {
+	if s.Out == 0 {
+		return 0
+	}
+	return float64(s.In) / float64(s.Out)
+}
+
+// Compression counts the data clusters written so far, plain and
+// compressed. Call it from the goroutine that writes the blocks.
+func (e *Encoder) Compression() CompressionStats { return e.stats }
+
+// Next is the virtual offset the stream has been laid out to: every block
+// before it was written. Call it from the goroutine that writes the blocks.
+func (e *Encoder) Next() int64 { return e.next }
 
 // Written is the number of bytes of output so far.
 func (e *Encoder) Written() int64 { return e.written }
@@ -166,12 +195,16 @@ func (e *Encoder) WriteBlock(_ context.Context, b *stream.Block) error {
 			lo := int64(i) * cs
 			off := e.putWhole(b.Data[lo:min(lo+cs, b.Len)])
 			entry = uint64(off) | flagCopied
+			e.stats.Plain++
 		case kindCompressed:
 			c := info.comp[info.start[i]:info.start[i+1]]
 			off, err := e.putCompressed(c)
 			if err != nil {
 				return e.fail(err)
 			}
+			e.stats.Compressed++
+			e.stats.In += cs
+			e.stats.Out += int64(len(c))
 			x := 62 - (e.g.cbits - 8)
 			sectors := uint64((off+int64(len(c))-1)>>9 - off>>9)
 			entry = flagCompressed | sectors<<x | uint64(off)

@@ -80,6 +80,12 @@ type Options struct {
 	ClusterSize int
 	// Compression is "" (none), "zlib" or "zstd".
 	Compression string
+	// Choose, if set (with Compression), tells per data block, by its
+	// virtual offset, whether to compress its clusters; the others are
+	// stored plain. Nil compresses every block. It is called from the
+	// stream's workers, concurrently and out of order; the output is
+	// deterministic for the same answers (see job's --compress auto).
+	Choose func(off int64) bool
 	// VirtualSize is the size of the disk in bytes; the stream must deliver
 	// exactly that many.
 	VirtualSize int64

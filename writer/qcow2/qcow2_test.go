@@ -491,3 +491,62 @@ func TestRandomLayouts(t *testing.T) {
 		})
 	}
 }
+
+// TestChoose: blocks compressed or stored plain by a per-block choice (as
+// --compress auto makes it) give a valid image with the source's bytes,
+// the same bytes for the same choices whatever the workers, and the
+// counts of what was compressed.
+func TestChoose(t *testing.T) {
+	testkit.Need(t, "qemu-img")
+	dir := t.TempDir()
+	disk := testkit.MakeDisk(t, dir, testkit.DiskOptions{SizeMiB: 16, Tail: true, Seed: 5})
+	const bs = 256 << 10
+	for _, c := range []struct {
+		name   string
+		choose func(off int64) bool
+	}{
+		{"alternate", func(off int64) bool { return off/bs%2 == 0 }},
+		{"runs", func(off int64) bool { return off/bs%7 < 3 }},
+		{"none", func(int64) bool { return false }},
+		{"all", func(int64) bool { return true }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			o := qcow2.Options{Compression: qcow2.CompressZlib, Choose: c.choose}
+			a := encode(t, disk, filepath.Join(t.TempDir(), "a.qcow2"), o, stream.Options{Workers: 1, BlockSize: bs})
+			b := encode(t, disk, filepath.Join(t.TempDir(), "b.qcow2"), o, stream.Options{Workers: 4, BlockSize: bs})
+			sameBytes(t, a, b)
+			verify(t, disk, a, "", true, false, false)
+		})
+	}
+	// The counts: every data cluster is either plain or compressed, and
+	// none is compressed when nothing is chosen.
+	for _, choose := range []func(int64) bool{func(int64) bool { return false }, func(off int64) bool { return off/bs%2 == 0 }} {
+		im, err := reader.Open(disk, reader.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tg, err := writer.CreateFile(filepath.Join(t.TempDir(), "c.qcow2"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		enc, err := qcow2.NewEncoder(tg, qcow2.Options{Compression: qcow2.CompressZlib, Choose: choose, VirtualSize: im.Size()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		if _, err := stream.Run(ctx, im, enc, stream.Options{BlockSize: bs}); err != nil {
+			t.Fatal(err)
+		}
+		if err := enc.Finish(ctx); err != nil {
+			t.Fatal(err)
+		}
+		im.Close()
+		st := enc.Compression()
+		if st.Plain+st.Compressed == 0 || enc.Next() != im.Size() {
+			t.Fatalf("stats %+v, next %d", st, enc.Next())
+		}
+		if choose(bs) != choose(0) && (st.Compressed == 0 || st.Plain == 0 || st.Ratio() <= 1) || choose(0) == false && choose(bs) == false && st.Compressed != 0 {
+			t.Errorf("stats %+v (ratio %.2f)", st, st.Ratio())
+		}
+	}
+}

@@ -80,6 +80,7 @@ func (e *Encoder) transform(b *stream.Block) error {
 	info.kinds = grow(info.kinds, n)
 	info.start = grow(info.start, n+1)
 	info.comp = info.comp[:0]
+	compress := e.o.Compression != CompressNone && (e.o.Choose == nil || e.o.Choose(b.Off))
 	var def *deflater
 	var zenc *zstd.Encoder
 	defer func() {
@@ -99,7 +100,7 @@ func (e *Encoder) transform(b *stream.Block) error {
 			continue
 		}
 		info.kinds[i] = kindPlain
-		if e.o.Compression == CompressNone {
+		if !compress {
 			continue
 		}
 		if int64(len(c)) < cs {

@@ -290,7 +290,13 @@ func TestBatchEveryFormat(t *testing.T) {
 		if i%4 >= 2 {
 			dest = "s3://" + e.bucket + "/" + name + "." + format
 		}
-		lines = append(lines, jsonLine("source", src, "output", dest, "output-format", format))
+		if strings.HasPrefix(dest, "s3://") && format == "qcow2" {
+			// Byte for byte as the single run to a file: no --compress
+			// auto, whose choices follow the link.
+			lines = append(lines, jsonLine("source", src, "output", dest, "output-format", format, "compress", "never"))
+		} else {
+			lines = append(lines, jsonLine("source", src, "output", dest, "output-format", format))
+		}
 		exp = append(exp, expect{name, format, dest})
 		i++
 	}
@@ -475,9 +481,12 @@ func TestBatchKillThenRerun(t *testing.T) {
 	if p := srv.Pending(t, e.bucket); len(p) != 0 {
 		t.Errorf("incomplete uploads left: %v", p)
 	}
-	// The object is the one an uninterrupted single run makes.
+	// The object holds the disk an uninterrupted single run uploads (a
+	// QCOW2 object, compressed where the link was the bottleneck: the
+	// bytes may differ, the disk may not).
 	single := e.run(big, "-o", "s3://"+e.bucket+"/single.raw")
-	if single.code != 0 || e.objectSHA("big.raw") != e.objectSHA("single.raw") || e.objectSHA("big.raw") != testkit.RawSHA256(t, big) {
+	want := testkit.RawSHA256(t, big)
+	if single.code != 0 || srv.GuestSHA256(t, e.bucket, "big.raw", "qcow2") != want || srv.GuestSHA256(t, e.bucket, "single.raw", "qcow2") != want {
 		t.Errorf("the resumed object differs from an uninterrupted run's (exit %d)", single.code)
 	}
 }

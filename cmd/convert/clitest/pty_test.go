@@ -49,7 +49,7 @@ func TestProgressOnTerminal(t *testing.T) {
 		}
 		return s3test.Pass
 	})
-	cmd := exec.Command(bin, "disk.qcow2", "s3://"+bucket+"/disk.raw", "--endpoint", proxy.URL, "--verify", "--upload-concurrency", "2")
+	cmd := exec.Command(bin, "disk.qcow2", "s3://"+bucket+"/disk.raw", "-O", "raw", "--endpoint", proxy.URL, "--verify", "--upload-concurrency", "2")
 	cmd.Dir = dir
 	cmd.Env = append(srv.Env(t.TempDir()), "TERM=xterm")
 	tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 50, Cols: 150})

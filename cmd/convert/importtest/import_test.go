@@ -347,7 +347,8 @@ func TestUnknownOSAndAWSCredentials(t *testing.T) {
 	f.Close()
 	testkit.Run(t, "sh", "-c", "printf 'label: dos\\nstart=2048, type=83, bootable\\n' | sfdisk -q "+disk)
 	var v runJSON
-	r := e.mustRun(&v, disk, "-o", "s3://"+e.bucket+"/blank.raw", "--import")
+	// At its defaults an upload is QCOW2, and the import says so.
+	r := e.mustRun(&v, disk, "-o", "s3://"+e.bucket+"/blank.qcow2", "--import")
 	if !strings.Contains(r.stderr, "could not tell the operating system") || !strings.Contains(r.stderr, "--os-type, --platform, --os-version and --architecture") {
 		t.Errorf("no warning naming the flags:\n%s", r.stderr)
 	}
@@ -355,11 +356,11 @@ func TestUnknownOSAndAWSCredentials(t *testing.T) {
 		t.Fatalf("import %+v", v.Import)
 	}
 	b := e.api.Imports()[0].Fields
-	if b["osType"] != "linux" || b["architecture"] != "x86_64" || b["platform"] != "Other Linux" || b["diskFormat"] != "raw" {
+	if b["osType"] != "linux" || b["architecture"] != "x86_64" || b["platform"] != "Other Linux" || b["diskFormat"] != "qcow2" {
 		t.Errorf("body %v", b)
 	}
 	// convert import of it warns too, and a flag overrides.
-	r = e.run("import", "s3://"+e.bucket+"/blank.raw", "--platform", "Ubuntu", "--os-version", "22.04", "--client-token", "t2")
+	r = e.run("import", "s3://"+e.bucket+"/blank.qcow2", "--platform", "Ubuntu", "--os-version", "22.04", "--client-token", "t2")
 	if r.code != 0 || strings.Contains(r.stderr, "could not tell") {
 		t.Errorf("exit %d\n%s", r.code, r.stderr)
 	}

@@ -10,11 +10,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,9 +20,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"vmimport/internal/jdcloudtest"
 	"vmimport/internal/natstest"
@@ -318,26 +312,7 @@ func writeManifest(t testing.TB, path string, lines []string) string {
 // RAW, read through qemu-img for QCOW2.
 func (e *env) objectRawSHA(key, format string) string {
 	e.t.Helper()
-	out, err := srv.Client().GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String(e.bucket), Key: aws.String(key)})
-	if err != nil {
-		e.t.Fatalf("object %s: %v", key, err)
-	}
-	defer out.Body.Close()
-	if format == "raw" {
-		h := sha256.New()
-		io.Copy(h, out.Body)
-		return hex.EncodeToString(h.Sum(nil))
-	}
-	p := filepath.Join(e.dir, "got-"+strings.ReplaceAll(key, "/", "_"))
-	f, err := os.Create(p)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	io.Copy(f, out.Body)
-	f.Close()
-	defer os.Remove(p)
-	testkit.QemuImg(e.t, "check", p)
-	return testkit.RawSHA256(e.t, p)
+	return srv.GuestSHA256(e.t, e.bucket, key, format)
 }
 
 // noLeftovers checks that the bucket holds only the outputs: no incomplete
@@ -473,7 +448,7 @@ func TestQueueKillWorker(t *testing.T) {
 	if s := st[out]; s.Worker != "b" || s.Delivery < 2 {
 		t.Errorf("status %+v: want done by b on a redelivery", s)
 	}
-	if e.objectRawSHA("big.raw", "raw") != testkit.RawSHA256(t, big) {
+	if e.objectRawSHA("big.raw", "") != testkit.RawSHA256(t, big) {
 		t.Error("the resumed object differs from the source")
 	}
 	e.noLeftovers(1)
@@ -528,7 +503,7 @@ func TestQueueServerRestart(t *testing.T) {
 		if o := got["s3://"+e.bucket+"/"+key]; o.Status != "done" {
 			t.Errorf("%s: %+v", key, o)
 		}
-		if e.objectRawSHA(key, "raw") != testkit.RawSHA256(t, src) {
+		if e.objectRawSHA(key, "") != testkit.RawSHA256(t, src) {
 			t.Errorf("%s: the object differs from the source", key)
 		}
 	}
@@ -609,7 +584,7 @@ func TestQueueSigterm(t *testing.T) {
 	if o := got[out]; r.code != 0 || o.Status != "done" || o.Target == nil || o.Target.PartsReused < 4 {
 		t.Errorf("exit %d, %+v %+v\n%s", r.code, o, o.Target, r.stderr)
 	}
-	if e.objectRawSHA("big.raw", "raw") != testkit.RawSHA256(t, big) {
+	if e.objectRawSHA("big.raw", "") != testkit.RawSHA256(t, big) {
 		t.Error("the object differs from the source")
 	}
 	e.noLeftovers(1)

@@ -411,3 +411,97 @@ func TestUploadsLsAbort(t *testing.T) {
 	}
 	e.nothingLeft()
 }
+
+// TestKillThenResumeCompressAuto: an upload at its defaults (QCOW2,
+// --compress auto) over a slow link compresses; killed with -9 and
+// resumed over a fast link (where auto alone would store plain), it replays
+// the recorded decisions, so the parts already there are the parts it makes
+// again, and the object converts to the source's bytes.
+func TestKillThenResumeCompressAuto(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	disk := makeDisk(t, dir, 160*mib, nil)
+	// Data that deflates about 2:1, as file systems hold: random bytes of
+	// a 16-letter alphabet.
+	f, err := os.OpenFile(disk, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, mib)
+	for off := 2 * mib; off < 150*mib; off += mib {
+		rand.Read(buf)
+		for i := range buf {
+			buf[i] = 'a' + buf[i]&15
+		}
+		if _, err := f.WriteAt(buf, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	want := testkit.RawSHA256(t, disk)
+	dest := "s3://" + e.bucket + "/auto.qcow2"
+	state := filepath.Join(dir, "upload.state")
+	e.proxy.Inject(300*time.Millisecond, func(op string, n int) s3test.Fault {
+		if op == "UploadPart" {
+			return s3test.SlowOnReply
+		}
+		return s3test.Pass
+	})
+	cmd := e.command(disk, "-o", dest, "--state-file", state, "--upload-concurrency", "2", "--part-size", "5M")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for e.proxy.Done("UploadPart") < 4 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	before := e.proxy.Done("UploadPart")
+	if before < 4 {
+		t.Fatal("the upload did not get going")
+	}
+	e.proxy.Inject(0, nil)
+	r := e.run(disk, "-o", dest, "--state-file", state, "--upload-concurrency", "2", "--part-size", "5M", "--resume", "--verify", "--json")
+	if r.code != 0 {
+		t.Fatalf("resume: exit %d\n%s", r.code, r.stderr)
+	}
+	var s struct {
+		OutputFormat string `json:"output_format"`
+		Compression  struct {
+			Mode       string `json:"mode"`
+			Compressed int64  `json:"compressed_clusters"`
+			Replayed   int64  `json:"replayed_bytes"`
+		} `json:"compression"`
+		Target struct {
+			Parts       int `json:"parts"`
+			PartsReused int `json:"parts_reused"`
+		} `json:"target"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &s); err != nil {
+		t.Fatalf("%v\n%s", err, r.stdout)
+	}
+	t.Logf("%d parts sent before the kill; resumed: %+v", before, s)
+	if s.OutputFormat != "qcow2" || s.Compression.Mode != "auto" || s.Compression.Compressed == 0 || s.Compression.Replayed == 0 {
+		t.Errorf("resumed run: %+v, want QCOW2 with clusters compressed by replayed decisions", s)
+	}
+	// Part 1 is sent last; every part stored before the kill is made
+	// again byte for byte.
+	if s.Target.PartsReused < before-1 {
+		t.Errorf("resumed run reused %d parts of the %d sent before the kill\n%s", s.Target.PartsReused, before, r.stderr)
+	}
+	out := filepath.Join(dir, "got.qcow2")
+	o, err := srv.Client().GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String(e.bucket), Key: aws.String("auto.qcow2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, _ := os.Create(out)
+	io.Copy(g, o.Body)
+	o.Body.Close()
+	g.Close()
+	testkit.QemuImg(t, "check", out)
+	if testkit.RawSHA256(t, out) != want {
+		t.Fatal("resumed object differs from the source")
+	}
+	e.nothingLeft("auto.qcow2")
+}
