@@ -32,6 +32,13 @@ func (b *Budget) Total() int64 { return b.total }
 func (b *Budget) acquire(ctx context.Context, n int64) error { return b.sem.Acquire(ctx, n) }
 func (b *Budget) release(n int64)                            { b.sem.Release(n) }
 
+// DefaultPartsMemory bounds the part buffers of an upload (those in flight
+// and the one being filled; part 1 is apart and small) unless the user
+// chose --upload-concurrency: 8 parts in flight up to 8 MiB parts (disks up
+// to ~78 GiB), then fewer, down to 1 in flight with the 64 MiB parts of a
+// 500 GiB disk. A single upload then peaks well under 256 MiB.
+const DefaultPartsMemory = 128 << 20
+
 // Memory a job uses besides its blocks and parts: the reader's tables and
 // caches, the encoders' buffers, the HTTP client. Measured on the test
 // disks and rounded up; the QCOW2 encoder's own is in its package comment.
@@ -64,6 +71,11 @@ func (j *run) plan(virtual int64, qo qcow2.Options) (plan, error) {
 		if p.partSize, err = upload.PlanPartSize(p.outputMax, s.Upload.PartSize); err != nil {
 			return p, &SpecError{fmt.Errorf("--part-size: %w", err)}
 		}
+		if !j.concurrencyChosen {
+			// Large parts (a disk of hundreds of GiB) go fewer at a time,
+			// so that the buffers stay within DefaultPartsMemory.
+			p.concurrency = max(1, min(p.concurrency, int(DefaultPartsMemory/p.partSize)-1))
+		}
 	}
 	p.size(s)
 	return p, nil
@@ -84,8 +96,7 @@ func (p *plan) size(s *Spec) {
 		}
 	}
 	if s.Kind() == ToBucket {
-		// Concurrency parts in flight, one being filled, part 1 held.
-		m += int64(p.concurrency+2) * p.partSize
+		m += upload.PartMemory(p.partSize, p.concurrency)
 	}
 	p.memory = m
 }

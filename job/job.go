@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -161,11 +162,19 @@ func Run(ctx context.Context, spec Spec, env Env) (*Result, error) {
 	if err := spec.Validate(); err != nil {
 		return res, err
 	}
-	j := &run{s: spec.withDefaults(), env: env, res: res}
+	j := &run{s: spec.withDefaults(), env: env, res: res, concurrencyChosen: spec.Upload.Concurrency != 0}
 	res.OutputFormat = j.s.Format
 	start := time.Now()
 	err := j.run(ctx)
 	res.Seconds = time.Since(start).Seconds()
+	if j.held > 0 {
+		// The next job of the budget allocates its own buffers: give
+		// these (unreachable now that run returned) back to the system
+		// before the share is released, or the process holds both until
+		// the collector runs.
+		debug.FreeOSMemory()
+		env.Budget.release(j.held)
+	}
 	return res, err
 }
 
@@ -174,6 +183,11 @@ type run struct {
 	s   Spec
 	env Env
 	res *Result
+	// concurrencyChosen: the spec gave the parts in flight; the plan
+	// keeps them.
+	concurrencyChosen bool
+	// held is the share of Env.Budget the job holds.
+	held int64
 
 	mu       sync.Mutex // serializes Events and guards warnings
 	lastProg time.Time
@@ -284,7 +298,8 @@ func (j *run) run(ctx context.Context) error {
 		if err := j.env.Budget.acquire(ctx, plan.memory); err != nil {
 			return err
 		}
-		defer j.env.Budget.release(plan.memory)
+		// Run gives it back once the buffers are back with the system.
+		j.held = plan.memory
 		j.res.Memory = plan.memory
 	}
 
@@ -298,6 +313,7 @@ func (j *run) run(ctx context.Context) error {
 		if up, err = j.preflight(ctx); err != nil {
 			return err
 		}
+		defer up.c.Close()
 	}
 	j.phase(Checking)
 	rep, forceImport, err := j.importCheck(ctx, im)

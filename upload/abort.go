@@ -17,6 +17,7 @@ func (t *Target) Abort(ctx context.Context) error {
 	t.done = true
 	t.send.stop(errors.New("upload: aborted"))
 	t.rec.stop()
+	t.g.drop()
 	if t.completed {
 		// Complete went through but a check after it failed: the object
 		// must not look done.

@@ -250,6 +250,15 @@ func (c *Client) Where() string {
 	return "AWS S3 (" + c.Region + ")"
 }
 
+// Close closes the client's idle connections: a finished upload's last
+// requests no longer hold their connections (nor, through them, part
+// buffers) until the idle time-out. The client stays usable.
+func (c *Client) Close() {
+	if h, ok := c.awsCfg.HTTPClient.(interface{ CloseIdleConnections() }); ok {
+		h.CloseIdleConnections()
+	}
+}
+
 // Preflight checks, before any of the source is read, that credentials
 // resolve, that the bucket exists and is reachable, that it lies in
 // --jdcloud-region if given, and that it takes multipart uploads (one is

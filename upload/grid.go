@@ -138,6 +138,16 @@ func (g *grid) skip(n int64, end func() error) error {
 	return nil
 }
 
+// drop lets go of every part buffer once the parts are sent (or the upload
+// aborted): whoever still holds the Target (a report, a caller's
+// variable) does not hold them too.
+func (g *grid) drop() {
+	g.cur, g.head = nil, nil
+	if g.pool != nil {
+		g.pool.drain()
+	}
+}
+
 // pool holds the part buffers: at most cap(free) of them are made, and a
 // part waits for one that a sender gave back.
 type pool struct {
@@ -167,6 +177,17 @@ func (p *pool) get() ([]byte, error) {
 		return b, nil
 	case <-p.ctx.Done():
 		return nil, p.failed()
+	}
+}
+
+// drain empties the pool of the buffers given back.
+func (p *pool) drain() {
+	for {
+		select {
+		case <-p.free:
+		default:
+			return
+		}
 	}
 }
 

@@ -53,6 +53,13 @@ func autoPartSize(sizeHint int64) int64 {
 // headPart is the size of part 1 in a grid of parts of size p.
 func headPart(p int64) int64 { return min(p, headPartSize) }
 
+// PartMemory is the memory an upload with parts of size p and concurrency
+// parts in flight holds for them: those in flight, the one being filled,
+// and part 1, held until Commit.
+func PartMemory(p int64, concurrency int) int64 {
+	return int64(concurrency+1)*p + headPart(p)
+}
+
 // checkPartSize checks a part size is allowed and gives an output of up to
 // sizeHint bytes at most 10,000 parts.
 func checkPartSize(sizeHint, p int64) error {

@@ -69,7 +69,12 @@ func startSenders(ctx context.Context, n int, pool *pool, send func(context.Cont
 func (s *senders) saturated() bool { return int(s.busy.Load()) >= s.n }
 
 // failed is the error that stopped the senders, if any.
-func (s *senders) failed() error { return context.Cause(s.ctx) }
+func (s *senders) failed() error {
+	if err := context.Cause(s.ctx); err != errSendersDone {
+		return err
+	}
+	return nil
+}
 
 // dispatch hands a part to a free sender.
 func (s *senders) dispatch(j job) error {
@@ -87,11 +92,18 @@ func (s *senders) close() error {
 		s.closed = true
 		close(s.jobs)
 	}
-	if err := s.g.Wait(); err != nil {
-		return err
+	err := s.g.Wait()
+	if err == nil {
+		err = s.failed()
 	}
-	return s.failed()
+	// Done: the context goes, so that its parent (a batch's, a worker's)
+	// does not keep it among its children for the rest of the process.
+	s.cancel(errSendersDone)
+	return err
 }
+
+// errSendersDone ends the senders' context once they all returned.
+var errSendersDone = errors.New("upload: the part senders are done")
 
 // stop cancels the senders and waits for them.
 func (s *senders) stop(cause error) {

@@ -274,5 +274,6 @@ func (t *Target) Commit(ctx context.Context, head []byte) error {
 	if err := t.send.close(); err != nil {
 		return err
 	}
+	t.g.drop()
 	return t.complete(ctx)
 }

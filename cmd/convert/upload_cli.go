@@ -47,7 +47,7 @@ func (u *uploadOptions) registerUpload(fs *pflag.FlagSet) {
 	u.registerStore(fs)
 	fs.Var(&destFlag{fs: fs, u: u, isKey: false}, "bucket", "upload to this bucket (with --key; same as -o s3://BUCKET/KEY)")
 	fs.Var(&destFlag{fs: fs, u: u, isKey: true}, "key", "object key of the upload (with --bucket)")
-	fs.IntVar(&u.concurrency, "upload-concurrency", 8, "parts uploaded in parallel; memory holds at most this + 2 parts")
+	fs.IntVar(&u.concurrency, "upload-concurrency", 0, "parts uploaded in parallel, 1..64; memory holds this + 1 parts and an 8 MiB part 1 (default: 8, fewer for parts over 8 MiB, so that part buffers stay under 128 MiB)")
 	fs.StringVar(&u.partSize, "part-size", "auto", "`size` of the upload parts (5M..5G; auto: from the virtual size, so that 10,000 parts suffice)")
 	fs.StringVar(&u.stateFile, "state-file", "", "where the upload is recorded for --resume (default: one file per destination under the user's cache folder)")
 	fs.BoolVar(&u.resume, "resume", false, "continue the interrupted upload recorded for this destination, and keep the upload (instead of aborting it) if this run fails")
@@ -71,7 +71,7 @@ func (u *uploadOptions) store() job.Store {
 
 // client connects to the store the flags name.
 func (u *uploadOptions) client(ctx context.Context) (*upload.Client, error) {
-	return u.store().Client(ctx, u.concurrency+4)
+	return u.store().Client(ctx, max(u.concurrency, job.DefaultUploadConcurrency)+4)
 }
 
 // spec fills the upload settings of s. The flags that shape an upload are
@@ -84,6 +84,9 @@ func (u *uploadOptions) spec(fs *pflag.FlagSet, s *job.Spec, given func(*pflag.F
 		if want := fmt.Sprintf("s3://%s/%s", u.bucket, u.key); s.Output != want {
 			return fmt.Errorf("-o %s and --bucket/--key %s disagree: give one of them", s.Output, want)
 		}
+	}
+	if fs.Changed("upload-concurrency") && (u.concurrency < 1 || u.concurrency > 64) {
+		return fmt.Errorf("--upload-concurrency %d: use 1..64", u.concurrency)
 	}
 	s.Upload = job.UploadSpec{
 		Store: u.store(), Concurrency: u.concurrency, StateFile: u.stateFile, Resume: u.resume, Keep: u.resume,

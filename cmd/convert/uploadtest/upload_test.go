@@ -186,7 +186,8 @@ func (e *env) nothingLeft(keys ...string) {
 	}
 }
 
-// checkRSS holds the peak memory of a run to (K+2) x part size + 64 MiB.
+// checkRSS holds the peak memory of a run to what K parts in flight may
+// take: (K+2) x part size + 64 MiB.
 func checkRSS(t *testing.T, r result, k int, partSize int64) {
 	t.Helper()
 	bound := int64(k+2)*partSize + 64<<20
@@ -504,4 +505,26 @@ func TestKillThenResumeCompressAuto(t *testing.T) {
 		t.Fatal("resumed object differs from the source")
 	}
 	e.nothingLeft("auto.qcow2")
+}
+
+// TestLargePartsBoundedMemory: with the 64 MiB parts of a 500 GiB disk
+// and default settings, fewer parts go at a time and part 1 is small: one
+// upload peaks under 256 MiB (it took 668 MiB with 8 parts in flight).
+func TestLargePartsBoundedMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("uploads 300 MiB")
+	}
+	e := newEnv(t)
+	disk := makeDisk(t, t.TempDir(), 320*mib, []run{{mib, 300 * mib}})
+	r, s := e.mustRun(disk, "-o", "s3://"+e.bucket+"/big.qcow2", "--part-size", "64M", "--compress=never")
+	t.Logf("peak RSS %d MiB, %d parts of %d MiB", r.maxRSS>>20, s.Target.Parts, s.Target.PartSize>>20)
+	if s.Target.Parts < 5 || s.Target.PartSize != 64*mib {
+		t.Fatalf("parts: %+v", s.Target)
+	}
+	if r.maxRSS > 256*mib {
+		t.Errorf("peak RSS %d MiB, want under 256 MiB", r.maxRSS>>20)
+	}
+	if srv.GuestSHA256(t, e.bucket, "big.qcow2", "qcow2") != testkit.RawSHA256(t, disk) {
+		t.Error("the object differs from the source")
+	}
 }
