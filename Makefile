@@ -99,8 +99,9 @@ cross:
 
 # Convert the bundled sample (a 64 MiB MBR + ext4 disk as compressed QCOW2)
 # to a sparse RAW file, then start a local S3 server (versitygw, installed
-# on first use with go install) and upload the sample to it as QCOW2,
-# printing the URLs and the ImportImage command a real upload would give.
+# on first use with go install) and upload the sample to it as QCOW2
+# (the default for uploads), printing the URLs and the ImportImage command a
+# real upload would give.
 demo: build
 	@mkdir -p $(DEMO_DIR)
 	$(BIN) info testdata/sample.qcow2
@@ -109,7 +110,7 @@ demo: build
 	@set -e; eval "$$(.ci/versitygw.sh)"; trap '.ci/versitygw.sh stop' EXIT; \
 	  $(GO) run ./internal/demobucket demo; \
 	  echo "demo: uploading to the local S3 server at $$CONVERT_TEST_S3_ENDPOINT"; \
-	  $(BIN) testdata/sample.qcow2 -O qcow2 -o s3://demo/images/sample.qcow2 --endpoint $$CONVERT_TEST_S3_ENDPOINT --verify --image-name sample
+	  $(BIN) testdata/sample.qcow2 -o s3://demo/images/sample.qcow2 --endpoint $$CONVERT_TEST_S3_ENDPOINT --verify --image-name sample
 
 # The benchmark suite: generated disks in every source format, convert vs
 # qemu-img, interleaved, median of 3, and the upload end to end against
