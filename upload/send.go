@@ -32,6 +32,7 @@ type senders struct {
 	closed bool
 	n      int
 	busy   atomic.Int32 // senders with a part
+	sent   atomic.Int32 // parts the senders finished
 }
 
 // startSenders starts n senders that give each job to send and its pooled
@@ -50,6 +51,7 @@ func startSenders(ctx context.Context, n int, pool *pool, send func(context.Cont
 					err = send(s.ctx, j)
 				}
 				s.busy.Add(-1)
+				s.sent.Add(1)
 				if j.buf != nil && j.pooled {
 					pool.put(j.buf)
 				}
@@ -64,9 +66,13 @@ func startSenders(ctx context.Context, n int, pool *pool, send func(context.Cont
 	return s
 }
 
-// saturated reports whether every sender has a part: the next part would
-// wait for one.
-func (s *senders) saturated() bool { return int(s.busy.Load()) >= s.n }
+// saturated reports whether every sender has a part (the next part would
+// wait for one), or whether too few parts went yet to tell: until every
+// sender finished one, the link is taken for the bottleneck, as it is for
+// most uploads (on a fast link the first parts go quickly, and that ends).
+func (s *senders) saturated() bool {
+	return int(s.busy.Load()) >= s.n || int(s.sent.Load()) < s.n
+}
 
 // failed is the error that stopped the senders, if any.
 func (s *senders) failed() error {
