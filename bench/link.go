@@ -281,7 +281,9 @@ func linkPeers(aws string) []linkPeer {
 	awsCp := aws + ` --endpoint-url "$URL" s3 cp "$TMP" "s3://$DST" --only-show-errors`
 	// rclone cannot take a CA bundle from AWS_CA_BUNDLE (it fails on it):
 	// unset for rclone. Its remote comes from RCLONE_CONFIG_BENCH_*.
-	rclone := fmt.Sprintf(`env -u AWS_CA_BUNDLE rclone copyto "$TMP" "bench:$DST" --s3-endpoint "$URL" --s3-chunk-size %dM --s3-upload-cutoff %dM --s3-upload-concurrency 8 --s3-no-check-bucket`, linkPart>>20, linkPart>>20)
+	// --ignore-times: the object of the previous round has the same size
+	// and MD5, and rclone would only update its mtime.
+	rclone := fmt.Sprintf(`env -u AWS_CA_BUNDLE rclone copyto --ignore-times "$TMP" "bench:$DST" --s3-endpoint "$URL" --s3-chunk-size %dM --s3-upload-cutoff %dM --s3-upload-concurrency 8 --s3-no-check-bucket`, linkPart>>20, linkPart>>20)
 	q := func(opts string) string { return `qemu-img convert ` + opts + ` "$SRC" "$TMP" && sync "$TMP" && ` }
 	return []linkPeer{
 		{"qemu-img -O raw + aws s3 cp", q("-O raw") + awsCp},
@@ -439,8 +441,15 @@ func oneLink(ctx context.Context, o *SuiteOptions, rep *Report, l Link, base Cas
 				t.skip = t.name + " failed: " + strings.TrimPrefix(skipReason(err, o.Dir, ns.wrap(t.argv)), "ip: ")
 				continue
 			}
+			// An uploader that sent less than half its file did not
+			// upload it (rclone skips an object it thinks it has).
+			if fi, err := os.Stat(tmp); err == nil && t.name != "convert" && s.WireBytes < fi.Size()/2 {
+				t.skip = fmt.Sprintf("%s sent %.0f MB for a %.0f MB file: it did not upload it", t.name, float64(s.WireBytes)/1e6, float64(fi.Size())/1e6)
+				logf("  failed: %s", t.skip)
+				continue
+			}
 			t.samples = append(t.samples, s)
-			logf("  %s round %d: %.1fs, %.0f MB on the wire", l.Name, round+1, s.Seconds, float64(s.WireBytes)/1e6)
+			logf("  %s round %d, %s: %.1fs, %.0f MB on the wire, %.1f CPU s, server %.1f CPU s", l.Name, round+1, t.name, s.Seconds, float64(s.WireBytes)/1e6, s.CPUSeconds, s.ServerCPUSeconds)
 		}
 		if tools[0].skip != "" {
 			break
