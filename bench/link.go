@@ -100,25 +100,29 @@ func parseProcCPU(stat string) (float64, error) {
 //     reads, writes and syncs.
 //
 // linkBps 0 (no link) skips the first rule. The string carries the
-// measure: "link 83%" of the rate, "CPU 0.6 cores", "server 0.8 cores".
+// measure: "link 83%" of the rate, "CPU 0.6 cores", "server 0.8 cores",
+// and when a link did not bind, its use: "disk (link 31%)".
 func BoundBy(s Summary, linkBps float64, cpus int) string {
 	if s.Seconds <= 0 {
 		return "-"
 	}
+	note := "" // the link's use, when it did not bind
 	if linkBps > 0 {
-		if use := float64(s.WireBytes) / s.Seconds / (linkBps / 8); use >= 0.6 {
+		use := float64(s.WireBytes) / s.Seconds / (linkBps / 8)
+		if use >= 0.6 {
 			return fmt.Sprintf("link %.0f%%", 100*use)
 		}
+		note = fmt.Sprintf(" (link %.0f%%)", 100*use)
 	}
 	tool, server := s.CPUSeconds/s.Seconds, s.ServerCPUSeconds/s.Seconds
 	busy := tool+server >= 0.75*float64(max(cpus, 1))
 	switch {
 	case tool >= 0.5 && tool >= server, busy && tool >= server:
-		return fmt.Sprintf("CPU %.1f cores", tool)
+		return fmt.Sprintf("CPU %.1f cores", tool) + note
 	case server >= 0.5, busy, server > tool:
-		return fmt.Sprintf("server %.1f cores", server)
+		return fmt.Sprintf("server %.1f cores", server) + note
 	}
-	return "disk"
+	return "disk" + note
 }
 
 // netns is a network namespace with a shaped loopback and a versitygw

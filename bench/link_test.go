@@ -72,11 +72,11 @@ func TestBoundBy(t *testing.T) {
 		want string
 	}{
 		{"link", Summary{Seconds: 20, WireBytes: 2e9, CPUSeconds: 10}, gbit, "link 80%"},
-		{"cpu of both cores", Summary{Seconds: 10, WireBytes: 1e8, CPUSeconds: 12, ServerCPUSeconds: 4}, gbit, "CPU 1.2 cores"},
-		{"serial cpu", Summary{Seconds: 20, WireBytes: 3e8, CPUSeconds: 12, ServerCPUSeconds: 2}, gbit, "CPU 0.6 cores"},
-		{"server busy", Summary{Seconds: 10, WireBytes: 1e8, CPUSeconds: 2, ServerCPUSeconds: 8}, gbit, "server 0.8 cores"},
-		{"server ahead", Summary{Seconds: 10, WireBytes: 1e8, CPUSeconds: 1, ServerCPUSeconds: 3}, gbit, "server 0.3 cores"},
-		{"disk", Summary{Seconds: 10, WireBytes: 1e8, CPUSeconds: 3, ServerCPUSeconds: 1}, gbit, "disk"},
+		{"cpu of both cores", Summary{Seconds: 10, WireBytes: 1e8, CPUSeconds: 12, ServerCPUSeconds: 4}, gbit, "CPU 1.2 cores (link 8%)"},
+		{"serial cpu", Summary{Seconds: 20, WireBytes: 3e8, CPUSeconds: 12, ServerCPUSeconds: 2}, gbit, "CPU 0.6 cores (link 12%)"},
+		{"server busy", Summary{Seconds: 10, WireBytes: 1e8, CPUSeconds: 2, ServerCPUSeconds: 8}, gbit, "server 0.8 cores (link 8%)"},
+		{"server ahead", Summary{Seconds: 10, WireBytes: 1e8, CPUSeconds: 1, ServerCPUSeconds: 3}, gbit, "server 0.3 cores (link 8%)"},
+		{"disk", Summary{Seconds: 10, WireBytes: 1e8, CPUSeconds: 3, ServerCPUSeconds: 1}, gbit, "disk (link 8%)"},
 		{"no link", Summary{Seconds: 10, CPUSeconds: 16}, 0, "CPU 1.6 cores"},
 		{"no time", Summary{}, gbit, "-"},
 	}
@@ -130,7 +130,7 @@ func TestLinkMarkdown(t *testing.T) {
 	md := r.Markdown()
 	for _, want := range []string{
 		"| 2.00 (2.00-2.50) | 3.00 (3.00-3.00) | **1.50x** (1.20-1.50) |",
-		"| vmdk monolithicSparse -> s3 over 1gbit link (20%) | qemu-img -O raw + aws s3 cp | 10.0 (9.0-12.0) | 20.0 (18.0-25.0) | **2.00x** (1.50-2.50) | 500 / 2150 | 2.0 / 9.0 | 0.0 / 0.0 | 60 / 90 | disk / link 86% |",
+		"| vmdk monolithicSparse -> s3 over 1gbit link (20%) | qemu-img -O raw + aws s3 cp | 10.0 (9.0-12.0) | 20.0 (18.0-25.0) | **2.00x** (1.50-2.50) | 500 / 2150 | 2.0 / 9.0 | 0.0 / 0.0 | 60 / 90 | disk (link 40%) / link 86% |",
 		"skipped: rclone is not installed",
 		"- 1gbit, qemu-img -O raw + aws s3 cp: at least 3.0x faster; **not met**: 2.00x",
 		"- 1gbit, qemu-img -O raw + rclone copyto: at least 2.0x faster; not measured",
@@ -141,7 +141,7 @@ func TestLinkMarkdown(t *testing.T) {
 	}
 	// The closing table is last, before the command.
 	i := strings.LastIndex(md, "| case | peer | ratio | bytes on the wire")
-	if i < 0 || !strings.Contains(md[i:], "| qemu-img -O raw + aws s3 cp | **2.00x** (1.50-2.50) | 500 / 2150 | 60 / 90 | disk / link 86% |") ||
+	if i < 0 || !strings.Contains(md[i:], "| qemu-img -O raw + aws s3 cp | **2.00x** (1.50-2.50) | 500 / 2150 | 60 / 90 | disk (link 40%) / link 86% |") ||
 		!strings.Contains(md[i:], "| qcow2 -> raw (50%) | qemu-img | **1.50x** (1.20-1.50) | - / - |") || strings.Contains(md[i:], "rclone") {
 		t.Errorf("closing table:\n%s", md[max(i, 0):])
 	}
