@@ -115,12 +115,17 @@ demo: build
 # The benchmark suite: generated disks in every source format, convert vs
 # qemu-img, interleaved, median of 3, and the upload end to end against
 # qemu-img + aws s3 cp on a local versitygw; results under bench/results/.
-# BENCH_FLAGS=--size 100G for a large-disk run.
+# The link cases upload a 2 GiB sparse VMDK through a tc-shaped loopback in
+# a network namespace, at each of BENCH_LINKS (they need root, and take
+# about 45 minutes at --runs 3; BENCH_LINKS= leaves them out).
+# BENCH_FLAGS=--size 100G for a large-disk run; BENCH_FLAGS="--cases link"
+# for the link cases alone.
 BENCH_FLAGS ?=
+BENCH_LINKS ?= 1gbit,100mbit
 bench: build
 	bench/setup.sh
 	@set -e; eval "$$(.ci/versitygw.sh)"; trap '.ci/versitygw.sh stop' EXIT; \
-	  $(GO) run ./bench/cmd/benchsuite --convert $(BIN) --endpoint $$CONVERT_TEST_S3_ENDPOINT $(BENCH_FLAGS)
+	  $(GO) run ./bench/cmd/benchsuite --convert $(BIN) --endpoint $$CONVERT_TEST_S3_ENDPOINT --links "$(BENCH_LINKS)" $(BENCH_FLAGS)
 
 # Go benchmarks of the pipeline and the readers.
 gobench:

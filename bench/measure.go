@@ -16,6 +16,10 @@ type Sample struct {
 	Seconds    float64 `json:"seconds"`
 	CPUSeconds float64 `json:"cpu_seconds"` // user + system
 	MaxRSS     int64   `json:"max_rss_bytes"`
+	// Link cases: what crossed the shaped loopback during the run (both
+	// directions), and the CPU the S3 server spent meanwhile.
+	WireBytes        int64   `json:"wire_bytes,omitempty"`
+	ServerCPUSeconds float64 `json:"server_cpu_seconds,omitempty"`
 }
 
 // Run times one command to completion and reads its resource usage.
@@ -108,24 +112,57 @@ func vmHWM(pid int) int64 {
 
 // Summary is the median of a set of samples.
 type Summary struct {
-	Seconds    float64   `json:"seconds"`
-	CPUSeconds float64   `json:"cpu_seconds"`
-	MaxRSS     int64     `json:"max_rss_bytes"`
-	Runs       []float64 `json:"runs_seconds"`
+	Seconds          float64   `json:"seconds"`
+	CPUSeconds       float64   `json:"cpu_seconds"`
+	MaxRSS           int64     `json:"max_rss_bytes"`
+	Runs             []float64 `json:"runs_seconds"`
+	WireBytes        int64     `json:"wire_bytes,omitempty"`
+	ServerCPUSeconds float64   `json:"server_cpu_seconds,omitempty"`
 }
 
-// Summarize takes the median time and CPU and the largest RSS.
+// Summarize takes the median time, CPU, server CPU and bytes on the wire,
+// and the largest RSS.
 func Summarize(samples []Sample) Summary {
 	var s Summary
-	var cpu []float64
+	var cpu, wire, server []float64
 	for _, x := range samples {
 		s.Runs = append(s.Runs, x.Seconds)
 		cpu = append(cpu, x.CPUSeconds)
+		wire = append(wire, float64(x.WireBytes))
+		server = append(server, x.ServerCPUSeconds)
 		s.MaxRSS = max(s.MaxRSS, x.MaxRSS)
 	}
 	s.Seconds = Median(s.Runs)
 	s.CPUSeconds = Median(cpu)
+	s.WireBytes = int64(Median(wire))
+	s.ServerCPUSeconds = Median(server)
 	return s
+}
+
+// MinMax of xs; 0, 0 for none.
+func MinMax(xs []float64) (lo, hi float64) {
+	for i, x := range xs {
+		if i == 0 || x < lo {
+			lo = x
+		}
+		if i == 0 || x > hi {
+			hi = x
+		}
+	}
+	return lo, hi
+}
+
+// RatioSpread is the smallest and largest of the per-round ratios
+// peer[i] / ours[i]: the runs are interleaved in rounds, so the runs of one
+// index ran back to back on the same machine state. 0, 0 without runs.
+func RatioSpread(ours, peer []float64) (lo, hi float64) {
+	var rs []float64
+	for i := range min(len(ours), len(peer)) {
+		if ours[i] > 0 {
+			rs = append(rs, peer[i]/ours[i])
+		}
+	}
+	return MinMax(rs)
 }
 
 // Median of xs; 0 for none. For an even count, the mean of the middle two.

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -118,5 +119,31 @@ func TestRunMeasuresChildrenOfAShell(t *testing.T) {
 	_ = s // tail streams; the test only checks sampling does not fail on a tree
 	if s.MaxRSS <= 0 {
 		t.Errorf("no RSS sampled for a shell pipeline: %+v", s)
+	}
+}
+
+func TestSkipReasonHidesCommandsAndPaths(t *testing.T) {
+	argv := []string{"sh", "-c", "qemu-img convert /scratch/a /scratch/b && aws s3 cp /scratch/b s3://x/y"}
+	err := fmt.Errorf("%s: exit status 1: upload failed: /scratch/b to s3://x/y No space left\nmore", strings.Join(argv, " "))
+	got := skipReason(err, "/scratch", []string{"convert"}, argv)
+	if want := "sh: exit status 1: upload failed: DIR/b to s3://x/y No space left"; got != want {
+		t.Errorf("skipReason = %q, want %q", got, want)
+	}
+	if got := skipReason(fmt.Errorf("no such file"), "", argv); got != "no such file" {
+		t.Errorf("skipReason = %q", got)
+	}
+}
+
+func TestRatioSpreadPairsRounds(t *testing.T) {
+	lo, hi := RatioSpread([]float64{10, 20, 5}, []float64{30, 20, 10, 99})
+	if lo != 1 || hi != 3 {
+		t.Errorf("RatioSpread = %v, %v, want 1, 3", lo, hi)
+	}
+	if lo, hi := RatioSpread(nil, []float64{1}); lo != 0 || hi != 0 {
+		t.Errorf("RatioSpread without runs = %v, %v", lo, hi)
+	}
+	s := Summarize([]Sample{{Seconds: 1, WireBytes: 100, ServerCPUSeconds: 2}, {Seconds: 2, WireBytes: 300, ServerCPUSeconds: 4}, {Seconds: 3, WireBytes: 200, ServerCPUSeconds: 3}})
+	if s.WireBytes != 200 || s.ServerCPUSeconds != 3 {
+		t.Errorf("Summarize wire/server = %d, %v", s.WireBytes, s.ServerCPUSeconds)
 	}
 }

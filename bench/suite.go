@@ -34,6 +34,13 @@ type SuiteOptions struct {
 	AWS string
 	// Cases, if set, runs only the cases whose names match it.
 	Cases *regexp.Regexp
+	// Links are the shaped links of the link cases (see linkCases); none:
+	// no link cases. They need root (network namespaces and tc).
+	Links []Link
+	// VersityGW is the versitygw binary the link cases start inside their
+	// network namespace; default: on PATH, else where .ci/versitygw.sh
+	// installs it.
+	VersityGW string
 }
 
 // want reports whether the case named name is to run.
@@ -51,12 +58,18 @@ type Case struct {
 	Ours         Summary `json:"ours"`
 	Theirs       Summary `json:"peer_result"`
 	Ratio        float64 `json:"ratio"` // peer seconds / our seconds: above 1, we are faster
-	Skipped      string  `json:"skipped,omitempty"`
+	// The smallest and largest per-round ratio (see RatioSpread).
+	RatioMin float64 `json:"ratio_min,omitempty"`
+	RatioMax float64 `json:"ratio_max,omitempty"`
+	Skipped  string  `json:"skipped,omitempty"`
 	// Remote cases: the source file's size and what each tool fetched
 	// from the web server in one run.
 	FileBytes   int64   `json:"file_bytes,omitempty"`
 	OursFetched Fetched `json:"ours_fetched,omitzero"`
 	PeerFetched Fetched `json:"peer_fetched,omitzero"`
+	// Link cases: the shaped link (tc tbf rate) all traffic crossed.
+	Link           string  `json:"link,omitempty"`
+	LinkBitsPerSec float64 `json:"link_bits_per_second,omitempty"`
 }
 
 // Scaling is our time for one case at several worker counts.
@@ -133,7 +146,7 @@ func RunSuite(ctx context.Context, o SuiteOptions) (*Report, string, error) {
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, "", err
 	}
-	rep := &Report{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Command: strings.Join(os.Args, " ")}
+	rep := &Report{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Command: commandLine()}
 	logf := func(format string, args ...any) { fmt.Fprintf(o.Log, "bench: "+format+"\n", args...) }
 
 	// The disks: one per fill at the full size, one small at 50%.
@@ -162,7 +175,7 @@ func RunSuite(ctx context.Context, o SuiteOptions) (*Report, string, error) {
 		logf("measuring %s", c.Name)
 		clean()
 		if _, err := Run(ctx, oursArgv); err != nil {
-			c.Skipped = firstLine(err.Error())
+			c.Skipped = skipReason(err, o.Dir, oursArgv)
 			rep.Cases = append(rep.Cases, c)
 			logf("  skipped: %s", c.Skipped)
 			return
@@ -258,7 +271,12 @@ func RunSuite(ctx context.Context, o SuiteOptions) (*Report, string, error) {
 			return rep, "", err
 		}
 	}
-	if err := remoteCases(ctx, &o, rep, gen, logf); err != nil {
+	if o.want("https vmdk streamOptimized -> raw (50%)") || o.want("https vhdx dynamic -> raw (50%)") {
+		if err := remoteCases(ctx, &o, rep, gen, logf); err != nil {
+			return rep, "", err
+		}
+	}
+	if err := linkCases(ctx, &o, rep, gen, logf); err != nil {
 		return rep, "", err
 	}
 	dir, err := rep.Write(o.Out)
@@ -270,12 +288,13 @@ func RunSuite(ctx context.Context, o SuiteOptions) (*Report, string, error) {
 func timeCase(ctx context.Context, runs int, c Case, ours, peer []string, prepare func(), logf func(string, ...any)) Case {
 	os_, ps, err := Interleave(ctx, runs, ours, peer, prepare)
 	if err != nil {
-		c.Skipped = firstLine(err.Error())
+		c.Skipped = skipReason(err, "", ours, peer)
 		logf("  skipped: %s", c.Skipped)
 		return c
 	}
 	c.Ours, c.Theirs = Summarize(os_), Summarize(ps)
 	c.Ratio = Ratio(c.Ours.Seconds, c.Theirs.Seconds)
+	c.RatioMin, c.RatioMax = RatioSpread(c.Ours.Runs, c.Theirs.Runs)
 	logf("  ours %.2fs, %s %.2fs: %.2fx", c.Ours.Seconds, c.Peer, c.Theirs.Seconds, c.Ratio)
 	return c
 }
@@ -344,6 +363,16 @@ func peerSync(args ...string) []string {
 	return []string{"sh", "-c", "qemu-img " + strings.Join(q, " ") + " && sync " + q[len(q)-1]}
 }
 
+// commandLine is how this run was started, with go run's temporary binary
+// named by the command that makes it.
+func commandLine() string {
+	args := append([]string(nil), os.Args...)
+	if len(args) > 0 && strings.Contains(args[0], "go-build") {
+		args[0] = "go run ./bench/cmd/benchsuite"
+	}
+	return strings.Join(args, " ")
+}
+
 func machine() Machine {
 	m := Machine{CPUs: runtime.NumCPU(), Go: runtime.Version()}
 	m.Host, _ = os.Hostname()
@@ -385,6 +414,23 @@ func removeGlob(pattern string) {
 	for _, p := range m {
 		os.Remove(p)
 	}
+}
+
+// skipReason is why a case was skipped, for the tables: the first line of
+// err without the command line Run puts in front (any of argvs), and with
+// the scratch folder dir named DIR: no temporary paths in the tables.
+func skipReason(err error, dir string, argvs ...[]string) string {
+	msg := firstLine(err.Error())
+	for _, argv := range argvs {
+		if rest, ok := strings.CutPrefix(msg, strings.Join(argv, " ")+": "); ok {
+			msg = filepath.Base(argv[0]) + ": " + rest
+			break
+		}
+	}
+	if dir != "" {
+		msg = strings.ReplaceAll(msg, dir, "DIR")
+	}
+	return msg
 }
 
 func firstLine(s string) string {
