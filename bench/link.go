@@ -265,7 +265,7 @@ func findVersityGW(o *SuiteOptions) (string, error) {
 // a sparse VMDK as VirtualBox and VMware export it.
 const (
 	linkFill   = 0.2
-	linkPart   = 8 << 20 // convert's own part size for 2 GiB; the peers get the same
+	linkPart   = 8 << 20 // convert's own part size for 2 GiB (it runs at its defaults); the peers get the same
 	linkSource = "vmdk monolithicSparse"
 )
 
@@ -418,8 +418,10 @@ func oneLink(ctx context.Context, o *SuiteOptions, rep *Report, l Link, base Cas
 		samples []Sample
 		skip    string
 	}
+	// Ours at its defaults (QCOW2, --compress auto, parts planned from
+	// the size: linkPart for this disk).
 	tools := []*tool{{name: "convert", argv: []string{o.Convert, src, "-o", "s3://" + bucket + "/ours", "--endpoint", ns.endpoint,
-		"--part-size", fmt.Sprintf("%dM", linkPart>>20), "--progress", "never"}}}
+		"--progress", "never"}}}
 	for i, p := range peers {
 		// The pipeline's inputs, as its environment's variables: the
 		// shell command names no temporary path.
