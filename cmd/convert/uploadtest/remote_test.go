@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -50,18 +49,9 @@ func TestRemoteSourceResume(t *testing.T) {
 		}
 		return s3test.Pass
 	})
-	cmd := e.command(src, "-O", "raw", "-o", dest, "--state-file", state, "--upload-concurrency", "2", "--part-size", "8M")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for e.proxy.Done("UploadPart") < 2 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	cmd.Process.Signal(syscall.SIGKILL)
-	cmd.Wait()
+	n := e.killAfterParts(2, src, "-O", "raw", "-o", dest, "--state-file", state, "--upload-concurrency", "2", "--part-size", "8M")
 	e.proxy.Inject(0, nil)
-	if e.proxy.Done("UploadPart") < 2 {
+	if n < 2 {
 		t.Fatal("the upload did not get going")
 	}
 	r, s := e.mustRun(src, "-O", "raw", "-o", dest, "--state-file", state, "--resume", "--part-size", "8M")
@@ -80,15 +70,7 @@ func TestRemoteSourceResume(t *testing.T) {
 		return s3test.Pass
 	})
 	before := e.proxy.Done("UploadPart")
-	cmd = e.command(src, "-O", "raw", "-o", "s3://"+e.bucket+"/images/again.raw", "--state-file", state, "--upload-concurrency", "2", "--part-size", "8M")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	for e.proxy.Done("UploadPart") < before+2 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	cmd.Process.Signal(syscall.SIGKILL)
-	cmd.Wait()
+	e.killAfterParts(before+2, src, "-O", "raw", "-o", "s3://"+e.bucket+"/images/again.raw", "--state-file", state, "--upload-concurrency", "2", "--part-size", "8M")
 	e.proxy.Inject(0, nil)
 	put(t, e.bucket, "exports/web01.qcow2", disk) // another object under the key
 	r = e.run(src, "-O", "raw", "-o", "s3://"+e.bucket+"/images/again.raw", "--state-file", state, "--resume", "--part-size", "8M")

@@ -128,6 +128,24 @@ func (e *env) command(args ...string) *exec.Cmd {
 	return cmd
 }
 
+// killAfterParts runs convert with args until the proxy has seen n
+// UploadParts answered (60 s at most), kills it with -9, and returns how
+// many were answered by then.
+func (e *env) killAfterParts(n int, args ...string) int {
+	e.t.Helper()
+	cmd := e.command(args...)
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for e.proxy.Done("UploadPart") < n && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	return e.proxy.Done("UploadPart")
+}
+
 func (e *env) run(args ...string) result {
 	e.t.Helper()
 	cmd := e.command(args...)
@@ -309,17 +327,7 @@ func TestKillThenResume(t *testing.T) {
 		}
 		return s3test.Pass
 	})
-	cmd := e.command(disk, "-O", "raw", "-o", dest, "--state-file", state, "--upload-concurrency", "2")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for e.proxy.Done("UploadPart") < 3 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	cmd.Process.Signal(syscall.SIGKILL)
-	cmd.Wait()
-	if e.proxy.Done("UploadPart") < 3 {
+	if e.killAfterParts(3, disk, "-O", "raw", "-o", dest, "--state-file", state, "--upload-concurrency", "2") < 3 {
 		t.Fatal("the upload did not get going")
 	}
 	if p := srv.Pending(t, e.bucket); len(p) != 1 {
@@ -450,17 +458,7 @@ func TestKillThenResumeCompressAuto(t *testing.T) {
 		}
 		return s3test.Pass
 	})
-	cmd := e.command(disk, "-o", dest, "--state-file", state, "--upload-concurrency", "2", "--part-size", "5M")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for e.proxy.Done("UploadPart") < 4 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	cmd.Process.Signal(syscall.SIGKILL)
-	cmd.Wait()
-	before := e.proxy.Done("UploadPart")
+	before := e.killAfterParts(4, disk, "-o", dest, "--state-file", state, "--upload-concurrency", "2", "--part-size", "5M")
 	if before < 4 {
 		t.Fatal("the upload did not get going")
 	}
