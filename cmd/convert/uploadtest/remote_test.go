@@ -11,7 +11,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"vmimport/internal/s3test"
 	"vmimport/internal/testkit"
 )
 
@@ -43,12 +42,7 @@ func TestRemoteSourceResume(t *testing.T) {
 	src := "s3://" + e.bucket + "/exports/web01.qcow2"
 	dest := "s3://" + e.bucket + "/images/"
 	state := filepath.Join(dir, "upload.state")
-	e.proxy.Inject(400*time.Millisecond, func(op string, n int) s3test.Fault {
-		if op == "UploadPart" {
-			return s3test.SlowOnReply
-		}
-		return s3test.Pass
-	})
+	e.slowParts(400 * time.Millisecond)
 	n := e.killAfterParts(2, src, "-O", "raw", "-o", dest, "--state-file", state, "--upload-concurrency", "2", "--part-size", "8M")
 	e.proxy.Inject(0, nil)
 	if n < 2 {
@@ -63,12 +57,7 @@ func TestRemoteSourceResume(t *testing.T) {
 	}
 
 	// Killed again, then the source changes: the resume is refused.
-	e.proxy.Inject(400*time.Millisecond, func(op string, n int) s3test.Fault {
-		if op == "UploadPart" {
-			return s3test.SlowOnReply
-		}
-		return s3test.Pass
-	})
+	e.slowParts(400 * time.Millisecond)
 	before := e.proxy.Done("UploadPart")
 	e.killAfterParts(before+2, src, "-O", "raw", "-o", "s3://"+e.bucket+"/images/again.raw", "--state-file", state, "--upload-concurrency", "2", "--part-size", "8M")
 	e.proxy.Inject(0, nil)

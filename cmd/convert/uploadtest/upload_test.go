@@ -128,6 +128,17 @@ func (e *env) command(args ...string) *exec.Cmd {
 	return cmd
 }
 
+// slowParts delays every UploadPart's answer by d (the part is stored
+// first): a slow link, with parts in flight when a run is killed.
+func (e *env) slowParts(d time.Duration) {
+	e.proxy.Inject(d, func(op string, n int) s3test.Fault {
+		if op == "UploadPart" {
+			return s3test.SlowOnReply
+		}
+		return s3test.Pass
+	})
+}
+
 // killAfterParts runs convert with args until the proxy has seen n
 // UploadParts answered (60 s at most), kills it with -9, and returns how
 // many were answered by then.
@@ -321,12 +332,7 @@ func TestKillThenResume(t *testing.T) {
 	want := testkit.RawSHA256(t, disk)
 	dest := "s3://" + e.bucket + "/resumed.raw"
 	state := filepath.Join(dir, "upload.state")
-	e.proxy.Inject(400*time.Millisecond, func(op string, n int) s3test.Fault {
-		if op == "UploadPart" {
-			return s3test.SlowOnReply
-		}
-		return s3test.Pass
-	})
+	e.slowParts(400 * time.Millisecond)
 	if e.killAfterParts(3, disk, "-O", "raw", "-o", dest, "--state-file", state, "--upload-concurrency", "2") < 3 {
 		t.Fatal("the upload did not get going")
 	}
@@ -373,12 +379,7 @@ func TestFailedRunLeavesNothing(t *testing.T) {
 	e.nothingLeft()
 
 	// SIGINT in the middle: exit 130, upload aborted.
-	e.proxy.Inject(300*time.Millisecond, func(op string, n int) s3test.Fault {
-		if op == "UploadPart" {
-			return s3test.SlowOnReply
-		}
-		return s3test.Pass
-	})
+	e.slowParts(300 * time.Millisecond)
 	before := e.proxy.Done("UploadPart")
 	cmd := e.command(disk, "-O", "raw", "-o", dest)
 	var errb bytes.Buffer
@@ -452,12 +453,7 @@ func TestKillThenResumeCompressAuto(t *testing.T) {
 	want := testkit.RawSHA256(t, disk)
 	dest := "s3://" + e.bucket + "/auto.qcow2"
 	state := filepath.Join(dir, "upload.state")
-	e.proxy.Inject(300*time.Millisecond, func(op string, n int) s3test.Fault {
-		if op == "UploadPart" {
-			return s3test.SlowOnReply
-		}
-		return s3test.Pass
-	})
+	e.slowParts(300 * time.Millisecond)
 	before := e.killAfterParts(4, disk, "-o", dest, "--state-file", state, "--upload-concurrency", "2", "--part-size", "5M")
 	if before < 4 {
 		t.Fatal("the upload did not get going")
