@@ -3,6 +3,7 @@ package job
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/klauspost/compress/flate"
 
+	"vmimport/upload"
+	"vmimport/writer"
 	"vmimport/writer/qcow2"
 )
 
@@ -36,6 +39,36 @@ type CompressionResult struct {
 	// Replayed is the virtual bytes whose decisions came from the run a
 	// resume continues.
 	Replayed int64 `json:"replayed_bytes,omitempty"`
+}
+
+// newQCOW2 makes the QCOW2 encoder of the job's output, and its
+// Result.Compression. With --compress auto on an upload, the encoder asks
+// the upload block by block whether to compress, replaying the decisions
+// an interrupted run recorded.
+func (j *run) newQCOW2(target writer.Target, qo qcow2.Options) (*qcow2.Encoder, error) {
+	comp := &CompressionResult{Mode: j.s.QCOW2.Compress, Algorithm: qo.Compression}
+	if qo.Compression == "" {
+		comp.Mode = CompressNever // auto with no upload to wait for, or never
+	}
+	j.res.Compression = comp
+	var q *qcow2.Encoder
+	if ut, ok := target.(*upload.Target); ok && comp.Mode == CompressAuto {
+		d := newDecisions(qo.VirtualSize, int64(j.s.BlockSize), ut.Backlogged, func() int64 { return q.Next() })
+		var err error
+		if comp.Replayed, err = d.resume(ut.Recorded()); err != nil {
+			j.warn(err.Error())
+		}
+		qo.Choose = d.choose
+		ut.SetRecord(d.record)
+	}
+	var err error
+	q, err = qcow2.NewEncoder(target, qo)
+	return q, err
+}
+
+// fill takes the encoder's counts.
+func (c *CompressionResult) fill(st qcow2.CompressionStats) {
+	c.CompressionStats, c.Ratio = st, st.Ratio()
 }
 
 // String says it in a few words: "312 of 6400 clusters compressed (2.41x)".
@@ -101,10 +134,7 @@ func (d *decisions) record() json.RawMessage {
 	words := (through/d.blockSize + 63) / 64
 	raw := make([]byte, 8*words)
 	for i := range words {
-		v := d.bits[i].Load()
-		for k := range 8 {
-			raw[8*i+int64(k)] = byte(v >> (8 * k))
-		}
+		binary.LittleEndian.PutUint64(raw[8*i:], d.bits[i].Load())
 	}
 	var z bytes.Buffer
 	w, _ := flate.NewWriter(&z, flate.BestSpeed)
@@ -152,9 +182,7 @@ func (d *decisions) resume(rec json.RawMessage) (replayed int64, err error) {
 	}
 	d.replay = make([]uint64, len(raw)/8)
 	for i := range d.replay {
-		for k := range 8 {
-			d.replay[i] |= uint64(raw[8*i+k]) << (8 * k)
-		}
+		d.replay[i] = binary.LittleEndian.Uint64(raw[8*i:])
 	}
 	d.through = r.Through
 	return r.Through, nil

@@ -93,3 +93,32 @@ func TestDecisionsRefused(t *testing.T) {
 		t.Errorf("a refused record was replayed")
 	}
 }
+
+// TestCompressDefaults: uploads are QCOW2 with auto compression unless
+// told otherwise; files are RAW, and compress only when asked, as before.
+func TestCompressDefaults(t *testing.T) {
+	for _, c := range []struct {
+		spec                        Spec
+		format, compress, algorithm string
+	}{
+		{Spec{Output: "s3://bkt/k"}, "qcow2", CompressAuto, "zlib"},
+		{Spec{Output: "s3://bkt/k", QCOW2: QCOW2Spec{Compression: "zstd"}}, "qcow2", CompressAuto, "zstd"},
+		{Spec{Output: "s3://bkt/k", QCOW2: QCOW2Spec{Compress: CompressAlways}}, "qcow2", CompressAlways, "zlib"},
+		{Spec{Output: "s3://bkt/k", QCOW2: QCOW2Spec{Compress: CompressNever, Compression: "zstd"}}, "qcow2", CompressNever, ""},
+		{Spec{Output: "s3://bkt/k", Format: "raw"}, "raw", "", ""},
+		{Spec{Output: "x.img"}, "raw", "", ""},
+		{Spec{Output: "x.qcow2", Format: "qcow2"}, "qcow2", CompressNever, ""},
+		{Spec{Output: "x.qcow2", Format: "qcow2", QCOW2: QCOW2Spec{Compression: "zstd"}}, "qcow2", CompressAlways, "zstd"},
+		{Spec{Output: "x.qcow2", Format: "qcow2", QCOW2: QCOW2Spec{Compress: CompressAuto}}, "qcow2", CompressAuto, ""},
+	} {
+		c.spec.Source = "/x/d.vmdk"
+		if err := c.spec.Validate(); err != nil {
+			t.Errorf("%+v: %v", c.spec, err)
+			continue
+		}
+		d := c.spec.withDefaults()
+		if d.Format != c.format || d.QCOW2.Compress != c.compress || d.QCOW2.Compression != c.algorithm {
+			t.Errorf("%s %+v: format %s, compress %q, algorithm %q; want %s, %q, %q", c.spec.Output, c.spec.QCOW2, d.Format, d.QCOW2.Compress, d.QCOW2.Compression, c.format, c.compress, c.algorithm)
+		}
+	}
+}

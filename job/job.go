@@ -365,33 +365,12 @@ func (j *run) run(ctx context.Context) error {
 	}
 	var enc writer.Encoder = writer.NewRaw(target)
 	if s.Format == "qcow2" {
-		var q *qcow2.Encoder
-		ut, _ := target.(*upload.Target)
-		if s.QCOW2.Compress == CompressAuto && qo.Compression != "" && ut != nil {
-			d := newDecisions(im.Size(), int64(s.BlockSize), ut.Backlogged, func() int64 { return q.Next() })
-			replayed, err := d.resume(ut.Recorded())
-			if err != nil {
-				j.warn(err.Error())
-			}
-			qo.Choose = d.choose
-			ut.SetRecord(d.record)
-			defer func() {
-				if j.res.Compression != nil {
-					j.res.Compression.Replayed = replayed
-				}
-			}()
-		}
-		if q, err = qcow2.NewEncoder(target, qo); err != nil {
+		q, err := j.newQCOW2(target, qo)
+		if err != nil {
 			return fail(&SpecError{err})
 		}
 		enc = q
-		defer func() {
-			st := q.Compression()
-			j.res.Compression = &CompressionResult{Mode: s.QCOW2.Compress, Algorithm: qo.Compression, CompressionStats: st, Ratio: st.Ratio()}
-			if qo.Compression == "" {
-				j.res.Compression.Mode = CompressNever
-			}
-		}()
+		defer func() { j.res.Compression.fill(q.Compression()) }()
 	}
 
 	j.phase(Reading)

@@ -78,8 +78,8 @@ type QCOW2Spec struct {
 	ClusterSize int    `json:"cluster_size,omitempty"` // default 64 KiB
 	// Compress is when to compress clusters: "auto" (while the upload is
 	// the bottleneck; the default for uploads), "always" or "never" (the
-	// default for other outputs). A spec with Compression set and Compress
-	// empty compresses always, as before there was a choice.
+	// default for other outputs, unless Compression is set: then always,
+	// as before there was a choice).
 	Compress string `json:"compress,omitempty"`
 	// Compression is the algorithm: "zlib" (any qemu; the default) or
 	// "zstd" (qemu 5.1+, compat 1.1).
@@ -176,10 +176,10 @@ func (s *Spec) compressMode() string {
 	switch {
 	case s.QCOW2.Compress != "":
 		return s.QCOW2.Compress
-	case s.QCOW2.Compression != "":
-		return CompressAlways
 	case s.Kind() == ToBucket:
 		return CompressAuto
+	case s.QCOW2.Compression != "":
+		return CompressAlways
 	}
 	return CompressNever
 }

@@ -111,10 +111,9 @@ func (o *specOptions) spec(fs *pflag.FlagSet, src string) (job.Spec, error) {
 		default:
 			s.QCOW2.Compress = o.compress
 		}
-		if s.QCOW2.Compress == "" && fs.Changed("compression") && s.Kind() != job.ToBucket {
-			s.QCOW2.Compress = job.CompressAlways // --compression zstd -o FILE: compress, as it did before
-		}
-		if s.QCOW2.Compress != job.CompressNever && (fs.Changed("compression") || s.QCOW2.Compress != "") {
+		if fs.Changed("compression") || s.QCOW2.Compress == job.CompressAlways {
+			// The spec's defaults settle the rest: --compression alone
+			// compresses a file, picks the algorithm of an upload's auto.
 			s.QCOW2.Compression = o.compression
 		}
 	} else {
