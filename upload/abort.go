@@ -31,13 +31,7 @@ func (t *Target) Abort(ctx context.Context) error {
 	}
 	t.zero.drop(ctx, len(t.parts.existing) > 0)
 	if t.o.Keep {
-		if t.rec.f != nil && t.st != nil {
-			// The last word on the decisions, for the resume.
-			t.st.Extra = t.rec.f()
-			if err := t.st.save(ctx, t.state); err != nil {
-				t.log(fmt.Sprintf("recording the upload in %s: %v", t.state.Name(), err))
-			}
-		}
+		t.rec.last(ctx, t.st)
 		t.log(fmt.Sprintf("kept upload %s of s3://%s/%s (recorded in %s): run the same command with --resume to continue it, or `convert uploads abort s3://%s/%s` to drop it",
 			t.uploadID, t.bucket, t.key, t.state.Name(), t.bucket, t.key))
 		return nil

@@ -20,7 +20,6 @@ type recorder struct {
 
 	store StateStore
 	log   func(string)
-	ctx   context.Context
 
 	mu      sync.Mutex
 	pending []byte // the next state to save, nil when none
@@ -38,18 +37,12 @@ type recorder struct {
 // it. f is called from the goroutine calling Write and Abort. Set it
 // before the first Write.
 func (t *Target) SetRecord(f func() json.RawMessage) {
-	t.rec.f, t.rec.store, t.rec.log, t.rec.ctx = f, t.state, t.log, context.Background()
+	t.rec.f, t.rec.store, t.rec.log = f, t.state, t.log
 }
 
 // Recorded is what the SetRecord function gave in the run this one
 // resumes; nil for a new upload.
 func (t *Target) Recorded() json.RawMessage { return t.rec.recorded }
-
-// Backlogged reports whether the upload is the bottleneck: every sender is
-// busy with a part, so the next part would wait. The encoder's workers ask
-// it to decide whether compressing is worth their time (--compress auto).
-// Safe for concurrent use.
-func (t *Target) Backlogged() bool { return t.send != nil && t.send.saturated() }
 
 // note takes the record now and has st saved with it.
 func (r *recorder) note(st *state) {
@@ -85,10 +78,23 @@ func (r *recorder) loop() {
 		if b == nil {
 			continue
 		}
-		if err := r.store.Save(r.ctx, b); err != nil && !r.failed {
+		if err := r.store.Save(context.Background(), b); err != nil && !r.failed {
 			r.failed = true
 			r.log(fmt.Sprintf("recording the upload in %s: %v (a resume may send again what this run sent)", r.store.Name(), err))
 		}
+	}
+}
+
+// last saves st with the record as it is now, in the caller's goroutine:
+// the last word of a failed run that keeps the upload for a resume. Call
+// it after stop.
+func (r *recorder) last(ctx context.Context, st *state) {
+	if r.f == nil || st == nil {
+		return
+	}
+	st.Extra = r.f()
+	if err := st.save(ctx, r.store); err != nil {
+		r.log(fmt.Sprintf("recording the upload in %s: %v", r.store.Name(), err))
 	}
 }
 

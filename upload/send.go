@@ -66,6 +66,12 @@ func startSenders(ctx context.Context, n int, pool *pool, send func(context.Cont
 	return s
 }
 
+// Backlogged reports whether the upload is the bottleneck: every sender is
+// busy with a part, so the next part would wait (see saturated). The encoder's workers ask
+// it to decide whether compressing is worth their time (--compress auto).
+// Safe for concurrent use.
+func (t *Target) Backlogged() bool { return t.send != nil && t.send.saturated() }
+
 // saturated reports whether every sender has a part (the next part would
 // wait for one), or whether too few parts went yet to tell: until every
 // sender finished one, the link is taken for the bottleneck, as it is for
