@@ -6,7 +6,6 @@ package batchtest
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -26,6 +25,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"vmimport/batch"
 	"vmimport/internal/s3test"
 	"vmimport/internal/testkit"
 )
@@ -170,53 +170,14 @@ func (e *env) run(args ...string) result {
 	return r
 }
 
-// outcome is the part of a disk's JSON line the tests read.
-type outcome struct {
-	Line           int     `json:"line"`
-	Source         string  `json:"source"`
-	Output         string  `json:"output"`
-	Status         string  `json:"status"`
-	Error          string  `json:"error"`
-	Seconds        float64 `json:"seconds"`
-	Bytes          int64   `json:"bytes"`
-	SkippedBecause string  `json:"skipped_because"`
-	Image          *struct {
-		Format string `json:"format"`
-	} `json:"image"`
-	Target *struct {
-		PartsReused int    `json:"parts_reused"`
-		ETag        string `json:"etag"`
-	} `json:"target"`
-}
-
-type summary struct {
-	Disks, Done, Skipped, Failed, Cancelled int
-}
-
-// parse reads --json output: an object per disk, then {"summary": ...}.
-func parse(t *testing.T, stdout string) (map[string]outcome, summary) {
+// parse reads --json output (batch.ReadJSON), the disks by output.
+func parse(t *testing.T, stdout string) (map[string]batch.Outcome, batch.Summary) {
 	t.Helper()
-	byOut := map[string]outcome{}
-	var sum summary
-	sc := bufio.NewScanner(strings.NewReader(stdout))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		line := sc.Bytes()
-		if bytes.HasPrefix(line, []byte(`{"summary"`)) {
-			var s struct{ Summary summary }
-			if err := json.Unmarshal(line, &s); err != nil {
-				t.Fatal(err)
-			}
-			sum = s.Summary
-			continue
-		}
-		var o outcome
-		if err := json.Unmarshal(line, &o); err != nil {
-			t.Fatalf("%v: %s", err, line)
-		}
-		byOut[o.Output] = o
+	outs, sum, err := batch.ReadJSON(strings.NewReader(stdout))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stdout)
 	}
-	return byOut, sum
+	return batch.ByOutput(outs), sum
 }
 
 func writeManifest(t *testing.T, path string, lines []string) string {

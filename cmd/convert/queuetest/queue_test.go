@@ -6,7 +6,6 @@
 package queuetest
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -21,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"vmimport/batch"
 	"vmimport/internal/jdcloudtest"
 	"vmimport/internal/natstest"
 	"vmimport/internal/s3test"
@@ -190,49 +190,14 @@ func (e *env) submit(manifest string, args ...string) func() result {
 	}
 }
 
-// outcome is the part of a disk's JSON line the tests read.
-type outcome struct {
-	Line   int    `json:"line"`
-	Source string `json:"source"`
-	Output string `json:"output"`
-	Status string `json:"status"`
-	Error  string `json:"error"`
-	Bytes  int64  `json:"bytes"`
-	Target *struct {
-		Parts       int `json:"parts"`
-		PartsSent   int `json:"parts_sent"`
-		PartsCopied int `json:"parts_copied"`
-		PartsReused int `json:"parts_reused"`
-	} `json:"target"`
-}
-
-type summary struct {
-	Disks, Done, Skipped, Failed, Cancelled int
-}
-
-func parse(t *testing.T, stdout string) (map[string]outcome, summary) {
+// parse reads --json output (batch.ReadJSON), the disks by output.
+func parse(t *testing.T, stdout string) (map[string]batch.Outcome, batch.Summary) {
 	t.Helper()
-	byOut := map[string]outcome{}
-	var sum summary
-	sc := bufio.NewScanner(strings.NewReader(stdout))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		line := sc.Bytes()
-		if bytes.HasPrefix(line, []byte(`{"summary"`)) {
-			var s struct{ Summary summary }
-			if err := json.Unmarshal(line, &s); err != nil {
-				t.Fatal(err)
-			}
-			sum = s.Summary
-			continue
-		}
-		var o outcome
-		if err := json.Unmarshal(line, &o); err != nil {
-			t.Fatalf("%v: %s", err, line)
-		}
-		byOut[o.Output] = o
+	outs, sum, err := batch.ReadJSON(strings.NewReader(stdout))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stdout)
 	}
-	return byOut, sum
+	return batch.ByOutput(outs), sum
 }
 
 // status is the part of `convert batch status --json` the tests read.
@@ -242,7 +207,7 @@ type status struct {
 	State    string `json:"state"`
 	Worker   string `json:"worker"`
 	Delivery int    `json:"delivery"`
-	Outcome  *outcome
+	Outcome  *batch.Outcome
 }
 
 func (e *env) statuses() (map[string]status, int) {
@@ -616,33 +581,7 @@ func TestQueueImportWait(t *testing.T) {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	cmd.Run()
-	var lines []struct {
-		Output string `json:"output"`
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Import *struct {
-			ImageID string `json:"image_id"`
-			Status  string `json:"status"`
-		} `json:"import"`
-	}
-	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
-		if strings.HasPrefix(l, `{"summary"`) {
-			continue
-		}
-		var o struct {
-			Output string `json:"output"`
-			Status string `json:"status"`
-			Error  string `json:"error"`
-			Import *struct {
-				ImageID string `json:"image_id"`
-				Status  string `json:"status"`
-			} `json:"import"`
-		}
-		if err := json.Unmarshal([]byte(l), &o); err != nil {
-			t.Fatalf("%v: %s", err, l)
-		}
-		lines = append(lines, o)
-	}
+	lines, _ := parse(t, out.String())
 	if code := cmd.ProcessState.ExitCode(); code != 1 || len(lines) != 2 {
 		t.Fatalf("exit %d, %d lines, want 1 and 2\n%s\n%s", code, len(lines), out.String(), errb.String())
 	}
