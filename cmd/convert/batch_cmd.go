@@ -163,14 +163,8 @@ func runBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, name str
 	if err != nil {
 		return usageError{err}
 	}
-	if bo.asJSON {
-		e := json.NewEncoder(stdout)
-		e.SetEscapeHTML(false)
-		if err := e.Encode(map[string]batch.Summary{"summary": sum}); err != nil {
-			return err
-		}
-	} else {
-		printBatchTable(stderr, outs, sum)
+	if err := bo.printSummary(stdout, stderr, outs, sum); err != nil {
+		return err
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("batch interrupted: %w", ctx.Err())
@@ -179,6 +173,18 @@ func runBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, name str
 		return batchFailed{fmt.Sprintf("%d of %d disks failed", sum.Failed+sum.Cancelled, sum.Disks)}
 	}
 	return nil
+}
+
+// printSummary ends a batch's output: the summary line of --json (after
+// the disks' lines the UI printed), or the table of every disk.
+func (bo *batchOptions) printSummary(stdout, stderr io.Writer, outs []batch.Outcome, sum batch.Summary) error {
+	if !bo.asJSON {
+		printBatchTable(stderr, outs, sum)
+		return nil
+	}
+	e := json.NewEncoder(stdout)
+	e.SetEscapeHTML(false)
+	return e.Encode(map[string]batch.Summary{"summary": sum})
 }
 
 // readManifest parses the manifest and turns every record into a checked

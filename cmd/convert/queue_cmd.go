@@ -88,14 +88,8 @@ func runQueueBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, qo 
 	ui.finish()
 	sum := batch.Tally(outs)
 	sum.Seconds = time.Since(start).Seconds()
-	if bo.asJSON {
-		e := json.NewEncoder(stdout)
-		e.SetEscapeHTML(false)
-		if err := e.Encode(map[string]batch.Summary{"summary": sum}); err != nil {
-			return err
-		}
-	} else {
-		printBatchTable(stderr, outs, sum)
+	if err := bo.printSummary(stdout, stderr, outs, sum); err != nil {
+		return err
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("wait interrupted (the disks go on in the queue: convert batch status %s): %w", qo.flags(), ctx.Err())
