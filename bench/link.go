@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -213,7 +212,7 @@ func startNetns(ctx context.Context, name string, link Link, gw, data string, lo
 	// environment), given in the environment, not on a command line.
 	n.server.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+os.Getenv("AWS_ACCESS_KEY_ID"), "ROOT_SECRET_KEY="+os.Getenv("AWS_SECRET_ACCESS_KEY"))
 	n.server.Stdout, n.server.Stderr = log, log
-	n.server.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // a ctrl-C is for us: we stop it last
+	detach(n.server) // a ctrl-C is for us: we stop it last
 	if err := n.server.Start(); err != nil {
 		n.server = nil
 		return n, fmt.Errorf("versitygw: %w", err)
