@@ -139,6 +139,12 @@ func TestCorruptTables(t *testing.T) {
 			[]string{"compressed cluster", "passes the end of the file"}},
 		{"compressed-cluster-on-l2-table", func(l layout) []byte { put(l.l2e(0), 0x4000000000000000|uint64(l.l2)); return l.b }, false,
 			[]string{"compressed cluster", "lies on the L2 table"}},
+		// qemu checks a table's offset even when the table is empty
+		// (found by FuzzDiff: an image of no snapshots it refuses).
+		{"no-snapshots-offset-unaligned", func(l layout) []byte { put(l.b[64:], 384); return l.b }, false,
+			[]string{"at offset 64", "snapshots_offset 384 is not aligned to the 65536-byte cluster"}},
+		{"no-snapshots-offset-past-int64", func(l layout) []byte { put(l.b[64:], 1<<63); return l.b }, false,
+			[]string{"at offset 64", "snapshots_offset 9223372036854775808 with 0 snapshots ends past the largest offset"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -3,6 +3,7 @@ package qcow2
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 
 	"vmimport/reader/image"
 )
@@ -145,10 +146,15 @@ func parseHeader(src image.Source) (*header, error) {
 	if int64(h.L1Size) < need {
 		return nil, bad(36, "l1_size %d cannot map a %d-byte disk (needs %d entries)", h.L1Size, h.Size, need)
 	}
+	// qemu checks the offset's alignment and range whatever l1_size is
+	// (qcow2_validate_table), so an empty table's offset counts too.
+	if h.L1TableOffset%uint64(clusterSize) != 0 {
+		return nil, bad(40, "l1_table_offset %d is not aligned to the %d-byte cluster", h.L1TableOffset, clusterSize)
+	}
+	if h.L1TableOffset > math.MaxInt64-uint64(h.L1Size)*8 {
+		return nil, bad(40, "l1_table_offset %d with %d entries ends past the largest offset qemu takes (2^63-1)", h.L1TableOffset, h.L1Size)
+	}
 	if h.L1Size > 0 {
-		if h.L1TableOffset%uint64(clusterSize) != 0 {
-			return nil, bad(40, "l1_table_offset %d is not aligned to the %d-byte cluster", h.L1TableOffset, clusterSize)
-		}
 		if h.L1TableOffset > uint64(size) || !image.CheckRange(int64(h.L1TableOffset), int64(h.L1Size)*8, size) {
 			return nil, bad(40, "L1 table (%d entries at offset %d) lies past the end of the file (%d bytes)", h.L1Size, h.L1TableOffset, size)
 		}

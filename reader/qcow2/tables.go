@@ -3,6 +3,7 @@ package qcow2
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 
 	"vmimport/reader/image"
 )
@@ -233,15 +234,20 @@ func (t *tables) readRefcountTable() error {
 // with the active image and are not metadata of their own).
 func (t *tables) readSnapshots() error {
 	h, size := t.h, t.src.Size
-	if h.NbSnapshots == 0 {
+	// qemu checks the count, then the offset's alignment and range, even
+	// with no snapshots (qcow2_validate_table on a table of 0 entries).
+	switch {
+	case h.NbSnapshots > maxSnapshots:
+		return t.bad(60, "nb_snapshots %d is more than qemu's limit of %d", h.NbSnapshots, maxSnapshots)
+	case h.SnapshotsOffset%uint64(t.cluster) != 0:
+		return t.bad(64, "snapshots_offset %d is not aligned to the %d-byte cluster", h.SnapshotsOffset, t.cluster)
+	case h.SnapshotsOffset > math.MaxInt64-uint64(h.NbSnapshots)*40:
+		return t.bad(64, "snapshots_offset %d with %d snapshots ends past the largest offset qemu takes (2^63-1)", h.SnapshotsOffset, h.NbSnapshots)
+	case h.NbSnapshots == 0:
 		return nil
 	}
 	off := int64(h.SnapshotsOffset)
 	switch {
-	case h.NbSnapshots > maxSnapshots:
-		return t.bad(60, "nb_snapshots %d is more than qemu's limit of %d", h.NbSnapshots, maxSnapshots)
-	case off%t.cluster != 0:
-		return t.bad(64, "snapshots_offset %d is not aligned to the %d-byte cluster", off, t.cluster)
 	case h.SnapshotsOffset >= uint64(size):
 		return t.bad(64, "snapshots_offset %d lies past the end of the file (%d bytes)", off, size)
 	}
