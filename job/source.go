@@ -83,21 +83,15 @@ func (r *RemoteSpec) validate(s *Spec) error {
 		if len(r.Headers) > 0 {
 			return errors.New("--source-header applies to http(s):// sources; an s3:// source is read with the store's credentials")
 		}
-		bucket, key, err := upload.ParseS3URL(s.Source)
+		_, key, err := upload.ParseS3URL(s.Source)
 		if err != nil {
 			return err
 		}
 		if key == "" || strings.HasSuffix(key, "/") {
 			return fmt.Errorf("%s: give the key of an object, s3://BUCKET/KEY", s.Source)
 		}
-		if s.Kind() == ToBucket {
-			ob, ok, err := s.Destination()
-			if err == nil && ob == bucket && ok == key && r.store(s).Endpoint == s.Upload.Store.Endpoint {
-				return fmt.Errorf("-o %s: the output is the source object: give another key", s.Output)
-			}
-		}
 	}
-	return nil
+	return s.refuseSourceAsOutput()
 }
 
 // parseHeader splits "Name: value".
