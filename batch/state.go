@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"vmimport/internal/ident"
 	"vmimport/internal/kv"
 	"vmimport/job"
 	"vmimport/upload"
@@ -67,6 +68,13 @@ func Key(s *job.Spec) string {
 	out, err := outputName(s)
 	if err != nil {
 		out = s.Output
+	}
+	if s.Kind() == job.ToFile {
+		// A file by its identity: one file through two spellings of its
+		// folder is one disk.
+		if id, err := ident.File(s.Output); err == nil {
+			out = strings.TrimPrefix(string(id), "file:")
+		}
 	}
 	sum := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%d\x00%s", src, s.Disk, out)))
 	return "disk-" + hex.EncodeToString(sum[:12])
@@ -143,11 +151,15 @@ func (bk *book) record(ctx context.Context, oc *Outcome, res *job.Result) {
 	rec := record{Version: recordVersion, Spec: bk.digest, Status: oc.Status, Error: oc.Error, Finished: time.Now().UTC(), Output: oc.Output}
 	if oc.Status == Done && res != nil {
 		rec.Result = res
-		var err error
-		if res.Remote != nil {
-			rec.Source = res.Remote.SourceID() // the version the run read
-		} else if rec.Source, err = upload.IdentifySource(bk.spec.Source); err != nil {
-			oc.Warnings = append(oc.Warnings, fmt.Sprintf("batch state: %v: the next run will redo this disk", err))
+		switch {
+		case res.SourceID != nil:
+			// The source as the run opened it: a source changed since is
+			// not the one the output was made from.
+			rec.Source = *res.SourceID
+		case res.Remote != nil:
+			rec.Source = res.Remote.SourceID()
+		default:
+			oc.Warnings = append(oc.Warnings, "batch state: the source's identity at open is unknown: the next run will redo this disk")
 			return
 		}
 		if res.Upload != nil {

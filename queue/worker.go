@@ -340,9 +340,7 @@ func (w *worker) handle(base context.Context, msg jetstream.Msg, release func())
 		logf("handed back to the queue (the worker is stopping)")
 	case oc.Status == batch.Done || oc.Status == batch.Skipped:
 		st.State, st.Note, st.Outcome = Done, "", &oc
-		if id, err := upload.IdentifySource(spec.Source); err == nil {
-			st.SourceID = &id
-		}
+		st.SourceID = oc.SourceID // as the run opened it
 		w.putFinal(base, st, logf)
 		l.release(base)
 		if err := w.settle(base, func(ctx context.Context) error { return msg.DoubleAck(ctx) }); err != nil {
