@@ -153,3 +153,26 @@ func TestBatchSourceChangedDuringRun(t *testing.T) {
 		t.Fatal("the object is not the source as it is now")
 	}
 }
+
+// TestBatchCSVQuotedCells: a quoted CSV cell is the name as written,
+// blanks and all (a file named " lead.raw"); before, every cell was
+// trimmed and the record read "lead.raw", another file or none.
+func TestBatchCSVQuotedCells(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	src := randomDisk(t, filepath.Join(dir, " lead.raw"), 4*mib, 0, 64<<10, mib)
+	manifest := filepath.Join(dir, "disks.csv")
+	os.WriteFile(manifest, []byte("source, output\n\" lead.raw\",  out.raw \n"), 0o644)
+	cmd := e.command("batch", manifest, "--json", "--no-state")
+	cmd.Dir = dir
+	var out strings.Builder
+	cmd.Stdout = &out
+	cmd.Run()
+	got, _ := parse(t, out.String())
+	if oc := got["out.raw"]; cmd.ProcessState.ExitCode() != 0 || oc.Status != "done" {
+		t.Fatalf("exit %d, %+v", cmd.ProcessState.ExitCode(), got)
+	}
+	if fileSHA(t, filepath.Join(dir, "out.raw")) != fileSHA(t, src) {
+		t.Fatal("out.raw is not \" lead.raw\"")
+	}
+}
