@@ -26,7 +26,7 @@ type queueOptions struct {
 }
 
 func (q *queueOptions) register(fs *pflag.FlagSet) {
-	fs.StringVar(&q.url, "queue", "", "the NATS server of the work queue, nats://HOST:PORT (several, comma-separated, for a cluster; NATS_CREDS may name a credentials file)")
+	fs.StringVar(&q.url, "queue", "", "the NATS server of the work queue, nats://HOST:PORT or tls://HOST:PORT (several, comma-separated, for a cluster); credentials from NATS_CREDS, NATS_NKEY, or NATS_USER and NATS_PASSWORD; TLS from NATS_CA, NATS_CERT and NATS_KEY")
 	fs.StringVar(&q.name, "queue-name", queue.DefaultName, "name of the queue: its stream and key-value bucket on the server")
 	fs.IntVar(&q.replicas, "queue-replicas", 1, "copies of the stream and the bucket when this command creates them (3 on a NATS cluster)")
 }
