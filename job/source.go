@@ -147,7 +147,7 @@ func (r *RemoteSpec) store(s *Spec) Store {
 // warn, if set, hears the reader's findings. Workers sizes the S3 client's
 // connections.
 func (s *Spec) RemoteOptions(warn func(string)) (remote.Options, error) {
-	o := remote.Options{Retries: s.Remote.Retries, Warn: warn}
+	o := remote.Options{Retries: s.Remote.Retries, Warn: warn, AllowPaths: s.AllowPaths}
 	for _, h := range s.Remote.Headers {
 		name, value, err := parseHeader(h)
 		if err != nil {

@@ -138,6 +138,34 @@ func resolveURL(base *url.URL, folder, name string, opts *Options, imagePath str
 	return "", fmt.Errorf("%w: %q named by %s resolves to %s, %s (allow it with --allow-path URL-PREFIX)", ErrNotAllowed, name, imagePath, formatURL(&target), where)
 }
 
+// URLAllowed tells whether the http(s) or s3 URL u lies under one of the
+// URL prefixes of allow (the folders there are ignored): the same origin,
+// and a clean path under the prefix's folder.
+func URLAllowed(u string, allow []string) bool {
+	tu, err := parseURL(u)
+	if err != nil || tu.Host == "" {
+		return false
+	}
+	target := url.URL{Scheme: strings.ToLower(tu.Scheme), Host: strings.ToLower(tu.Host), Path: cleanURLPath(tu.Path)}
+	for _, a := range allow {
+		if !IsURL(a) {
+			continue
+		}
+		au, err := parseURL(a)
+		if err != nil {
+			continue
+		}
+		dir := cleanURLPath(au.Path)
+		if !strings.HasSuffix(dir, "/") {
+			dir += "/"
+		}
+		if sameOrigin(au, &target) && within(dir, target.Path) {
+			return true
+		}
+	}
+	return false
+}
+
 // cleanURLPath cleans p like path.Clean, keeping a trailing slash.
 func cleanURLPath(p string) string {
 	c := path.Clean("/" + p)

@@ -308,6 +308,10 @@ func total(dst [][]byte) int64 {
 // fail wraps an error of a request; network errors and short bodies are
 // transient.
 func (h *httpObject) fail(what string, status int, err error) error {
+	var re *RedirectError
+	if errors.As(err, &re) {
+		return &Error{URL: h.shown, What: what, Err: re} // final: a retry goes the same way
+	}
 	e := &Error{URL: h.shown, What: what, Status: status, Err: err}
 	if isTransient(err) {
 		return transient{e}

@@ -1,12 +1,15 @@
 package clitest
 
 import (
+	"bytes"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"vmimport/internal/testkit"
+	"vmimport/internal/webtest"
 )
 
 // TestForeignFormatsRefused: an image of a format qemu-img reads and
@@ -38,5 +41,88 @@ func TestForeignFormatsRefused(t *testing.T) {
 				t.Error("out.raw was written")
 			}
 		})
+	}
+}
+
+// TestRedirectKeepsSecretsHome: the source's headers and credentials go to
+// its own origin (scheme, host, port) and nowhere else. Against two real
+// web servers that record what they receive: a redirect to another port of
+// the same host, or to another host, is not followed unless --allow-path
+// allows its URL prefix, and when it is, none of --source-header's
+// headers, the URL's user info (Authorization) or the Cookie go along;
+// no request ever carries a Referer (it carried the first URL, signature
+// and all); a redirect within the origin keeps the headers.
+func TestRedirectKeepsSecretsHome(t *testing.T) {
+	dir := t.TempDir()
+	web := filepath.Join(dir, "web")
+	os.Mkdir(web, 0o755)
+	disk := make([]byte, 1<<20)
+	for i := range disk {
+		disk[i] = byte(i * 7)
+	}
+	os.WriteFile(filepath.Join(web, "disk.raw"), disk, 0o644)
+	a := webtest.Start(t, web) // the source's origin
+	b := webtest.Start(t, web) // the same host, another port
+	other := strings.Replace(b.URL, "127.0.0.1", "localhost", 1)
+	a.Set(func(s *webtest.Server) {
+		s.Need = "X-Api-Token: t0k"
+		s.Redirect = func(r *http.Request) string {
+			switch r.URL.Path {
+			case "/port.raw":
+				return b.URL + "/disk.raw"
+			case "/host.raw":
+				return other + "/disk.raw"
+			case "/moved.raw":
+				return "/disk.raw"
+			}
+			return ""
+		}
+	})
+	src := func(name string) string {
+		return strings.Replace(a.URL, "http://", "http://user:pa55word@", 1) + "/" + name + "?X-Amz-Signature=s1gnature"
+	}
+	secrets := []string{"t0k", "pa55word", "c00kie", "s1gnature"}
+	run := func(args ...string) result {
+		args = append(args, "--source-header", "X-Api-Token: t0k", "--source-header", "Cookie: session=c00kie", "--json")
+		return convert(t, dir, args...)
+	}
+	for _, c := range []struct{ name, allow string }{{"port.raw", b.URL + "/"}, {"host.raw", other + "/"}} {
+		b.Reset()
+		r := run(src(c.name), "-o", "out.raw")
+		if r.code != 3 || !strings.Contains(r.stderr, "another origin than the source") || !strings.Contains(r.stderr, "--allow-path") {
+			t.Errorf("%s: exit %d\n%s", c.name, r.code, r.stderr)
+		}
+		if n := b.Requests.Load(); n != 0 {
+			t.Errorf("%s: the other origin got %d requests without --allow-path", c.name, n)
+		}
+		r = run(src(c.name), "-o", "out.raw", "--allow-path", c.allow)
+		if r.code != 0 {
+			t.Fatalf("%s --allow-path %s: exit %d\n%s", c.name, c.allow, r.code, r.stderr)
+		}
+		for _, s := range secrets {
+			if strings.Contains(r.stdout+r.stderr, s) {
+				t.Errorf("%s: %q shows in the output", c.name, s)
+			}
+		}
+		if got, _ := os.ReadFile(filepath.Join(dir, "out.raw")); !bytes.Equal(got, disk) {
+			t.Errorf("%s: the output is not the disk", c.name)
+		}
+	}
+	for _, h := range b.Headers() {
+		for _, k := range []string{"X-Api-Token", "Authorization", "Cookie", "Referer"} {
+			if h.Get(k) != "" {
+				t.Errorf("the other origin received %s: %s", k, h.Get(k))
+			}
+		}
+	}
+	// Within the origin the headers stay (the server needs the token).
+	a.Reset()
+	if r := run(src("moved.raw"), "-o", "moved.out"); r.code != 0 {
+		t.Fatalf("a redirect within the origin: exit %d\n%s", r.code, r.stderr)
+	}
+	for _, h := range append(a.Headers(), b.Headers()...) {
+		if h.Get("Referer") != "" {
+			t.Errorf("a request carried Referer: %s", h.Get("Referer"))
+		}
 	}
 }
