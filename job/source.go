@@ -99,8 +99,13 @@ func parseHeader(h string) (name, value string, err error) {
 	name, value, ok := strings.Cut(h, ":")
 	name, value = strings.TrimSpace(name), strings.TrimSpace(value)
 	if !ok || !validHeaderName(name) || strings.ContainsAny(value, "\r\n\x00") {
-		// Never echo the value: it may be a token.
-		return "", "", fmt.Errorf("--source-header %q...: give 'Name: value' (a header name, a colon, a value without line breaks)", firstWord(h))
+		// Never echo the value: it may be a token. Without a valid name
+		// before a colon, all of it may be (a bare token): nothing of it.
+		what := "--source-header"
+		if ok && validHeaderName(name) {
+			what = fmt.Sprintf("--source-header %q", name+": ...")
+		}
+		return "", "", fmt.Errorf("%s: give 'Name: value' (a header name, a colon, a value without line breaks); the value is not shown", what)
 	}
 	return name, value, nil
 }
@@ -117,13 +122,6 @@ func validHeaderName(name string) bool {
 		}
 	}
 	return true
-}
-
-func firstWord(s string) string {
-	if i := strings.IndexAny(s, ": \t"); i >= 0 {
-		return s[:i]
-	}
-	return s
 }
 
 // store is the store of an s3:// source: RemoteSpec.Store, with the

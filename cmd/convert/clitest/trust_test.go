@@ -126,3 +126,25 @@ func TestRedirectKeepsSecretsHome(t *testing.T) {
 		}
 	}
 }
+
+// TestHeaderValueNeverEchoed: a --source-header without a Name: part (a
+// bare token, from the flag, an @FILE line or a manifest) is refused
+// without a word of it in the message; before, the token was echoed whole.
+func TestHeaderValueNeverEchoed(t *testing.T) {
+	dir := t.TempDir()
+	const tok = "s3cr3tT0ken"
+	os.WriteFile(filepath.Join(dir, "token.txt"), []byte("# the token\n"+tok+"\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "disks.jsonl"), []byte(`{"source": "http://127.0.0.1:9/x.raw", "output": "o.raw", "source-header": "`+tok+`"}`+"\n"), 0o644)
+	for _, args := range [][]string{
+		{"http://127.0.0.1:9/x.raw", "-o", "o.raw", "--source-header", tok},
+		{"http://127.0.0.1:9/x.raw", "-o", "o.raw", "--source-header", "Bearer " + tok},
+		{"http://127.0.0.1:9/x.raw", "-o", "o.raw", "--source-header", "@token.txt"},
+		{"http://127.0.0.1:9/x.raw", "-o", "o.raw", "--source-header", "Authorization: Bearer " + tok + "\r\nX: y"},
+		{"batch", "disks.jsonl", "--no-state"},
+	} {
+		r := convert(t, dir, args...)
+		if r.code != 2 || !strings.Contains(r.stderr, "'Name: value'") || strings.Contains(r.stdout+r.stderr, tok) {
+			t.Errorf("%q: exit %d\n%s", args, r.code, r.stderr)
+		}
+	}
+}
