@@ -148,3 +148,31 @@ func TestHeaderValueNeverEchoed(t *testing.T) {
 		}
 	}
 }
+
+// TestQueryValuesRedacted: every query value of a source URL but the
+// known harmless ones is redacted in messages and in --json (before,
+// pwd=, t= and code= showed, as did any name a redaction list missed).
+func TestQueryValuesRedacted(t *testing.T) {
+	dir := t.TempDir()
+	ws := webtest.Start(t, dir)
+	ws.Set(func(s *webtest.Server) { s.Status = http.StatusForbidden })
+	u := ws.URL + "/x.raw?pwd=hunter2&t=tee5ecret&code=c0de5ecret&X-Amz-Expires=600"
+	os.WriteFile(filepath.Join(dir, "disks.jsonl"), []byte(`{"source": "`+u+`", "output": "o.raw"}`+"\n"), 0o644)
+	for _, args := range [][]string{
+		{u, "-o", "o.raw", "--json"},
+		{u, "-o", "o.raw"},
+		{"info", u, "--json"},
+		{"batch", "disks.jsonl", "--no-state", "--json"},
+	} {
+		r := convert(t, dir, args...)
+		out := r.stdout + r.stderr
+		if r.code == 0 || !strings.Contains(out, "REDACTED") || !strings.Contains(out, "X-Amz-Expires=600") {
+			t.Errorf("%q: exit %d\n%s", args, r.code, out)
+		}
+		for _, s := range []string{"hunter2", "tee5ecret", "c0de5ecret"} {
+			if strings.Contains(out, s) {
+				t.Errorf("%q: %s shows:\n%s", args, s, out)
+			}
+		}
+	}
+}
