@@ -13,6 +13,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"vmimport/reader/image"
 	"vmimport/reader/remote"
@@ -35,6 +36,11 @@ type RemoteSpec struct {
 	Headers []string `json:"-"`
 	// Retries bounds the retries of one range (default 5; -1: none).
 	Retries int `json:"retries,omitempty"`
+	// MinRate and RateWindow: a range whose body brings less than MinRate
+	// bytes a second over a RateWindow is retried as a stall (default 64
+	// KiB/s over 60 s; MinRate -1: no minimum).
+	MinRate    int64         `json:"min_rate,omitempty"`
+	RateWindow time.Duration `json:"rate_window,omitempty"`
 }
 
 // Remote default: blocks in flight for a remote source, whose reads wait
@@ -68,9 +74,12 @@ func (r *RemoteSpec) validate(s *Spec) error {
 	if r.Retries < -1 || r.Retries > 100 {
 		return fmt.Errorf("--source-retries %d: use 0..100", r.Retries)
 	}
+	if r.MinRate < -1 || r.RateWindow < 0 || r.RateWindow != 0 && r.RateWindow < time.Second {
+		return errors.New("--source-min-rate: give RATE[/WINDOW], such as 64K/60s, a window of at least 1s (0: no minimum)")
+	}
 	if !s.IsRemote() {
-		if len(r.Headers) > 0 || r.Retries != 0 || r.Store != (Store{}) {
-			return errors.New("--source-header, --source-retries and --source-endpoint, --source-region, --source-profile, --source-path-style apply to remote sources (https://, http://, s3://)")
+		if len(r.Headers) > 0 || r.Retries != 0 || r.Store != (Store{}) || r.MinRate != 0 || r.RateWindow != 0 {
+			return errors.New("--source-header, --source-retries, --source-min-rate and --source-endpoint, --source-region, --source-profile, --source-path-style apply to remote sources (https://, http://, s3://)")
 		}
 		return nil
 	}
@@ -145,7 +154,7 @@ func (r *RemoteSpec) store(s *Spec) Store {
 // warn, if set, hears the reader's findings. Workers sizes the S3 client's
 // connections.
 func (s *Spec) RemoteOptions(warn func(string)) (remote.Options, error) {
-	o := remote.Options{Retries: s.Remote.Retries, Warn: warn, AllowPaths: s.AllowPaths}
+	o := remote.Options{Retries: s.Remote.Retries, Warn: warn, AllowPaths: s.AllowPaths, MinRate: s.Remote.MinRate, RateWindow: s.Remote.RateWindow}
 	for _, h := range s.Remote.Headers {
 		name, value, err := parseHeader(h)
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"vmimport/reader/image"
@@ -38,6 +39,7 @@ type httpObject struct {
 	shown  string // the URL for messages, credentials redacted
 	header http.Header
 	idle   time.Duration
+	pace   pace
 	id     Identity
 	// strong is the ETag to send with If-Match; "" without a strong one.
 	strong string
@@ -62,7 +64,7 @@ func (op *Opener) openHTTP(raw string, probe int64) (*httpObject, []byte, error)
 	}
 	u.Scheme = strings.ToLower(u.Scheme)
 	u.Fragment = ""
-	h := &httpObject{client: op.http, user: u.User, shown: image.Redact(raw), idle: op.o.IdleTimeout}
+	h := &httpObject{client: op.http, user: u.User, shown: image.Redact(raw), idle: op.o.IdleTimeout, pace: op.pace()}
 	u.User = nil
 	h.url = u
 	h.header = op.headersFor(u)
@@ -269,16 +271,18 @@ func (h *httpObject) get(ctx context.Context, off, n int64, pinned bool) (*http.
 }
 
 // body fills the buffers of dst from the body, dropping the request when
-// nothing comes for the idle time-out.
+// nothing comes for the idle time-out, or too little for the pace.
 func (h *httpObject) body(r io.Reader, dst [][]byte, c *counters, cancel context.CancelFunc) error {
 	t := time.AfterFunc(h.idle, cancel)
 	defer t.Stop()
-	var got int64
+	var got atomic.Int64
+	slow := h.pace.watch(&got, total(dst), cancel)
+	defer slow.stop()
 	for i, p := range dst {
 		for done := 0; done < len(p); {
 			n, err := r.Read(p[done:])
 			done += n
-			got += int64(n)
+			got.Add(int64(n))
 			c.bytes.Add(int64(n))
 			if n > 0 {
 				t.Reset(h.idle)
@@ -287,10 +291,13 @@ func (h *httpObject) body(r io.Reader, dst [][]byte, c *counters, cancel context
 				if done == len(p) && i == len(dst)-1 {
 					return nil
 				}
+				if slow.fired() {
+					return transient{fmt.Errorf("the body came at less than %s over %s (%d of %d bytes): dropped as a stall", h.pace.rate(), h.pace.window, got.Load(), total(dst))}
+				}
 				if err == io.EOF {
 					err = io.ErrUnexpectedEOF
 				}
-				return transient{fmt.Errorf("the body ended after %d of %d bytes: %w", got, total(dst), err)}
+				return transient{fmt.Errorf("the body ended after %d of %d bytes: %w", got.Load(), total(dst), err)}
 			}
 		}
 	}

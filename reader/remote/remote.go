@@ -65,6 +65,8 @@ const (
 	DefaultMinBackoff  = 250 * time.Millisecond
 	DefaultMaxBackoff  = 15 * time.Second
 	DefaultIdleTimeout = 60 * time.Second
+	DefaultMinRate     = 64 << 10
+	DefaultRateWindow  = 60 * time.Second
 )
 
 // S3API is the part of the S3 client the reader uses.
@@ -99,6 +101,13 @@ type Options struct {
 	// IdleTimeout drops a response that sends nothing for this long (the
 	// range is then retried).
 	IdleTimeout time.Duration
+	// MinRate and RateWindow drop a response whose body brings less than
+	// MinRate bytes a second over a RateWindow (or less than what is left
+	// of it): a source that trickles a byte every few seconds restarts the
+	// idle timer for ever, and is retried as a stall instead (default 64
+	// KiB/s over 60 s; a negative MinRate: no minimum).
+	MinRate    int64
+	RateWindow time.Duration
 	// ChunkSize is the most a small read fetches and the threshold of a
 	// large read (default 1 MiB); the cache holds at most CacheChunks x
 	// ChunkSize bytes (default 32) in pages of PageSize (default 64 KiB,
@@ -129,6 +138,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.MinRate == 0 {
+		o.MinRate = DefaultMinRate
+	}
+	if o.RateWindow <= 0 {
+		o.RateWindow = DefaultRateWindow
 	}
 	if o.ChunkSize <= 0 {
 		o.ChunkSize = DefaultChunkSize

@@ -21,6 +21,7 @@ type s3Object struct {
 	bucket, key string
 	shown       string
 	idle        time.Duration
+	pace        pace
 	id          Identity
 }
 
@@ -49,7 +50,7 @@ func (op *Opener) openS3(raw string) (*s3Object, error) {
 	if op.s3err != nil {
 		return nil, fmt.Errorf("%s: %w", raw, op.s3err)
 	}
-	o := &s3Object{api: op.s3, bucket: bucket, key: key, shown: "s3://" + bucket + "/" + key, idle: op.o.IdleTimeout}
+	o := &s3Object{api: op.s3, bucket: bucket, key: key, shown: "s3://" + bucket + "/" + key, idle: op.o.IdleTimeout, pace: op.pace()}
 	o.id.URL = o.shown
 	backoff := op.o.MinBackoff
 	for attempt := 1; ; attempt++ {
@@ -128,7 +129,7 @@ func (o *s3Object) fetch(ctx context.Context, dst [][]byte, off int64, c *counte
 	} else if aws.ToInt64(out.ContentLength) != n {
 		return &Error{URL: o.shown, What: what, Err: fmt.Errorf("%w: the store answered without Content-Range", ErrNoRanges)}
 	}
-	h := &httpObject{idle: o.idle}
+	h := &httpObject{idle: o.idle, pace: o.pace}
 	t.Stop()
 	if err := h.body(out.Body, dst, c, cancel); err != nil {
 		return transient{&Error{URL: o.shown, What: what, Err: err}}

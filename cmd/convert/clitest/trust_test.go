@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"vmimport/internal/testkit"
 	"vmimport/internal/webtest"
@@ -174,5 +175,24 @@ func TestQueryValuesRedacted(t *testing.T) {
 				t.Errorf("%q: %s shows:\n%s", args, s, out)
 			}
 		}
+	}
+}
+
+// TestTricklingSourceIsAStall: a source that sends a byte every 200 ms
+// never trips the idle timer (it restarts on every byte); a range that
+// brings less than --source-min-rate over its window is dropped and
+// retried as a stall, and the run ends with that reason instead of going
+// on for ever.
+func TestTricklingSourceIsAStall(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "disk.raw"), make([]byte, 256<<10), 0o644)
+	ws := webtest.Start(t, dir)
+	ws.Set(func(s *webtest.Server) { s.Trickle = 200 * time.Millisecond })
+	r := convert(t, dir, ws.URL+"/disk.raw", "-o", "out.raw", "--source-min-rate", "64K/1s", "--source-retries", "1")
+	if r.code == 0 || !strings.Contains(r.stderr, "less than 64.0 KiB/s over 1s") || !strings.Contains(r.stderr, "dropped as a stall") || r.took > 30*time.Second {
+		t.Errorf("exit %d after %s\n%s", r.code, r.took, r.stderr)
+	}
+	if n := ws.Requests.Load(); n != 2 {
+		t.Errorf("%d requests; want the range tried twice (--source-retries 1)", n)
 	}
 }
