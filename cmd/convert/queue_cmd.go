@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"vmimport/batch"
+	"vmimport/internal/safetext"
 	"vmimport/internal/units"
 	"vmimport/queue"
 )
@@ -223,6 +224,6 @@ func runBatchStatus(ctx context.Context, qo *queueOptions, asJSON bool, stdout, 
 // stderrLog writes a worker's lines with the time.
 func stderrLog(w io.Writer) func(string) {
 	return func(line string) {
-		fmt.Fprintf(w, "%s %s\n", time.Now().Format("2006-01-02T15:04:05.000"), line)
+		fmt.Fprintf(w, "%s %s\n", time.Now().Format("2006-01-02T15:04:05.000"), safetext.Escape(line))
 	}
 }

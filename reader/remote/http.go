@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"vmimport/internal/safetext"
 	"vmimport/reader/image"
 )
 
@@ -213,7 +214,7 @@ func (h *httpObject) fetch(ctx context.Context, dst [][]byte, off int64, c *coun
 // version describes the pinned version for messages.
 func (h *httpObject) version() string {
 	if h.id.ETag != "" {
-		return "ETag " + h.id.ETag
+		return "ETag " + safetext.Escape(h.id.ETag)
 	}
 	if h.lastMod != "" {
 		return "Last-Modified " + h.lastMod
@@ -225,10 +226,10 @@ func (h *httpObject) version() string {
 // servers that ignore If-Match and If-Unmodified-Since.
 func (h *httpObject) sameVersion(hd http.Header) error {
 	if et := hd.Get("ETag"); et != "" && h.id.ETag != "" && et != h.id.ETag {
-		return fmt.Errorf("%w: its ETag was %s, now %s", ErrChanged, h.id.ETag, et)
+		return fmt.Errorf("%w: its ETag was %s, now %s", ErrChanged, safetext.Escape(h.id.ETag), safetext.Escape(et))
 	}
 	if lm := hd.Get("Last-Modified"); lm != "" && h.lastMod != "" && lm != h.lastMod {
-		return fmt.Errorf("%w: it was last modified %s, now %s", ErrChanged, h.lastMod, lm)
+		return fmt.Errorf("%w: it was last modified %s, now %s", ErrChanged, safetext.Escape(h.lastMod), safetext.Escape(lm))
 	}
 	return nil
 }

@@ -13,6 +13,8 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	smithy "github.com/aws/smithy-go"
+
+	"vmimport/internal/safetext"
 )
 
 // s3Object is an object in an S3-compatible store.
@@ -114,7 +116,7 @@ func (o *s3Object) fetch(ctx context.Context, dst [][]byte, off int64, c *counte
 	}
 	defer drain(out.Body)
 	if et := aws.ToString(out.ETag); et != "" && o.id.ETag != "" && et != o.id.ETag {
-		return &Error{URL: o.shown, What: what, Err: fmt.Errorf("%w: its ETag was %s, now %s", ErrChanged, o.id.ETag, et)}
+		return &Error{URL: o.shown, What: what, Err: fmt.Errorf("%w: its ETag was %s, now %s", ErrChanged, safetext.Escape(o.id.ETag), safetext.Escape(et))}
 	}
 	if cr := aws.ToString(out.ContentRange); cr != "" {
 		start, end, total, err := parseContentRange(cr)
@@ -149,7 +151,7 @@ func (o *s3Object) fail(what string, err error) error {
 	e.Err = refusal(short(err))
 	switch s := e.Status; {
 	case s == http.StatusPreconditionFailed:
-		e.Err = fmt.Errorf("%w: its ETag is no longer %s", ErrChanged, o.id.ETag)
+		e.Err = fmt.Errorf("%w: its ETag is no longer %s", ErrChanged, safetext.Escape(o.id.ETag))
 	case s == http.StatusRequestedRangeNotSatisfiable:
 		e.Err = fmt.Errorf("%w: it is shorter than the %d bytes it had", ErrChanged, o.id.Size)
 	case s >= 500, s == http.StatusRequestTimeout, s == http.StatusTooManyRequests:
@@ -177,12 +179,12 @@ func short(err error) string {
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
 		if m := ae.ErrorMessage(); m != "" {
-			return ae.ErrorCode() + ": " + m
+			return safetext.Line(ae.ErrorCode() + ": " + m)
 		}
-		return ae.ErrorCode()
+		return safetext.Line(ae.ErrorCode())
 	}
 	s, _, _ := strings.Cut(err.Error(), "\n")
-	return s
+	return safetext.Escape(s)
 }
 
 var _ io.Closer = (*File)(nil)

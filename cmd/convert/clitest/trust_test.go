@@ -2,7 +2,9 @@ package clitest
 
 import (
 	"bytes"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -194,5 +196,38 @@ func TestTricklingSourceIsAStall(t *testing.T) {
 	}
 	if n := ws.Requests.Load(); n != 2 {
 		t.Errorf("%d requests; want the range tried twice (--source-retries 1)", n)
+	}
+}
+
+// TestSourceTextEscaped: an error body of a source (an S3 store's error
+// message) holding U+202E and its kin (an XML body cannot hold ESC)
+// reaches the terminal escaped, in messages and in --json.
+func TestSourceTextEscaped(t *testing.T) {
+	dir := t.TempDir()
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			w.Header().Set("Content-Length", "1048576")
+			w.Header().Set("ETag", `"e1"`)
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		w.Header().Set("Content-Type", "application/xml")
+		w.WriteHeader(http.StatusBadRequest)
+		io.WriteString(w, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InvalidRequest</Code><Message>no \u202eexe.txt\u0085 \u200fx</Message><RequestId>r1</RequestId></Error>")
+	}))
+	defer evil.Close()
+	for _, json := range []bool{false, true} {
+		args := []string{"s3://bkt/disk.raw", "-o", "o.raw", "--source-endpoint", evil.URL, "--source-path-style", "--source-retries", "0"}
+		if json {
+			args = append(args, "--json")
+		}
+		r := convert(t, dir, args...)
+		out := r.stdout + r.stderr
+		if r.code == 0 || !strings.Contains(out, `\u202e`) {
+			t.Errorf("json %v: exit %d\n%q", json, r.code, out)
+		}
+		if strings.ContainsAny(out, "\u202e\u0085\u200f") {
+			t.Errorf("json %v: a control character reached the terminal: %q", json, out)
+		}
 	}
 }
