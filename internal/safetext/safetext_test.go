@@ -7,7 +7,7 @@ import (
 
 func TestEscape(t *testing.T) {
 	for in, want := range map[string]string{
-		"plain text, tabs\tand ünïcode": "plain text, tabs\tand ünïcode",
+		"plain text, tabs\tand ünïcode":  "plain text, tabs\tand ünïcode",
 		"\x1b[2J\x1b]0;owned\x07":        `\x1b[2J\x1b]0;owned\x07`,
 		"abc\u202egnp.exe":               `abc\u202egnp.exe`,
 		"nul\x00 del\x7f c1\u0085":       `nul\x00 del\x7f c1\x85`,
