@@ -131,7 +131,7 @@ func parseJSONRecord(text []byte) (Record, error) {
 		if err != nil {
 			return Record{}, fmt.Errorf("key %q: %v", key, err)
 		}
-		if vals != nil {
+		if len(vals) > 0 { // null and [] leave the setting at its default
 			rec.Fields = append(rec.Fields, Field{Key: key, Values: vals})
 		}
 	}
