@@ -136,6 +136,9 @@ type Result struct {
 	Remote *RemoteResult `json:"remote,omitempty"`
 	// Compression is what compression did to a QCOW2 output.
 	Compression *CompressionResult `json:"compression,omitempty"`
+	// SourceID is the source as it was opened: the version the output
+	// was made from (nil if the job did not get that far).
+	SourceID *upload.SourceID `json:"-"`
 }
 
 // SpecError is a setting out of range or in conflict with another; its
@@ -188,6 +191,8 @@ type run struct {
 	concurrencyChosen bool
 	// held is the share of Env.Budget the job holds.
 	held int64
+	// open is the source as it was opened (identifyAtOpen).
+	open *atOpen
 
 	mu       sync.Mutex // serializes Events and guards warnings
 	lastProg time.Time
@@ -248,6 +253,9 @@ func (j *run) run(ctx context.Context) error {
 	defer im.Close()
 	if s.IsRemote() {
 		j.res.Remote.Source, _ = op.Pinned(s.Source)
+	}
+	if err := j.identifyAtOpen(im, op); err != nil {
+		return &InputError{fmt.Errorf("%s: %w", s.shown(), err)}
 	}
 	if err := j.refuseSameFile(im); err != nil {
 		return err
@@ -386,6 +394,9 @@ func (j *run) run(ctx context.Context) error {
 	j.phase(Verifying)
 	if err := image.Verify(im); err != nil {
 		return fail(&InputError{err})
+	}
+	if err := j.sourceUnchanged(); err != nil {
+		return fail(err)
 	}
 	if s.Rehearse {
 		j.res.OutputBytes = enc.Written()

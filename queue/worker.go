@@ -45,6 +45,9 @@ type WorkerOptions struct {
 	DrainTimeout time.Duration
 	// Log receives a line for every thing that happens. May be nil.
 	Log func(string)
+	// Limits bound what a message may make the worker read, write and
+	// reach (Admit); empty, they allow nothing.
+	Limits Limits
 }
 
 // Defaults of a worker.
@@ -99,7 +102,7 @@ func (o *WorkerOptions) defaults() error {
 	case o.RetryDelay < 0 || o.DrainTimeout < 0:
 		return errors.New("--retry-delay and --drain-timeout: give positive durations")
 	}
-	return nil
+	return o.Limits.Validate()
 }
 
 // worker is a running Work.
@@ -238,7 +241,7 @@ func (w *worker) handle(base context.Context, msg jetstream.Msg, release func())
 		return
 	}
 	spec := m.Spec
-	name := spec.Source + " -> " + spec.Output
+	name := image.Redact(spec.Source) + " -> " + spec.Output
 	logf := func(format string, args ...any) {
 		o.Log(fmt.Sprintf("worker %s: %s: %s", o.Name, name, fmt.Sprintf(format, args...)))
 	}
@@ -247,20 +250,20 @@ func (w *worker) handle(base context.Context, msg jetstream.Msg, release func())
 		if err != nil {
 			logf("%v", err)
 		}
-		st = &Status{Key: m.Key, Line: m.Line, Source: spec.Source, Output: spec.Output, Digest: batch.Digest(&spec), Submitted: m.Submitted}
+		st = &Status{Key: m.Key, Line: m.Line, Source: image.Redact(spec.Source), Output: spec.Output, Digest: batch.Digest(&spec), Submitted: m.Submitted}
 	}
 	st.Worker, st.Delivery = o.Name, delivery
+	if err := Admit(spec, o.Limits); err != nil {
+		// Input from the network: checked before anything is done with
+		// it, and refused for good.
+		w.refuse(base, msg, st, err, logf)
+		return
+	}
 	if delivery > o.MaxDeliveries {
 		w.giveUp(base, msg, &spec, st, fmt.Sprintf("gave up after %d deliveries (its workers died or it kept failing; last: %s)", o.MaxDeliveries, st.Note), logf)
 		return
 	}
-	output := spec.Output
-	if spec.Kind() == job.ToBucket {
-		if b, k, err := spec.Destination(); err == nil {
-			output = "s3://" + b + "/" + k
-		}
-	}
-	l, wait, err := w.q.acquire(base, output, m.Key, o.Name, o.AckWait)
+	l, wait, err := w.q.acquire(base, leaseName(&spec), m.Key, o.Name, o.AckWait)
 	if err != nil {
 		if !errors.Is(err, ErrLeaseBusy) {
 			wait = 2 * time.Second
@@ -340,9 +343,7 @@ func (w *worker) handle(base context.Context, msg jetstream.Msg, release func())
 		logf("handed back to the queue (the worker is stopping)")
 	case oc.Status == batch.Done || oc.Status == batch.Skipped:
 		st.State, st.Note, st.Outcome = Done, "", &oc
-		if id, err := upload.IdentifySource(spec.Source); err == nil {
-			st.SourceID = &id
-		}
+		st.SourceID = oc.SourceID // as the run opened it
 		w.putFinal(base, st, logf)
 		l.release(base)
 		if err := w.settle(base, func(ctx context.Context) error { return msg.DoubleAck(ctx) }); err != nil {

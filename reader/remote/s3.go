@@ -13,6 +13,8 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	smithy "github.com/aws/smithy-go"
+
+	"vmimport/internal/safetext"
 )
 
 // s3Object is an object in an S3-compatible store.
@@ -21,6 +23,7 @@ type s3Object struct {
 	bucket, key string
 	shown       string
 	idle        time.Duration
+	pace        pace
 	id          Identity
 }
 
@@ -49,7 +52,7 @@ func (op *Opener) openS3(raw string) (*s3Object, error) {
 	if op.s3err != nil {
 		return nil, fmt.Errorf("%s: %w", raw, op.s3err)
 	}
-	o := &s3Object{api: op.s3, bucket: bucket, key: key, shown: "s3://" + bucket + "/" + key, idle: op.o.IdleTimeout}
+	o := &s3Object{api: op.s3, bucket: bucket, key: key, shown: "s3://" + bucket + "/" + key, idle: op.o.IdleTimeout, pace: op.pace()}
 	o.id.URL = o.shown
 	backoff := op.o.MinBackoff
 	for attempt := 1; ; attempt++ {
@@ -113,7 +116,7 @@ func (o *s3Object) fetch(ctx context.Context, dst [][]byte, off int64, c *counte
 	}
 	defer drain(out.Body)
 	if et := aws.ToString(out.ETag); et != "" && o.id.ETag != "" && et != o.id.ETag {
-		return &Error{URL: o.shown, What: what, Err: fmt.Errorf("%w: its ETag was %s, now %s", ErrChanged, o.id.ETag, et)}
+		return &Error{URL: o.shown, What: what, Err: fmt.Errorf("%w: its ETag was %s, now %s", ErrChanged, safetext.Escape(o.id.ETag), safetext.Escape(et))}
 	}
 	if cr := aws.ToString(out.ContentRange); cr != "" {
 		start, end, total, err := parseContentRange(cr)
@@ -128,7 +131,7 @@ func (o *s3Object) fetch(ctx context.Context, dst [][]byte, off int64, c *counte
 	} else if aws.ToInt64(out.ContentLength) != n {
 		return &Error{URL: o.shown, What: what, Err: fmt.Errorf("%w: the store answered without Content-Range", ErrNoRanges)}
 	}
-	h := &httpObject{idle: o.idle}
+	h := &httpObject{idle: o.idle, pace: o.pace}
 	t.Stop()
 	if err := h.body(out.Body, dst, c, cancel); err != nil {
 		return transient{&Error{URL: o.shown, What: what, Err: err}}
@@ -148,7 +151,7 @@ func (o *s3Object) fail(what string, err error) error {
 	e.Err = refusal(short(err))
 	switch s := e.Status; {
 	case s == http.StatusPreconditionFailed:
-		e.Err = fmt.Errorf("%w: its ETag is no longer %s", ErrChanged, o.id.ETag)
+		e.Err = fmt.Errorf("%w: its ETag is no longer %s", ErrChanged, safetext.Escape(o.id.ETag))
 	case s == http.StatusRequestedRangeNotSatisfiable:
 		e.Err = fmt.Errorf("%w: it is shorter than the %d bytes it had", ErrChanged, o.id.Size)
 	case s >= 500, s == http.StatusRequestTimeout, s == http.StatusTooManyRequests:
@@ -176,12 +179,12 @@ func short(err error) string {
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
 		if m := ae.ErrorMessage(); m != "" {
-			return ae.ErrorCode() + ": " + m
+			return safetext.Line(ae.ErrorCode() + ": " + m)
 		}
-		return ae.ErrorCode()
+		return safetext.Line(ae.ErrorCode())
 	}
 	s, _, _ := strings.Cut(err.Error(), "\n")
-	return s
+	return safetext.Escape(s)
 }
 
 var _ io.Closer = (*File)(nil)
