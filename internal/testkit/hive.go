@@ -40,13 +40,13 @@ func EmptyHive() []byte {
 	nk := bin[0x20:]
 	le.PutUint32(nk, 0xffffffa8)
 	copy(nk[4:], "nk")
-	le.PutUint16(nk[6:], 0x2c)               // KEY_HIVE_ENTRY | KEY_NO_DELETE | KEY_COMP_NAME
-	le.PutUint32(nk[4+0x10:], 0xffffffff)    // parent
-	le.PutUint32(nk[4+0x1c:], 0xffffffff)    // subkey list
-	le.PutUint32(nk[4+0x20:], 0xffffffff)    // volatile subkey list
-	le.PutUint32(nk[4+0x28:], 0xffffffff)    // value list
-	le.PutUint32(nk[4+0x2c:], 0x78)          // security cell
-	le.PutUint32(nk[4+0x30:], 0xffffffff)    // class name
+	le.PutUint16(nk[6:], 0x2c)            // KEY_HIVE_ENTRY | KEY_NO_DELETE | KEY_COMP_NAME
+	le.PutUint32(nk[4+0x10:], 0xffffffff) // parent
+	le.PutUint32(nk[4+0x1c:], 0xffffffff) // subkey list
+	le.PutUint32(nk[4+0x20:], 0xffffffff) // volatile subkey list
+	le.PutUint32(nk[4+0x28:], 0xffffffff) // value list
+	le.PutUint32(nk[4+0x2c:], 0x78)       // security cell
+	le.PutUint32(nk[4+0x30:], 0xffffffff) // class name
 	le.PutUint16(nk[4+0x48:], uint16(len("ROOT")))
 	copy(nk[4+0x4c:], "ROOT")
 	// The security cell at 0x78: a self-relative descriptor with no
