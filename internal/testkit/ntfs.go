@@ -220,7 +220,7 @@ func ntfsMkdir(t testing.TB, img, name string) {
 	if end+8 > v.recSize {
 		t.Fatalf("ntfsMkdir: record of %q too full", name)
 	}
-	clear(rec[first:v.recSize-2]) // the last two bytes are the fixup slot
+	clear(rec[first : v.recSize-2]) // the last two bytes are the fixup slot
 	copy(rec[first:], attrs)
 	le.PutUint32(rec[end:], 0xffffffff)
 	le.PutUint32(rec[0x18:], uint32(end+8))
