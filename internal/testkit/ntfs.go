@@ -76,7 +76,18 @@ func MakeNTFS(t testing.TB, img string, sizeMiB int64, label string, files map[s
 			names = append(names, p)
 		}
 	}
-	slices.Sort(names)
+	// hiberfil.sys last: ntfs-3g refuses to write to a volume whose
+	// hiberfil.sys says it is hibernated.
+	slices.SortFunc(names, func(a, b string) int {
+		ha, hb := strings.EqualFold(a, "/hiberfil.sys"), strings.EqualFold(b, "/hiberfil.sys")
+		switch {
+		case ha && !hb:
+			return 1
+		case hb && !ha:
+			return -1
+		}
+		return strings.Compare(a, b)
+	})
 	for i, p := range names {
 		src := filepath.Join(tmp, fmt.Sprintf("f%d", i))
 		if err := os.WriteFile(src, files[p], 0o644); err != nil {

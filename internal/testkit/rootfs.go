@@ -34,6 +34,9 @@ type FSPart struct {
 	// MkfsArgs are extra options for mke2fs or mkfs.xfs ("-b", "4096",
 	// "-m", "crc=0", ...).
 	MkfsArgs []string
+	// Image is a file system image made beforehand (MakeNTFS), copied
+	// in instead of FS (it is removed afterwards).
+	Image string
 }
 
 // RootDiskOptions shape a disk built by MakeRootDisk.
@@ -80,7 +83,10 @@ func MakeRootDisk(t testing.TB, dir string, o RootDiskOptions) string {
 	}
 	start := int64(1)
 	for i, p := range o.Parts {
-		img := makeFS(t, filepath.Join(dir, fmt.Sprintf("part%d", i+1)), p)
+		img := p.Image
+		if img == "" {
+			img = makeFS(t, filepath.Join(dir, fmt.Sprintf("part%d", i+1)), p)
+		}
 		if img != "" {
 			copySparse(t, f, start<<20, img)
 			os.Remove(img)
