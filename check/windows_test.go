@@ -107,9 +107,13 @@ func windowsCases() []winCase {
 			rules: []string{RuleWinDHCP}, want: "192.168.10.5"},
 		{name: "ipv6-off", guest: sysReg("[\\ControlSet001\\Services\\Tcpip6\\Parameters]\n\"DisabledComponents\"=dword:000000ff\n\n"), want: "DisabledComponents=0xff"},
 		{name: "dirty", guest: guest(func(g *testkit.WindowsGuest) { g.Dirty = true }), rules: []string{RuleDirty}, want: "marked dirty"},
-		{name: "hibernated", guest: guest(func(g *testkit.WindowsGuest) { g.Files = map[string][]byte{"/hiberfil.sys": []byte("HIBR\x00\x00\x00\x00")} }),
+		{name: "hibernated", guest: guest(func(g *testkit.WindowsGuest) {
+			g.Files = map[string][]byte{"/hiberfil.sys": []byte("HIBR\x00\x00\x00\x00")}
+		}),
 			rules: []string{RuleWinHibernated}, want: `"HIBR"`},
-		{name: "resumed", guest: guest(func(g *testkit.WindowsGuest) { g.Files = map[string][]byte{"/hiberfil.sys": []byte("wake\x00\x00\x00\x00")} })},
+		{name: "resumed", guest: guest(func(g *testkit.WindowsGuest) {
+			g.Files = map[string][]byte{"/hiberfil.sys": []byte("wake\x00\x00\x00\x00")}
+		})},
 		{name: "bitlocker", guest: guest(func(g *testkit.WindowsGuest) { g.BitLocker = true }), rules: []string{RuleWinBitLocker}, want: "-FVE-FS-"},
 		{name: "full", guest: guest(func(g *testkit.WindowsGuest) { g.Full = true }), rules: []string{RuleSpace}, want: "full"},
 		{name: "other-version", guest: func(v string) testkit.WindowsGuest {
