@@ -65,6 +65,12 @@ func windowsRules(r *Report, d Disk, parts []*Partition) {
 			r.addf(RuleWindowsOff, Warning, "reading the Windows system failed (%v), so the Windows rules were not all checked; please report this with the image's first megabytes", v)
 		}
 	}()
+	checkWindows(r, d, parts)
+}
+
+// checkWindows is windowsRules without the recover (the fuzz targets call
+// it, so that a panic shows).
+func checkWindows(r *Report, d Disk, parts []*Partition) {
 	r.OS = OS{OSType: "windows", Platform: "Other Windows", ID: "windows"}
 	var sys *win
 	encrypted, unreadable := false, false
