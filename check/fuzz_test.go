@@ -14,8 +14,8 @@ import (
 
 	"vmimport/check/internal/guestfs"
 	"vmimport/check/internal/hive"
-	"vmimport/check/internal/ntfs"
 	"vmimport/check/internal/initramfs"
+	"vmimport/check/internal/ntfs"
 	"vmimport/check/internal/part"
 )
 
