@@ -41,6 +41,10 @@ const (
 	// lookups of a check need some thousands; a hive whose lists loop or
 	// fan out without end runs out of them.
 	MaxCells = 1 << 20
+	// MaxBytes is how many bytes of cells one Hive reads in all: a
+	// check reads some hundred KiB; a corrupt hive whose lists point
+	// back at large cells would otherwise copy gigabytes within MaxCells.
+	MaxBytes = 64 << 20
 	// maxCell is the largest cell read (lists of a key with 100,000
 	// subkeys are 800 KB).
 	maxCell = 1 << 20
@@ -70,6 +74,7 @@ type Hive struct {
 	bins  int64
 	root  uint32
 	cells int
+	bytes int64
 	pages map[int64][]byte
 	order []int64
 	// Dirty: the two sequence numbers of the base block differ, so the
@@ -188,6 +193,10 @@ func (h *Hive) cell(off uint32, limit int) ([]byte, error) {
 		return nil, corrupt("cell at 0x%x has the size %d", off, -int64(size))
 	}
 	n = min(n, int64(limit))
+	h.bytes += n
+	if h.bytes > MaxBytes {
+		return nil, corrupt("more than %d bytes of cells read: the hive's lists loop or are too large", MaxBytes)
+	}
 	b := make([]byte, n)
 	if err := h.read(b, int64(off)+4); err != nil {
 		return nil, err

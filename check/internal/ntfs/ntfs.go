@@ -52,12 +52,15 @@ const (
 	MaxRecords = 1 << 16
 	// MaxIndexBlocks is how many index blocks one FS reads in all.
 	MaxIndexBlocks = 1 << 14
-	maxRuns        = 1 << 16
-	maxAttrList    = 256 << 10
-	maxExtensions  = 256
-	maxDepth       = 32
-	maxPath        = 64
-	maxDirEntries  = 1 << 17
+	// MaxMetadata is how many bytes of MFT records and index blocks one
+	// FS reads in all (a check reads some hundred KiB).
+	MaxMetadata   = 64 << 20
+	maxRuns       = 1 << 16
+	maxAttrList   = 256 << 10
+	maxExtensions = 256
+	maxDepth      = 32
+	maxPath       = 64
+	maxDirEntries = 1 << 17
 )
 
 var (
@@ -84,6 +87,7 @@ type FS struct {
 	mft      *stream
 	records  int
 	blocks   int
+	meta     int64
 	// Serial is the volume serial number.
 	Serial uint64
 }
@@ -224,6 +228,9 @@ func (fs *FS) record(num int64) (*record, error) {
 	fs.records++
 	if fs.records > MaxRecords {
 		return nil, corrupt("more than %d MFT records read", MaxRecords)
+	}
+	if fs.meta += fs.recSize; fs.meta > MaxMetadata {
+		return nil, corrupt("more than %d bytes of MFT records and index blocks read", MaxMetadata)
 	}
 	if num < 0 || num > fs.mft.size/fs.recSize {
 		return nil, corrupt("record %d lies outside the $MFT (%d bytes)", num, fs.mft.size)
@@ -725,6 +732,9 @@ func (ix *index) block(vcn int64) ([]entry, error) {
 	ix.fs.blocks++
 	if ix.fs.blocks > MaxIndexBlocks {
 		return nil, corrupt("more than %d index blocks read", MaxIndexBlocks)
+	}
+	if ix.fs.meta += ix.blockSize; ix.fs.meta > MaxMetadata {
+		return nil, corrupt("more than %d bytes of MFT records and index blocks read", MaxMetadata)
 	}
 	what := fmt.Sprintf("directory %d, index block at VCN %d", ix.dir, vcn)
 	if ix.alloc == nil || vcn < 0 || vcn > (ix.alloc.size>>ix.vcnShift) {
