@@ -1,14 +1,17 @@
 package check
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"vmimport/internal/testkit"
+	"vmimport/reader"
 )
 
 // winCase is one Windows variant: a guest that breaks one rule (or none),
@@ -214,5 +217,45 @@ func TestWindowsContainers(t *testing.T) {
 				checkWindowsReport(t, r, v, c)
 			})
 		}
+	}
+}
+
+// counting is a Disk that counts the bytes read through it.
+type counting struct {
+	Disk
+	bytes, reads atomic.Int64
+}
+
+func (c *counting) ReadAt(p []byte, off int64) (int, error) {
+	c.bytes.Add(int64(len(p)))
+	c.reads.Add(1)
+	return c.Disk.ReadAt(p, off)
+}
+
+// TestWindowsBytesRead checks a 40 GiB (sparse) Windows disk, C: of 40
+// GiB with its 1.25 MiB $Bitmap, and reports what the check read: the
+// metadata and the hives only.
+func TestWindowsBytesRead(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 40 GiB sparse disk")
+	}
+	t.Parallel()
+	disk := testkit.MakeWindowsDisk(t, t.TempDir(), testkit.WindowsGuest{Version: "2016", SizeMiB: 40<<10 - 2})
+	im, err := reader.Open(disk, reader.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	c := &counting{Disk: im}
+	r, err := Run(context.Background(), c, Options{Format: "raw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Rules(Warning); len(got) != 0 || r.OS.Version != "2016" || r.VirtualSize != 40<<30 {
+		t.Fatalf("rules %v, OS %+v, size %d", got, r.OS, r.VirtualSize)
+	}
+	t.Logf("the check of a %d GiB Windows disk read %d bytes (%.2f MiB) in %d reads", r.VirtualSize>>30, c.bytes.Load(), float64(c.bytes.Load())/(1<<20), c.reads.Load())
+	if c.bytes.Load() > 8<<20 {
+		t.Errorf("read %d bytes: more than the metadata", c.bytes.Load())
 	}
 }

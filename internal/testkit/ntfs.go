@@ -301,7 +301,9 @@ func markEntries(b []byte, hdr int, num uint32) bool {
 
 // SetNTFSDirty sets the dirty flag of $Volume (record 3) in the NTFS file
 // system at offset off of file img.
-func SetNTFSDirty(t testing.TB, img string, off int64) {
+func SetNTFSDirty(t testing.TB, img string, off int64) { setNTFSDirty(t, img, off, true) }
+
+func setNTFSDirty(t testing.TB, img string, off int64, dirty bool) {
 	t.Helper()
 	f, err := os.OpenFile(img, os.O_RDWR, 0)
 	if err != nil {
@@ -328,7 +330,11 @@ func SetNTFSDirty(t testing.TB, img string, off int64) {
 	for a := int(le.Uint16(r[0x14:])); a+8 < len(r) && le.Uint32(r[a:]) != 0xffffffff && le.Uint32(r[a+4:]) != 0; a += int(le.Uint32(r[a+4:])) {
 		if le.Uint32(r[a:]) == 0x70 {
 			v := r[a+int(le.Uint16(r[a+0x14:])):]
-			le.PutUint16(v[10:], le.Uint16(v[10:])|1)
+			if dirty {
+				le.PutUint16(v[10:], le.Uint16(v[10:])|1)
+			} else {
+				le.PutUint16(v[10:], le.Uint16(v[10:])&^1)
+			}
 			ok = true
 		}
 	}

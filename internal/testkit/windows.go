@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -29,7 +30,8 @@ type WindowsGuest struct {
 	// Dirty sets the dirty flag of C:; BitLocker turns C:'s OEM id into
 	// -FVE-FS-.
 	Dirty, BitLocker bool
-	// SizeMiB is C:'s size (default 24).
+	// SizeMiB is C:'s size (default 24); above 64, C: is made at 24 MiB
+	// and grown with ntfsresize (a 40 GiB volume stays sparse).
 	SizeMiB int64
 	// Full fills C: but for 16 clusters (for fs.space).
 	Full bool
@@ -198,7 +200,21 @@ func MakeWindowsDisk(t testing.TB, dir string, g WindowsGuest) string {
 		files[p] = b
 	}
 	c := filepath.Join(dir, "c.img")
-	MakeNTFS(t, c, g.SizeMiB, "", files)
+	MakeNTFS(t, c, min(g.SizeMiB, 24), "", files)
+	if g.SizeMiB > 24 {
+		Need(t, "ntfsresize")
+		if err := os.Truncate(c, g.SizeMiB<<20); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("ntfsresize", "-f", "-s", fmt.Sprint(g.SizeMiB<<20), c)
+		cmd.Stdin = strings.NewReader("y\n")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("ntfsresize: %v\n%s", err, out)
+		}
+		// ntfsresize schedules a chkdsk (the dirty flag); Windows would
+		// clear it at the next boot.
+		setNTFSDirty(t, c, 0, false)
+	}
 	if g.Full {
 		var cluster, free int64
 		for _, line := range strings.Split(Run(t, "ntfsinfo", "-m", c), "\n") {
