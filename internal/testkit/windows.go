@@ -172,6 +172,9 @@ func HexReg(kind int, s string) string { return hexReg(kind, s) }
 // \Windows\System32\cmd.exe (a PE header) and the guest's files.
 func MakeWindowsDisk(t testing.TB, dir string, g WindowsGuest) string {
 	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if g.Machine == 0 {
 		g.Machine = 0x8664
 	}
