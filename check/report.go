@@ -224,7 +224,11 @@ func (r *Report) WriteText(w io.Writer, least Severity) {
 func (r *Report) Summary() string {
 	s := fmt.Sprintf("%s: %d error(s), %d warning(s), %d info", r.Status, r.Count(Error), r.Count(Warning), r.Count(Info))
 	if r.OS.OSType != "" {
-		s += fmt.Sprintf("; %s %s (platform %q", r.OS.OSType, strings.TrimSpace(r.OS.Name+" "+r.OS.Version), r.OS.Platform)
+		name := strings.TrimSpace(r.OS.Name + " " + r.OS.Version)
+		if r.OS.Version != "" && strings.Contains(r.OS.Name, r.OS.Version) {
+			name = r.OS.Name // "Windows Server 2016 Standard", not "... 2016"
+		}
+		s += fmt.Sprintf("; %s %s (platform %q", r.OS.OSType, name, r.OS.Platform)
 		if r.OS.Architecture != "" {
 			s += ", " + r.OS.Architecture
 		}
