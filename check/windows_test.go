@@ -184,7 +184,11 @@ func checkWindowsReport(t *testing.T, r *Report, version string, c winCase) {
 
 func TestWindowsRules(t *testing.T) {
 	t.Parallel()
-	for _, v := range testkit.WindowsVersions {
+	versions := testkit.WindowsVersions
+	if testing.Short() {
+		versions = versions[len(versions)-1:] // 2016 alone
+	}
+	for _, v := range versions {
 		for _, c := range windowsCases() {
 			t.Run(v+"/"+c.name, func(t *testing.T) {
 				t.Parallel()
@@ -198,6 +202,9 @@ func TestWindowsRules(t *testing.T) {
 // TestWindowsContainers runs a subset of the variants through VMDK, VHD
 // and QCOW2 containers, as qemu-img writes them.
 func TestWindowsContainers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the container variants")
+	}
 	t.Parallel()
 	cases := windowsCases()
 	pick := map[string]bool{"clean": true, "virtio-start-3": true, "firewall-policy": true, "static-ip": true, "hibernated": true}
