@@ -117,6 +117,7 @@ func windowsCases() []winCase {
 		{name: "resumed", guest: guest(func(g *testkit.WindowsGuest) {
 			g.Files = map[string][]byte{"/hiberfil.sys": []byte("wake\x00\x00\x00\x00")}
 		})},
+		{name: "hive-dirty", guest: guest(func(g *testkit.WindowsGuest) { g.DirtyHive = true }), rules: []string{RuleWinHiveDirty}, want: "SYSTEM.LOG1"},
 		{name: "bitlocker", guest: guest(func(g *testkit.WindowsGuest) { g.BitLocker = true }), rules: []string{RuleWinBitLocker}, want: "-FVE-FS-"},
 		{name: "full", guest: guest(func(g *testkit.WindowsGuest) { g.Full = true }), rules: []string{RuleSpace}, want: "full"},
 		{name: "other-version", guest: func(v string) testkit.WindowsGuest {

@@ -28,8 +28,9 @@ type WindowsGuest struct {
 	// Files are more files on C: (path from its root -> contents).
 	Files map[string][]byte
 	// Dirty sets the dirty flag of C:; BitLocker turns C:'s OEM id into
-	// -FVE-FS-.
-	Dirty, BitLocker bool
+	// -FVE-FS-; DirtyHive makes the SYSTEM hive's sequence numbers differ
+	// (writes left in its logs).
+	Dirty, BitLocker, DirtyHive bool
 	// SizeMiB is C:'s size (default 24); above 64, C: is made at 24 MiB
 	// and grown with ntfsresize (a 40 GiB volume stays sparse).
 	SizeMiB int64
@@ -193,8 +194,12 @@ func MakeWindowsDisk(t testing.TB, dir string, g WindowsGuest) string {
 		os.Remove(p)
 		return b
 	}
+	sysHive := read(sys)
+	if g.DirtyHive {
+		sysHive[4]++ // the primary sequence number
+	}
 	files := map[string][]byte{
-		"/Windows/System32/config/SYSTEM":   read(sys),
+		"/Windows/System32/config/SYSTEM":   sysHive,
 		"/Windows/System32/config/SOFTWARE": read(soft),
 		"/Windows/System32/cmd.exe":         PE(g.Machine),
 		"/pagefile.sys":                     nil,
