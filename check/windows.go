@@ -50,6 +50,7 @@ type win struct {
 	// ver is the NT version ("6.1", "6.3", "10.0"), "" when unknown.
 	ver      string
 	services []*hive.Key
+	store    []string // the names in the driver store, once read
 }
 
 const (
@@ -413,8 +414,11 @@ func (w *win) virtio() {
 		switch {
 		case svcErr == nil && hasStart && start == 0 && mapped:
 			return // it loads at boot
-		case svcErr == nil && (!hasStart || start != 0):
-			problems = append(problems, fmt.Sprintf("%s is installed with Start = %d (%s), not 0 (boot)", d.name, start, startName(start, hasStart)))
+		case svcErr == nil && !hasStart:
+			problems = append(problems, fmt.Sprintf("%s is installed without a Start value, not with 0 (boot)", d.name))
+			evKey, evValue = hkey("SYSTEM", key), "Start not set"
+		case svcErr == nil && start != 0:
+			problems = append(problems, fmt.Sprintf("%s is installed with Start = %d (%s), not 0 (boot)", d.name, start, startName(start)))
 			evKey, evValue = hkey("SYSTEM", key), fmt.Sprintf("Start=%d", start)
 		case svcErr == nil && !mapped:
 			problems = append(problems, fmt.Sprintf("%s starts at boot but no virtio PCI device (VEN_1AF4&DEV_%s) is mapped to it in the %s", d.name, strings.Join(d.devs, "/"), w.mappingName()))
@@ -438,10 +442,7 @@ func (w *win) virtio() {
 	}
 }
 
-func startName(start uint64, ok bool) string {
-	if !ok {
-		return "not set"
-	}
+func startName(start uint64) string {
 	switch start {
 	case 0:
 		return "boot"
@@ -565,11 +566,13 @@ func (w *win) staged(name string) string {
 		return hkey("SYSTEM", `DriverDatabase\DriverInfFiles\`+name+".inf")
 	}
 	dir := w.file("System32/DriverStore/FileRepository")
-	names, err := w.fs.ReadDir(dir)
-	if err != nil {
-		return ""
+	if w.store == nil {
+		w.store, _ = w.fs.ReadDir(dir)
+		if w.store == nil {
+			w.store = []string{}
+		}
 	}
-	for _, n := range names {
+	for _, n := range w.store {
 		if strings.HasPrefix(strings.ToLower(n), name+".inf_") {
 			return dir + "/" + n
 		}

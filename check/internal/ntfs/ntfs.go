@@ -232,7 +232,7 @@ func (fs *FS) record(num int64) (*record, error) {
 	if fs.meta += fs.recSize; fs.meta > MaxMetadata {
 		return nil, corrupt("more than %d bytes of MFT records and index blocks read", MaxMetadata)
 	}
-	if num < 0 || num > fs.mft.size/fs.recSize {
+	if num < 0 || num >= fs.mft.size/fs.recSize {
 		return nil, corrupt("record %d lies outside the $MFT (%d bytes)", num, fs.mft.size)
 	}
 	b := make([]byte, fs.recSize)
