@@ -267,3 +267,27 @@ func TestWindowsBytesRead(t *testing.T) {
 		t.Errorf("read %d bytes: more than the metadata", c.bytes.Load())
 	}
 }
+
+// panicky is a disk whose reads past its first sector panic, as a reader
+// bug would.
+type panicky struct{ Disk }
+
+func (p panicky) ReadAt(b []byte, off int64) (int, error) {
+	if off >= 512 {
+		panic("reader bug")
+	}
+	return p.Disk.ReadAt(b, off)
+}
+
+// TestWindowsPanicIsFinding: a panic while the Windows rules read becomes
+// a finding, not a crash.
+func TestWindowsPanicIsFinding(t *testing.T) {
+	t.Parallel()
+	l, data := newLayout(loadSeed(t, "ntfs.img.gz"))
+	r := &Report{}
+	windowsRules(r, panicky{sparseImage{l, data}}, []*Partition{{Index: 1, Size: l.size, FS: "ntfs"}})
+	f := r.Findings[len(r.Findings)-1]
+	if f.Rule != RuleWindowsOff || f.Severity != Warning || !strings.Contains(f.Message, "reader bug") {
+		t.Errorf("findings %+v", r.Findings)
+	}
+}
