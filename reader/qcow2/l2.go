@@ -174,10 +174,21 @@ const (
 )
 
 // extentRun is the run at off, at most n bytes long, of one class (see
-// class), within the bounds above.
+// class), within the bounds above. Data whose host bytes are a hole of
+// the file (qemu leaves holes where it writes zeros into a new cluster)
+// is a zero run, as qemu-img map reports it.
 func (m *guestMap) extentRun(off, n int64, backing bool) (runKind, int64, error) {
 	var class runKind
+	holes := fileMap{fd: m.src.Fd}
 	pos, stop := off, off+n
+	// add extends the run by k bytes of class c, or reports that it ends.
+	add := func(c runKind, k int64) bool {
+		if pos > off && c != class {
+			return false
+		}
+		class, pos = c, pos+k
+		return true
+	}
 	for tables, steps := 0, 0; pos < stop && tables < maxExtentTables && steps < maxExtentSteps; {
 		t, base, err := m.table(pos)
 		if err != nil {
@@ -188,25 +199,56 @@ func (m *guestMap) extentRun(off, n int64, backing bool) (runKind, int64, error)
 		}
 		limit := min(stop, base+m.span)
 		if t == nil {
-			c := m.class(runBacking, backing)
-			if pos > off && c != class {
+			if !add(m.class(runBacking, backing), limit-pos) {
 				break
 			}
-			class, pos = c, limit
 			continue
 		}
 		tables++
 		for ; pos < limit && steps < maxExtentSteps; steps++ {
 			k, in := (pos-base)/m.cluster, (pos-base)%m.cluster
-			kind, _, _, end := m.piece(t, k, in)
-			c := m.class(kind, backing)
-			if pos > off && c != class {
-				return class, pos - off, nil
+			kind, host, _, end := m.piece(t, k, in)
+			size := min(limit-pos, end-in)
+			if kind != runData {
+				if !add(m.class(kind, backing), size) {
+					return class, pos - off, nil
+				}
+				continue
 			}
-			class, pos = c, min(limit, pos+end-in)
+			for size > 0 {
+				k, hole := holes.at(host, size)
+				c := runData
+				if hole {
+					c = runZero
+				}
+				if !add(c, k) {
+					return class, pos - off, nil
+				}
+				host, size = host+k, size-k
+			}
 		}
 	}
 	return class, pos - off, nil
+}
+
+// fileMap tells holes of the image file from data, remembering its last
+// answer: the data clusters of a run mostly follow one another.
+type fileMap struct {
+	fd         int
+	start, end int64
+	hole       bool
+}
+
+// at is how many bytes from host, at most n, are all hole or all data.
+func (f *fileMap) at(host, n int64) (int64, bool) {
+	if f.fd < 0 {
+		return n, false
+	}
+	if host < f.start || host >= f.end {
+		k, hole := image.FileExtent(f.fd, host, 1<<62)
+		f.start, f.end, f.hole = host, host+k, hole
+	}
+	return min(n, f.end-host), f.hole
 }
 
 // l2Cache holds recently used L2 tables, as the file's bytes, within a
