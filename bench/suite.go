@@ -266,6 +266,9 @@ func RunSuite(ctx context.Context, o SuiteOptions) (*Report, string, error) {
 			removeGlob(filepath.Join(o.Dir, "*"))
 		}()
 	}
+	if err := extL2Cases(ctx, &o, rep, gen, logf); err != nil {
+		return rep, "", err
+	}
 	if o.Endpoint != "" && o.want("qcow2 -> raw -> s3 (10%)") {
 		if err := uploadCases(ctx, &o, rep, gen, logf); err != nil {
 			return rep, "", err

@@ -117,7 +117,7 @@ func (im *Image) Extent(off, n int64) (image.Extent, error) {
 	n = min(n, size-off)
 	class, k, err := im.m.extentRun(off, n, im.backing != nil)
 	if err != nil {
-		return image.Extent{}, fmt.Errorf("%s: qcow2: allocation of guest offset %d: %w", im.src.Path, off, err)
+		return image.Extent{}, err // reading an L2 table: names the file, the table and the offset
 	}
 	if class == runBacking {
 		return image.ParentExtent(im.backing, off, k, im.src.Path, "qcow2")
