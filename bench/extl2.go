@@ -21,8 +21,8 @@ const extL2Fill = 0.2
 // rounds: the second ratio is how much slower extended L2 entries make us.
 func extL2Cases(ctx context.Context, o *SuiteOptions, rep *Report, gen func(string, int64, float64) (string, error), logf func(string, ...any)) error {
 	name := func(cluster string, vsPlain bool) string {
-		if vsPlain {
-			return fmt.Sprintf("qcow2 extended-l2 %s vs plain -> raw (%.0f%%)", cluster, extL2Fill*100)
+		if vsPlain { // the chart's label: "convert: ... vs convert: plain ..."
+			return fmt.Sprintf("convert: qcow2 extended-l2 %s -> raw (%.0f%%)", cluster, extL2Fill*100)
 		}
 		return fmt.Sprintf("qcow2 extended-l2 %s -> raw (%.0f%%)", cluster, extL2Fill*100)
 	}
@@ -66,7 +66,7 @@ func extL2Cases(ctx context.Context, o *SuiteOptions, rep *Report, gen func(stri
 			rep.Cases = append(rep.Cases, timeCase(ctx, o.Runs, c, convert(ext), peerSync("convert", "-O", "raw", ext, out), clean, logf))
 		}
 		if c := base; o.want(name(v, true)) {
-			c.Name, c.Peer = name(v, true), "convert, plain qcow2 "+v
+			c.Name, c.Peer = name(v, true), "convert: plain qcow2 "+v+" -> raw"
 			logf("measuring %s", c.Name)
 			rep.Cases = append(rep.Cases, timeCase(ctx, o.Runs, c, convert(ext), convert(plain), clean, logf))
 		}
