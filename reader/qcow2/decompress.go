@@ -18,13 +18,13 @@ import (
 // take after the first, and below it their file offset, which need not be
 // aligned: the bytes run from the offset to the end of the last sector
 // (qemu's qcow2_parse_compressed_l2_entry). They inflate, as raw deflate
-// or as a zstd frame (compression_type), to exactly one cluster; qemu
-// refuses a cluster whose data ends before the cluster is full with EIO,
-// and so do we.
+// or as a zstd frame (compression_type), to one cluster; qemu refuses a
+// cluster whose data ends before the cluster is full with EIO, and we
+// refuse a read that asks for bytes past the end of the data.
 //
-// Each compressed cluster costs one pread of its bytes and a Reset of a
-// pooled decoder; a read that starts inside the cluster inflates the bytes
-// before it and drops them.
+// Each read of a compressed cluster costs one pread of its bytes and a
+// Reset of a pooled decoder; a read that starts inside the cluster
+// inflates the bytes before it and drops them, and stops at its own end.
 
 // compressed returns the file offset and length of the bytes of the
 // compressed cluster with L2 entry e.
