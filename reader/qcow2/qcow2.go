@@ -1,10 +1,13 @@
 // Package qcow2 reads QCOW2 images (versions 2 and 3, with or without
 // extended L2 entries). It checks the header and walks every table once
-// when the image is opened (header.go, tables.go), then maps guest
-// offsets through the L1 table and a bounded cache of L2 tables (l2.go):
-// a read is served by one pread per contiguous run of the file, a zero
-// fill, the backing image or the inflater (decompress.go). Backing files
-// are opened through image.OpenParent, under the options' rules.
+// when the image is opened (header.go, tables.go). Images with standard
+// L2 entries are then read through github.com/lima-vm/go-qcow2reader
+// (lima.go); extended-L2 images, which that library reads one subcluster
+// at a time, through our own map of the L1 table and a bounded cache of L2
+// tables (l2.go): a read is served by one pread per contiguous run of the
+// file, a zero fill, the backing image or the inflater (decompress.go).
+// Backing files are opened through image.OpenParent, under the options'
+// rules, and shown to the library as our own image.
 package qcow2
 
 import (
@@ -13,6 +16,8 @@ import (
 	"io"
 	"os"
 
+	limaqcow2 "github.com/lima-vm/go-qcow2reader/image/qcow2"
+
 	"vmimport/reader/image"
 )
 
@@ -20,7 +25,8 @@ import (
 type Image struct {
 	src     image.Source
 	h       *header
-	m       *guestMap
+	m       *guestMap        // extended-L2 images
+	q       *limaqcow2.Qcow2 // the others
 	backing image.Image
 	cluster int64
 }
@@ -38,7 +44,7 @@ func Open(src image.Source, opts *image.Options) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	im := &Image{src: src, h: h, m: newGuestMap(src, h, l1), cluster: 1 << h.ClusterBits}
+	im := &Image{src: src, h: h, cluster: 1 << h.ClusterBits}
 	if h.BackingFile != "" {
 		backing, _, err := image.OpenParent(src, opts, image.Parent{
 			Format: "qcow2", Kind: "image has backing file", Names: []string{h.BackingFile}, Offset: int64(h.BackingFileOffset),
@@ -47,6 +53,14 @@ func Open(src image.Source, opts *image.Options) (*Image, error) {
 			return nil, err
 		}
 		im.backing = backing
+	}
+	if h.Incompatible&incompatExtendedL2 != 0 {
+		im.m = newGuestMap(src, h, l1)
+		return im, nil
+	}
+	if im.q, err = openLima(src, h, im.backing); err != nil {
+		im.Close()
+		return nil, err
 	}
 	return im, nil
 }
@@ -59,6 +73,13 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 	n, short := image.Clip(off, len(p), im.Size())
 	if n == 0 && len(p) > 0 {
 		return 0, io.EOF
+	}
+	if im.q != nil {
+		k, err := im.limaReadAt(p[:n], off)
+		if err == nil && short {
+			err = io.EOF
+		}
+		return k, err
 	}
 	for done := 0; done < n; {
 		pos := off + int64(done)
@@ -115,6 +136,9 @@ func (im *Image) Extent(off, n int64) (image.Extent, error) {
 		return image.Extent{}, io.EOF
 	}
 	n = min(n, size-off)
+	if im.q != nil {
+		return im.limaExtent(off, n)
+	}
 	class, k, err := im.m.extentRun(off, n, im.backing != nil)
 	if err != nil {
 		return image.Extent{}, err // reading an L2 table: names the file, the table and the offset
