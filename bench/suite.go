@@ -266,6 +266,9 @@ func RunSuite(ctx context.Context, o SuiteOptions) (*Report, string, error) {
 			removeGlob(filepath.Join(o.Dir, "*"))
 		}()
 	}
+	if err := extL2Cases(ctx, &o, rep, gen, logf); err != nil {
+		return rep, "", err
+	}
 	if o.Endpoint != "" && o.want("qcow2 -> raw -> s3 (10%)") {
 		if err := uploadCases(ctx, &o, rep, gen, logf); err != nil {
 			return rep, "", err
@@ -367,10 +370,20 @@ func peerSync(args ...string) []string {
 // named by the command that makes it.
 func commandLine() string {
 	args := append([]string(nil), os.Args...)
+	for i, a := range args[min(1, len(args)):] {
+		if a == "" || strings.IndexFunc(a, shellSpecial) >= 0 {
+			args[i+1] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'" // as a shell reads it: --links ''
+		}
+	}
 	if len(args) > 0 && strings.Contains(args[0], "go-build") {
 		args[0] = "go run ./bench/cmd/benchsuite"
 	}
 	return strings.Join(args, " ")
+}
+
+// shellSpecial reports whether a shell would read r as more than itself.
+func shellSpecial(r rune) bool {
+	return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_./:=,@+-%", r))
 }
 
 func machine() Machine {

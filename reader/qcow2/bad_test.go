@@ -94,7 +94,7 @@ func wantCorrupt(t *testing.T, err error, words ...string) {
 	}
 }
 
-// TestCorruptTables: every table offset that would make the library read
+// TestCorruptTables: every table offset that would make the reader read
 // the wrong bytes is refused with the file, the offset and the rule.
 func TestCorruptTables(t *testing.T) {
 	src := smallQCOW2(t)

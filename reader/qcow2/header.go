@@ -30,7 +30,7 @@ const (
 	extFullDiskCrypto = 0x0537be77
 )
 
-// header holds the fields we check before go-qcow2reader sees the file.
+// header holds the fields of the header the reader needs, checked.
 type header struct {
 	Version             uint32
 	BackingFileOffset   uint64

@@ -8,10 +8,10 @@ import (
 	"vmimport/reader/image"
 )
 
-// The table checks. go-qcow2reader reads a cluster wherever an L1 or L2
-// entry points, aligned or not, over the header or over another table, and
-// so would give the guest wrong bytes from a corrupt image. Before it sees
-// the file, checkTables walks every table once and refuses:
+// The table checks. The reader (l2.go) reads a cluster wherever an L1 or
+// L2 entry points, and so would give the guest wrong bytes from a corrupt
+// image: data over the header or over another table. Before any read,
+// checkTables walks every table once and refuses:
 //
 //   - an L1 entry whose L2 table is not cluster-aligned, passes the end of
 //     the file, or lies on the header, the L1 table, the refcount table, a
@@ -74,27 +74,21 @@ func (t *tables) bad(off int64, rule string, args ...any) error {
 	return image.Corruptf(t.src.Path, "qcow2", off, rule, args...)
 }
 
-// checkTables walks the tables of the image in src; see above.
-func checkTables(src image.Source, h *header) error {
+// checkTables walks the tables of the image in src; see above. It returns
+// the L1 entries that map the disk.
+func checkTables(src image.Source, h *header) ([]uint64, error) {
 	cluster := int64(1) << h.ClusterBits
 	t := &tables{src: src, h: h, cluster: cluster}
 	if n := (src.Size + cluster - 1) / cluster; n <= maxCheckedClusters {
 		t.meta, t.data, t.comp = newBitset(n), newBitset(n), newBitset(n)
 	}
 	t.markMeta(0, cluster)
-	if err := t.readL1(); err != nil {
-		return err
+	for _, step := range []func() error{t.readL1, t.readRefcountTable, t.readSnapshots, t.placeL2Tables, t.checkData} {
+		if err := step(); err != nil {
+			return nil, err
+		}
 	}
-	if err := t.readRefcountTable(); err != nil {
-		return err
-	}
-	if err := t.readSnapshots(); err != nil {
-		return err
-	}
-	if err := t.placeL2Tables(); err != nil {
-		return err
-	}
-	return t.checkData()
+	return t.l1, nil
 }
 
 // markMeta marks the clusters of [off, off+n) as metadata.

@@ -36,6 +36,12 @@ convert -> s3:// against qemu-img convert followed by aws s3 cp. It writes
 results.md, results.json and ratios.svg to a folder of --out named by date and
 machine.
 
+The extended-L2 cases (--cases extended-l2) convert QCOW2 images with
+extended L2 entries (qemu-img -o extended_l2=on) of a --small disk with 20%
+data, at 64 KiB and 2 MiB clusters, against qemu-img and against convert on
+a plain QCOW2 of the same data (the "convert: ..." cases: a ratio near 1
+means extended L2 entries cost us nothing).
+
 The link cases (--cases link) upload a 2 GiB sparse VMDK with ~400 MB of data
 with the S3 server (versitygw) and every tool inside a network namespace whose
 loopback is shaped by tc to each of --links: convert against qemu-img
