@@ -58,7 +58,7 @@ type plan struct {
 	memory      int64 // bytes, all of the above together
 }
 
-func (j *run) plan(virtual int64, qo qcow2.Options) (plan, error) {
+func (j *run) planFor(virtual int64, qo qcow2.Options) (plan, error) {
 	s := &j.s
 	p := plan{workers: s.Workers, qcow2: qo, outputMax: virtual, concurrency: s.Upload.Concurrency}
 	if s.Format == "qcow2" {

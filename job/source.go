@@ -41,6 +41,10 @@ type RemoteSpec struct {
 // on the network rather than on a core.
 const DefaultRemoteWorkers = 8
 
+// DefaultSourceRetries is how many times a range of a remote source is
+// tried again (--source-retries).
+const DefaultSourceRetries = remote.DefaultRetries
+
 // IsRemote reports whether the source is a URL.
 func (s *Spec) IsRemote() bool { return image.IsURL(s.Source) }
 

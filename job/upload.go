@@ -7,10 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"vmimport/check"
-	"vmimport/reader"
 	"vmimport/upload"
-	"vmimport/writer"
 )
 
 // Client connects to the store a spec names, with room for the parts in
@@ -62,10 +59,10 @@ type uploadStart struct {
 	api         *API // nil without an import
 }
 
-// preflight connects to the store, checks the credentials and that the
+// connect connects to the store, checks the credentials and that the
 // bucket takes an upload (a probe upload, aborted), and with an import
 // connects to the cloud's API and checks it takes the credentials.
-func (j *run) preflight(ctx context.Context) (*uploadStart, error) {
+func (j *run) connect(ctx context.Context) (*uploadStart, error) {
 	s, u := &j.s, &j.s.Upload
 	bucket, key, err := s.Destination()
 	if err != nil {
@@ -76,12 +73,14 @@ func (j *run) preflight(ctx context.Context) (*uploadStart, error) {
 	if err != nil {
 		return nil, err
 	}
+	up := &uploadStart{c: c, bucket: bucket, key: key}
 	if err := c.Preflight(ctx, bucket, key); err != nil {
+		c.Close()
 		return nil, err
 	}
-	up := &uploadStart{c: c, bucket: bucket, key: key}
 	if s.Import.Enabled {
 		if up.api, err = ConnectAPI(ctx, u.Store, c, s.Import, j.notice, true); err != nil {
+			c.Close()
 			return nil, err
 		}
 	}
@@ -90,8 +89,8 @@ func (j *run) preflight(ctx context.Context) (*uploadStart, error) {
 
 // startUpload creates the multipart upload (or adopts the one to resume),
 // with what the import needs stored as the object's metadata.
-func (j *run) startUpload(ctx context.Context, up *uploadStart, im reader.Image, plan plan, diskGB int64, rep *check.Report, forceImport bool) (writer.Target, error) {
-	s, u := &j.s, &j.s.Upload
+func (j *run) startUpload(ctx context.Context) (*upload.Target, error) {
+	s, u, up, plan := &j.s, &j.s.Upload, j.up, j.plan
 	var id upload.SourceID
 	var err error
 	if j.res.Remote != nil {
@@ -102,11 +101,11 @@ func (j *run) startUpload(ctx context.Context, up *uploadStart, im reader.Image,
 	}
 	meta := upload.ImportMeta{
 		Architecture: u.Image.Architecture, OSType: u.Image.OSType, Platform: u.Image.Platform, OSVersion: u.Image.OSVersion,
-		DiskFormat: s.Format, SystemDiskSizeGB: diskGB, ImageName: u.Image.Name, Description: u.Image.Description,
+		DiskFormat: s.Format, SystemDiskSizeGB: j.diskGB, ImageName: u.Image.Name, Description: u.Image.Description,
 	}
-	j.fillImport(&meta, rep, forceImport)
+	j.fillImport(&meta, j.rep, j.forceImport)
 	stored := meta
-	if (rep == nil || rep.OS.OSType == "") && u.Image.Platform == "" {
+	if (j.rep == nil || j.rep.OS.OSType == "") && u.Image.Platform == "" {
 		stored.Platform = "" // not known: `convert import` warns, as an import here does
 	}
 	if stored.ImageName == "" {
@@ -120,7 +119,7 @@ func (j *run) startUpload(ctx context.Context, up *uploadStart, im reader.Image,
 		State:  state,
 		Bucket: up.bucket, Key: up.key, SizeHint: plan.outputMax, PartSize: plan.partSize, PartSizeChosen: u.PartSize != 0, Concurrency: plan.concurrency,
 		StateFile: u.StateFile, Resume: u.Resume, Keep: u.Keep, Source: id, Output: j.outputShape(plan), Verify: u.Verify,
-		PresignTTL: u.PresignTTL, Import: meta, Metadata: stored.ObjectMetadata(im.Size()), Preflighted: true,
+		PresignTTL: u.PresignTTL, Import: meta, Metadata: stored.ObjectMetadata(j.im.Size()), Preflighted: true,
 		Log: j.notice, Steps: j.uploadStep,
 	})
 }
@@ -137,10 +136,10 @@ func (j *run) uploadStep(p upload.StepProgress) {
 	if due {
 		j.lastStep = now
 	}
+	j.stepMu.Unlock()
 	if changed {
 		j.phase(Phase(p.Step))
 	}
-	j.stepMu.Unlock()
 	if due && p.Total > 0 {
 		j.emit(Event{Kind: PhaseProgress, Phase: Phase(p.Step), Done: p.Done, Total: p.Total})
 	}

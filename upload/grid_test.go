@@ -81,7 +81,7 @@ func TestLargePartsSmallHead(t *testing.T) {
 	if got := e.objectSHA("big.raw"); got != want {
 		t.Fatalf("object sha256 %s, want %s", got, want)
 	}
-	r := tg.Report().(*Report)
+	r := tg.Report()
 	if r.Parts != int(gridParts(size, 8*mib, 16*mib)) || !r.Verified || r.Size != size {
 		t.Errorf("report: %+v", r)
 	}

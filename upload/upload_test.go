@@ -157,7 +157,7 @@ func TestUploadSparseParts(t *testing.T) {
 	if got := e.objectSHA("disk.raw"); got != want {
 		t.Fatalf("object sha256 %s, want %s", got, want)
 	}
-	r := tg.Report().(*Report)
+	r := tg.Report()
 	if r.PartsCopied < 3 || !r.Verified || r.Size != size {
 		t.Errorf("report: %+v", r)
 	}
@@ -266,7 +266,7 @@ func TestRefusedCopyFallsBack(t *testing.T) {
 	if got := e.objectSHA("disk.raw"); got != want {
 		t.Fatal("object differs")
 	}
-	if r := tg.Report().(*Report); r.PartsCopied != 0 || r.PartsSent != r.Parts {
+	if r := tg.Report(); r.PartsCopied != 0 || r.PartsSent != r.Parts {
 		t.Errorf("report %+v", r)
 	}
 	if keys := srv.Keys(t, e.bucket); !slices.Equal(keys, []string{"disk.raw"}) {
@@ -395,7 +395,7 @@ func TestResume(t *testing.T) {
 	if got := e.objectSHA("disk.raw"); got != want {
 		t.Fatal("object differs")
 	}
-	if r := tg2.Report().(*Report); r.PartsReused == 0 {
+	if r := tg2.Report(); r.PartsReused == 0 {
 		t.Errorf("no part reused: %+v", r)
 	}
 	if p := srv.Pending(t, e.bucket); len(p) != 0 {

@@ -264,6 +264,19 @@ func New(ctx context.Context, o Options) *Opener {
 	return op
 }
 
+// Close closes the connections the opener keeps (HTTP keep-alives, the S3
+// client's) once its files are closed: a finished job holds none. Files
+// opened before must not be read after.
+func (op *Opener) Close() {
+	op.http.CloseIdleConnections()
+	op.mu.Lock()
+	s3 := op.s3
+	op.mu.Unlock()
+	if c, ok := s3.(interface{ Close() }); ok {
+		c.Close()
+	}
+}
+
 // Stats returns the counts so far.
 func (op *Opener) Stats() Stats {
 	return Stats{

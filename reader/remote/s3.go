@@ -44,7 +44,10 @@ func (op *Opener) openS3(raw string) (*s3Object, error) {
 			op.s3err = errors.New("s3:// sources cannot be read here")
 			return
 		}
-		op.s3, op.s3err = op.o.S3(op.ctx)
+		api, err := op.o.S3(op.ctx)
+		op.mu.Lock() // Close reads it
+		op.s3, op.s3err = api, err
+		op.mu.Unlock()
 	})
 	if op.s3err != nil {
 		return nil, fmt.Errorf("%s: %w", raw, op.s3err)
