@@ -222,37 +222,76 @@ type progress struct {
 	done, size int64
 }
 
-// handle runs one delivery of a disk to its end: done, failed, retried
-// later, handed back, or left to the worker that took its lease over.
-// release gives back the disk's slot once it no longer converts.
+// delivery is one delivery of a disk's message, from its arrival to its
+// end: done, failed, retried later, handed back, or left to the worker
+// that took its lease over. handle runs its steps in order: read the
+// message (parse), take the lease and say so (start), convert (run), and
+// settle the message and the status by how it ended (end).
+type delivery struct {
+	w    *worker
+	msg  jetstream.Msg
+	num  int // of the message's deliveries, from 1
+	m    message
+	spec job.Spec
+	st   *Status
+	l    *lease
+	prog progress
+	// oc is how the disk ended; cause why its job's context ended, if it
+	// did.
+	oc    batch.Outcome
+	cause error
+}
+
+// handle runs one delivery of a disk to its end. release gives back the
+// disk's slot once it no longer converts.
 func (w *worker) handle(base context.Context, msg jetstream.Msg, release func()) {
-	o := &w.o
-	delivery := 1
-	if meta, err := msg.Metadata(); err == nil {
-		delivery = int(meta.NumDelivered)
-	}
-	var m message
-	if err := json.Unmarshal(msg.Data(), &m); err != nil || m.Version != messageVersion || m.Key == "" {
-		o.Log(fmt.Sprintf("worker %s: dropping an unreadable message on %s: %v", o.Name, msg.Subject(), err))
-		msg.TermWithReason("unreadable message")
+	d := &delivery{w: w, msg: msg, num: 1}
+	if !d.parse() || !d.start(base) {
 		return
 	}
-	spec := m.Spec
-	name := spec.Source + " -> " + spec.Output
-	logf := func(format string, args ...any) {
-		o.Log(fmt.Sprintf("worker %s: %s: %s", o.Name, name, fmt.Sprintf(format, args...)))
+	d.run(base, release)
+	// What follows must be written even when the drain is over.
+	d.end(context.WithoutCancel(base))
+}
+
+// logf logs a line about the disk.
+func (d *delivery) logf(format string, args ...any) {
+	o := &d.w.o
+	o.Log(fmt.Sprintf("worker %s: %s -> %s: %s", o.Name, d.spec.Source, d.spec.Output, fmt.Sprintf(format, args...)))
+}
+
+// parse reads the message; an unreadable one is dropped for good.
+func (d *delivery) parse() bool {
+	o := &d.w.o
+	if meta, err := d.msg.Metadata(); err == nil {
+		d.num = int(meta.NumDelivered)
 	}
-	st, _, err := w.q.getStatus(base, m.Key)
+	if err := json.Unmarshal(d.msg.Data(), &d.m); err != nil || d.m.Version != messageVersion || d.m.Key == "" {
+		o.Log(fmt.Sprintf("worker %s: dropping an unreadable message on %s: %v", o.Name, d.msg.Subject(), err))
+		d.msg.TermWithReason("unreadable message")
+		return false
+	}
+	d.spec = d.m.Spec
+	return true
+}
+
+// start reads the disk's status, gives up on a disk delivered too often,
+// takes the lease of its output (or puts the message back for later when
+// another worker holds it) and marks the disk running.
+func (d *delivery) start(ctx context.Context) bool {
+	w, o, spec := d.w, &d.w.o, &d.spec
+	st, _, err := w.q.getStatus(ctx, d.m.Key)
 	if st == nil {
 		if err != nil {
-			logf("%v", err)
+			d.logf("%v", err)
 		}
-		st = &Status{Key: m.Key, Line: m.Line, Source: spec.Source, Output: spec.Output, Digest: batch.Digest(&spec), Submitted: m.Submitted}
+		st = &Status{Key: d.m.Key, Line: d.m.Line, Source: spec.Source, Output: spec.Output, Digest: batch.Digest(spec), Submitted: d.m.Submitted}
 	}
-	st.Worker, st.Delivery = o.Name, delivery
-	if delivery > o.MaxDeliveries {
-		w.giveUp(base, msg, &spec, st, fmt.Sprintf("gave up after %d deliveries (its workers died or it kept failing; last: %s)", o.MaxDeliveries, st.Note), logf)
-		return
+	d.st = st
+	st.Worker, st.Delivery = o.Name, d.num
+	if d.num > o.MaxDeliveries {
+		w.giveUp(ctx, d.msg, spec, st, fmt.Sprintf("gave up after %d deliveries (its workers died or it kept failing; last: %s)", o.MaxDeliveries, st.Note), d.logf)
+		return false
 	}
 	output := spec.Output
 	if spec.Kind() == job.ToBucket {
@@ -260,64 +299,44 @@ func (w *worker) handle(base context.Context, msg jetstream.Msg, release func())
 			output = "s3://" + b + "/" + k
 		}
 	}
-	l, wait, err := w.q.acquire(base, output, m.Key, o.Name, o.AckWait)
+	l, wait, err := w.q.acquire(ctx, output, d.m.Key, o.Name, o.AckWait)
 	if err != nil {
 		if !errors.Is(err, ErrLeaseBusy) {
 			wait = 2 * time.Second
 		}
-		logf("%v: again in %s", err, wait.Round(time.Millisecond))
-		msg.NakWithDelay(wait + 100*time.Millisecond)
-		return
+		d.logf("%v: again in %s", err, wait.Round(time.Millisecond))
+		d.msg.NakWithDelay(wait + 100*time.Millisecond)
+		return false
 	}
+	d.l = l
 	st.State, st.Phase, st.DoneBytes, st.VirtualBytes, st.Outcome, st.SourceID = Running, "", 0, 0, nil, nil
-	if _, err := w.q.putStatus(base, st); err != nil {
-		logf("status: %v", err)
+	if _, err := w.q.putStatus(ctx, st); err != nil {
+		d.logf("status: %v", err)
 	}
-	logf("started (delivery %d)", delivery)
+	d.logf("started (delivery %d)", d.num)
+	return true
+}
 
+// run converts the disk through the batch layer while a heartbeat keeps
+// the message and the lease alive; a recorded upload that cannot be
+// continued is dropped and the disk begun anew. Once the disk no longer
+// converts its slot is released; an import is followed after.
+func (d *delivery) run(base context.Context, release func()) {
+	w := d.w
 	jctx, jcancel := context.WithCancelCause(base)
 	defer jcancel(nil)
-	var prog progress
-	stopBeat := w.heartbeat(base, msg, l, st, &prog, jcancel)
-	events := func(e batch.Event) {
-		if e.Kind != batch.DiskEvent {
-			return
-		}
-		je := e.Job
-		prog.mu.Lock()
-		switch je.Kind {
-		case job.Started:
-			prog.size = je.Info.VirtualSize
-		case job.PhaseChanged:
-			prog.phase = string(je.Phase)
-		case job.Progress:
-			prog.done, prog.size = je.Stats.Done, je.Stats.Size
-		}
-		prog.mu.Unlock()
-		switch je.Kind {
-		case job.Warning:
-			logf("warning: %s", je.Message)
-		case job.Notice:
-			logf("%s", je.Message)
-		case job.PhaseChanged:
-			if je.Phase == job.Finishing {
-				// The last chance to stop before the output is made to
-				// look done: the lease must still be this worker's.
-				if err := l.renew(base); errors.Is(err, ErrLeaseLost) {
-					jcancel(err)
-				}
-			}
-		}
-	}
-	opts := batch.Options{State: w.store, UploadState: w.store, UploadStateWhere: w.q.Where(), KeepUploads: true, Events: events}
-	disk := batch.NewDisk(batch.Item{Line: m.Line, Spec: spec}, w.budget, opts)
+	stopBeat := w.heartbeat(base, d.msg, d.l, d.st, &d.prog, jcancel)
+	opts := batch.Options{State: w.store, UploadState: w.store, UploadStateWhere: w.q.Where(), KeepUploads: true,
+		Events: func(e batch.Event) { d.event(base, e, jcancel) }}
+	it := batch.Item{Line: d.m.Line, Spec: d.spec}
+	disk := batch.NewDisk(it, w.budget, opts)
 	oc, following := disk.Convert(jctx)
 	if oc.Status == batch.Failed && errors.Is(oc.Err, upload.ErrCannotResume) && jctx.Err() == nil {
 		// The recorded upload cannot be continued (the source changed,
 		// say): drop it and start over.
-		logf("%v: aborting it and starting over", oc.Err)
-		w.abortKept(base, &spec, logf)
-		disk = batch.NewDisk(batch.Item{Line: m.Line, Spec: spec}, w.budget, opts)
+		d.logf("%v: aborting it and starting over", oc.Err)
+		w.abortKept(base, &d.spec, d.logf)
+		disk = batch.NewDisk(it, w.budget, opts)
 		oc, following = disk.Convert(jctx)
 	}
 	release()
@@ -325,44 +344,77 @@ func (w *worker) handle(base context.Context, msg jetstream.Msg, release func())
 		oc = disk.Follow(jctx)
 	}
 	stopBeat()
-	// What follows must be written even when the drain is over.
-	base = context.WithoutCancel(base)
+	d.oc, d.cause = oc, context.Cause(jctx)
+}
 
-	cause := context.Cause(jctx)
+// event takes a job's event: progress into the status, notices and
+// warnings into the log; before the output is made to look done, the
+// lease must still be this worker's.
+func (d *delivery) event(ctx context.Context, e batch.Event, cancel context.CancelCauseFunc) {
+	if e.Kind != batch.DiskEvent {
+		return
+	}
+	je := e.Job
+	d.prog.mu.Lock()
+	switch je.Kind {
+	case job.Started:
+		d.prog.size = je.Info.VirtualSize
+	case job.PhaseChanged:
+		d.prog.phase = string(je.Phase)
+	case job.Progress:
+		d.prog.done, d.prog.size = je.Stats.Done, je.Stats.Size
+	}
+	d.prog.mu.Unlock()
+	switch je.Kind {
+	case job.Warning:
+		d.logf("warning: %s", je.Message)
+	case job.Notice:
+		d.logf("%s", je.Message)
+	case job.PhaseChanged:
+		if je.Phase == job.Finishing {
+			if err := d.l.renew(ctx); errors.Is(err, ErrLeaseLost) {
+				cancel(err)
+			}
+		}
+	}
+}
+
+// end settles the message and the status by how the delivery ended.
+func (d *delivery) end(ctx context.Context) {
+	w, o, st, oc := d.w, &d.w.o, d.st, &d.oc
 	switch {
-	case errors.Is(cause, ErrLeaseLost) || errors.Is(cause, errFenced):
-		logf("stopped: %v; the disk is another worker's now", cause)
-	case errors.Is(cause, errDrain) && (oc.Status == batch.Cancelled || oc.Status == batch.Failed):
+	case errors.Is(d.cause, ErrLeaseLost) || errors.Is(d.cause, errFenced):
+		d.logf("stopped: %v; the disk is another worker's now", d.cause)
+	case errors.Is(d.cause, errDrain) && (oc.Status == batch.Cancelled || oc.Status == batch.Failed):
 		st.State, st.Note, st.Outcome = Queued, "handed back by "+o.Name+" (stopping)", nil
-		w.putFinal(base, st, logf)
-		l.release(base)
-		msg.Nak()
-		logf("handed back to the queue (the worker is stopping)")
+		w.putFinal(ctx, st, d.logf)
+		d.l.release(ctx)
+		d.msg.Nak()
+		d.logf("handed back to the queue (the worker is stopping)")
 	case oc.Status == batch.Done || oc.Status == batch.Skipped:
-		st.State, st.Note, st.Outcome = Done, "", &oc
-		if id, err := upload.IdentifySource(spec.Source); err == nil {
+		st.State, st.Note, st.Outcome = Done, "", oc
+		if id, err := upload.IdentifySource(d.spec.Source); err == nil {
 			st.SourceID = &id
 		}
-		w.putFinal(base, st, logf)
-		l.release(base)
-		if err := w.settle(base, func(ctx context.Context) error { return msg.DoubleAck(ctx) }); err != nil {
-			logf("acknowledging: %v (a redelivery will find it done)", err)
+		w.putFinal(ctx, st, d.logf)
+		d.l.release(ctx)
+		if err := w.settle(ctx, func(ctx context.Context) error { return d.msg.DoubleAck(ctx) }); err != nil {
+			d.logf("acknowledging: %v (a redelivery will find it done)", err)
 		}
-		logf("%s in %.1fs", oc.Status, oc.Seconds)
+		d.logf("%s in %.1fs", oc.Status, oc.Seconds)
 	case Permanent(oc.Err):
-		w.fail(base, msg, &spec, st, &oc, l, logf)
-	case delivery >= o.MaxDeliveries:
-		oc.Error = fmt.Sprintf("gave up after %d deliveries: %s", delivery, oc.Error)
-		w.fail(base, msg, &spec, st, &oc, l, logf)
+		w.fail(ctx, d.msg, &d.spec, st, oc, d.l, d.logf)
+	case d.num >= o.MaxDeliveries:
+		oc.Error = fmt.Sprintf("gave up after %d deliveries: %s", d.num, oc.Error)
+		w.fail(ctx, d.msg, &d.spec, st, oc, d.l, d.logf)
 	default:
-		delay := o.RetryDelay << min(delivery-1, 16)
-		delay = min(delay, maxRetryDelay)
+		delay := min(o.RetryDelay<<min(d.num-1, 16), maxRetryDelay)
 		st.State, st.Outcome = Queued, nil
-		st.Note = fmt.Sprintf("delivery %d of %d failed: %s; retry in %s", delivery, o.MaxDeliveries, firstLine(oc.Error), delay)
-		w.putFinal(base, st, logf)
-		l.release(base)
-		msg.NakWithDelay(delay)
-		logf("%s", st.Note)
+		st.Note = fmt.Sprintf("delivery %d of %d failed: %s; retry in %s", d.num, o.MaxDeliveries, firstLine(oc.Error), delay)
+		w.putFinal(ctx, st, d.logf)
+		d.l.release(ctx)
+		d.msg.NakWithDelay(delay)
+		d.logf("%s", st.Note)
 	}
 }
 
