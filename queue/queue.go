@@ -212,7 +212,7 @@ func (q *Queue) Name() string { return q.name }
 func (q *Queue) Where() string { return fmt.Sprintf("KV bucket %s at %s", q.name, q.url) }
 
 // Store is the queue's bucket as a kv.Store.
-func (q *Queue) Store() *Bucket { return &Bucket{kv: q.kv} }
+func (q *Queue) Store() *Bucket { return &Bucket{kv: q.kv, js: q.js} }
 
 // subject is the subject of a disk's message.
 func (q *Queue) subject(key string) string { return q.name + ".disk." + key }
