@@ -50,6 +50,10 @@ type Options struct {
 	// for another run to resume (a queue worker hands a disk back); the
 	// caller aborts it once the disk failed for good.
 	KeepUploads bool
+	// Fence, if set, is asked by an upload before it does what others
+	// may take for done or share (job.Env.Fence): a queue worker renews
+	// its lease there.
+	Fence func(context.Context) error
 }
 
 // Defaults.
@@ -303,7 +307,7 @@ func (b *runner) one(ctx context.Context, i int) {
 	// every disk has converted: a disk does not hold its slot for hours.
 	wait := spec.Import.Wait
 	spec.Import.Wait = false
-	res, err := job.Run(ctx, spec, job.Env{Budget: b.budget, State: b.o.UploadState, StateWhere: b.o.UploadStateWhere, Events: func(e job.Event) {
+	res, err := job.Run(ctx, spec, job.Env{Budget: b.budget, State: b.o.UploadState, StateWhere: b.o.UploadStateWhere, Fence: b.o.Fence, Events: func(e job.Event) {
 		b.emit(Event{Kind: DiskEvent, Index: i, Item: it, Job: e})
 	}})
 	oc.fill(res)

@@ -36,6 +36,11 @@ type Env struct {
 	// resumes the upload another began. StateWhere names it in messages.
 	State      kv.Store
 	StateWhere string
+	// Fence, if set, is asked by an upload before it does what others
+	// may take for done or share: Complete, building the zero object,
+	// deleting an object it completed. An error (a queue worker's lost
+	// lease) stops the upload there.
+	Fence func(context.Context) error
 }
 
 // Stats count what the pass did, in bytes.

@@ -120,7 +120,7 @@ func (j *run) startUpload(ctx context.Context) (*upload.Target, error) {
 		Bucket: up.bucket, Key: up.key, SizeHint: plan.outputMax, PartSize: plan.partSize, PartSizeChosen: u.PartSize != 0, Concurrency: plan.concurrency,
 		StateFile: u.StateFile, Resume: u.Resume, Keep: u.Keep, Source: id, Output: j.outputShape(plan), Verify: u.Verify,
 		PresignTTL: u.PresignTTL, Import: meta, Metadata: stored.ObjectMetadata(j.im.Size()), Preflighted: true,
-		Log: j.notice, Steps: j.uploadStep,
+		Log: j.notice, Steps: j.uploadStep, Fence: j.env.Fence,
 	})
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"vmimport/batch"
 	"vmimport/check"
+	"vmimport/internal/kv"
 	"vmimport/job"
 	"vmimport/reader/image"
 	"vmimport/upload"
@@ -235,7 +236,10 @@ type delivery struct {
 	spec job.Spec
 	st   *Status
 	l    *lease
-	prog progress
+	// store is the queue's bucket fenced by the lease: every shared write
+	// of the delivery goes through it.
+	store kv.Store
+	prog  progress
 	// oc is how the disk ended; cause why its job's context ended, if it
 	// did.
 	oc    batch.Outcome
@@ -275,24 +279,12 @@ func (d *delivery) parse() bool {
 	return true
 }
 
-// start reads the disk's status, gives up on a disk delivered too often,
-// takes the lease of its output (or puts the message back for later when
-// another worker holds it) and marks the disk running.
+// start takes the lease of the disk's output (or puts the message back
+// for later when another worker holds it), reads the disk's status, gives
+// up on a disk delivered too often and marks the others running. Every
+// shared write from here on is made under the lease (d.store).
 func (d *delivery) start(ctx context.Context) bool {
 	w, o, spec := d.w, &d.w.o, &d.spec
-	st, _, err := w.q.getStatus(ctx, d.m.Key)
-	if st == nil {
-		if err != nil {
-			d.logf("%v", err)
-		}
-		st = &Status{Key: d.m.Key, Line: d.m.Line, Source: spec.Source, Output: spec.Output, Digest: batch.Digest(spec), Submitted: d.m.Submitted}
-	}
-	d.st = st
-	st.Worker, st.Delivery = o.Name, d.num
-	if d.num > o.MaxDeliveries {
-		w.giveUp(ctx, d.msg, spec, st, fmt.Sprintf("gave up after %d deliveries (its workers died or it kept failing; last: %s)", o.MaxDeliveries, st.Note), d.logf)
-		return false
-	}
 	output := spec.Output
 	if spec.Kind() == job.ToBucket {
 		if b, k, err := spec.Destination(); err == nil {
@@ -308,9 +300,23 @@ func (d *delivery) start(ctx context.Context) bool {
 		d.msg.NakWithDelay(wait + 100*time.Millisecond)
 		return false
 	}
-	d.l = l
+	d.l, d.store = l, kv.Fenced(w.store, l)
+	st, _, err := w.q.getStatus(ctx, d.m.Key)
+	if st == nil {
+		if err != nil {
+			d.logf("%v", err)
+		}
+		st = &Status{Key: d.m.Key, Line: d.m.Line, Source: spec.Source, Output: spec.Output, Digest: batch.Digest(spec), Submitted: d.m.Submitted}
+	}
+	d.st = st
+	st.Worker, st.Delivery = o.Name, d.num
+	if d.num > o.MaxDeliveries {
+		why := fmt.Sprintf("gave up after %d deliveries (its workers died or it kept failing; last: %s)", o.MaxDeliveries, st.Note)
+		d.fail(ctx, &batch.Outcome{Line: st.Line, Source: st.Source, Output: st.Output, Status: batch.Failed, Error: why})
+		return false
+	}
 	st.State, st.Phase, st.DoneBytes, st.VirtualBytes, st.Outcome, st.SourceID = Running, "", 0, 0, nil, nil
-	if _, err := w.q.putStatus(ctx, st); err != nil {
+	if err := putStatus(ctx, d.store, st); err != nil {
 		d.logf("status: %v", err)
 	}
 	d.logf("started (delivery %d)", d.num)
@@ -325,9 +331,9 @@ func (d *delivery) run(base context.Context, release func()) {
 	w := d.w
 	jctx, jcancel := context.WithCancelCause(base)
 	defer jcancel(nil)
-	stopBeat := w.heartbeat(base, d.msg, d.l, d.st, &d.prog, jcancel)
-	opts := batch.Options{State: w.store, UploadState: w.store, UploadStateWhere: w.q.Where(), KeepUploads: true,
-		Events: func(e batch.Event) { d.event(base, e, jcancel) }}
+	stopBeat := d.heartbeat(base, jcancel)
+	opts := batch.Options{State: d.store, UploadState: d.store, UploadStateWhere: w.q.Where(), KeepUploads: true,
+		Events: func(e batch.Event) { d.event(base, e, jcancel) }, Fence: d.l.check}
 	it := batch.Item{Line: d.m.Line, Spec: d.spec}
 	disk := batch.NewDisk(it, w.budget, opts)
 	oc, following := disk.Convert(jctx)
@@ -335,7 +341,7 @@ func (d *delivery) run(base context.Context, release func()) {
 		// The recorded upload cannot be continued (the source changed,
 		// say): drop it and start over.
 		d.logf("%v: aborting it and starting over", oc.Err)
-		w.abortKept(base, &d.spec, d.logf)
+		d.abortKept(base)
 		disk = batch.NewDisk(it, w.budget, opts)
 		oc, following = disk.Convert(jctx)
 	}
@@ -382,12 +388,20 @@ func (d *delivery) event(ctx context.Context, e batch.Event, cancel context.Canc
 // end settles the message and the status by how the delivery ended.
 func (d *delivery) end(ctx context.Context) {
 	w, o, st, oc := d.w, &d.w.o, d.st, &d.oc
+	if d.cause == nil {
+		// The job may have ended before the heartbeat saw the lease go
+		// (a worker woken after a pause): ask.
+		if err := d.l.check(ctx); errors.Is(err, kv.ErrFenced) {
+			d.cause = err
+		}
+	}
 	switch {
-	case errors.Is(d.cause, ErrLeaseLost) || errors.Is(d.cause, errFenced):
+	case errors.Is(d.cause, ErrLeaseLost) || errors.Is(d.cause, errFenced) || errors.Is(d.cause, kv.ErrFenced):
+		// Nothing shared is touched: not the status, not the message.
 		d.logf("stopped: %v; the disk is another worker's now", d.cause)
 	case errors.Is(d.cause, errDrain) && (oc.Status == batch.Cancelled || oc.Status == batch.Failed):
 		st.State, st.Note, st.Outcome = Queued, "handed back by "+o.Name+" (stopping)", nil
-		w.putFinal(ctx, st, d.logf)
+		d.putFinal(ctx)
 		d.l.release(ctx)
 		d.msg.Nak()
 		d.logf("handed back to the queue (the worker is stopping)")
@@ -396,22 +410,22 @@ func (d *delivery) end(ctx context.Context) {
 		if id, err := upload.IdentifySource(d.spec.Source); err == nil {
 			st.SourceID = &id
 		}
-		w.putFinal(ctx, st, d.logf)
+		d.putFinal(ctx)
 		d.l.release(ctx)
 		if err := w.settle(ctx, func(ctx context.Context) error { return d.msg.DoubleAck(ctx) }); err != nil {
 			d.logf("acknowledging: %v (a redelivery will find it done)", err)
 		}
 		d.logf("%s in %.1fs", oc.Status, oc.Seconds)
 	case Permanent(oc.Err):
-		w.fail(ctx, d.msg, &d.spec, st, oc, d.l, d.logf)
+		d.fail(ctx, oc)
 	case d.num >= o.MaxDeliveries:
 		oc.Error = fmt.Sprintf("gave up after %d deliveries: %s", d.num, oc.Error)
-		w.fail(ctx, d.msg, &d.spec, st, oc, d.l, d.logf)
+		d.fail(ctx, oc)
 	default:
 		delay := min(o.RetryDelay<<min(d.num-1, 16), maxRetryDelay)
 		st.State, st.Outcome = Queued, nil
 		st.Note = fmt.Sprintf("delivery %d of %d failed: %s; retry in %s", d.num, o.MaxDeliveries, firstLine(oc.Error), delay)
-		w.putFinal(ctx, st, d.logf)
+		d.putFinal(ctx)
 		d.l.release(ctx)
 		d.msg.NakWithDelay(delay)
 		d.logf("%s", st.Note)
@@ -420,7 +434,8 @@ func (d *delivery) end(ctx context.Context) {
 
 // settle runs fn until it succeeds, riding out a server that restarts,
 // for as long as the server would wait for the disk (AckWait) and at
-// least 30s.
+// least 30s. A write refused because the lease is lost is not tried
+// again.
 func (w *worker) settle(ctx context.Context, fn func(context.Context) error) error {
 	deadline := time.Now().Add(max(w.o.AckWait, 30*time.Second))
 	pause := 100 * time.Millisecond
@@ -428,7 +443,7 @@ func (w *worker) settle(ctx context.Context, fn func(context.Context) error) err
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := fn(cctx)
 		cancel()
-		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+		if err == nil || errors.Is(err, kv.ErrFenced) || time.Now().After(deadline) || ctx.Err() != nil {
 			return err
 		}
 		select {
@@ -439,23 +454,24 @@ func (w *worker) settle(ctx context.Context, fn func(context.Context) error) err
 	}
 }
 
-// putFinal writes the status a delivery ends with: it must get there.
-func (w *worker) putFinal(ctx context.Context, st *Status, logf func(string, ...any)) {
-	if err := w.settle(ctx, func(ctx context.Context) error { _, err := w.q.putStatus(ctx, st); return err }); err != nil {
-		logf("status: %v", err)
+// putFinal writes the status a delivery ends with: it must get there
+// (while the lease is this worker's).
+func (d *delivery) putFinal(ctx context.Context) {
+	if err := d.w.settle(ctx, func(ctx context.Context) error { return putStatus(ctx, d.store, d.st) }); err != nil {
+		d.logf("status: %v", err)
 	}
 }
 
 // heartbeat tells the server the disk is still at work, renews the lease
 // and writes the progress into the status, every tick, until stopped. A
 // lost lease, or one it could not renew for long, cancels the job.
-func (w *worker) heartbeat(ctx context.Context, msg jetstream.Msg, l *lease, st *Status, prog *progress, cancel context.CancelCauseFunc) (stop func()) {
+func (d *delivery) heartbeat(ctx context.Context, cancel context.CancelCauseFunc) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(w.tick)
+		t := time.NewTicker(d.w.tick)
 		defer t.Stop()
 		for {
 			select {
@@ -465,23 +481,23 @@ func (w *worker) heartbeat(ctx context.Context, msg jetstream.Msg, l *lease, st 
 				return
 			case <-t.C:
 			}
-			msg.InProgress()
-			if err := l.renew(ctx); err != nil {
+			d.msg.InProgress()
+			if err := d.l.renew(ctx); err != nil {
 				if errors.Is(err, ErrLeaseLost) {
 					cancel(err)
 					return
 				}
-				if l.fenced() {
+				if d.l.fenced() {
 					cancel(fmt.Errorf("%w (%v)", errFenced, err))
 					return
 				}
 				continue
 			}
-			prog.mu.Lock()
-			s := *st
-			s.Phase, s.DoneBytes, s.VirtualBytes = prog.phase, prog.done, prog.size
-			prog.mu.Unlock()
-			w.q.putStatus(ctx, &s)
+			d.prog.mu.Lock()
+			s := *d.st
+			s.Phase, s.DoneBytes, s.VirtualBytes = d.prog.phase, d.prog.done, d.prog.size
+			d.prog.mu.Unlock()
+			putStatus(ctx, d.store, &s)
 		}
 	}()
 	return func() { close(done); wg.Wait() }
@@ -489,28 +505,21 @@ func (w *worker) heartbeat(ctx context.Context, msg jetstream.Msg, l *lease, st 
 
 // fail records a disk that failed for good, drops what its upload kept,
 // and removes its message.
-func (w *worker) fail(ctx context.Context, msg jetstream.Msg, spec *job.Spec, st *Status, oc *batch.Outcome, l *lease, logf func(string, ...any)) {
-	w.abortKept(ctx, spec, logf)
-	st.State, st.Note, st.Outcome = Failed, "", oc
-	w.putFinal(ctx, st, logf)
-	l.release(ctx)
-	msg.TermWithReason("failed: " + firstLine(oc.Error))
-	logf("failed: %s", oc.Error)
-}
-
-// giveUp fails a disk delivered once too often without running it.
-func (w *worker) giveUp(ctx context.Context, msg jetstream.Msg, spec *job.Spec, st *Status, why string, logf func(string, ...any)) {
-	oc := &batch.Outcome{Line: st.Line, Source: st.Source, Output: st.Output, Status: batch.Failed, Error: why}
-	w.abortKept(ctx, spec, logf)
-	st.State, st.Note, st.Outcome = Failed, "", oc
-	w.putFinal(ctx, st, logf)
-	msg.TermWithReason(why)
-	logf("failed: %s", why)
+func (d *delivery) fail(ctx context.Context, oc *batch.Outcome) {
+	d.abortKept(ctx)
+	d.st.State, d.st.Note, d.st.Outcome = Failed, "", oc
+	d.putFinal(ctx)
+	d.l.release(ctx)
+	d.msg.TermWithReason("failed: " + firstLine(oc.Error))
+	d.logf("failed: %s", oc.Error)
 }
 
 // abortKept aborts the upload the bucket records for the disk's output, if
-// any: kept by a failed or dead delivery, and not to be continued.
-func (w *worker) abortKept(ctx context.Context, spec *job.Spec, logf func(string, ...any)) {
+// any: kept by a failed or dead delivery, and not to be continued. Its
+// record is written under the lease before anything is aborted: a worker
+// that lost the lease aborts nothing.
+func (d *delivery) abortKept(ctx context.Context) {
+	spec := &d.spec
 	if spec.Kind() != job.ToBucket {
 		return
 	}
@@ -520,15 +529,16 @@ func (w *worker) abortKept(ctx context.Context, spec *job.Spec, logf func(string
 	}
 	c, err := spec.Upload.Store.Client(ctx, 2)
 	if err != nil {
-		logf("could not drop the kept upload: %v", err)
+		d.logf("could not drop the kept upload: %v", err)
 		return
 	}
-	id, err := upload.AbortRecorded(ctx, c, upload.KVState{Store: w.store, Key: upload.StateKey(c, b, k), Where: w.q.Where()})
+	defer c.Close()
+	id, err := upload.AbortRecorded(ctx, c, upload.KVState{Store: d.store, Key: upload.StateKey(c, b, k), Where: d.w.q.Where()})
 	switch {
 	case err != nil:
-		logf("could not drop the kept upload: %v", err)
+		d.logf("could not drop the kept upload: %v", err)
 	case id != "":
-		logf("aborted upload %s of s3://%s/%s", id, b, k)
+		d.logf("aborted upload %s of s3://%s/%s", id, b, k)
 	}
 }
 

@@ -37,7 +37,12 @@ func (t *Target) complete(ctx context.Context) error {
 		etags = append(etags, hex.EncodeToString(p.md5[:]))
 	}
 	want := t.multipartETag()
-	t.recordCompleting(ctx, want)
+	if err := t.recordCompleting(ctx, want); err != nil {
+		return fail("completing the upload", t.key, 0, err)
+	}
+	if err := t.fence(ctx); err != nil {
+		return fail("completing the upload", t.key, 0, err)
+	}
 	t.steps.begin(StepCompleting, 0, 0)
 	etag, err := t.s.Complete(ctx, t.key, t.uploadID, etags)
 	if err != nil {

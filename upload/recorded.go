@@ -27,6 +27,11 @@ func AbortRecorded(ctx context.Context, c *Client, store StateStore) (string, er
 	if st.Endpoint != endpointName(c) {
 		return "", fmt.Errorf("%s records an upload at %s, not %s", store.Name(), st.Endpoint, endpointName(c))
 	}
+	// Written back first: a store fenced by a lease the caller lost
+	// refuses it, and nothing is aborted.
+	if err := st.save(ctx, store); err != nil {
+		return "", err
+	}
 	if _, err := c.S3.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
 		Bucket: aws.String(st.Bucket), Key: aws.String(st.Key), UploadId: aws.String(st.UploadID),
 	}); err != nil && apiCode(err) != "NoSuchUpload" && httpStatus(err) != 404 {

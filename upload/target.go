@@ -62,6 +62,12 @@ type Options struct {
 	// Steps, if set, hears the steps of Commit as they begin and advance
 	// (steps.go), from the goroutine calling Commit and from the workers.
 	Steps func(StepProgress)
+	// Fence, if set, is asked before the upload does what others may take
+	// for done or share: Complete, building the zero object, deleting an
+	// object it completed. An error stops the upload there (a queue
+	// worker that lost its lease). State records fenced the same way (a
+	// kv.Fenced store) are refused by the store itself.
+	Fence func(context.Context) error
 }
 
 // Target is a writer.Target that streams the output into a multipart
