@@ -213,7 +213,9 @@ func NewRetrying(s Store, p Policy, pacer *Pacer) *Retrying {
 }
 
 // With is the same store, its calls tried as p says.
-func (r *Retrying) With(p Policy) *Retrying { return &Retrying{s: r.s, p: p.withDefaults(), pacer: r.pacer} }
+func (r *Retrying) With(p Policy) *Retrying {
+	return &Retrying{s: r.s, p: p.withDefaults(), pacer: r.pacer}
+}
 
 // do runs call until it succeeds, fails for good, runs out of attempts or
 // ctx ends.
