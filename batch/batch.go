@@ -54,6 +54,9 @@ type Options struct {
 	// may take for done or share (job.Env.Fence): a queue worker renews
 	// its lease there.
 	Fence func(context.Context) error
+	// Clients are the store clients the disks share (one pacer per
+	// store); nil: Run makes its own, and closes them at its end.
+	Clients *job.Clients
 }
 
 // Defaults.
@@ -215,6 +218,10 @@ func Run(ctx context.Context, items []Item, o Options) ([]Outcome, Summary, erro
 	if err := Validate(items); err != nil {
 		return nil, sum, err
 	}
+	if o.Clients == nil {
+		o.Clients = job.NewClients()
+		defer o.Clients.Close()
+	}
 	b := &runner{o: o, items: items, budget: job.NewBudget(o.Memory), out: make([]Outcome, len(items))}
 	start := time.Now()
 	var g errgroup.Group // not WithContext: one disk's failure must not stop the others
@@ -307,7 +314,7 @@ func (b *runner) one(ctx context.Context, i int) {
 	// every disk has converted: a disk does not hold its slot for hours.
 	wait := spec.Import.Wait
 	spec.Import.Wait = false
-	res, err := job.Run(ctx, spec, job.Env{Budget: b.budget, State: b.o.UploadState, StateWhere: b.o.UploadStateWhere, Fence: b.o.Fence, Events: func(e job.Event) {
+	res, err := job.Run(ctx, spec, job.Env{Budget: b.budget, State: b.o.UploadState, StateWhere: b.o.UploadStateWhere, Fence: b.o.Fence, Clients: b.o.Clients, Events: func(e job.Event) {
 		b.emit(Event{Kind: DiskEvent, Index: i, Item: it, Job: e})
 	}})
 	oc.fill(res)
@@ -321,7 +328,7 @@ func (b *runner) one(ctx context.Context, i int) {
 		return
 	case err == nil:
 		oc.Status = Done
-	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+	case ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.Cause(ctx))):
 		oc.Status, oc.Err, oc.Error = Cancelled, err, "cancelled: the batch was interrupted; nothing was kept"
 	default:
 		oc.Status, oc.Err, oc.Error = Failed, err, err.Error()

@@ -47,9 +47,10 @@ type Inspection struct {
 
 // source is a source opened for a look: Inspect, Check and Read.
 type source struct {
-	s      Spec
-	opener *remote.Opener
-	im     reader.Image
+	s       Spec
+	clients *Clients
+	opener  *remote.Opener
+	im      reader.Image
 }
 
 // openSource opens the source of spec (its Source, the reader settings and
@@ -60,16 +61,18 @@ func openSource(ctx context.Context, spec Spec, warn func(string)) (*source, err
 	if err := spec.validateSource(); err != nil {
 		return nil, &SpecError{err}
 	}
-	ro, err := spec.RemoteOptions(warn)
+	clients := NewClients()
+	ro, err := spec.RemoteOptions(warn, clients)
 	if err != nil {
 		return nil, &SpecError{err}
 	}
-	src := &source{s: spec, opener: remote.New(ctx, ro)}
+	src := &source{s: spec, clients: clients, opener: remote.New(ctx, ro)}
 	src.im, err = reader.Open(spec.Source, reader.Options{
 		AllowBacking: spec.AllowBacking, AllowPaths: spec.AllowPaths, Disk: spec.Disk, Warn: warn, Remote: src.opener,
 	})
 	if err != nil {
 		src.opener.Close()
+		clients.Close()
 		return nil, &InputError{err}
 	}
 	if err := CheckSourceFormat(spec.SourceFormat, src.im.Info()); err != nil {
@@ -82,6 +85,7 @@ func openSource(ctx context.Context, spec Spec, warn func(string)) (*source, err
 func (src *source) close() {
 	src.im.Close()
 	src.opener.Close()
+	src.clients.Close()
 }
 
 // validateSource checks the settings of the source alone.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"vmimport/check"
+	"vmimport/internal/objstore"
 	"vmimport/internal/kv"
 	"vmimport/jdcloud"
 	"vmimport/reader/image"
@@ -36,6 +37,9 @@ type Env struct {
 	// resumes the upload another began. StateWhere names it in messages.
 	State      kv.Store
 	StateWhere string
+	// Clients, if set, are the store clients of the process, shared by
+	// its jobs (one pacer per store); nil: the job makes its own.
+	Clients *Clients
 	// Fence, if set, is asked by an upload before it does what others
 	// may take for done or share: Complete, building the zero object,
 	// deleting an object it completed. An error (a queue worker's lost
@@ -136,6 +140,8 @@ type Result struct {
 	Remote *RemoteResult `json:"remote,omitempty"`
 	// Compression is what compression did to a QCOW2 output.
 	Compression *CompressionResult `json:"compression,omitempty"`
+	// StoreRetries counts the calls to the object store tried again.
+	StoreRetries int64 `json:"store_retries,omitempty"`
 }
 
 // SpecError is a setting out of range or in conflict with another; its
@@ -162,10 +168,14 @@ func Run(ctx context.Context, spec Spec, env Env) (*Result, error) {
 	if err := spec.Validate(); err != nil {
 		return res, err
 	}
-	j := &run{s: spec.withDefaults(), env: env, res: res, concurrencyChosen: spec.Upload.Concurrency != 0}
+	j := &run{s: spec.withDefaults(), env: env, res: res, concurrencyChosen: spec.Upload.Concurrency != 0, clients: env.Clients}
+	if j.clients == nil {
+		j.clients, j.ownClients = NewClients(), true
+	}
 	res.OutputFormat = j.s.Format
 	start := time.Now()
-	err := j.run(ctx)
+	// Every store call the job makes reports its retries (storeRetry).
+	err := j.run(objstore.WithTrace(ctx, &objstore.Trace{Retry: j.storeRetry}))
 	res.Seconds = time.Since(start).Seconds()
 	return res, err
 }

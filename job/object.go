@@ -127,9 +127,17 @@ func checkImportMeta(m ImportMeta, virtual int64) error {
 }
 
 // ConnectStoreAPI makes the OpenAPI client for imports into the region of
-// the store st names (convert import-status), without a check.
-func ConnectStoreAPI(ctx context.Context, st Store, is ImportSpec, log func(string)) (*API, error) {
-	c, err := st.Client(ctx, 1)
+// the store st names (convert import-status, a batch following imports),
+// without a check; clients (nil: its own) give the store's client, whose
+// credentials the API may take.
+func ConnectStoreAPI(ctx context.Context, clients *Clients, st Store, is ImportSpec, log func(string)) (*API, error) {
+	var c *upload.Client
+	var err error
+	if clients != nil {
+		c, err = clients.Get(ctx, st.config())
+	} else {
+		c, err = st.Client(ctx, 1)
+	}
 	if err != nil {
 		return nil, err
 	}

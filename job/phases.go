@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"vmimport/check"
+	"vmimport/internal/bufpool"
+	"vmimport/internal/objstore"
 	"vmimport/jdcloud"
 	"vmimport/reader"
 	"vmimport/reader/image"
@@ -40,13 +43,18 @@ type run struct {
 	// keeps them.
 	concurrencyChosen bool
 
-	opener *remote.Opener
-	im     reader.Image
+	// clients are the store clients: Env.Clients, or the run's own
+	// (ownClients), closed at its end.
+	clients    *Clients
+	ownClients bool
+	opener     *remote.Opener
+	im         reader.Image
 	diskGB int64
 	qo     qcow2.Options
 	plan   plan
 	// held is the share of Env.Budget the job holds.
 	held        int64
+	buffers     *bufpool.Pool // lends the blocks' and parts' buffers
 	up          *uploadStart
 	rep         *check.Report
 	forceImport bool
@@ -60,6 +68,10 @@ type run struct {
 	stepMu   sync.Mutex // guards the upload's step and its last report
 	step     upload.Step
 	lastStep time.Time
+
+	retries   atomic.Int64 // store calls tried again
+	retryMu   sync.Mutex   // guards lastRetry
+	lastRetry time.Time
 }
 
 // run runs the phases from open to the end, then lets go of what they
@@ -82,8 +94,8 @@ func (j *run) close() {
 	if j.im != nil {
 		j.im.Close()
 	}
-	if j.up != nil {
-		j.up.c.Close()
+	if j.ownClients {
+		j.clients.Close()
 	}
 	if j.opener != nil {
 		if j.res.Remote != nil {
@@ -119,7 +131,7 @@ func (j *run) abort(ctx context.Context) {
 func (j *run) open(ctx context.Context) (phase, error) {
 	s := &j.s
 	j.phase(Opening)
-	ro, err := s.RemoteOptions(j.warn)
+	ro, err := s.RemoteOptions(j.warn, j.clients)
 	if err != nil {
 		return nil, &SpecError{err}
 	}
@@ -188,11 +200,14 @@ func (j *run) shape(ctx context.Context) (phase, error) {
 }
 
 // reserve takes the job's share of the budget the jobs of a batch share,
-// waiting for it, after fitting the plan into the budget.
+// waiting for it, after fitting the plan into the budget; its buffers come
+// from the budget's pool. A job on its own borrows from a pool of its plan.
 func (j *run) reserve(ctx context.Context) (phase, error) {
 	if j.env.Budget == nil {
+		j.buffers = bufpool.New(j.plan.memory)
 		return j.preflight, nil
 	}
+	j.buffers = j.env.Budget.Buffers()
 	if err := j.fit(&j.plan); err != nil {
 		return nil, err
 	}
@@ -293,7 +308,7 @@ func (j *run) convert(ctx context.Context) (phase, error) {
 	}
 	j.phase(Reading)
 	st, err := stream.Run(ctx, j.im, j.enc, stream.Options{
-		Workers: j.plan.workers, BlockSize: s.BlockSize, Window: j.plan.window, Progress: j.progress,
+		Workers: j.plan.workers, BlockSize: s.BlockSize, Window: j.plan.window, Progress: j.progress, Buffers: j.buffers,
 	})
 	j.res.Stats = st
 	if err != nil {
@@ -382,6 +397,38 @@ func (j *run) warn(msg string) {
 }
 
 func (j *run) notice(msg string) { j.emit(Event{Kind: Notice, Message: msg}) }
+
+// storeRetry hears a store call tried again (from any goroutine of the
+// job): counted in the result, and told as a notice, at most one a
+// second, so that a storm of retries is seen and does not flood.
+func (j *run) storeRetry(r objstore.Retry) {
+	n := j.retries.Add(1)
+	j.mu.Lock()
+	j.res.StoreRetries = n
+	j.mu.Unlock()
+	j.retryMu.Lock()
+	now := time.Now()
+	due := now.Sub(j.lastRetry) >= time.Second
+	if due {
+		j.lastRetry = now
+	}
+	j.retryMu.Unlock()
+	if !due {
+		return
+	}
+	what := r.Op
+	if r.Part > 0 {
+		what += fmt.Sprintf(" part %d", r.Part)
+	}
+	msg := fmt.Sprintf("the store answered %s to %s (attempt %d of %d): trying again in %s", r.Err, what, r.Attempt, r.Attempts, r.Delay.Round(time.Millisecond))
+	if objstore.Status(r.Err) == 0 {
+		msg = fmt.Sprintf("%s (attempt %d of %d) got no answer (%s): trying again in %s", what, r.Attempt, r.Attempts, r.Err, r.Delay.Round(time.Millisecond))
+	}
+	if r.Pacing > 0 {
+		msg += fmt.Sprintf("; calls to the store paced %s apart", r.Pacing.Round(time.Millisecond))
+	}
+	j.notice(fmt.Sprintf("%s (%d retries so far)", msg, n))
+}
 
 // progress reports the pass's counts at most ten times a second (it is
 // called from the pipeline's one sink goroutine).

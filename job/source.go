@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"vmimport/internal/objstore"
 	"vmimport/reader/image"
 	"vmimport/reader/remote"
 	"vmimport/upload"
@@ -154,9 +155,9 @@ func (r *RemoteSpec) store(s *Spec) Store {
 }
 
 // RemoteOptions are the reader options of the spec's remote sources;
-// warn, if set, hears the reader's findings. Workers sizes the S3 client's
-// connections.
-func (s *Spec) RemoteOptions(warn func(string)) (remote.Options, error) {
+// warn, if set, hears the reader's findings; clients give the store of an
+// s3:// source.
+func (s *Spec) RemoteOptions(warn func(string), clients *Clients) (remote.Options, error) {
 	o := remote.Options{Retries: s.Remote.Retries, Warn: warn}
 	for _, h := range s.Remote.Headers {
 		name, value, err := parseHeader(h)
@@ -169,9 +170,8 @@ func (s *Spec) RemoteOptions(warn func(string)) (remote.Options, error) {
 		o.Header.Add(name, value)
 	}
 	st := s.Remote.store(s)
-	conns := max(s.Workers, DefaultRemoteWorkers) + 4
-	o.S3 = func(ctx context.Context) (remote.S3API, error) {
-		c, err := st.Client(ctx, conns)
+	o.S3 = func(ctx context.Context, bucket string) (objstore.Store, error) {
+		c, err := clients.Get(ctx, st.config())
 		if err != nil {
 			return nil, err
 		}
@@ -179,7 +179,7 @@ func (s *Spec) RemoteOptions(warn func(string)) (remote.Options, error) {
 		if _, err := c.Credentials(ctx); err != nil {
 			return nil, err
 		}
-		return c.S3, nil
+		return c.BucketOnce(bucket), nil // the reader retries a range itself
 	}
 	return o, nil
 }
@@ -210,11 +210,14 @@ func IdentifySource(ctx context.Context, s *Spec) (upload.SourceID, error) {
 	}
 	spec := *s
 	spec.SplitSourceCredentials()
-	o, err := spec.RemoteOptions(nil)
+	clients := NewClients()
+	defer clients.Close()
+	o, err := spec.RemoteOptions(nil, clients)
 	if err != nil {
 		return upload.SourceID{}, err
 	}
 	op := remote.New(ctx, o)
+	defer op.Close()
 	id, err := op.Identify(spec.Source)
 	if err != nil {
 		return upload.SourceID{}, err

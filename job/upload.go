@@ -10,14 +10,47 @@ import (
 	"vmimport/upload"
 )
 
-// Client connects to the store a spec names, with room for the parts in
-// flight. Credentials come from the standard AWS chain of the caller's
-// environment.
+// Client connects to the store a spec names, with room for conns
+// connections, for one use: close it after. (The jobs of a process share
+// theirs through Clients.) Credentials come from the standard AWS chain of
+// the caller's environment.
 func (st Store) Client(ctx context.Context, conns int) (*upload.Client, error) {
-	return upload.NewClient(ctx, upload.Config{
-		Endpoint: st.Endpoint, Region: st.Region, JDCloudRegion: st.JDCloudRegion, PathStyle: st.PathStyle,
-		Profile: st.Profile, Conns: conns,
-	})
+	c := st.config()
+	c.Conns = conns
+	return upload.NewClient(ctx, c)
+}
+
+// config is the client configuration of the store.
+func (st Store) config() upload.Config {
+	return upload.Config{Endpoint: st.Endpoint, Region: st.Region, JDCloudRegion: st.JDCloudRegion, PathStyle: st.PathStyle, Profile: st.Profile}
+}
+
+// Clients are the store clients of a process, shared by its jobs: one per
+// store, with one pacer each (upload.Clients). NewClients makes them;
+// Close them when done.
+type Clients = upload.Clients
+
+// NewClients returns the clients of a process.
+func NewClients() *Clients { return upload.NewClients(upload.Config{}) }
+
+// HeadObject tells the size and ETag of an object of the store st names,
+// s3://BUCKET/KEY, through clients (nil: a client of its own).
+func HeadObject(ctx context.Context, clients *Clients, st Store, object string) (size int64, etag string, err error) {
+	bucket, key, err := upload.ParseS3URL(object)
+	if err != nil {
+		return 0, "", err
+	}
+	var c *upload.Client
+	if clients != nil {
+		c, err = clients.Get(ctx, st.config())
+	} else if c, err = st.Client(ctx, 1); err == nil {
+		defer c.Close()
+	}
+	if err != nil {
+		return 0, "", err
+	}
+	o, err := c.Bucket(bucket).Head(ctx, key)
+	return o.Size, o.ETag, err
 }
 
 // Destination is the bucket and key of an s3:// output; a key that is
@@ -69,18 +102,16 @@ func (j *run) connect(ctx context.Context) (*uploadStart, error) {
 		return nil, &SpecError{err}
 	}
 	j.res.Output = "s3://" + bucket + "/" + key
-	c, err := u.Store.Client(ctx, u.Concurrency+4)
+	c, err := j.clients.Get(ctx, u.Store.config())
 	if err != nil {
 		return nil, err
 	}
 	up := &uploadStart{c: c, bucket: bucket, key: key}
 	if err := c.Preflight(ctx, bucket, key); err != nil {
-		c.Close()
 		return nil, err
 	}
 	if s.Import.Enabled {
 		if up.api, err = ConnectAPI(ctx, u.Store, c, s.Import, j.notice, true); err != nil {
-			c.Close()
 			return nil, err
 		}
 	}
@@ -120,7 +151,7 @@ func (j *run) startUpload(ctx context.Context) (*upload.Target, error) {
 		Bucket: up.bucket, Key: up.key, SizeHint: plan.outputMax, PartSize: plan.partSize, PartSizeChosen: u.PartSize != 0, Concurrency: plan.concurrency,
 		StateFile: u.StateFile, Resume: u.Resume, Keep: u.Keep, Source: id, Output: j.outputShape(plan), Verify: u.Verify,
 		PresignTTL: u.PresignTTL, Import: meta, Metadata: stored.ObjectMetadata(j.im.Size()), Preflighted: true,
-		Log: j.notice, Steps: j.uploadStep, Fence: j.env.Fence,
+		Log: j.notice, Steps: j.uploadStep, Fence: j.env.Fence, Buffers: j.buffers,
 	})
 }
 

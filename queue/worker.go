@@ -110,6 +110,9 @@ type worker struct {
 	cons   jetstream.Consumer
 	budget *job.Budget
 	store  *Bucket
+	// clients are the store clients of the worker's disks: one pacer per
+	// store for all of them.
+	clients *job.Clients
 	tick   time.Duration
 }
 
@@ -146,8 +149,9 @@ func (q *Queue) Work(ctx context.Context, o WorkerOptions) error {
 	if err != nil {
 		return fmt.Errorf("queue %s: the workers' consumer: %w", q.name, err)
 	}
-	w := &worker{q: q, o: o, cons: cons, budget: job.NewBudget(o.Memory), store: q.Store(),
+	w := &worker{q: q, o: o, cons: cons, budget: job.NewBudget(o.Memory), store: q.Store(), clients: job.NewClients(),
 		tick: min(max(o.AckWait/4, 50*time.Millisecond), 2*time.Second)}
+	defer w.clients.Close()
 	o.Log(fmt.Sprintf("worker %s: taking disks from queue %s (%d at a time, memory %d MiB, ack wait %s)", o.Name, q.url+"/"+q.name, o.Jobs, o.Memory>>20, o.AckWait))
 
 	// Running disks outlive ctx by DrainTimeout: they run under base.
@@ -333,7 +337,7 @@ func (d *delivery) run(base context.Context, release func()) {
 	defer jcancel(nil)
 	stopBeat := d.heartbeat(base, jcancel)
 	opts := batch.Options{State: d.store, UploadState: d.store, UploadStateWhere: w.q.Where(), KeepUploads: true,
-		Events: func(e batch.Event) { d.event(base, e, jcancel) }, Fence: d.l.check}
+		Events: func(e batch.Event) { d.event(base, e, jcancel) }, Fence: d.l.check, Clients: w.clients}
 	it := batch.Item{Line: d.m.Line, Spec: d.spec}
 	disk := batch.NewDisk(it, w.budget, opts)
 	oc, following := disk.Convert(jctx)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"vmimport/internal/objstore"
 )
 
 // Abort stops the senders and aborts the upload, so that neither an object
@@ -17,7 +19,7 @@ func (t *Target) Abort(ctx context.Context) error {
 	t.done = true
 	t.send.stop(errors.New("upload: aborted"))
 	t.rec.stop()
-	t.g.drop()
+	t.g.giveBack()
 	if t.completed {
 		// Complete went through but a check after it failed: the object
 		// must not look done (unless it is another run's by now).
@@ -71,11 +73,11 @@ func (t *Target) abortUpload(ctx context.Context) error {
 		if err != nil && apiCode(err) != "NoSuchUpload" {
 			continue
 		}
-		var pending []Pending
+		var pending []objstore.Upload
 		if pending, err = t.s.ListUploads(ctx, t.key); err != nil {
 			continue
 		}
-		if !slices.ContainsFunc(pending, func(p Pending) bool { return p.UploadID == t.uploadID }) {
+		if !slices.ContainsFunc(pending, func(p objstore.Upload) bool { return p.UploadID == t.uploadID }) {
 			if settled {
 				return nil
 			}

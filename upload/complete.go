@@ -102,7 +102,7 @@ func (t *Target) verify(ctx context.Context) error {
 		p := t.parts.parts[num]
 		off := t.g.partStart(num)
 		g.Go(func() error {
-			body, err := t.s.GetRange(vctx, t.key, off, p.size)
+			body, _, err := t.s.Get(vctx, t.key, off, p.size, "")
 			if err != nil {
 				cancel()
 				return fail("verifying", t.key, num, err)

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"vmimport/internal/objstore"
 )
 
 // zeroObject is the object whole parts of zeros are copied from
@@ -18,7 +20,7 @@ import (
 // upload ends; a store that refuses UploadPartCopy is noticed once, and
 // zero parts are then sent as bytes.
 type zeroObject struct {
-	s       objectStore
+	s       objstore.Store
 	bucket  string
 	key     string // the upload's object
 	zeroKey string
@@ -234,7 +236,7 @@ func (z *zeroObject) drop(ctx context.Context, resumed bool) {
 }
 
 // dropKeys deletes leftover zero objects without checking (finish.go).
-func dropKeys(ctx context.Context, s objectStore, bucket string, log func(string), keys ...string) {
+func dropKeys(ctx context.Context, s objstore.Store, bucket string, log func(string), keys ...string) {
 	for _, key := range keys {
 		if err := s.Delete(ctx, key); err != nil && httpStatus(err) != http.StatusNotFound {
 			log(fmt.Sprintf("could not delete the zero object s3://%s/%s (%s): delete it by hand", bucket, key, short(err)))

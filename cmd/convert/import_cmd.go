@@ -188,7 +188,7 @@ func runImportStatus(ctx context.Context, u *uploadOptions, i *importOptions, pr
 	if err := i.validate(progress); err != nil {
 		return err
 	}
-	api, err := job.ConnectStoreAPI(ctx, u.store(), i.spec(), func(s string) { fmt.Fprintf(stderr, "convert: %s\n", s) })
+	api, err := job.ConnectStoreAPI(ctx, nil, u.store(), i.spec(), func(s string) { fmt.Fprintf(stderr, "convert: %s\n", s) })
 	if err != nil {
 		return err
 	}

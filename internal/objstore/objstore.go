@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -114,7 +115,9 @@ type Error struct {
 	Err error
 }
 
-// Error is "Code: message", or the status, or the cause; one line.
+// Error is the store's "Code: message", or the status; for a request
+// that got no answer "S3 Op: why" (without the method and URL a
+// *url.Error repeats). One line.
 func (e *Error) Error() string {
 	switch {
 	case e.Code != "" && e.Message != "":
@@ -124,9 +127,14 @@ func (e *Error) Error() string {
 	case e.Status != 0 && e.Err == nil:
 		return fmt.Sprintf("HTTP %d %s", e.Status, http.StatusText(e.Status))
 	case e.Err != nil:
-		return firstLine(e.Err.Error())
+		why := e.Err
+		var ue *url.Error
+		if errors.As(why, &ue) {
+			why = ue.Err
+		}
+		return "S3 " + e.Op + ": " + firstLine(why.Error())
 	}
-	return e.Op + " failed"
+	return "S3 " + e.Op + " failed"
 }
 
 // Unwrap returns the cause of a request that got no answer.

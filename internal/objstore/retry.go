@@ -166,8 +166,8 @@ func traceOf(ctx context.Context) *Trace {
 }
 
 // Retryable tells a failure worth another attempt: no answer (a dropped
-// or refused connection, a time-out), a 5xx, 408, 429, or the store's
-// codes for the same (SlowDown, RequestTimeout, ...).
+// or refused connection, a time-out), 500, 502, 503, 504, 408, 429, or the
+// store's codes for the same (SlowDown, RequestTimeout, ...).
 func Retryable(err error) bool {
 	var e *Error
 	if !errors.As(err, &e) {
@@ -180,7 +180,12 @@ func Retryable(err error) bool {
 	case "SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling", "ThrottlingException", "RequestLimitExceeded":
 		return true
 	}
-	return e.Status >= 500 || e.Status == http.StatusRequestTimeout || e.Status == http.StatusTooManyRequests
+	switch e.Status {
+	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout,
+		http.StatusRequestTimeout, http.StatusTooManyRequests:
+		return true
+	}
+	return false // 501 NotImplemented and the 4xx are the store's answer
 }
 
 // connectionFailed tells a call that got no connection at all.
@@ -242,7 +247,10 @@ func (r *Retrying) do(ctx context.Context, op, key string, part int32, call func
 		r.pacer.failed()
 		d := r.backoff(attempt)
 		stranger := !r.pacer.reached.Load() && connectionFailed(err)
-		if attempt >= r.p.Attempts || (stranger && attempt >= firstContactAttempts) {
+		if stranger && attempt >= firstContactAttempts {
+			return err // the connection cannot be made: it says so
+		}
+		if attempt >= r.p.Attempts {
 			if attempt > 1 {
 				err = fmt.Errorf("%w (%d attempts)", err, attempt)
 			}
@@ -252,7 +260,9 @@ func (r *Retrying) do(ctx context.Context, op, key string, part int32, call func
 			d = min(d, firstContactBackoff)
 		}
 		r.pacer.retries.Add(1)
-		if t := traceOf(ctx); t != nil && t.Retry != nil {
+		// A store never reached is given up in a second: its retries
+		// are not worth a word.
+		if t := traceOf(ctx); t != nil && t.Retry != nil && !stranger {
 			t.Retry(Retry{Op: op, Key: key, Part: part, Attempt: attempt, Attempts: r.p.Attempts, Err: err, Delay: d, Pacing: r.pacer.Pacing()})
 		}
 		last = err
