@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"vmimport/check"
-	"vmimport/internal/objstore"
 	"vmimport/internal/kv"
+	"vmimport/internal/objstore"
 	"vmimport/jdcloud"
 	"vmimport/reader/image"
 	"vmimport/stream"

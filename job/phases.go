@@ -49,9 +49,9 @@ type run struct {
 	ownClients bool
 	opener     *remote.Opener
 	im         reader.Image
-	diskGB int64
-	qo     qcow2.Options
-	plan   plan
+	diskGB     int64
+	qo         qcow2.Options
+	plan       plan
 	// held is the share of Env.Budget the job holds.
 	held        int64
 	buffers     *bufpool.Pool // lends the blocks' and parts' buffers

@@ -113,7 +113,7 @@ type worker struct {
 	// clients are the store clients of the worker's disks: one pacer per
 	// store for all of them.
 	clients *job.Clients
-	tick   time.Duration
+	tick    time.Duration
 }
 
 // Work pulls disks from the queue and converts them, Jobs at a time under

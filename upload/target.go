@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"time"
 
-	"vmimport/internal/objstore"
 	"vmimport/internal/bufpool"
+	"vmimport/internal/objstore"
 	"vmimport/writer"
 )
 

@@ -35,7 +35,9 @@ func stores(endpoint, secret string) func(context.Context, string) (objstore.Sto
 		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
 		Retryer:                    aws.NopRetryer{},
 	})
-	return func(_ context.Context, bucket string) (objstore.Store, error) { return objstore.NewS3(api, bucket), nil }
+	return func(_ context.Context, bucket string) (objstore.Store, error) {
+		return objstore.NewS3(api, bucket), nil
+	}
 }
 
 func put(t *testing.T, bucket, key, file string) {
