@@ -57,6 +57,9 @@ type Options struct {
 	// Clients are the store clients the disks share (one pacer per
 	// store); nil: Run makes its own, and closes them at its end.
 	Clients *job.Clients
+	// Budget, if set, is the memory budget (and buffer pool) of the run
+	// instead of one of Memory bytes.
+	Budget *job.Budget
 }
 
 // Defaults.
@@ -205,6 +208,9 @@ func Run(ctx context.Context, items []Item, o Options) ([]Outcome, Summary, erro
 	if o.Jobs == 0 {
 		o.Jobs = DefaultJobs
 	}
+	if o.Budget != nil {
+		o.Memory = o.Budget.Total()
+	}
 	if o.Memory == 0 {
 		o.Memory = DefaultMemory
 	}
@@ -222,7 +228,11 @@ func Run(ctx context.Context, items []Item, o Options) ([]Outcome, Summary, erro
 		o.Clients = job.NewClients()
 		defer o.Clients.Close()
 	}
-	b := &runner{o: o, items: items, budget: job.NewBudget(o.Memory), out: make([]Outcome, len(items))}
+	budget := o.Budget
+	if budget == nil {
+		budget = job.NewBudget(o.Memory)
+	}
+	b := &runner{o: o, items: items, budget: budget, out: make([]Outcome, len(items))}
 	start := time.Now()
 	var g errgroup.Group // not WithContext: one disk's failure must not stop the others
 	slots := make(chan struct{}, o.Jobs)

@@ -40,9 +40,10 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer os.RemoveAll(dir)
-		bin = filepath.Join(dir, "convert")
-		if out, err := exec.Command("go", "build", "-o", bin, "vmimport/cmd/convert").CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "building convert: %v\n%s", err, out)
+		// With the race detector when the tests run with it: workers,
+		// deliveries and leases watched on the real paths.
+		if bin, err = s3test.BuildConvert(dir, s3test.Race); err != nil {
+			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
 		return s3test.Main(m, &srv)
