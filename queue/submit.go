@@ -87,7 +87,7 @@ func Prepare(s job.Spec) (job.Spec, error) {
 		}
 		pu, err := url.Parse(u)
 		if err != nil {
-			return s, fmt.Errorf("%s %q: %v", flag, u, err)
+			return s, fmt.Errorf("%s %q: %w", flag, u, err)
 		}
 		if pu.User != nil || pu.RawQuery != "" {
 			return s, fmt.Errorf("%s: the URL carries credentials or a query; messages carry no secrets: give the workers their credentials in their environment", flag)
