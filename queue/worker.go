@@ -46,6 +46,9 @@ type WorkerOptions struct {
 	DrainTimeout time.Duration
 	// Log receives a line for every thing that happens. May be nil.
 	Log func(string)
+	// Clients are the store clients of the worker's disks (one pacer per
+	// store for all of them); nil: the worker makes its own.
+	Clients *job.Clients
 }
 
 // Defaults of a worker.
@@ -149,9 +152,12 @@ func (q *Queue) Work(ctx context.Context, o WorkerOptions) error {
 	if err != nil {
 		return fmt.Errorf("queue %s: the workers' consumer: %w", q.name, err)
 	}
-	w := &worker{q: q, o: o, cons: cons, budget: job.NewBudget(o.Memory), store: q.Store(), clients: job.NewClients(),
+	w := &worker{q: q, o: o, cons: cons, budget: job.NewBudget(o.Memory), store: q.Store(), clients: o.Clients,
 		tick: min(max(o.AckWait/4, 50*time.Millisecond), 2*time.Second)}
-	defer w.clients.Close()
+	if w.clients == nil {
+		w.clients = job.NewClients()
+		defer w.clients.Close()
+	}
 	o.Log(fmt.Sprintf("worker %s: taking disks from queue %s (%d at a time, memory %d MiB, ack wait %s)", o.Name, q.url+"/"+q.name, o.Jobs, o.Memory>>20, o.AckWait))
 
 	// Running disks outlive ctx by DrainTimeout: they run under base.
