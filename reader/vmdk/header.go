@@ -143,6 +143,11 @@ func parseHeader(b []byte, off, fileSize int64, path string, footer bool) (*head
 		}
 		h.descAvailable = h.DescSize > 0
 	}
+	// Grains start after the overhead; a file shorter than it is cut
+	// short (qemu-img: "File truncated").
+	if h.Overhead > uint64(fileSize)/sector {
+		return nil, fail(64, "overhead of %d sectors (%d bytes) is more than the file's %d bytes: the file is truncated", h.Overhead, h.Overhead*sector, fileSize)
+	}
 	if h.GDOffset == gdAtEnd {
 		if footer {
 			return nil, fail(56, "footer's grain directory offset is the 'at end' marker too")
