@@ -1,3 +1,5 @@
+//go:build unix
+
 package queuetest
 
 import (
@@ -83,18 +85,6 @@ func TestQueuePausedWorker(t *testing.T) {
 		t.Errorf("status %+v, want done by b", s)
 	}
 	e.noLeftovers(1)
-}
-
-// waitFor polls cond until it holds, failing the test after d.
-func (e *env) waitFor(d time.Duration, what string, cond func() bool) {
-	e.t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			e.t.Fatalf("waited %s for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // bucketEntries is the revision of every key of the queue's bucket, but

@@ -598,3 +598,15 @@ func TestQueueImportWait(t *testing.T) {
 		t.Errorf("%d ImportImage requests, want 2", n)
 	}
 }
+
+// waitFor polls cond until it holds, failing the test after d.
+func (e *env) waitFor(d time.Duration, what string, cond func() bool) {
+	e.t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("waited %s for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
