@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"vmimport/check"
+	"vmimport/internal/ident"
 	"vmimport/internal/kv"
 	"vmimport/job"
 	"vmimport/reader/image"
@@ -102,6 +103,9 @@ type Outcome struct {
 	Import           *job.ImportResult `json:"import,omitempty"`
 	// SkippedBecause says which earlier run did the disk.
 	SkippedBecause string `json:"skipped_because,omitempty"`
+	// SourceID is the source the output was made from, as the run opened
+	// it (or as the earlier run of a skipped disk did).
+	SourceID *upload.SourceID `json:"-"`
 
 	// Err is the error of a failed disk.
 	Err error `json:"-"`
@@ -165,10 +169,15 @@ func (e *ItemError) Error() string {
 
 func (e *ItemError) Unwrap() error { return e.Err }
 
-// Validate checks every disk's settings, and that no two disks write the
-// same output, before anything starts. The error is an *ItemError.
+// Validate checks every disk's settings before anything starts; that no
+// two disks write one output, and that no disk reads what another writes
+// (it would read the old or the new file depending on the order), both by
+// identity: a file by its resolved folder and name (out/x.raw and
+// link/x.raw with link -> out are one file), an object by its normalised
+// endpoint, bucket and key. The error is an *ItemError.
 func Validate(items []Item) error {
-	seen := map[string]int{}
+	outs := map[ident.ID]int{}
+	srcs := map[ident.ID]int{}
 	for i := range items {
 		it := &items[i]
 		if err := it.Spec.Validate(); err != nil {
@@ -177,20 +186,35 @@ func Validate(items []Item) error {
 		if it.Spec.Kind() == job.ToStdout {
 			return &ItemError{it.Line, errors.New("-o -: a batch writes files or uploads, not to stdout")}
 		}
-		out, err := outputName(&it.Spec)
+		shown, err := outputName(&it.Spec)
 		if err != nil {
 			return &ItemError{it.Line, err}
 		}
-		if j, ok := seen[out]; ok {
-			return &ItemError{it.Line, fmt.Errorf("the output %s is also the output of the disk on line %d", out, items[j].Line)}
+		out, err := it.Spec.OutputIdentity()
+		if err != nil {
+			return &ItemError{it.Line, err}
 		}
-		seen[out] = i
+		if j, ok := outs[out]; ok {
+			return &ItemError{it.Line, fmt.Errorf("the output %s is also the output of the disk on line %d", shown, items[j].Line)}
+		}
+		if j, ok := srcs[out]; ok {
+			return &ItemError{it.Line, fmt.Errorf("the output %s is the source of the disk on line %d, which would read the old or the new file depending on the order: give another output", shown, items[j].Line)}
+		}
+		outs[out] = i
+		for _, id := range it.Spec.SourceIdentities() {
+			if j, ok := outs[id]; ok && j != i {
+				return &ItemError{it.Line, fmt.Errorf("the source %s is the output of the disk on line %d: it would read the old or the new file depending on the order; convert that disk first, in a batch of its own", image.Redact(it.Spec.Source), items[j].Line)}
+			}
+			if _, ok := srcs[id]; !ok {
+				srcs[id] = i
+			}
+		}
 	}
 	return nil
 }
 
-// outputName is the output as one place: an absolute path, or the
-// completed s3:// URL.
+// outputName is the output as one place, for messages: an absolute path,
+// or the completed s3:// URL.
 func outputName(s *job.Spec) (string, error) {
 	if s.Kind() == job.ToBucket {
 		b, k, err := s.Destination()
@@ -309,6 +333,7 @@ func (b *runner) one(ctx context.Context, i int) {
 	if rec, why := book.done(ctx); rec != nil {
 		oc.Status, oc.SkippedBecause = Skipped, why
 		oc.fill(rec.Result)
+		oc.SourceID = &rec.Source
 		oc.Seconds = 0
 		return
 	}
@@ -365,4 +390,7 @@ func (oc *Outcome) fill(r *job.Result) {
 		oc.Stats = &st
 	}
 	oc.Warnings, oc.Target, oc.Check, oc.Import = r.Warnings, r.Upload, r.Check, r.Import
+	if r.SourceID != nil {
+		oc.SourceID = r.SourceID
+	}
 }

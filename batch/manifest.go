@@ -131,7 +131,7 @@ func parseJSONRecord(text []byte) (Record, error) {
 		if err != nil {
 			return Record{}, fmt.Errorf("key %q: %v", key, err)
 		}
-		if vals != nil {
+		if len(vals) > 0 { // null and [] leave the setting at its default
 			rec.Fields = append(rec.Fields, Field{Key: key, Values: vals})
 		}
 	}
@@ -193,7 +193,26 @@ func scalar(v any) (string, error) {
 }
 
 func parseCSV(r io.Reader, name string) ([]Record, error) {
-	cr := csv.NewReader(r)
+	// The text is kept to tell quoted cells from unquoted ones (csv.Reader
+	// does not say): a quoted cell is taken as it is, blanks and all.
+	text, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	lines := []int{0} // where each line starts, by line number - 1
+	for i, c := range text {
+		if c == '\n' {
+			lines = append(lines, i+1)
+		}
+	}
+	quoted := func(line, col int) bool {
+		if line < 1 || line > len(lines) {
+			return false
+		}
+		i := lines[line-1] + col - 1
+		return i >= 0 && i < len(text) && text[i] == '"'
+	}
+	cr := csv.NewReader(bytes.NewReader(text))
 	cr.FieldsPerRecord = 0 // every row as wide as the header
 	cr.TrimLeadingSpace = true
 	cr.ReuseRecord = false
@@ -231,7 +250,9 @@ func parseCSV(r io.Reader, name string) ([]Record, error) {
 		rec := Record{Line: line}
 		empty := true
 		for i, v := range row {
-			v = strings.TrimSpace(v)
+			if l, c := cr.FieldPos(i); !quoted(l, c) {
+				v = strings.TrimSpace(v)
+			}
 			if v == "" {
 				continue // an empty cell leaves the setting at its default
 			}

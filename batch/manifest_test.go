@@ -96,3 +96,24 @@ func FuzzParseManifest(f *testing.F) {
 		}
 	})
 }
+
+// TestCSVQuotedCellsKept: blanks around an unquoted cell are trimmed; a
+// quoted cell is taken as it is (a file may be named " lead.qcow2").
+func TestCSVQuotedCellsKept(t *testing.T) {
+	text := "source , output\n\" lead.qcow2\",  out.raw \n  trail.vmdk  ,\"out 2.raw \"\n\"multi\nline\", x\n"
+	recs, err := ParseManifest(strings.NewReader(text), "m.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][2]string{{" lead.qcow2", "out.raw"}, {"trail.vmdk", "out 2.raw "}, {"multi\nline", "x"}}
+	if len(recs) != len(want) {
+		t.Fatalf("%d records", len(recs))
+	}
+	for i, w := range want {
+		src, _ := recs[i].Get("source")
+		out, _ := recs[i].Get("output")
+		if src != w[0] || out != w[1] {
+			t.Errorf("record %d: %q, %q; want %q, %q", i+1, src, out, w[0], w[1])
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"vmimport/internal/ident"
 	"vmimport/internal/kv"
 	"vmimport/job"
 	"vmimport/upload"
@@ -66,6 +67,13 @@ func Key(s *job.Spec) string {
 	if err != nil {
 		out = s.Output
 	}
+	if s.Kind() == job.ToFile {
+		// A file by its identity: one file through two spellings of its
+		// folder is one disk.
+		if id, err := ident.File(s.Output); err == nil {
+			out = strings.TrimPrefix(string(id), "file:")
+		}
+	}
 	sum := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%d\x00%s", src, s.Disk, out)))
 	return "disk-" + hex.EncodeToString(sum[:12])
 }
@@ -92,25 +100,50 @@ func specDigest(s *job.Spec) string {
 // word on why it counts, when the source, the settings and the output are
 // all still as that run left them; nil otherwise.
 func (bk *book) done(ctx context.Context) (*record, string) {
+	rec, why, _ := bk.check(ctx)
+	return rec, why
+}
+
+// check is done, with why not when the disk is not (or no longer) done.
+func (bk *book) check(ctx context.Context) (rec *record, why, whyNot string) {
 	if bk.store == nil {
-		return nil, ""
+		return nil, "", "no bookkeeping"
 	}
 	b, err := bk.store.Get(ctx, bk.key)
 	if err != nil {
-		return nil, ""
+		return nil, "", "no record of it being done"
 	}
-	var rec record
-	if json.Unmarshal(b, &rec) != nil || rec.Version != recordVersion || rec.Status != Done || rec.Spec != bk.digest || rec.Result == nil {
-		return nil, ""
+	var r record
+	switch {
+	case json.Unmarshal(b, &r) != nil || r.Version != recordVersion:
+		return nil, "", "its record is of another version"
+	case r.Status != Done || r.Result == nil:
+		return nil, "", "it is not recorded done"
+	case r.Spec != bk.digest:
+		return nil, "", "its settings changed since it was done"
 	}
 	now, err := job.IdentifySource(ctx, bk.spec)
-	if err != nil || rec.Source.Same(now) != nil {
-		return nil, ""
+	if err != nil {
+		return nil, "", fmt.Sprintf("its source could not be checked from here (%v)", err)
 	}
-	if !bk.outputThere(ctx, &rec) {
-		return nil, ""
+	if r.Source.Same(now) != nil {
+		return nil, "", "its source changed since it was done"
 	}
-	return &rec, fmt.Sprintf("done at %s from the same source with the same settings; %s is unchanged", rec.Finished.Local().Format(time.DateTime), rec.Output)
+	if !bk.outputThere(ctx, &r) {
+		return nil, "", "its output is no longer there as it was made"
+	}
+	return &r, fmt.Sprintf("done at %s from the same source with the same settings; %s is unchanged", r.Finished.Local().Format(time.DateTime), r.Output), ""
+}
+
+// StillDone tells whether the disk of s is done as the bookkeeping in
+// store records it, and still so: the same settings, the same source, the
+// output still there as made (what a batch checks before it skips a
+// disk); if not, why not. A queue's submitter asks it before it says a
+// disk is done rather than queue it again.
+func StillDone(ctx context.Context, store kv.Store, s *job.Spec) (bool, string) {
+	bk := &book{store: store, spec: s, key: Key(s), digest: specDigest(s)}
+	rec, _, whyNot := bk.check(ctx)
+	return rec != nil, whyNot
 }
 
 // outputThere checks the output a record names is still the one made.
@@ -132,11 +165,15 @@ func (bk *book) record(ctx context.Context, oc *Outcome, res *job.Result) {
 	rec := record{Version: recordVersion, Spec: bk.digest, Status: oc.Status, Error: oc.Error, Finished: time.Now().UTC(), Output: oc.Output}
 	if oc.Status == Done && res != nil {
 		rec.Result = res
-		var err error
-		if res.Remote != nil {
-			rec.Source = res.Remote.SourceID() // the version the run read
-		} else if rec.Source, err = upload.IdentifySource(bk.spec.Source); err != nil {
-			oc.Warnings = append(oc.Warnings, fmt.Sprintf("batch state: %v: the next run will redo this disk", err))
+		switch {
+		case res.SourceID != nil:
+			// The source as the run opened it: a source changed since is
+			// not the one the output was made from.
+			rec.Source = *res.SourceID
+		case res.Remote != nil:
+			rec.Source = res.Remote.SourceID()
+		default:
+			oc.Warnings = append(oc.Warnings, "batch state: the source's identity at open is unknown: the next run will redo this disk")
 			return
 		}
 		if res.Upload != nil {

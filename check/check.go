@@ -64,7 +64,6 @@ const (
 	RuleSSHD          = "linux.sshd"
 	RuleAgent         = "linux.jcs-agent"
 	RuleDHCP          = "linux.dhcp"
-	RuleWindows       = "windows.os"
 	RuleWindowsOff    = "windows.unchecked"
 	RuleOffline       = "offline.unchecked"
 )
@@ -281,7 +280,7 @@ type candidate struct {
 func rootRules(ctx context.Context, r *Report, d Disk, parts []Partition, view *diskView, volumes []string) error {
 	var best *candidate
 	var others []candidate
-	var windows *Partition
+	var windows []*Partition
 	for i := range parts {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -295,10 +294,8 @@ func rootRules(ctx context.Context, r *Report, d Disk, parts []Partition, view *
 			fsys, err = guestfs.OpenExt4(sec, sec.Size())
 		case "xfs":
 			fsys, err = guestfs.OpenXFS(sec, sec.Size())
-		case "ntfs":
-			if windows == nil {
-				windows = p
-			}
+		case "ntfs", "bitlocker":
+			windows = append(windows, p)
 			continue
 		default:
 			continue
@@ -348,11 +345,8 @@ func rootRules(ctx context.Context, r *Report, d Disk, parts []Partition, view *
 		}
 		l.run()
 		r.addf(RuleOffline, Info, "not checked offline (they need the running system): the firewall is off with TCP 22 open, no IPv6 dependence, and the agent's health")
-	case windows != nil:
-		r.OS = OS{OSType: "windows", Platform: "Other Windows", RootPartition: windows.Index}
-		f := r.addf(RuleWindows, Info, "an NTFS file system (partition %d) was found: a Windows system; the import body gets osType \"windows\", platform \"Other Windows\" (use \"Windows Server\" for Windows Server 2008 R2, 2012 R2 or 2016) and architecture x86_64 unless it is 32-bit", windows.Index)
-		f.Partition = windows.Index
-		r.addf(RuleWindowsOff, Info, "not checked offline, as NTFS is not read: Windows Server 2008 R2/2012 R2/2016 64-bit, virtio drivers installed, qemu-ga and cloudbase-init uninstalled, JCS-agent installed, RDP 3389 open, firewall off, free space")
+	case len(windows) > 0:
+		windowsRules(r, d, windows)
 	case hasVolume:
 		r.addf(RuleRootFS, Info, "no root file system was found outside the LVM, encrypted, RAID, btrfs or ISO volumes; it is probably inside them")
 	default:

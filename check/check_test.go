@@ -102,8 +102,9 @@ func TestRules(t *testing.T) {
 			{SizeMiB: 8, Type: "82", FS: "swap", UUID: "8d3c2a9e-58e1-4a7c-9b1e-3f1d2c4b5a69"},
 			{SizeMiB: 48, FS: "ext4", UUID: rootUUID, Files: with(clean, "etc/fstab",
 				"UUID="+rootUUID+" / ext4 defaults 0 1\nLABEL=BOOT /boot ext4 defaults 0 2\nUUID=8d3c2a9e-58e1-4a7c-9b1e-3f1d2c4b5a69 none swap sw 0 0\nPARTUUID=12345678-01 /boot2 ext4 defaults 0 0\n")}}}},
-		{name: "windows", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{
-			{SizeMiB: 1, Type: "7", Bootable: true, FS: "ntfs"}, {SizeMiB: 4, Type: "7", FS: "ntfs"}}}},
+		{name: "windows-unreadable", disk: testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{
+			{SizeMiB: 1, Type: "7", Bootable: true, FS: "ntfs"}, {SizeMiB: 4, Type: "7", FS: "ntfs"}}},
+			rules: []string{RuleUnchecked, RuleWindowsOff}},
 		{name: "gpt", disk: testkit.RootDiskOptions{Label: "gpt", Parts: []testkit.FSPart{rootPart("ext4", clean)}},
 			rules: []string{RuleGPT}},
 		{name: "gpt-esp", disk: testkit.RootDiskOptions{Label: "gpt", Parts: []testkit.FSPart{
@@ -246,7 +247,8 @@ func TestWindows(t *testing.T) {
 	disk := testkit.MakeRootDisk(t, t.TempDir(), testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{
 		{SizeMiB: 1, Type: "7", Bootable: true, FS: "ntfs"}}})
 	r := runCheck(t, disk, Options{})
-	if r.OS.OSType != "windows" || r.OS.Platform != "Other Windows" || !r.Has(RuleWindowsOff) || r.Partitions[0].UUID != "90ABCDEF12345678" {
+	// A bare NTFS boot sector: Windows, but nothing to read.
+	if r.OS.OSType != "windows" || r.OS.Platform != "Other Windows" || !r.Has(RuleWindowsOff) || !r.Has(RuleUnchecked) || r.Partitions[0].UUID != "90ABCDEF12345678" {
 		t.Errorf("%+v %+v", r.OS, r.Partitions)
 	}
 }

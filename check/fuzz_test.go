@@ -5,13 +5,17 @@ import (
 	"compress/gzip"
 	"context"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"vmimport/check/internal/guestfs"
+	"vmimport/check/internal/hive"
 	"vmimport/check/internal/initramfs"
+	"vmimport/check/internal/ntfs"
 	"vmimport/check/internal/part"
 )
 
@@ -208,4 +212,108 @@ func handMadeEBR() []byte {
 	entry(d[16*512:], 1, 0, 0x05, 8, 8) // next EBR at 24
 	entry(d[24*512:], 0, 0, 0x82, 2, 4) // logical 6 at 26
 	return d
+}
+
+// walkHive reads a hive as the Windows rules do, and all of it below the
+// root, depth first (within the reader's budgets).
+func walkHive(b []byte) {
+	h, err := hive.Open(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		return
+	}
+	for _, p := range []string{`Select`, `ControlSet001\Services\viostor`, `Microsoft\Windows NT\CurrentVersion`, `DriverDatabase\DeviceIds\PCI`} {
+		if k, err := h.Key(p); err == nil {
+			k.Value("Start")
+		}
+	}
+	root, err := h.Root()
+	if err != nil {
+		return
+	}
+	var walk func(k *hive.Key, depth int)
+	walk = func(k *hive.Key, depth int) {
+		if depth > 16 {
+			return
+		}
+		vals, _ := k.Values()
+		for _, v := range vals {
+			v.Data()
+			v.Strings()
+			v.Uint()
+		}
+		subs, _ := k.Subkeys()
+		for _, s := range subs {
+			walk(s, depth+1)
+		}
+	}
+	walk(root, 0)
+}
+
+// FuzzHive reads mutated registry hives (testdata/system.hive.gz and
+// software.hive.gz, a clean 2012 R2 guest's).
+func FuzzHive(f *testing.F) {
+	f.Add(loadSeed(f, "system.hive.gz"))
+	f.Add(loadSeed(f, "software.hive.gz"))
+	f.Fuzz(func(t *testing.T, b []byte) { walkHive(b) })
+}
+
+// FuzzNTFS runs the Windows rules over a mutated NTFS system volume: the
+// input is the non-zero sectors of testdata/ntfs.img.gz (a clean 2012 R2
+// tree, hives included) laid back in place. The rules are called without
+// their recover, so that a panic shows.
+func FuzzNTFS(f *testing.F) {
+	l, data := newLayout(loadSeed(f, "ntfs.img.gz"))
+	f.Add(data)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		img := sparseImage{l, data}
+		checkWindows(&Report{}, img, []*Partition{{Index: 1, Size: img.Size(), FS: "ntfs"}})
+		if fs, err := ntfs.Open(img, img.Size()); err == nil {
+			fs.ReadDir("/Windows/System32/DriverStore/FileRepository")
+			fs.ReadDir("/")
+			if f, err := fs.Open("/Windows/System32/config/SYSTEM"); err == nil {
+				b := make([]byte, min(f.Size(), 1<<20))
+				f.ReadAt(b, 0)
+			}
+		}
+	})
+}
+
+// TestWindowsMutations runs the Windows rules over a few hundred randomly
+// mutated copies of the seeds (bytes changed in the metadata sectors and
+// in the hives): each ends, without a panic.
+func TestWindowsMutations(t *testing.T) {
+	t.Parallel()
+	l, data := newLayout(loadSeed(t, "ntfs.img.gz"))
+	hives := [][]byte{loadSeed(t, "system.hive.gz"), loadSeed(t, "software.hive.gz")}
+	seed := &Report{}
+	checkWindows(seed, sparseImage{l, data}, []*Partition{{Index: 1, Size: l.size, FS: "ntfs"}})
+	if seed.OS.Version != "2012 R2" || !seed.Has(RuleWinDHCP) || seed.Has(RuleUnchecked) {
+		var b strings.Builder
+		seed.WriteText(&b, Info)
+		t.Fatalf("the seed reads as %+v\n%s", seed.OS, b.String())
+	}
+	rng := rand.New(rand.NewPCG(23, 1))
+	n := 400
+	if testing.Short() {
+		n = 50
+	}
+	for i := range n {
+		d := bytes.Clone(data)
+		for range 1 + rng.IntN(16) {
+			d[rng.IntN(len(d))] = byte(rng.UintN(256))
+		}
+		img := sparseImage{l, d}
+		r := &Report{}
+		checkWindows(r, img, []*Partition{{Index: 1, Size: img.Size(), FS: "ntfs"}})
+		for _, f := range r.Findings {
+			if strings.Contains(f.Message, "\n") {
+				t.Fatalf("mutation %d: a finding of more than one line: %q", i, f.Message)
+			}
+		}
+		h := bytes.Clone(hives[i%2])
+		for range 1 + rng.IntN(8) {
+			h[rng.IntN(len(h))] = byte(rng.UintN(256))
+		}
+		walkHive(h)
+	}
 }

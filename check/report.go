@@ -67,6 +67,11 @@ type Finding struct {
 	Offset    *int64 `json:"offset,omitempty"`
 	Partition int    `json:"partition,omitempty"`
 	Path      string `json:"path,omitempty"`
+	// Key and Value are the registry evidence of a Windows rule: the key
+	// (HKLM\SYSTEM\ControlSet001\Services\viostor) and what its value
+	// says (Start=3).
+	Key   string `json:"key,omitempty"`
+	Value string `json:"value,omitempty"`
 }
 
 // Partition is one entry of the partition table, with what its first bytes
@@ -98,12 +103,15 @@ type OS struct {
 	// Platform is the body's platform: "CentOS", "Ubuntu", "Other Linux",
 	// "Windows Server" or "Other Windows".
 	Platform string `json:"platform,omitempty"`
-	// Name and Version come from /etc/os-release (NAME, VERSION_ID).
+	// Name and Version come from /etc/os-release (NAME, VERSION_ID), or
+	// for Windows from the registry (ProductName; "2008 R2", "2012 R2",
+	// "2016").
 	Name    string `json:"name,omitempty"`
 	ID      string `json:"id,omitempty"`
 	Version string `json:"version,omitempty"`
 	// Architecture is the body's architecture: "x86_64", "i386" or
-	// "arm64", from the ELF header of /bin/sh; empty when not known.
+	// "arm64", from the ELF header of /bin/sh (Windows: the PE header of
+	// System32\cmd.exe); empty when not known.
 	Architecture string `json:"architecture,omitempty"`
 	// RootPartition is the partition holding the root file system.
 	RootPartition int `json:"root_partition,omitempty"`
@@ -196,6 +204,12 @@ func (r *Report) WriteText(w io.Writer, least Severity) {
 		if f.Path != "" {
 			ev = append(ev, f.Path)
 		}
+		if f.Key != "" {
+			ev = append(ev, f.Key)
+		}
+		if f.Value != "" {
+			ev = append(ev, f.Value)
+		}
 		if f.Offset != nil {
 			ev = append(ev, fmt.Sprintf("offset %d", *f.Offset))
 		}
@@ -210,7 +224,11 @@ func (r *Report) WriteText(w io.Writer, least Severity) {
 func (r *Report) Summary() string {
 	s := fmt.Sprintf("%s: %d error(s), %d warning(s), %d info", r.Status, r.Count(Error), r.Count(Warning), r.Count(Info))
 	if r.OS.OSType != "" {
-		s += fmt.Sprintf("; %s %s (platform %q", r.OS.OSType, strings.TrimSpace(r.OS.Name+" "+r.OS.Version), r.OS.Platform)
+		name := strings.TrimSpace(r.OS.Name + " " + r.OS.Version)
+		if r.OS.Version != "" && strings.Contains(r.OS.Name, r.OS.Version) {
+			name = r.OS.Name // "Windows Server 2016 Standard", not "... 2016"
+		}
+		s += fmt.Sprintf("; %s %s (platform %q", r.OS.OSType, name, r.OS.Platform)
 		if r.OS.Architecture != "" {
 			s += ", " + r.OS.Architecture
 		}

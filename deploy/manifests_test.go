@@ -157,9 +157,15 @@ func checkWorker(t *testing.T, name string, d *appsv1.Deployment) {
 		t.Fatalf("%s: %d containers", name, len(spec.Containers))
 	}
 	c := spec.Containers[0]
-	if len(c.Args) == 0 || c.Args[0] != "worker" || !strings.HasPrefix(flag(c.Args, "queue"), "nats://") {
-		t.Errorf("%s: args %v: want worker --queue nats://...", name, c.Args)
+	if len(c.Args) == 0 || c.Args[0] != "worker" || !strings.HasPrefix(flag(c.Args, "queue"), "tls://") {
+		t.Errorf("%s: args %v: want worker --queue tls://... (the queue behind TLS)", name, c.Args)
 	}
+	// A message is input from the network: the worker is told where it
+	// may read and write.
+	if flag(c.Args, "allow-source") == "" || flag(c.Args, "allow-output") == "" {
+		t.Errorf("%s: args %v: want --allow-source and --allow-output", name, c.Args)
+	}
+	checkNATSCreds(t, name, c, spec.Volumes)
 	mem := flag(c.Args, "memory")
 	if mem == "" {
 		t.Fatalf("%s: no --memory", name)
@@ -187,8 +193,37 @@ func checkWorker(t *testing.T, name string, d *appsv1.Deployment) {
 	}
 }
 
+// checkNATSCreds: the container reaches the queue with credentials and a
+// CA from a Secret, mounted as files, never in plain env.
+func checkNATSCreds(t *testing.T, name string, c corev1.Container, vols []corev1.Volume) {
+	t.Helper()
+	env := map[string]string{}
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+		if strings.HasPrefix(e.Name, "NATS_") && (strings.Contains(e.Name, "PASSWORD") || strings.Contains(e.Value, "-----")) {
+			t.Errorf("%s: %s holds a secret in plain env", name, e.Name)
+		}
+	}
+	if env["NATS_CREDS"] == "" || env["NATS_CA"] == "" {
+		t.Errorf("%s: no NATS_CREDS and NATS_CA: the queue takes no anonymous client", name)
+		return
+	}
+	for _, m := range c.VolumeMounts {
+		if !strings.HasPrefix(env["NATS_CREDS"], m.MountPath+"/") {
+			continue
+		}
+		for _, v := range vols {
+			if v.Name == m.Name && v.Secret != nil {
+				return
+			}
+		}
+	}
+	t.Errorf("%s: NATS_CREDS %s is not on a Secret volume", name, env["NATS_CREDS"])
+}
+
 func checkSubmit(t *testing.T, name string, j *batchv1.Job) {
 	c := j.Spec.Template.Spec.Containers[0]
+	checkNATSCreds(t, name, c, j.Spec.Template.Spec.Volumes)
 	if len(c.Args) < 2 || c.Args[0] != "batch" || flag(c.Args, "queue") == "" || !slices.Contains(c.Args, "--wait") {
 		t.Errorf("%s: args %v: want batch MANIFEST --queue ... --wait", name, c.Args)
 	}

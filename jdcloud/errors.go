@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+
+	"vmimport/internal/safetext"
 )
 
 // Errors of the package. Errors returned by the client match one of them
@@ -32,6 +34,9 @@ var (
 	ErrTaskFailed = errors.New("image task failed")
 	// ErrWaitTimeout: a task had not ended when the wait's time-out came.
 	ErrWaitTimeout = errors.New("image task still running at the time-out")
+	// ErrUnknownStatus: a task's status stayed one the client does not
+	// know; it matches ErrBadResponse too.
+	ErrUnknownStatus = fmt.Errorf("%w: unknown task status", ErrBadResponse)
 )
 
 // APIError is an error answer of the OpenAPI:
@@ -52,13 +57,13 @@ func (e *APIError) Error() string {
 	}
 	fmt.Fprintf(&b, "HTTP %d", e.HTTPStatus)
 	if e.Status != "" {
-		b.WriteString(" " + e.Status)
+		b.WriteString(" " + safetext.Escape(e.Status))
 	}
 	if e.Message != "" {
 		b.WriteString(": " + oneLine(e.Message))
 	}
 	if e.RequestID != "" {
-		b.WriteString(" (requestId " + e.RequestID + ")")
+		b.WriteString(" (requestId " + safetext.Escape(e.RequestID) + ")")
 	}
 	return b.String()
 }
@@ -124,17 +129,11 @@ func (e *TaskError) Error() string {
 // Is matches ErrTaskFailed.
 func (e *TaskError) Is(target error) bool { return target == ErrTaskFailed }
 
-// oneLine joins the lines of s with "; " so that every error is one line.
+// oneLine joins the lines of s with "; " so that every error is one line,
+// and escapes what a terminal would obey (the API's text comes from
+// outside: safetext.Line).
 func oneLine(s string) string {
-	s = strings.TrimSpace(s)
-	if !strings.ContainsAny(s, "\r\n") {
-		return s
-	}
-	f := strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' })
-	for i := range f {
-		f[i] = strings.TrimSpace(f[i])
-	}
-	return strings.Join(f, "; ")
+	return safetext.Line(s)
 }
 
 func orDefault(s, def string) string {

@@ -128,7 +128,43 @@ func (t *Task) UnmarshalJSON(b []byte) error {
 	}
 	*t = Task(v.plain)
 	t.Progress = int(min(max(v.Progress, 0), 100))
+	t.TaskStatus = normalStatus(t.TaskStatus)
+	if t.TaskStatus == TaskFailed && t.ErrorInfo == "" && t.Message == "" && isCancelled(v.TaskStatus) {
+		t.ErrorInfo = "the task was cancelled"
+	}
 	return nil
+}
+
+// normalStatus is a task status as the client compares it: the API's words
+// in any case, cancelled (or canceled) taken for failed; any other word
+// stays as it came (Known tells it apart).
+func normalStatus(s string) string {
+	l := strings.ToLower(strings.TrimSpace(s))
+	switch {
+	case l == TaskPending, l == TaskRunning, l == TaskFailed, l == TaskFinished:
+		return l
+	case isCancelled(l):
+		return TaskFailed
+	}
+	return s
+}
+
+func isCancelled(s string) bool {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "cancelled", "canceled", "cancel":
+		return true
+	}
+	return false
+}
+
+// Known says whether the task's status is one the client knows: pending,
+// running, finished or failed (cancelled is failed).
+func (t Task) Known() bool {
+	switch t.TaskStatus {
+	case TaskPending, TaskRunning, TaskFailed, TaskFinished:
+		return true
+	}
+	return false
 }
 
 // Done says whether the task has ended, finished or failed.

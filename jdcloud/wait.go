@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"vmimport/internal/safetext"
 )
 
 // WaitOptions shape a wait on image tasks.
@@ -22,6 +24,11 @@ type WaitOptions struct {
 	// before the wait gives up on it (default 2 minutes): a new task may
 	// take a moment to show.
 	NotFoundGrace time.Duration
+	// UnknownPolls is how many polls in a row may answer a status the
+	// client does not know (not pending, running, finished, failed or
+	// cancelled, in any case) before the wait ends with ErrUnknownStatus
+	// (default 3): waiting on it would last until the time-out.
+	UnknownPolls int
 	// Progress is called with every task after every poll. May be nil.
 	Progress func(Task)
 	// Log receives a line when a poll fails and the wait goes on. May be
@@ -56,6 +63,9 @@ func (c *Client) WaitTasks(ctx context.Context, ids []TaskID, o WaitOptions) ([]
 	if o.NotFoundGrace <= 0 {
 		o.NotFoundGrace = 2 * time.Minute
 	}
+	if o.UnknownPolls <= 0 {
+		o.UnknownPolls = 3
+	}
 	if o.Log == nil {
 		o.Log = func(string) {}
 	}
@@ -70,6 +80,7 @@ func (c *Client) WaitTasks(ctx context.Context, ids []TaskID, o WaitOptions) ([]
 	}
 	start := time.Now()
 	interval := o.MinInterval
+	unknown := make([]int, len(ids)) // polls in a row with a status not known
 	var lastErr error
 	for {
 		got, err := c.Tasks(ctx, o.Action, pending(ids, last)...)
@@ -111,6 +122,11 @@ func (c *Client) WaitTasks(ctx context.Context, ids []TaskID, o WaitOptions) ([]
 			last[i] = t
 			if o.Progress != nil {
 				o.Progress(t)
+			}
+			if t.Known() {
+				unknown[i] = 0
+			} else if unknown[i]++; unknown[i] >= o.UnknownPolls {
+				return last, fmt.Errorf("%w: image task %s answered the status %q %d times in a row: not pending, running, finished, failed or cancelled; see the task in the cloud's console", ErrUnknownStatus, id, safetext.Escape(t.TaskStatus), unknown[i])
 			}
 		}
 		if len(missing) > 0 {
@@ -165,7 +181,7 @@ func waitEnded(ctx context.Context, ids []TaskID, last []Task, lastErr error) er
 			if st == "" {
 				st = "not seen yet"
 			}
-			where = append(where, fmt.Sprintf("task %s %s at %d%%", id, st, last[i].Progress))
+			where = append(where, fmt.Sprintf("task %s %s at %d%%", id, safetext.Escape(st), last[i].Progress))
 		}
 	}
 	err := fmt.Errorf("%w: %s", ErrWaitTimeout, strings.Join(where, ", "))

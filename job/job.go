@@ -142,6 +142,9 @@ type Result struct {
 	Compression *CompressionResult `json:"compression,omitempty"`
 	// StoreRetries counts the calls to the object store tried again.
 	StoreRetries int64 `json:"store_retries,omitempty"`
+	// SourceID is the source as it was opened: the version the output
+	// was made from (nil if the job did not get that far).
+	SourceID *upload.SourceID `json:"-"`
 }
 
 // SpecError is a setting out of range or in conflict with another; its

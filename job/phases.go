@@ -53,7 +53,9 @@ type run struct {
 	qo         qcow2.Options
 	plan       plan
 	// held is the share of Env.Budget the job holds.
-	held        int64
+	held int64
+	// opened is the source as it was opened (identifyAtOpen).
+	opened      *atOpen
 	buffers     *bufpool.Pool // lends the blocks' and parts' buffers
 	up          *uploadStart
 	rep         *check.Report
@@ -149,6 +151,9 @@ func (j *run) open(ctx context.Context) (phase, error) {
 	}
 	if s.IsRemote() {
 		j.res.Remote.Source, _ = j.opener.Pinned(s.Source)
+	}
+	if err := j.identifyAtOpen(j.im, j.opener); err != nil {
+		return nil, &InputError{fmt.Errorf("%s: %w", s.shown(), err)}
 	}
 	if err := j.refuseSameFile(j.im); err != nil {
 		return nil, err
@@ -318,12 +323,15 @@ func (j *run) convert(ctx context.Context) (phase, error) {
 }
 
 // verifyDigests gives the verdict of a digest checked during the pass (an
-// OVA's manifest) before anything is committed; a rehearsal ends here,
-// its target dropped.
+// OVA's manifest) before anything is committed, and checks the source is
+// still as it was opened; a rehearsal ends here, its target dropped.
 func (j *run) verifyDigests(ctx context.Context) (phase, error) {
 	j.phase(Verifying)
 	if err := image.Verify(j.im); err != nil {
 		return nil, &InputError{err}
+	}
+	if err := j.sourceUnchanged(); err != nil {
+		return nil, err
 	}
 	if j.s.Rehearse {
 		j.res.OutputBytes = j.enc.Written()

@@ -13,6 +13,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"vmimport/internal/objstore"
 	"vmimport/reader/image"
@@ -36,6 +37,11 @@ type RemoteSpec struct {
 	Headers []string `json:"-"`
 	// Retries bounds the retries of one range (default 5; -1: none).
 	Retries int `json:"retries,omitempty"`
+	// MinRate and RateWindow: a range whose body brings less than MinRate
+	// bytes a second over a RateWindow is retried as a stall (default 64
+	// KiB/s over 60 s; MinRate -1: no minimum).
+	MinRate    int64         `json:"min_rate,omitempty"`
+	RateWindow time.Duration `json:"rate_window,omitempty"`
 }
 
 // Remote default: blocks in flight for a remote source, whose reads wait
@@ -73,9 +79,12 @@ func (r *RemoteSpec) validate(s *Spec) error {
 	if r.Retries < -1 || r.Retries > 100 {
 		return fmt.Errorf("--source-retries %d: use 0..100", r.Retries)
 	}
+	if r.MinRate < -1 || r.RateWindow < 0 || r.RateWindow != 0 && r.RateWindow < time.Second {
+		return errors.New("--source-min-rate: give RATE[/WINDOW], such as 64K/60s, a window of at least 1s (0: no minimum)")
+	}
 	if !s.IsRemote() {
-		if len(r.Headers) > 0 || r.Retries != 0 || r.Store != (Store{}) {
-			return errors.New("--source-header, --source-retries and --source-endpoint, --source-region, --source-profile, --source-path-style apply to remote sources (https://, http://, s3://)")
+		if len(r.Headers) > 0 || r.Retries != 0 || r.Store != (Store{}) || r.MinRate != 0 || r.RateWindow != 0 {
+			return errors.New("--source-header, --source-retries, --source-min-rate and --source-endpoint, --source-region, --source-profile, --source-path-style apply to remote sources (https://, http://, s3://)")
 		}
 		return nil
 	}
@@ -88,21 +97,15 @@ func (r *RemoteSpec) validate(s *Spec) error {
 		if len(r.Headers) > 0 {
 			return errors.New("--source-header applies to http(s):// sources; an s3:// source is read with the store's credentials")
 		}
-		bucket, key, err := upload.ParseS3URL(s.Source)
+		_, key, err := upload.ParseS3URL(s.Source)
 		if err != nil {
 			return err
 		}
 		if key == "" || strings.HasSuffix(key, "/") {
 			return fmt.Errorf("%s: give the key of an object, s3://BUCKET/KEY", s.Source)
 		}
-		if s.Kind() == ToBucket {
-			ob, ok, err := s.Destination()
-			if err == nil && ob == bucket && ok == key && r.store(s).Endpoint == s.Upload.Store.Endpoint {
-				return fmt.Errorf("-o %s: the output is the source object: give another key", s.Output)
-			}
-		}
 	}
-	return nil
+	return s.refuseSourceAsOutput()
 }
 
 // parseHeader splits "Name: value".
@@ -110,8 +113,13 @@ func parseHeader(h string) (name, value string, err error) {
 	name, value, ok := strings.Cut(h, ":")
 	name, value = strings.TrimSpace(name), strings.TrimSpace(value)
 	if !ok || !validHeaderName(name) || strings.ContainsAny(value, "\r\n\x00") {
-		// Never echo the value: it may be a token.
-		return "", "", fmt.Errorf("--source-header %q...: give 'Name: value' (a header name, a colon, a value without line breaks)", firstWord(h))
+		// Never echo the value: it may be a token. Without a valid name
+		// before a colon, all of it may be (a bare token): nothing of it.
+		what := "--source-header"
+		if ok && validHeaderName(name) {
+			what = fmt.Sprintf("--source-header %q", name+": ...")
+		}
+		return "", "", fmt.Errorf("%s: give 'Name: value' (a header name, a colon, a value without line breaks); the value is not shown", what)
 	}
 	return name, value, nil
 }
@@ -128,13 +136,6 @@ func validHeaderName(name string) bool {
 		}
 	}
 	return true
-}
-
-func firstWord(s string) string {
-	if i := strings.IndexAny(s, ": \t"); i >= 0 {
-		return s[:i]
-	}
-	return s
 }
 
 // store is the store of an s3:// source: RemoteSpec.Store, with the
@@ -158,7 +159,7 @@ func (r *RemoteSpec) store(s *Spec) Store {
 // warn, if set, hears the reader's findings; clients give the store of an
 // s3:// source.
 func (s *Spec) RemoteOptions(warn func(string), clients *Clients) (remote.Options, error) {
-	o := remote.Options{Retries: s.Remote.Retries, Warn: warn}
+	o := remote.Options{Retries: s.Remote.Retries, Warn: warn, AllowPaths: s.AllowPaths, MinRate: s.Remote.MinRate, RateWindow: s.Remote.RateWindow}
 	for _, h := range s.Remote.Headers {
 		name, value, err := parseHeader(h)
 		if err != nil {

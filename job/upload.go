@@ -124,8 +124,10 @@ func (j *run) startUpload(ctx context.Context) (*upload.Target, error) {
 	s, u, up, plan := &j.s, &j.s.Upload, j.up, j.plan
 	var id upload.SourceID
 	var err error
-	if j.res.Remote != nil {
-		// The version the pass reads, pinned at open.
+	if j.res.SourceID != nil {
+		// The source as it was opened: the version the pass reads.
+		id = *j.res.SourceID
+	} else if j.res.Remote != nil {
 		id = sourceID(j.res.Remote.Source)
 	} else if id, err = upload.IdentifySource(s.Source); err != nil {
 		return nil, &InputError{fmt.Errorf("%s: %w", s.Source, err)}

@@ -102,7 +102,10 @@ func (q *Queue) acquire(ctx context.Context, output, disk, holder string, ttl ti
 		case err != nil:
 		default:
 			var cur leaseValue
-			if json.Unmarshal(e.Value(), &cur) == nil && cur.Holder != holder {
+			// Another worker's lease, or this worker's for another disk
+			// (two disks of one output on one worker): busy until it
+			// expires.
+			if json.Unmarshal(e.Value(), &cur) == nil && (cur.Holder != holder || cur.Disk != disk) {
 				now, nerr := q.serverNow(ctx, holder)
 				if nerr != nil {
 					return nil, 0, nerr

@@ -54,7 +54,8 @@ func TestWorkInProcess(t *testing.T) {
 	wctx, stop := context.WithCancel(ctx)
 	worked := make(chan error, 1)
 	go func() {
-		worked <- q.Work(wctx, WorkerOptions{Name: "w", Jobs: 2, Memory: 128 << 20, AckWait: 5 * time.Second, Clients: clients, Log: func(s string) { t.Log(s) }})
+		worked <- q.Work(wctx, WorkerOptions{Name: "w", Jobs: 2, Memory: 128 << 20, AckWait: 5 * time.Second, Clients: clients, Log: func(s string) { t.Log(s) },
+			Limits: Limits{Sources: []string{dir}, Outputs: []string{"s3://mem-bucket/"}, Endpoints: []string{"http://127.0.0.1:9"}}})
 	}()
 	deadline := time.Now().Add(60 * time.Second)
 	for {

@@ -19,7 +19,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -31,8 +30,9 @@ import (
 
 // Config says how to reach the queue.
 type Config struct {
-	// URL is the NATS server, nats://HOST:PORT (several, comma-separated,
-	// for a cluster). NATS_CREDS may name a credentials file.
+	// URL is the NATS server, nats://HOST:PORT or tls://HOST:PORT
+	// (several, comma-separated, for a cluster). Credentials and TLS
+	// settings come from the environment (authOptions).
 	URL string
 	// Name names the stream and the bucket (default DefaultName).
 	Name string
@@ -108,9 +108,11 @@ func Open(ctx context.Context, c Config) (*Queue, error) {
 			q.mu.Unlock()
 		}),
 	}
-	if creds := os.Getenv("NATS_CREDS"); creds != "" {
-		opts = append(opts, nats.UserCredentials(creds))
+	auth, err := authOptions()
+	if err != nil {
+		return nil, err
 	}
+	opts = append(opts, auth...)
 	nc, err := nats.Connect(c.URL, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrUnreachable, redact(c.URL), err)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,7 +14,7 @@ import (
 
 	"vmimport/batch"
 	"vmimport/job"
-	"vmimport/upload"
+	"vmimport/reader/image"
 )
 
 // message is what the queue carries of a disk: its spec and where it came
@@ -61,14 +60,21 @@ type Submitted struct {
 }
 
 // Prepare makes a spec fit to travel to another node: paths absolute (the
-// nodes share them, on shared storage), the upload state in the bucket
-// rather than a file, and no secret in an endpoint URL.
+// nodes share them, on shared storage; a URL stays a URL), the upload
+// state in the bucket rather than a file, and no secret in an endpoint
+// URL, a source URL or a header (the message carries none: the workers
+// bring their own credentials). A worker checks the same again (Admit).
 func Prepare(s job.Spec) (job.Spec, error) {
 	var err error
-	if s.Source, err = filepath.Abs(s.Source); err != nil {
-		return s, err
+	if !s.IsRemote() {
+		if s.Source, err = filepath.Abs(s.Source); err != nil {
+			return s, err
+		}
 	}
 	for i, p := range s.AllowPaths {
+		if image.IsURL(p) {
+			continue
+		}
 		if s.AllowPaths[i], err = filepath.Abs(p); err != nil {
 			return s, err
 		}
@@ -78,20 +84,8 @@ func Prepare(s job.Spec) (job.Spec, error) {
 			return s, err
 		}
 	}
-	if s.Upload.StateFile != "" {
-		return s, errors.New("--state-file does not apply under a queue: the upload state is kept in the queue's bucket")
-	}
-	for flag, u := range map[string]string{"--endpoint": s.Upload.Endpoint, "--jdcloud-api-endpoint": s.Import.APIEndpoint} {
-		if u == "" {
-			continue
-		}
-		pu, err := url.Parse(u)
-		if err != nil {
-			return s, fmt.Errorf("%s %q: %w", flag, u, err)
-		}
-		if pu.User != nil || pu.RawQuery != "" {
-			return s, fmt.Errorf("%s: the URL carries credentials or a query; messages carry no secrets: give the workers their credentials in their environment", flag)
-		}
+	if err := checkPrepared(&s); err != nil {
+		return s, err
 	}
 	return s, s.Validate()
 }
@@ -130,10 +124,10 @@ func (q *Queue) Submit(ctx context.Context, items []batch.Item) ([]Submitted, er
 
 func (q *Queue) submitOne(ctx context.Context, it *batch.Item) (Submitted, error) {
 	key := Key(&it.Spec)
-	sub := Submitted{Line: it.Line, Key: key, Source: it.Spec.Source, Output: it.Spec.Output}
+	sub := Submitted{Line: it.Line, Key: key, Source: image.Redact(it.Spec.Source), Output: it.Spec.Output}
 	digest := batch.Digest(&it.Spec)
 	fresh := Status{
-		Key: key, Line: it.Line, Source: it.Spec.Source, Output: it.Spec.Output, State: Queued,
+		Key: key, Line: it.Line, Source: image.Redact(it.Spec.Source), Output: it.Spec.Output, State: Queued,
 		Digest: digest, Submitted: time.Now().UTC(),
 	}
 	for range 5 {
@@ -161,10 +155,10 @@ func (q *Queue) submitOne(ctx context.Context, it *batch.Item) (Submitted, error
 				why := ""
 				if cur.Digest != digest {
 					why = "queued again: its settings changed since it was done"
-				} else if cur.SourceID != nil {
-					if now, err := upload.IdentifySource(it.Spec.Source); err == nil && now != *cur.SourceID {
-						why = "queued again: its source changed since it was done"
-					}
+				} else if ok, whyNot := batch.StillDone(ctx, q.Store(), &it.Spec); !ok {
+					// As the local batch: the same source, and the
+					// output still there as made.
+					why = "queued again: " + whyNot
 				}
 				if why == "" {
 					sub.Result, sub.Status, sub.rev = ResultDone, cur, rev
@@ -195,7 +189,7 @@ func (q *Queue) submitOne(ctx context.Context, it *batch.Item) (Submitted, error
 			continue // changed under us: look again
 		}
 		if err != nil {
-			return sub, fmt.Errorf("queueing %s: %w", it.Spec.Source, err)
+			return sub, fmt.Errorf("queueing %s: %w", image.Redact(it.Spec.Source), err)
 		}
 		if err := q.publish(ctx, it, key, nrev, st.Submitted); err != nil {
 			return sub, err
@@ -203,7 +197,7 @@ func (q *Queue) submitOne(ctx context.Context, it *batch.Item) (Submitted, error
 		sub.Result, sub.Note, sub.Status, sub.rev = ResultQueued, note, &st, nrev
 		return sub, nil
 	}
-	return sub, fmt.Errorf("queueing %s: its status changes too fast", it.Spec.Source)
+	return sub, fmt.Errorf("queueing %s: its status changes too fast", image.Redact(it.Spec.Source))
 }
 
 // publish sends a disk's message. Its id names the status revision that
@@ -221,7 +215,7 @@ func (q *Queue) publish(ctx context.Context, it *batch.Item, key string, rev uin
 		return nil // one is queued already
 	}
 	if err != nil {
-		return fmt.Errorf("queueing %s: %w", it.Spec.Source, err)
+		return fmt.Errorf("queueing %s: %w", image.Redact(it.Spec.Source), err)
 	}
 	return nil
 }

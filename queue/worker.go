@@ -49,6 +49,9 @@ type WorkerOptions struct {
 	// Clients are the store clients of the worker's disks (one pacer per
 	// store for all of them); nil: the worker makes its own.
 	Clients *job.Clients
+	// Limits bound what a message may make the worker read, write and
+	// reach (Admit); empty, they allow nothing.
+	Limits Limits
 }
 
 // Defaults of a worker.
@@ -103,7 +106,7 @@ func (o *WorkerOptions) defaults() error {
 	case o.RetryDelay < 0 || o.DrainTimeout < 0:
 		return errors.New("--retry-delay and --drain-timeout: give positive durations")
 	}
-	return nil
+	return o.Limits.Validate()
 }
 
 // worker is a running Work.
@@ -271,7 +274,7 @@ func (w *worker) handle(base context.Context, msg jetstream.Msg, release func())
 // logf logs a line about the disk.
 func (d *delivery) logf(format string, args ...any) {
 	o := &d.w.o
-	o.Log(fmt.Sprintf("worker %s: %s -> %s: %s", o.Name, d.spec.Source, d.spec.Output, fmt.Sprintf(format, args...)))
+	o.Log(fmt.Sprintf("worker %s: %s -> %s: %s", o.Name, image.Redact(d.spec.Source), d.spec.Output, fmt.Sprintf(format, args...)))
 }
 
 // parse reads the message; an unreadable one is dropped for good.
@@ -289,19 +292,23 @@ func (d *delivery) parse() bool {
 	return true
 }
 
-// start takes the lease of the disk's output (or puts the message back
-// for later when another worker holds it), reads the disk's status, gives
-// up on a disk delivered too often and marks the others running. Every
-// shared write from here on is made under the lease (d.store).
+// start admits the message (what it asks must be within the worker's
+// limits: refused for good otherwise), takes the lease of the disk's
+// output (or puts the message back for later when another worker holds
+// it), gives up on a disk delivered too often and marks the others
+// running. Every shared write from the lease on is made under it
+// (d.store).
 func (d *delivery) start(ctx context.Context) bool {
 	w, o, spec := d.w, &d.w.o, &d.spec
-	output := spec.Output
-	if spec.Kind() == job.ToBucket {
-		if b, k, err := spec.Destination(); err == nil {
-			output = "s3://" + b + "/" + k
-		}
+	if err := Admit(*spec, o.Limits); err != nil {
+		// Input from the network: checked before anything is done with
+		// it, and refused for good (its status written by no holder: no
+		// worker runs it).
+		d.st = d.status(ctx)
+		w.refuse(ctx, d.msg, d.st, err, d.logf)
+		return false
 	}
-	l, wait, err := w.q.acquire(ctx, output, d.m.Key, o.Name, o.AckWait)
+	l, wait, err := w.q.acquire(ctx, leaseName(spec), d.m.Key, o.Name, o.AckWait)
 	if err != nil {
 		if !errors.Is(err, ErrLeaseBusy) {
 			wait = 2 * time.Second
@@ -311,15 +318,8 @@ func (d *delivery) start(ctx context.Context) bool {
 		return false
 	}
 	d.l, d.store = l, kv.Fenced(w.store, l)
-	st, _, err := w.q.getStatus(ctx, d.m.Key)
-	if st == nil {
-		if err != nil {
-			d.logf("%v", err)
-		}
-		st = &Status{Key: d.m.Key, Line: d.m.Line, Source: spec.Source, Output: spec.Output, Digest: batch.Digest(spec), Submitted: d.m.Submitted}
-	}
+	st := d.status(ctx)
 	d.st = st
-	st.Worker, st.Delivery = o.Name, d.num
 	if d.num > o.MaxDeliveries {
 		why := fmt.Sprintf("gave up after %d deliveries (its workers died or it kept failing; last: %s)", o.MaxDeliveries, st.Note)
 		d.fail(ctx, &batch.Outcome{Line: st.Line, Source: st.Source, Output: st.Output, Status: batch.Failed, Error: why})
@@ -331,6 +331,21 @@ func (d *delivery) start(ctx context.Context) bool {
 	}
 	d.logf("started (delivery %d)", d.num)
 	return true
+}
+
+// status is the disk's status as the bucket holds it (a new one if none),
+// this delivery's.
+func (d *delivery) status(ctx context.Context) *Status {
+	spec := &d.spec
+	st, _, err := d.w.q.getStatus(ctx, d.m.Key)
+	if st == nil {
+		if err != nil {
+			d.logf("%v", err)
+		}
+		st = &Status{Key: d.m.Key, Line: d.m.Line, Source: image.Redact(spec.Source), Output: spec.Output, Digest: batch.Digest(spec), Submitted: d.m.Submitted}
+	}
+	st.Worker, st.Delivery = d.w.o.Name, d.num
+	return st
 }
 
 // run converts the disk through the batch layer while a heartbeat keeps
@@ -417,9 +432,7 @@ func (d *delivery) end(ctx context.Context) {
 		d.logf("handed back to the queue (the worker is stopping)")
 	case oc.Status == batch.Done || oc.Status == batch.Skipped:
 		st.State, st.Note, st.Outcome = Done, "", oc
-		if id, err := upload.IdentifySource(d.spec.Source); err == nil {
-			st.SourceID = &id
-		}
+		st.SourceID = oc.SourceID // as the run opened it
 		d.putFinal(ctx)
 		d.l.release(ctx)
 		if err := w.settle(ctx, func(ctx context.Context) error { return d.msg.DoubleAck(ctx) }); err != nil {

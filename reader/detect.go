@@ -48,7 +48,10 @@ func isVMDKSparse(head, _ []byte, _ int64) bool {
 
 // isVMDKDescriptor spots a text descriptor: "# Disk DescriptorFile" or a
 // createType line near the start of a small text file.
-func isVMDKDescriptor(head, _ []byte, size int64) bool {
+func isVMDKDescriptor(head, tail []byte, size int64) bool {
+	if isVMDKVersionLine(head, tail, size) {
+		return true
+	}
 	if size > 1<<20 {
 		return false
 	}
@@ -63,6 +66,58 @@ func isVMDKDescriptor(head, _ []byte, size int64) bool {
 		return true
 	}
 	return bytes.Contains(head[:n], []byte("createType=")) && bytes.Contains(head[:n], []byte("version="))
+}
+
+// probeSize is how much of a file qemu-img looks at to tell its format;
+// a shorter file reads as if padded with zeros.
+const probeSize = 512
+
+// isVMDKVersionLine is qemu's own test for a VMDK descriptor, whatever the
+// file's size: in its first 512 bytes, after comment lines and lines of
+// blanks, the first line is "version=1", "version=2" or "version=3".
+func isVMDKVersionLine(head, _ []byte, _ int64) bool {
+	b := make([]byte, probeSize)
+	copy(b, head)
+	for p := 0; p < len(b); {
+		switch b[p] {
+		case '#':
+			for p < len(b) && b[p] != '\n' {
+				p++
+			}
+			p++
+			continue
+		case ' ':
+			for p < len(b) && b[p] == ' ' {
+				p++
+			}
+			if p < len(b) && b[p] == '\r' {
+				p++
+			}
+			if p == len(b) || b[p] != '\n' {
+				return false
+			}
+			p++
+			continue
+		}
+		rest := b[p:]
+		for _, v := range []string{"version=1", "version=2", "version=3"} {
+			if bytes.HasPrefix(rest, []byte(v+"\n")) || bytes.HasPrefix(rest, []byte(v+"\r\n")) {
+				return true
+			}
+		}
+		return false
+	}
+	return false
+}
+
+// cloopMagic starts every cloop V2.0 image (qemu's cloop driver).
+const cloopMagic = "#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n"
+
+// isDMG spots the UDIF trailer of an Apple disk image: "koly" at the start
+// of the last 512 bytes. (qemu-img tells a DMG by its name, *.dmg, and then
+// looks for the same trailer.)
+func isDMG(_, tail []byte, _ int64) bool {
+	return at(tail, 0, "koly")
 }
 
 func isVHD(head, tail []byte, _ int64) bool {

@@ -31,7 +31,12 @@ type Options = image.Options
 type opener func(src image.Source, opts *image.Options) (image.Image, error)
 
 // probes lists the formats in the order Open tries them. RAW, which matches
-// anything, is not in the list: it comes last.
+// anything, is not in the list: it comes last. Every format qemu-img 7.2
+// probes for is here (bochs, cloop, dmg, luks, parallels, qcow, qcow2,
+// qed, vdi, vhdx, vmdk, vpc; vvfat has no probe, it reads a folder): a file
+// qemu-img would read as one of them is read as it, or refused naming it,
+// never read as RAW. Most probes are wider than qemu's (a magic alone, any
+// version): when in doubt, a file is refused rather than read as RAW.
 func probes() []probe {
 	return []probe{
 		{name: "QCOW2", sig: `"QFI\\xfb" at offset 0`, detect: isQCOW(2), open: func(s image.Source, o *image.Options) (image.Image, error) { return qcow2.Open(s, o) }},
@@ -42,9 +47,13 @@ func probes() []probe {
 		{name: "VHDX", sig: `"vhdxfile" at offset 0`, detect: magic("vhdxfile"), open: func(s image.Source, o *image.Options) (image.Image, error) { return vhdx.Open(s, o) }},
 		{name: "VHD", sig: `"conectix" at the start or in the last sector`, detect: isVHD, open: func(s image.Source, o *image.Options) (image.Image, error) { return vhd.Open(s, o) }},
 		{name: "VDI", sig: "the VDI banner or signature 0xbeda107f at offset 0x40", detect: isVDI, open: func(s image.Source, o *image.Options) (image.Image, error) { return vdi.Open(s, o) }},
-		{name: "Parallels", sig: `"WithoutFreeSpace" at offset 0`, detect: isParallels, hint: "convert it with qemu-img to qcow2 first"},
+		{name: "Parallels", sig: `"WithoutFreeSpace" or "WithouFreSpacExt" at offset 0`, detect: isParallels, hint: "convert it with qemu-img to qcow2 first"},
+		{name: "Bochs", sig: `"Bochs Virtual HD Image" at offset 0`, detect: magic("Bochs Virtual HD Image\x00"), hint: "convert it with qemu-img to qcow2 first"},
+		{name: "cloop", sig: "the cloop V2.0 shell header at offset 0", detect: magic(cloopMagic), hint: "convert it with qemu-img to qcow2 first"},
+		{name: "LUKS", sig: `"LUKS\xba\xbe" at offset 0`, detect: magic("LUKS\xba\xbe"), hint: "an encrypted volume: decrypt it first (qemu-img convert with its key secret, or cryptsetup open and read the mapped device)"},
 		{name: "ISO 9660", sig: `"CD001" at offset 0x8001`, detect: isISO, hint: "an installer or CD image is not a system disk: install the system onto a disk and import that disk"},
 		{name: "OVA/tar", sig: "a tar header", detect: isTar, open: func(s image.Source, o *image.Options) (image.Image, error) { return ova.Open(s, o, Detect) }},
+		{name: "DMG", sig: `a "koly" trailer in the last 512 bytes`, detect: isDMG, hint: "convert it with qemu-img to qcow2 first"},
 		{name: "gzip-compressed", detect: magic("\x1f\x8b"), hint: "decompress it first (gunzip -k)"},
 		{name: "xz-compressed", detect: magic("\xfd7zXZ\x00"), hint: "decompress it first (xz -dk)"},
 		{name: "zstd-compressed", detect: magic("\x28\xb5\x2f\xfd"), hint: "decompress it first (zstd -d)"},

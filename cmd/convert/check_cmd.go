@@ -20,16 +20,20 @@ const (
 const checkLong = `Checks a disk image against the cloud's import rules, offline, from the
 disk's bytes: image format and size, partition table and boot (MBR with
 boot code and one active partition; no GPT, no EFI system partition), file
-systems (ext3/ext4/xfs or NTFS; no LVM, LUKS, btrfs, md RAID; at most 98%
-used), and inside a Linux root file system: /etc/fstab, 70-persistent-net
-udev rules, cloud-init and qemu-guest-agent, virtio drivers, SELinux, sshd,
-DHCP, the cloud's agent, 64-bit, and the OS name and version for the
-ImportImage request. convert runs the same check before writing (--check).
+systems (ext3/ext4/xfs or NTFS; no LVM, LUKS, btrfs, md RAID, BitLocker;
+at most 98% used; NTFS not dirty), and inside a Linux root file system:
+/etc/fstab, 70-persistent-net udev rules, cloud-init and qemu-guest-agent,
+virtio drivers, SELinux, sshd, DHCP, the cloud's agent, 64-bit; inside a
+Windows system (its registry hives, read offline): the version, 64-bit, a
+virtio storage driver that loads at boot, qemu-ga and cloudbase-init, the
+cloud's agent, the firewall (Group Policy included), RDP on 3389, DHCP,
+IPv6, hibernation; and the OS name and version for the ImportImage
+request. convert runs the same check before writing (--check).
 
 Every finding has a rule id, a severity (error: the import fails or the
 instance does not boot; warning: it may not work well; info: worth
 knowing, or not checkable offline), a message saying how to fix it, and its
-evidence (partition, file, disk offset).`
+evidence (partition, file, registry key and value, disk offset).`
 
 const checkExitCodes = `Exit codes:
   0    pass: no errors, no warnings

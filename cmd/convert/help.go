@@ -26,6 +26,7 @@ const (
 	groupPerf    = "Performance"
 	groupBatch   = "Batch"
 	groupQueue   = "Queue (many nodes)"
+	groupTrust   = "What a message may make this worker do"
 	groupDisplay = "Display"
 )
 

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+
+	"vmimport/internal/safetext"
 )
 
 func main() {
@@ -23,7 +25,7 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	code := exitCode(ctx, err)
 	if err != nil && code != exitOK {
-		fmt.Fprintf(os.Stderr, "convert: %s\n", message(ctx, code, err))
+		fmt.Fprintf(os.Stderr, "convert: %s\n", safetext.Escape(message(ctx, code, err)))
 	}
 	os.Exit(code)
 }

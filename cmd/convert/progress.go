@@ -87,7 +87,7 @@ func (b *bars) redraw() {
 
 // printf writes a line above the bars.
 func (b *bars) printf(format string, args ...any) {
-	line := fmt.Sprintf(format, args...)
+	line := safeLines(fmt.Sprintf(format, args...))
 	if b.p != nil {
 		if _, err := io.WriteString(b.p, line); err == nil {
 			return

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"vmimport/batch"
+	"vmimport/internal/safetext"
 	"vmimport/internal/units"
 	"vmimport/queue"
 )
@@ -26,7 +27,7 @@ type queueOptions struct {
 }
 
 func (q *queueOptions) register(fs *pflag.FlagSet) {
-	fs.StringVar(&q.url, "queue", "", "the NATS server of the work queue, nats://HOST:PORT (several, comma-separated, for a cluster; NATS_CREDS may name a credentials file)")
+	fs.StringVar(&q.url, "queue", "", "the NATS server of the work queue, nats://HOST:PORT or tls://HOST:PORT (several, comma-separated, for a cluster); credentials from NATS_CREDS, NATS_NKEY, or NATS_USER and NATS_PASSWORD; TLS from NATS_CA, NATS_CERT and NATS_KEY")
 	fs.StringVar(&q.name, "queue-name", queue.DefaultName, "name of the queue: its stream and key-value bucket on the server")
 	fs.IntVar(&q.replicas, "queue-replicas", 1, "copies of the stream and the bucket when this command creates them (3 on a NATS cluster)")
 }
@@ -223,6 +224,6 @@ func runBatchStatus(ctx context.Context, qo *queueOptions, asJSON bool, stdout, 
 // stderrLog writes a worker's lines with the time.
 func stderrLog(w io.Writer) func(string) {
 	return func(line string) {
-		fmt.Fprintf(w, "%s %s\n", time.Now().Format("2006-01-02T15:04:05.000"), line)
+		fmt.Fprintf(w, "%s %s\n", time.Now().Format("2006-01-02T15:04:05.000"), safetext.Escape(line))
 	}
 }

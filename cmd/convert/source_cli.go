@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -21,10 +22,11 @@ type sourceOptions struct {
 	profile   string
 	pathStyle bool
 	retries   int
+	minRate   string
 }
 
 // sourceFlags are the names of the flags above.
-var sourceFlags = []string{"source-header", "source-endpoint", "source-region", "source-profile", "source-path-style", "source-retries"}
+var sourceFlags = []string{"source-header", "source-endpoint", "source-region", "source-profile", "source-path-style", "source-retries", "source-min-rate"}
 
 func (so *sourceOptions) register(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&so.headers, "source-header", nil, "extra HTTP header for an http(s):// source, 'Name: value', or @FILE of such lines, kept out of ps (repeatable; sent to the source's host only; never recorded or printed)")
@@ -33,6 +35,27 @@ func (so *sourceOptions) register(fs *pflag.FlagSet) {
 	fs.StringVar(&so.profile, "source-profile", "", "AWS profile for the credentials of an s3:// source (default: --profile, AWS_PROFILE)")
 	fs.BoolVar(&so.pathStyle, "source-path-style", false, "address an s3:// source's bucket in the path (default: --path-style)")
 	fs.IntVar(&so.retries, "source-retries", job.DefaultSourceRetries, "retries of one range of a remote source after a dropped connection, a short body or a 5xx, with backoff (0..100)")
+	fs.StringVar(&so.minRate, "source-min-rate", "64K/60s", "a range of a remote source that brings less than this `RATE` (bytes a second, over a window: 64K/60s) is dropped and retried as a stall; 0: no minimum")
+}
+
+// parseMinRate reads RATE[/WINDOW]: 64K/60s, 1M, 0 (none: -1).
+func parseMinRate(v string) (int64, time.Duration, error) {
+	bad := fmt.Errorf("--source-min-rate %s: give RATE[/WINDOW], such as 64K/60s (0: no minimum)", v)
+	rate, win, hasWin := strings.Cut(strings.TrimSpace(v), "/")
+	n, err := units.Parse(rate)
+	if err != nil || n < 0 {
+		return 0, 0, bad
+	}
+	var d time.Duration
+	if hasWin {
+		if d, err = time.ParseDuration(win); err != nil || d < time.Second {
+			return 0, 0, bad
+		}
+	}
+	if n == 0 {
+		return -1, 0, nil
+	}
+	return n, d, nil
 }
 
 // headerLines returns the --source-header values, with @FILE read: one
@@ -101,6 +124,12 @@ func (so *sourceOptions) spec(fs *pflag.FlagSet, s *job.Spec, given func(*pflag.
 	}
 	if s.Remote.Retries = so.retries; so.retries == 0 {
 		s.Remote.Retries = -1 // none
+	}
+	if so.minRate != "" {
+		var err error
+		if s.Remote.MinRate, s.Remote.RateWindow, err = parseMinRate(so.minRate); err != nil {
+			return err
+		}
 	}
 	if !fs.Changed("workers") {
 		s.Workers = 0 // the job's default for a remote source: more reads in flight

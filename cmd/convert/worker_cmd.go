@@ -34,6 +34,8 @@ Credentials and endpoints come from the worker's own environment (the AWS
 chain, JDCLOUD_ACCESS_KEY_ID, ...); sources and file outputs are read and
 written at the paths the manifest gave (shared storage).
 
+` + limitsHelp + `
+
 SIGTERM or SIGINT: no new disk; the running ones get --drain-timeout to
 finish, the others go back to the queue (their uploads kept for the next
 worker); exit 0.`
@@ -42,6 +44,7 @@ func newWorkerCmd() *cobra.Command {
 	var qo queueOptions
 	var memory string
 	var o queue.WorkerOptions
+	var lf limitFlags
 	c := &cobra.Command{
 		Use:     "worker --queue nats://HOST:PORT",
 		Short:   "convert disks from a work queue, on this node",
@@ -50,6 +53,7 @@ func newWorkerCmd() *cobra.Command {
 		Args:    exactArgs(0, "worker takes no arguments"),
 		RunE: func(c *cobra.Command, args []string) error {
 			o.Log = stderrLog(c.ErrOrStderr())
+			o.Limits = lf.limits()
 			return runWorker(c.Context(), &qo, memory, o)
 		},
 	}
@@ -65,6 +69,7 @@ func newWorkerCmd() *cobra.Command {
 		fs.DurationVar(&o.DrainTimeout, "drain-timeout", queue.DefaultDrainTimeout, "on SIGTERM, how long the running disks may go on before they go back to the queue")
 		fs.StringVar(&o.Name, "name", "", "this worker's name in statuses and leases (default HOST-PID)")
 	})
+	flagGroup(fs, groupTrust, func() { lf.register(fs) })
 	return c
 }
 

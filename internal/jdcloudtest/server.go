@@ -64,6 +64,7 @@ type Server struct {
 	nonces   map[string]bool
 	faults   []Fault
 	failTask func(Import) string
+	spell    func(status string) string
 }
 
 // Import is one ImportImage request the server accepted.
@@ -178,6 +179,15 @@ func (s *Server) Inject(f Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.faults = append(s.faults, f)
+}
+
+// SpellStatus makes DescribeImageTasks answer fn(status) for a task's
+// status (pending, running, finished, failed): another case, another
+// word, a word the client does not know. nil: the API's own words.
+func (s *Server) SpellStatus(fn func(status string) string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.spell = fn
 }
 
 // FailTasks makes the tasks of the next imports fail: fn returns the
@@ -452,6 +462,9 @@ func (s *Server) imageTasks(r *http.Request, rid string, answer func(int, any), 
 		}
 		if t.status == "failed" {
 			e["errorInfo"] = t.failWith
+		}
+		if s.spell != nil {
+			e["taskStatus"] = s.spell(t.status)
 		}
 		set = append(set, e)
 	}

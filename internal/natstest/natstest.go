@@ -27,9 +27,10 @@ type Server struct {
 	Port int
 	// Dir holds JetStream's file storage: a restart on the same Dir finds
 	// the streams and buckets again.
-	Dir string
-	bin string
-	cmd *exec.Cmd
+	Dir  string
+	bin  string
+	args []string
+	cmd  *exec.Cmd
 	// exited is closed when cmd has exited.
 	exited chan struct{}
 	log    string
@@ -102,6 +103,13 @@ func isExec(p string) bool {
 // the test skips, or fails under CI=true.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return StartArgs(t)
+}
+
+// StartArgs is Start with more command-line arguments for the server
+// (--user and --pass, --tls with --tlscert and --tlskey, ...).
+func StartArgs(t testing.TB, args ...string) *Server {
+	t.Helper()
 	bin, err := Binary()
 	if err != nil {
 		if os.Getenv("CI") != "" {
@@ -109,7 +117,7 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skipf("no nats-server: %v", err)
 	}
-	s := &Server{bin: bin, Dir: t.TempDir()}
+	s := &Server{bin: bin, Dir: t.TempDir(), args: args}
 	s.log = filepath.Join(s.Dir, "nats-server.log")
 	var lastErr error
 	for range 5 {
@@ -134,8 +142,8 @@ func (s *Server) start() error {
 		return err
 	}
 	defer log.Close()
-	cmd := exec.Command(s.bin, "-a", "127.0.0.1", "-p", fmt.Sprint(s.Port), "-js", "-sd", filepath.Join(s.Dir, "js"),
-		"--server_name", "test")
+	cmd := exec.Command(s.bin, append([]string{"-a", "127.0.0.1", "-p", fmt.Sprint(s.Port), "-js", "-sd", filepath.Join(s.Dir, "js"),
+		"--server_name", "test"}, s.args...)...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		return err

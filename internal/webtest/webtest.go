@@ -52,6 +52,11 @@ type Server struct {
 	// Before, if set, runs before each request is served (to change the
 	// file mid-read).
 	Before func(r *http.Request)
+	// Redirect, if set, names the URL a request is redirected to (302
+	// Found); "" serves it.
+	Redirect func(r *http.Request) string
+	// Trickle, if set, sends ranged bodies one byte every Trickle.
+	Trickle time.Duration
 
 	seenMu sync.Mutex
 	seen   []http.Header
@@ -79,6 +84,7 @@ func (s *Server) Clear() {
 	s.Set(func(s *Server) {
 		s.CutEvery, s.FailEvery, s.StallEvery, s.Stall = 0, 0, 0, 0
 		s.NoRanges, s.Status, s.NoETag, s.Need, s.Before = false, 0, false, "", nil
+		s.Redirect, s.Trickle = nil, 0
 	})
 }
 
@@ -103,9 +109,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.seenMu.Unlock()
 	s.mu.Lock()
 	cut, fail, stallEvery, stall, noRanges, status, noETag, need, before := s.CutEvery, s.FailEvery, s.StallEvery, s.Stall, s.NoRanges, s.Status, s.NoETag, s.Need, s.Before
+	redirect, trickle := s.Redirect, s.Trickle
 	s.mu.Unlock()
 	if before != nil {
 		before(r)
+	}
+	if redirect != nil {
+		if to := redirect(r); to != "" {
+			http.Redirect(w, r, to, http.StatusFound)
+			return
+		}
 	}
 	if need != "" {
 		k, v, _ := strings.Cut(need, ":")
@@ -128,7 +141,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("ETag", fmt.Sprintf(`"%x-%x"`, fi.ModTime().UnixNano(), fi.Size()))
 		}
 	}
-	cw := &countingWriter{ResponseWriter: w, s: s, limit: -1}
+	cw := &countingWriter{ResponseWriter: w, s: s, limit: -1, ctx: r}
+	if r.Header.Get("Range") != "" {
+		cw.trickle = trickle
+	}
 	if r.Header.Get("Range") != "" {
 		if noRanges {
 			r.Header.Del("Range")
@@ -153,6 +169,8 @@ type countingWriter struct {
 	limit   int64 // -1: no cut
 	stall   time.Duration
 	written int64
+	trickle time.Duration
+	ctx     *http.Request
 }
 
 func (c *countingWriter) WriteHeader(code int) {
@@ -165,6 +183,26 @@ func (c *countingWriter) WriteHeader(code int) {
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
+	if c.trickle > 0 {
+		// A byte at a time, flushed: a server that never stalls long
+		// enough for an idle timer, and never gets anywhere.
+		for i := range p {
+			select {
+			case <-c.ctx.Context().Done():
+				return i, c.ctx.Context().Err()
+			case <-time.After(c.trickle):
+			}
+			if _, err := c.ResponseWriter.Write(p[i : i+1]); err != nil {
+				return i, err
+			}
+			c.written++
+			c.s.Served.Add(1)
+			if f, ok := c.ResponseWriter.(http.Flusher); ok {
+				f.Flush()
+			}
+		}
+		return len(p), nil
+	}
 	if c.limit >= 0 && c.written+int64(len(p)) > c.limit {
 		k := c.limit - c.written
 		n, _ := c.ResponseWriter.Write(p[:k])

@@ -138,6 +138,34 @@ func resolveURL(base *url.URL, folder, name string, opts *Options, imagePath str
 	return "", fmt.Errorf("%w: %q named by %s resolves to %s, %s (allow it with --allow-path URL-PREFIX)", ErrNotAllowed, name, imagePath, formatURL(&target), where)
 }
 
+// URLAllowed tells whether the http(s) or s3 URL u lies under one of the
+// URL prefixes of allow (the folders there are ignored): the same origin,
+// and a clean path under the prefix's folder.
+func URLAllowed(u string, allow []string) bool {
+	tu, err := parseURL(u)
+	if err != nil || tu.Host == "" {
+		return false
+	}
+	target := url.URL{Scheme: strings.ToLower(tu.Scheme), Host: strings.ToLower(tu.Host), Path: cleanURLPath(tu.Path)}
+	for _, a := range allow {
+		if !IsURL(a) {
+			continue
+		}
+		au, err := parseURL(a)
+		if err != nil {
+			continue
+		}
+		dir := cleanURLPath(au.Path)
+		if !strings.HasSuffix(dir, "/") {
+			dir += "/"
+		}
+		if sameOrigin(au, &target) && within(dir, target.Path) {
+			return true
+		}
+	}
+	return false
+}
+
 // cleanURLPath cleans p like path.Clean, keeping a trailing slash.
 func cleanURLPath(p string) string {
 	c := path.Clean("/" + p)
@@ -157,10 +185,14 @@ func within(folder, p string) bool {
 	return strings.HasPrefix(p, folder) && len(p) > len(folder)
 }
 
-// Redact returns a URL as it may be shown: the password of its user info
-// and the values of query parameters that look like credentials
-// (signatures, tokens, keys) are replaced by REDACTED. Anything that is
-// not a URL is returned as it is.
+// Redact returns a URL as it may be shown: the password of its user info,
+// and the value of every query parameter but the few known to be harmless
+// (a signature's algorithm, date and expiry, an Azure SAS's fields but its
+// sig, a version id, ...), replaced by REDACTED; a parameter without a
+// value (which may be a token itself) becomes REDACTED whole; a fragment
+// too. A URL's query carries credentials too often (sig, token, pwd, t,
+// code, ...) to tell them by name. Anything that is not a URL is returned
+// as it is.
 func Redact(s string) string {
 	if !IsURL(s) {
 		return s
@@ -177,25 +209,42 @@ func Redact(s string) string {
 		}
 	}
 	if u.RawQuery != "" {
-		q := u.Query()
-		for k := range q {
-			if secretParam(k) {
-				q[k] = []string{"REDACTED"}
+		var parts []string
+		for _, p := range strings.Split(u.RawQuery, "&") {
+			if p == "" {
+				continue
+			}
+			k, _, hasValue := strings.Cut(p, "=")
+			name, err := url.QueryUnescape(k)
+			switch {
+			case err != nil || !hasValue && !harmlessParam(name):
+				parts = append(parts, "REDACTED")
+			case harmlessParam(name):
+				parts = append(parts, p)
+			default:
+				parts = append(parts, k+"=REDACTED")
 			}
 		}
-		u.RawQuery = q.Encode()
+		u.RawQuery = strings.Join(parts, "&")
+	}
+	if u.Fragment != "" || u.RawFragment != "" {
+		u.Fragment, u.RawFragment = "REDACTED", ""
 	}
 	return u.String()
 }
 
-// secretParam tells query parameters that carry credentials: AWS and
-// Google signatures and credentials, Azure SAS signatures, tokens, keys.
-func secretParam(k string) bool {
-	k = strings.ToLower(k)
-	for _, w := range []string{"sig", "token", "key", "cred", "pass", "secret", "auth", "session", "security"} {
-		if strings.Contains(k, w) {
-			return true
-		}
+// harmlessParam tells the query parameters whose values are no secret:
+// the parts of an AWS or Google signature but the signature and the
+// credential, an Azure SAS's fields but its sig, an object's version, the
+// response overrides of a presigned GET.
+func harmlessParam(k string) bool {
+	switch strings.ToLower(k) {
+	case "x-amz-algorithm", "x-amz-date", "x-amz-expires", "x-amz-signedheaders",
+		"x-goog-algorithm", "x-goog-date", "x-goog-expires", "x-goog-signedheaders",
+		"expires", "sv", "ss", "srt", "sp", "se", "st", "spr", "sr", "versionid", "partnumber",
+		"response-content-type", "response-content-disposition", "response-content-language",
+		"response-content-encoding", "response-cache-control", "response-expires":
+		return true
 	}
 	return false
 }

@@ -70,9 +70,12 @@ func TestRedact(t *testing.T) {
 		{"https://u:secret@host/a.vmdk", "https://u:REDACTED@host/a.vmdk"},
 		{"https://u@host/a.vmdk", "https://u@host/a.vmdk"},
 		{"https://b.s3.example/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F1&X-Amz-Signature=abc&X-Amz-Security-Token=t",
-			"https://b.s3.example/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=REDACTED&X-Amz-Security-Token=REDACTED&X-Amz-Signature=REDACTED"},
-		{"https://acct.blob.example/c/d.vhd?sv=2020&sig=xyz", "https://acct.blob.example/c/d.vhd?sig=REDACTED&sv=2020"},
-		{"https://host/dl?id=5", "https://host/dl?id=5"},
+			"https://b.s3.example/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED&X-Amz-Security-Token=REDACTED"},
+		{"https://acct.blob.example/c/d.vhd?sv=2020&sig=xyz", "https://acct.blob.example/c/d.vhd?sv=2020&sig=REDACTED"},
+		// Every value but the known harmless ones: pwd, t, code, id, ...
+		{"https://host/dl?id=5&pwd=hunter2&t=abc&code=x1&versionId=7", "https://host/dl?id=REDACTED&pwd=REDACTED&t=REDACTED&code=REDACTED&versionId=7"},
+		{"https://host/dl?s3cr3tT0ken&a=1#frag", "https://host/dl?REDACTED&a=REDACTED#REDACTED"},
+		{"https://host/dl?%zz=1", "https://host/dl?REDACTED"},
 		{"/local/path", "/local/path"},
 		{"s3://bucket/key", "s3://bucket/key"},
 	}

@@ -11,8 +11,10 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"vmimport/internal/safetext"
 	"vmimport/reader/image"
 )
 
@@ -38,6 +40,7 @@ type httpObject struct {
 	shown  string // the URL for messages, credentials redacted
 	header http.Header
 	idle   time.Duration
+	pace   pace
 	id     Identity
 	// strong is the ETag to send with If-Match; "" without a strong one.
 	strong string
@@ -62,7 +65,7 @@ func (op *Opener) openHTTP(raw string, probe int64) (*httpObject, []byte, error)
 	}
 	u.Scheme = strings.ToLower(u.Scheme)
 	u.Fragment = ""
-	h := &httpObject{client: op.http, user: u.User, shown: image.Redact(raw), idle: op.o.IdleTimeout}
+	h := &httpObject{client: op.http, user: u.User, shown: image.Redact(raw), idle: op.o.IdleTimeout, pace: op.pace()}
 	u.User = nil
 	h.url = u
 	h.header = op.headersFor(u)
@@ -211,7 +214,7 @@ func (h *httpObject) fetch(ctx context.Context, dst [][]byte, off int64, c *coun
 // version describes the pinned version for messages.
 func (h *httpObject) version() string {
 	if h.id.ETag != "" {
-		return "ETag " + h.id.ETag
+		return "ETag " + safetext.Escape(h.id.ETag)
 	}
 	if h.lastMod != "" {
 		return "Last-Modified " + h.lastMod
@@ -223,10 +226,10 @@ func (h *httpObject) version() string {
 // servers that ignore If-Match and If-Unmodified-Since.
 func (h *httpObject) sameVersion(hd http.Header) error {
 	if et := hd.Get("ETag"); et != "" && h.id.ETag != "" && et != h.id.ETag {
-		return fmt.Errorf("%w: its ETag was %s, now %s", ErrChanged, h.id.ETag, et)
+		return fmt.Errorf("%w: its ETag was %s, now %s", ErrChanged, safetext.Escape(h.id.ETag), safetext.Escape(et))
 	}
 	if lm := hd.Get("Last-Modified"); lm != "" && h.lastMod != "" && lm != h.lastMod {
-		return fmt.Errorf("%w: it was last modified %s, now %s", ErrChanged, h.lastMod, lm)
+		return fmt.Errorf("%w: it was last modified %s, now %s", ErrChanged, safetext.Escape(h.lastMod), safetext.Escape(lm))
 	}
 	return nil
 }
@@ -269,16 +272,18 @@ func (h *httpObject) get(ctx context.Context, off, n int64, pinned bool) (*http.
 }
 
 // body fills the buffers of dst from the body, dropping the request when
-// nothing comes for the idle time-out.
+// nothing comes for the idle time-out, or too little for the pace.
 func (h *httpObject) body(r io.Reader, dst [][]byte, c *counters, cancel context.CancelFunc) error {
 	t := time.AfterFunc(h.idle, cancel)
 	defer t.Stop()
-	var got int64
+	var got atomic.Int64
+	slow := h.pace.watch(&got, total(dst), cancel)
+	defer slow.stop()
 	for i, p := range dst {
 		for done := 0; done < len(p); {
 			n, err := r.Read(p[done:])
 			done += n
-			got += int64(n)
+			got.Add(int64(n))
 			c.bytes.Add(int64(n))
 			if n > 0 {
 				t.Reset(h.idle)
@@ -287,10 +292,13 @@ func (h *httpObject) body(r io.Reader, dst [][]byte, c *counters, cancel context
 				if done == len(p) && i == len(dst)-1 {
 					return nil
 				}
+				if slow.fired() {
+					return transient{fmt.Errorf("the body came at less than %s over %s (%d of %d bytes): dropped as a stall", h.pace.rate(), h.pace.window, got.Load(), total(dst))}
+				}
 				if err == io.EOF {
 					err = io.ErrUnexpectedEOF
 				}
-				return transient{fmt.Errorf("the body ended after %d of %d bytes: %w", got, total(dst), err)}
+				return transient{fmt.Errorf("the body ended after %d of %d bytes: %w", got.Load(), total(dst), err)}
 			}
 		}
 	}
@@ -308,6 +316,10 @@ func total(dst [][]byte) int64 {
 // fail wraps an error of a request; network errors and short bodies are
 // transient.
 func (h *httpObject) fail(what string, status int, err error) error {
+	var re *RedirectError
+	if errors.As(err, &re) {
+		return &Error{URL: h.shown, What: what, Err: re} // final: a retry goes the same way
+	}
 	e := &Error{URL: h.shown, What: what, Status: status, Err: err}
 	if isTransient(err) {
 		return transient{e}

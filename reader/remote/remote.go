@@ -64,14 +64,21 @@ const (
 	DefaultMinBackoff  = 250 * time.Millisecond
 	DefaultMaxBackoff  = 15 * time.Second
 	DefaultIdleTimeout = 60 * time.Second
+	DefaultMinRate     = 64 << 10
+	DefaultRateWindow  = 60 * time.Second
 )
 
 // Options configure an Opener. The zero value means the defaults.
 type Options struct {
 	// Header holds extra HTTP headers ("Authorization", "Cookie", ...).
-	// They go only to the host of the first http(s) URL opened (the
-	// source the user named), never to another host an image names.
+	// They go only to the origin (scheme, host and port) of the first
+	// http(s) URL opened (the source the user named), never to another an
+	// image names or a server redirects to.
 	Header http.Header
+	// AllowPaths are the URL prefixes (and folders, ignored here) that
+	// files outside the source's origin may be read from: a redirect to
+	// another origin is followed only under one of them.
+	AllowPaths []string
 	// S3 returns the store of a bucket, for s3:// files: its calls made
 	// once each (this package retries a range itself). nil: s3:// is
 	// refused.
@@ -88,6 +95,13 @@ type Options struct {
 	// IdleTimeout drops a response that sends nothing for this long (the
 	// range is then retried).
 	IdleTimeout time.Duration
+	// MinRate and RateWindow drop a response whose body brings less than
+	// MinRate bytes a second over a RateWindow (or less than what is left
+	// of it): a source that trickles a byte every few seconds restarts the
+	// idle timer for ever, and is retried as a stall instead (default 64
+	// KiB/s over 60 s; a negative MinRate: no minimum).
+	MinRate    int64
+	RateWindow time.Duration
 	// ChunkSize is the most a small read fetches and the threshold of a
 	// large read (default 1 MiB); the cache holds at most CacheChunks x
 	// ChunkSize bytes (default 32) in pages of PageSize (default 64 KiB,
@@ -118,6 +132,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.MinRate == 0 {
+		o.MinRate = DefaultMinRate
+	}
+	if o.RateWindow <= 0 {
+		o.RateWindow = DefaultRateWindow
 	}
 	if o.ChunkSize <= 0 {
 		o.ChunkSize = DefaultChunkSize
@@ -236,7 +256,7 @@ type Opener struct {
 	c     counters
 
 	mu         sync.Mutex
-	headerHost string // the host Options.Header goes to
+	headerHost string // the origin Options.Header goes to
 	nextID     int
 	pinned     map[string]Identity // by URL as opened
 }
@@ -247,10 +267,14 @@ var _ image.Remote = (*Opener)(nil)
 // the reads in flight.
 func New(ctx context.Context, o Options) *Opener {
 	o = o.withDefaults()
-	op := &Opener{ctx: ctx, o: o, http: o.HTTPClient}
-	if op.http == nil {
-		op.http = newHTTPClient(o.IdleTimeout)
+	op := &Opener{ctx: ctx, o: o}
+	client := o.HTTPClient
+	if client == nil {
+		client = newHTTPClient(o.IdleTimeout)
 	}
+	c := *client // the caller's own client keeps its redirect policy
+	c.CheckRedirect = op.checkRedirect
+	op.http = &c
 	op.cache = newCache(o.PageSize, o.ChunkSize, int(max(1, o.ChunkSize*int64(o.CacheChunks)/o.PageSize)))
 	return op
 }
@@ -411,9 +435,9 @@ func (op *Opener) headersFor(u *url.URL) http.Header {
 	op.mu.Lock()
 	defer op.mu.Unlock()
 	if op.headerHost == "" {
-		op.headerHost = strings.ToLower(u.Scheme + "://" + u.Host)
+		op.headerHost = origin(u)
 	}
-	if strings.ToLower(u.Scheme+"://"+u.Host) != op.headerHost {
+	if origin(u) != op.headerHost {
 		return nil
 	}
 	return op.o.Header

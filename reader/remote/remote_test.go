@@ -260,7 +260,7 @@ func TestStatusRedacted(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 	msg := err.Error()
-	if strings.Contains(msg, "hunter2") || strings.Contains(msg, "deadbeef") || !strings.Contains(msg, "REDACTED") || !strings.Contains(msg, "id=3") || !strings.Contains(msg, "HTTP 403") {
+	if strings.Contains(msg, "hunter2") || strings.Contains(msg, "deadbeef") || !strings.Contains(msg, "REDACTED") || !strings.Contains(msg, "id=REDACTED") || !strings.Contains(msg, "HTTP 403") {
 		t.Errorf("message %q", msg)
 	}
 	if n := srv.Requests.Load(); n != 1 {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"vmimport/internal/objstore"
+	"vmimport/internal/safetext"
 )
 
 // s3Object is an object in an S3-compatible store.
@@ -18,6 +19,7 @@ type s3Object struct {
 	bucket, key string
 	shown       string
 	idle        time.Duration
+	pace        pace
 	id          Identity
 }
 
@@ -39,7 +41,7 @@ func (op *Opener) openS3(raw string) (*s3Object, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", raw, err)
 	}
-	o := &s3Object{api: api, bucket: bucket, key: key, shown: "s3://" + bucket + "/" + key, idle: op.o.IdleTimeout}
+	o := &s3Object{api: api, bucket: bucket, key: key, shown: "s3://" + bucket + "/" + key, idle: op.o.IdleTimeout, pace: op.pace()}
 	o.id.URL = o.shown
 	backoff := op.o.MinBackoff
 	for attempt := 1; ; attempt++ {
@@ -99,7 +101,7 @@ func (o *s3Object) fetch(ctx context.Context, dst [][]byte, off int64, c *counte
 	}
 	defer drain(body)
 	if r.ETag != "" && o.id.ETag != "" && objstore.Quote(r.ETag) != o.id.ETag {
-		return &Error{URL: o.shown, What: what, Err: fmt.Errorf("%w: its ETag was %s, now %s", ErrChanged, o.id.ETag, objstore.Quote(r.ETag))}
+		return &Error{URL: o.shown, What: what, Err: fmt.Errorf("%w: its ETag was %s, now %s", ErrChanged, safetext.Escape(o.id.ETag), safetext.Escape(objstore.Quote(r.ETag)))}
 	}
 	switch {
 	case r.Total >= 0 && r.Total != o.id.Size:
@@ -109,7 +111,7 @@ func (o *s3Object) fetch(ctx context.Context, dst [][]byte, off int64, c *counte
 	case r.Start != off || r.End != off+n-1:
 		return &Error{URL: o.shown, What: what, Err: fmt.Errorf("the store answered with bytes %d-%d", r.Start, r.End)}
 	}
-	h := &httpObject{idle: o.idle}
+	h := &httpObject{idle: o.idle, pace: o.pace}
 	t.Stop()
 	if err := h.body(body, dst, c, cancel); err != nil {
 		return transient{&Error{URL: o.shown, What: what, Err: err}}
@@ -129,7 +131,7 @@ func (o *s3Object) fail(what string, err error) error {
 	e.Err = refusal(short(err))
 	switch {
 	case s == http.StatusPreconditionFailed:
-		e.Err = fmt.Errorf("%w: its ETag is no longer %s", ErrChanged, o.id.ETag)
+		e.Err = fmt.Errorf("%w: its ETag is no longer %s", ErrChanged, safetext.Escape(o.id.ETag))
 	case s == http.StatusRequestedRangeNotSatisfiable:
 		e.Err = fmt.Errorf("%w: it is shorter than the %d bytes it had", ErrChanged, o.id.Size)
 	case objstore.Retryable(err):
@@ -147,7 +149,7 @@ func (o *s3Object) fail(what string, err error) error {
 // short is a store's error in one line: its code and message.
 func short(err error) string {
 	s, _, _ := strings.Cut(err.Error(), "\n")
-	return s
+	return safetext.Escape(s)
 }
 
 var _ io.Closer = (*File)(nil)

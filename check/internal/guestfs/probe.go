@@ -10,7 +10,7 @@ import (
 
 // Info is what a partition's superblock says.
 type Info struct {
-	Type  string // ext2, ext3, ext4, xfs, ntfs, vfat, exfat, swap, lvm2, luks, btrfs, md, iso9660; "" unknown
+	Type  string // ext2, ext3, ext4, xfs, ntfs, bitlocker, vfat, exfat, swap, lvm2, luks, btrfs, md, iso9660; "" unknown
 	UUID  string
 	Label string
 	// Used and Inodes are percentages; -1 when the superblock does not
@@ -89,6 +89,11 @@ func ProbeBytes(b []byte) Info {
 		if len(b) >= 0x10000+0x20+16 {
 			f.UUID = uuidString(b[0x10020:0x10030])
 		}
+		return f
+	}
+	if has(3, "-FVE-FS-") {
+		// A BitLocker volume: its boot sector replaces NTFS's OEM id.
+		f.Type, f.Magic = "bitlocker", 3
 		return f
 	}
 	if len(b) >= 512 && IsBootSector(b[:512]) {

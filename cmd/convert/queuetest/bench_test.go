@@ -49,7 +49,7 @@ func BenchmarkQueueVsLocal(b *testing.B) {
 	}
 	for i := range 3 {
 		name := fmt.Sprintf("w%d", i)
-		cmd := e.command("worker", "--queue", nats.URL, "--name", name, "--jobs", "1", "--memory", "256M")
+		cmd := e.command("worker", "--queue", nats.URL, "--name", name, "--jobs", "1", "--memory", "256M", "--allow-source", e.dir, "--allow-output", "s3://"+e.bucket+"/")
 		cmd.Env = append(srv.Env(e.home), "AWS_ENDPOINT_URL_S3="+srv.Endpoint)
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)

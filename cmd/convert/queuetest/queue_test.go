@@ -62,6 +62,12 @@ type env struct {
 	dir    string
 	// extra environment of every process (JDCLOUD_* keys, ...)
 	extra []string
+	// strict leaves the workers' limits to the test: without it, they may
+	// read and write anywhere on this machine and in the test's bucket.
+	strict bool
+	// queueURL, if set, is the queue's URL for the workers and the
+	// submitter (tls://...); else nats.URL.
+	queueURL string
 
 	mu      sync.Mutex
 	workers map[string]*workerProc
@@ -77,9 +83,17 @@ func newEnv(t *testing.T) *env {
 	if testing.Short() {
 		t.Skip("starts nats-server, versitygw and several convert processes")
 	}
+	return newEnvWith(t, natstest.Start(t))
+}
+
+// newEnvWith is newEnv on a server of the test's own.
+func newEnvWith(t *testing.T, nats *natstest.Server) *env {
+	if testing.Short() {
+		t.Skip("starts nats-server, versitygw and several convert processes")
+	}
 	testkit.Need(t, "qemu-img")
 	s3test.Need(t, srv)
-	e := &env{t: t, nats: natstest.Start(t), bucket: srv.Bucket(t), home: t.TempDir(), proxy: s3test.NewProxy(srv), dir: t.TempDir(), workers: map[string]*workerProc{}}
+	e := &env{t: t, nats: nats, bucket: srv.Bucket(t), home: t.TempDir(), proxy: s3test.NewProxy(srv), dir: t.TempDir(), workers: map[string]*workerProc{}}
 	t.Cleanup(e.proxy.Close)
 	t.Cleanup(e.stopWorkers)
 	return e
@@ -88,7 +102,19 @@ func newEnv(t *testing.T) *env {
 // environ is what every process gets: credentials, and the store's
 // endpoint from the environment (messages carry none).
 func (e *env) environ() []string {
-	return append(append(srv.Env(e.home), "AWS_ENDPOINT_URL_S3="+e.proxy.URL), e.extra...)
+	env := append(append(srv.Env(e.home), "AWS_ENDPOINT_URL_S3="+e.proxy.URL), e.extra...)
+	if !e.strict {
+		env = append(env, "CONVERT_ALLOW_SOURCE=/", "CONVERT_ALLOW_OUTPUT=/,s3://"+e.bucket+"/")
+	}
+	return env
+}
+
+// url is the queue's URL.
+func (e *env) url() string {
+	if e.queueURL != "" {
+		return e.queueURL
+	}
+	return e.nats.URL
 }
 
 func (e *env) command(args ...string) *exec.Cmd {
@@ -100,7 +126,7 @@ func (e *env) command(args ...string) *exec.Cmd {
 // worker starts a worker process named name.
 func (e *env) worker(name string, args ...string) {
 	e.t.Helper()
-	cmd := e.command(append([]string{"worker", "--queue", e.nats.URL, "--name", name, "--jobs", "1", "--memory", "256M"}, args...)...)
+	cmd := e.command(append([]string{"worker", "--queue", e.url(), "--name", name, "--jobs", "1", "--memory", "256M"}, args...)...)
 	p := &workerProc{cmd: cmd, log: filepath.Join(e.dir, "worker-"+name+".log"), done: make(chan struct{})}
 	f, err := os.Create(p.log)
 	if err != nil {
@@ -171,7 +197,7 @@ func (e *env) run(args ...string) result {
 
 // submit runs `convert batch MANIFEST --queue ... args` in the background.
 func (e *env) submit(manifest string, args ...string) func() result {
-	cmd := e.command(append([]string{"batch", manifest, "--queue", e.nats.URL, "--check", "off", "--progress", "never"}, args...)...)
+	cmd := e.command(append([]string{"batch", manifest, "--queue", e.url(), "--check", "off", "--progress", "never"}, args...)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {
@@ -569,7 +595,7 @@ func TestQueueImportWait(t *testing.T) {
 		jsonLine("source", abs, "output", "s3://"+e.bucket+"/good.qcow2", "output-format", "qcow2", "import", true, "image-name", "good"),
 		jsonLine("source", abs, "output", "s3://"+e.bucket+"/bad.qcow2", "output-format", "qcow2", "import", true, "image-name", "bad"),
 	})
-	e.extra = []string{"JDCLOUD_ACCESS_KEY_ID=" + api.AccessKey, "JDCLOUD_SECRET_ACCESS_KEY=" + api.SecretKey}
+	e.extra = []string{"JDCLOUD_ACCESS_KEY_ID=" + api.AccessKey, "JDCLOUD_SECRET_ACCESS_KEY=" + api.SecretKey, "CONVERT_ALLOW_ENDPOINT=" + api.URL}
 	e.worker("w", "--jobs", "2")
 	cmd := e.command("batch", manifest, "--queue", e.nats.URL, "--progress", "never", "--check", "warn", "--region", srv.Region,
 		"--jdcloud-api-endpoint", api.URL, "--poll-interval", "5ms", "--wait", "--json")
