@@ -51,6 +51,16 @@ type Options struct {
 	// for another run to resume (a queue worker hands a disk back); the
 	// caller aborts it once the disk failed for good.
 	KeepUploads bool
+	// Fence, if set, is asked by an upload before it does what others
+	// may take for done or share (job.Env.Fence): a queue worker renews
+	// its lease there.
+	Fence func(context.Context) error
+	// Clients are the store clients the disks share (one pacer per
+	// store); nil: Run makes its own, and closes them at its end.
+	Clients *job.Clients
+	// Budget, if set, is the memory budget (and buffer pool) of the run
+	// instead of one of Memory bytes.
+	Budget *job.Budget
 }
 
 // Defaults.
@@ -222,6 +232,9 @@ func Run(ctx context.Context, items []Item, o Options) ([]Outcome, Summary, erro
 	if o.Jobs == 0 {
 		o.Jobs = DefaultJobs
 	}
+	if o.Budget != nil {
+		o.Memory = o.Budget.Total()
+	}
 	if o.Memory == 0 {
 		o.Memory = DefaultMemory
 	}
@@ -235,7 +248,15 @@ func Run(ctx context.Context, items []Item, o Options) ([]Outcome, Summary, erro
 	if err := Validate(items); err != nil {
 		return nil, sum, err
 	}
-	b := &runner{o: o, items: items, budget: job.NewBudget(o.Memory), out: make([]Outcome, len(items))}
+	if o.Clients == nil {
+		o.Clients = job.NewClients()
+		defer o.Clients.Close()
+	}
+	budget := o.Budget
+	if budget == nil {
+		budget = job.NewBudget(o.Memory)
+	}
+	b := &runner{o: o, items: items, budget: budget, out: make([]Outcome, len(items))}
 	start := time.Now()
 	var g errgroup.Group // not WithContext: one disk's failure must not stop the others
 	slots := make(chan struct{}, o.Jobs)
@@ -328,7 +349,7 @@ func (b *runner) one(ctx context.Context, i int) {
 	// every disk has converted: a disk does not hold its slot for hours.
 	wait := spec.Import.Wait
 	spec.Import.Wait = false
-	res, err := job.Run(ctx, spec, job.Env{Budget: b.budget, State: b.o.UploadState, StateWhere: b.o.UploadStateWhere, Events: func(e job.Event) {
+	res, err := job.Run(ctx, spec, job.Env{Budget: b.budget, State: b.o.UploadState, StateWhere: b.o.UploadStateWhere, Fence: b.o.Fence, Clients: b.o.Clients, Events: func(e job.Event) {
 		b.emit(Event{Kind: DiskEvent, Index: i, Item: it, Job: e})
 	}})
 	oc.fill(res)
@@ -342,7 +363,7 @@ func (b *runner) one(ctx context.Context, i int) {
 		return
 	case err == nil:
 		oc.Status = Done
-	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+	case ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.Cause(ctx))):
 		oc.Status, oc.Err, oc.Error = Cancelled, err, "cancelled: the batch was interrupted; nothing was kept"
 	default:
 		oc.Status, oc.Err, oc.Error = Failed, err, err.Error()

@@ -19,8 +19,9 @@ type Disk struct {
 }
 
 // NewDisk prepares the disk it; budget (nil: none) bounds its memory with
-// the other disks of the caller. Of o, State, Events, UploadState and
-// KeepUploads apply; Events hears the disk as index 0.
+// the other disks of the caller. Of o, State, Events, UploadState,
+// KeepUploads, Fence and Clients apply (give Clients: the caller's disks
+// share them); Events hears the disk as index 0.
 func NewDisk(it Item, budget *job.Budget, o Options) *Disk {
 	return &Disk{r: &runner{o: o, items: []Item{it}, budget: budget, out: make([]Outcome, 1)}}
 }

@@ -55,11 +55,7 @@ func (b *runner) followGroup(ctx context.Context, spec *job.Spec, disks []*await
 		index[ids[n]] = a
 	}
 	is := spec.Import
-	c, err := spec.Upload.Store.Client(ctx, 2)
-	var api *job.API
-	if err == nil {
-		api, err = job.ConnectAPI(ctx, spec.Upload.Store, c, is, nil, false)
-	}
+	api, err := job.ConnectStoreAPI(ctx, b.o.Clients, spec.Upload.Store, is, nil)
 	var tasks []jdcloud.Task
 	start := time.Now()
 	if err == nil {

@@ -11,9 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
-
 	"vmimport/internal/ident"
 	"vmimport/internal/kv"
 	"vmimport/job"
@@ -46,14 +43,15 @@ type outputID struct {
 
 // book is the bookkeeping of one disk.
 type book struct {
-	store  kv.Store
-	key    string
-	spec   *job.Spec
-	digest string
+	store   kv.Store
+	clients *job.Clients
+	key     string
+	spec    *job.Spec
+	digest  string
 }
 
 func (b *runner) bookkeeping(it *Item) *book {
-	bk := &book{store: b.o.State, spec: &it.Spec}
+	bk := &book{store: b.o.State, clients: b.o.Clients, spec: &it.Spec}
 	if bk.store == nil {
 		return bk
 	}
@@ -151,17 +149,8 @@ func StillDone(ctx context.Context, store kv.Store, s *job.Spec) (bool, string) 
 // outputThere checks the output a record names is still the one made.
 func (bk *book) outputThere(ctx context.Context, rec *record) bool {
 	if strings.HasPrefix(rec.Output, "s3://") {
-		bucket, key, err := upload.ParseS3URL(rec.Output)
-		if err != nil {
-			return false
-		}
-		c, err := bk.spec.Upload.Store.Client(ctx, 2)
-		if err != nil {
-			return false
-		}
-		h, err := c.S3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
-		return err == nil && aws.ToInt64(h.ContentLength) == rec.OutputID.Size &&
-			strings.EqualFold(strings.Trim(aws.ToString(h.ETag), `"`), rec.OutputID.ETag)
+		size, etag, err := job.HeadObject(ctx, bk.clients, bk.spec.Upload.Store, rec.Output)
+		return err == nil && size == rec.OutputID.Size && strings.EqualFold(etag, strings.Trim(rec.OutputID.ETag, `"`))
 	}
 	fi, err := os.Stat(rec.Output)
 	return err == nil && fi.Mode().IsRegular() && fi.Size() == rec.OutputID.Size && fi.ModTime().Equal(rec.OutputID.MTime)

@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sync/semaphore"
 
+	"vmimport/internal/bufpool"
 	"vmimport/internal/units"
 	"vmimport/reader/remote"
 	"vmimport/upload"
@@ -15,19 +16,26 @@ import (
 // Budget is one bound on the memory of the jobs that run at once: the
 // blocks in flight and the upload part buffers of every running job
 // together. A job takes its share before it reads a block and gives it back
-// when it ends; while the budget is spent, the next job waits.
+// when it ends; while the budget is spent, the next job waits. The buffers
+// themselves come from the budget's pool, the process's one allocator of
+// large buffers, bounded by the same total: a job borrows them within its
+// share and gives them back, and the next job borrows them again.
 type Budget struct {
 	total int64
 	sem   *semaphore.Weighted
+	bufs  *bufpool.Pool
 }
 
 // NewBudget returns a budget of total bytes.
 func NewBudget(total int64) *Budget {
-	return &Budget{total: total, sem: semaphore.NewWeighted(total)}
+	return &Budget{total: total, sem: semaphore.NewWeighted(total), bufs: bufpool.New(total)}
 }
 
 // Total is the size of the budget in bytes.
 func (b *Budget) Total() int64 { return b.total }
+
+// Buffers is the pool the budget's jobs borrow their buffers from.
+func (b *Budget) Buffers() *bufpool.Pool { return b.bufs }
 
 func (b *Budget) acquire(ctx context.Context, n int64) error { return b.sem.Acquire(ctx, n) }
 func (b *Budget) release(n int64)                            { b.sem.Release(n) }
@@ -58,7 +66,7 @@ type plan struct {
 	memory      int64 // bytes, all of the above together
 }
 
-func (j *run) plan(virtual int64, qo qcow2.Options) (plan, error) {
+func (j *run) planFor(virtual int64, qo qcow2.Options) (plan, error) {
 	s := &j.s
 	p := plan{workers: s.Workers, qcow2: qo, outputMax: virtual, concurrency: s.Upload.Concurrency}
 	if s.Format == "qcow2" {

@@ -214,6 +214,15 @@ type ImportHooks struct {
 	// Notice receives lines for people: where the object stays after a
 	// failure, how to follow the task.
 	Notice func(string)
+	// Warning receives findings worth a user's attention (ImportObject's:
+	// a link signed with temporary credentials, an OS not known).
+	Warning func(string)
+}
+
+func (h ImportHooks) warn(s string) {
+	if h.Warning != nil {
+		h.Warning(s)
+	}
 }
 
 // Import calls ImportImage with body for object and, with is.Wait, follows

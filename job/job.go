@@ -11,23 +11,16 @@ package job
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
-	"runtime/debug"
-	"sync"
 	"time"
 
 	"vmimport/check"
 	"vmimport/internal/kv"
+	"vmimport/internal/objstore"
 	"vmimport/jdcloud"
-	"vmimport/reader"
 	"vmimport/reader/image"
-	"vmimport/reader/remote"
 	"vmimport/stream"
 	"vmimport/upload"
-	"vmimport/writer"
-	"vmimport/writer/qcow2"
 )
 
 // Env is what a job may use besides its Spec.
@@ -44,7 +37,18 @@ type Env struct {
 	// resumes the upload another began. StateWhere names it in messages.
 	State      kv.Store
 	StateWhere string
+	// Clients, if set, are the store clients of the process, shared by
+	// its jobs (one pacer per store); nil: the job makes its own.
+	Clients *Clients
+	// Fence, if set, is asked by an upload before it does what others
+	// may take for done or share: Complete, building the zero object,
+	// deleting an object it completed. An error (a queue worker's lost
+	// lease) stops the upload there.
+	Fence func(context.Context) error
 }
+
+// Stats count what the pass did, in bytes.
+type Stats = stream.Stats
 
 // Phase names a stretch of a job, for progress displays.
 type Phase string
@@ -136,6 +140,8 @@ type Result struct {
 	Remote *RemoteResult `json:"remote,omitempty"`
 	// Compression is what compression did to a QCOW2 output.
 	Compression *CompressionResult `json:"compression,omitempty"`
+	// StoreRetries counts the calls to the object store tried again.
+	StoreRetries int64 `json:"store_retries,omitempty"`
 	// SourceID is the source as it was opened: the version the output
 	// was made from (nil if the job did not get that far).
 	SourceID *upload.SourceID `json:"-"`
@@ -165,280 +171,14 @@ func Run(ctx context.Context, spec Spec, env Env) (*Result, error) {
 	if err := spec.Validate(); err != nil {
 		return res, err
 	}
-	j := &run{s: spec.withDefaults(), env: env, res: res, concurrencyChosen: spec.Upload.Concurrency != 0}
+	j := &run{s: spec.withDefaults(), env: env, res: res, concurrencyChosen: spec.Upload.Concurrency != 0, clients: env.Clients}
+	if j.clients == nil {
+		j.clients, j.ownClients = NewClients(), true
+	}
 	res.OutputFormat = j.s.Format
 	start := time.Now()
-	err := j.run(ctx)
+	// Every store call the job makes reports its retries (storeRetry).
+	err := j.run(objstore.WithTrace(ctx, &objstore.Trace{Retry: j.storeRetry}))
 	res.Seconds = time.Since(start).Seconds()
-	if j.held > 0 {
-		// The next job of the budget allocates its own buffers: give
-		// these (unreachable now that run returned) back to the system
-		// before the share is released, or the process holds both until
-		// the collector runs.
-		debug.FreeOSMemory()
-		env.Budget.release(j.held)
-	}
 	return res, err
-}
-
-// run is one job under way.
-type run struct {
-	s   Spec
-	env Env
-	res *Result
-	// concurrencyChosen: the spec gave the parts in flight; the plan
-	// keeps them.
-	concurrencyChosen bool
-	// held is the share of Env.Budget the job holds.
-	held int64
-	// open is the source as it was opened (identifyAtOpen).
-	open *atOpen
-
-	mu       sync.Mutex // serializes Events and guards warnings
-	lastProg time.Time
-
-	stepMu   sync.Mutex // guards the upload's step and its last report
-	step     upload.Step
-	lastStep time.Time
-}
-
-func (j *run) emit(e Event) {
-	if j.env.Events == nil {
-		return
-	}
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	j.env.Events(e)
-}
-
-func (j *run) phase(p Phase) { j.emit(Event{Kind: PhaseChanged, Phase: p}) }
-
-func (j *run) warn(msg string) {
-	j.mu.Lock()
-	j.res.Warnings = append(j.res.Warnings, msg)
-	j.mu.Unlock()
-	j.emit(Event{Kind: Warning, Message: msg})
-}
-
-func (j *run) notice(msg string) { j.emit(Event{Kind: Notice, Message: msg}) }
-
-func (j *run) progress(st stream.Stats) {
-	if now := time.Now(); st.Done == st.Size || now.Sub(j.lastProg) >= 100*time.Millisecond {
-		j.lastProg = now
-		j.emit(Event{Kind: Progress, Stats: st})
-	}
-}
-
-func (j *run) run(ctx context.Context) error {
-	s := &j.s
-	j.phase(Opening)
-	ro, err := s.RemoteOptions(j.warn)
-	if err != nil {
-		return &SpecError{err}
-	}
-	// Every file the image names may be a URL (under --allow-path rules),
-	// so the opener is there for local sources too; it costs nothing
-	// until a URL is opened.
-	op := remote.New(ctx, ro)
-	if s.IsRemote() {
-		j.res.Remote = &RemoteResult{}
-		defer func() { j.res.Remote.Fetched = op.Stats() }()
-	}
-	im, err := reader.Open(s.Source, reader.Options{
-		AllowBacking: s.AllowBacking, AllowPaths: s.AllowPaths, Disk: s.Disk, Warn: j.warn, Remote: op,
-	})
-	if err != nil {
-		return &InputError{err}
-	}
-	defer im.Close()
-	if s.IsRemote() {
-		j.res.Remote.Source, _ = op.Pinned(s.Source)
-	}
-	if err := j.identifyAtOpen(im, op); err != nil {
-		return &InputError{fmt.Errorf("%s: %w", s.shown(), err)}
-	}
-	if err := j.refuseSameFile(im); err != nil {
-		return err
-	}
-	info := im.Info()
-	j.res.Source = info
-	if err := CheckSourceFormat(s.SourceFormat, info); err != nil {
-		return &InputError{err}
-	}
-	j.emit(Event{Kind: Started, Info: &info})
-
-	if s.Shrink {
-		// The image is cut to the requested size once nothing but zeros
-		// is found beyond it; a size out of range is DiskSize's to report.
-		if gb := s.DiskSizeGB; gb >= check.MinDiskGB && gb <= check.MaxDiskGB && gb%check.StepDiskGB == 0 {
-			if im, err = check.Shrink(ctx, im, gb*check.GiB); err != nil {
-				return &InputError{fmt.Errorf("%s: %w", s.shown(), err)}
-			}
-		}
-	}
-	diskGB, err := check.DiskSize(im.Size(), s.DiskSizeGB)
-	if err != nil && s.DiskSizeGB != 0 {
-		err = fmt.Errorf("--system-disk-size-gb %d: %w", s.DiskSizeGB, err)
-	}
-	if err != nil {
-		if !s.Force {
-			return &InputError{fmt.Errorf("%s: %w (--force goes on anyway)", s.shown(), err)}
-		}
-		j.warn(fmt.Sprintf("%v; going on because of --force", err))
-	}
-	j.res.SystemDiskSizeGB = diskGB
-
-	var qo qcow2.Options
-	if s.Format == "qcow2" {
-		if qo, err = s.qcow2Options(im.Size()); err != nil {
-			return &SpecError{err}
-		}
-	}
-	plan, err := j.plan(im.Size(), qo)
-	if err != nil {
-		return err
-	}
-	if j.env.Budget != nil {
-		if err := j.fit(&plan); err != nil {
-			return err
-		}
-		j.phase(Waiting)
-		if err := j.env.Budget.acquire(ctx, plan.memory); err != nil {
-			return err
-		}
-		// Run gives it back once the buffers are back with the system.
-		j.held = plan.memory
-		j.res.Memory = plan.memory
-	}
-
-	// An upload checks its credentials and bucket (and, to import, the
-	// cloud's API) before the image's file systems are read; the check runs
-	// before the target opens, so that an upload stores its findings with
-	// the object.
-	var up *uploadStart
-	if s.Kind() == ToBucket {
-		j.phase(Preflight)
-		if up, err = j.preflight(ctx); err != nil {
-			return err
-		}
-		defer up.c.Close()
-	}
-	j.phase(Checking)
-	rep, forceImport, err := j.importCheck(ctx, im)
-	if err != nil {
-		return err
-	}
-	var target writer.Target
-	switch {
-	case up != nil:
-		target, err = j.startUpload(ctx, up, im, plan, diskGB, rep, forceImport)
-	case s.Kind() == ToStdout:
-		if j.env.Stdout == nil {
-			return &SpecError{errors.New("-o -: this runner has no standard output")}
-		}
-		target = writer.NewStream(j.env.Stdout)
-	default:
-		target, err = writer.CreateFile(s.Output)
-	}
-	if err != nil {
-		return err
-	}
-	if ut, ok := target.(*upload.Target); ok && ut.Completed() {
-		// An earlier run completed this upload and was stopped before its
-		// cleanup: the object is there as recorded; only the cleanup and
-		// the report are left, and the import if asked.
-		j.notice(fmt.Sprintf("%s: already uploaded by the run before, which stopped before its cleanup; cleaning up", j.res.Output))
-		j.phase(Finishing)
-		if err := ut.Commit(ctx, nil); err != nil {
-			return fmt.Errorf("finishing the completed upload to %s: %w", j.res.Output, err)
-		}
-		j.res.OutputBytes = ut.Size()
-		if r, ok := ut.Report().(*upload.Report); ok {
-			j.res.Upload = r
-		}
-		if up.api != nil && j.res.Upload != nil {
-			return j.doImport(ctx, up.api, rep)
-		}
-		return nil
-	}
-	fail := func(err error) error {
-		j.phase(Aborting)
-		// Abort with a fresh context: the run's may be cancelled already.
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		defer cancel()
-		if aerr := target.Abort(actx); aerr != nil {
-			j.warn(fmt.Sprintf("cleaning up: %v", aerr))
-		}
-		return err
-	}
-	var enc writer.Encoder = writer.NewRaw(target)
-	if s.Format == "qcow2" {
-		q, err := j.newQCOW2(target, qo)
-		if err != nil {
-			return fail(&SpecError{err})
-		}
-		enc = q
-		defer func() { j.res.Compression.fill(q.Compression()) }()
-	}
-
-	j.phase(Reading)
-	st, err := stream.Run(ctx, im, enc, stream.Options{
-		Workers: plan.workers, BlockSize: s.BlockSize, Window: plan.window, Progress: j.progress,
-	})
-	j.res.Stats = st
-	if err != nil {
-		return fail(j.streamError(err))
-	}
-	// A digest checked during the pass (an OVA's manifest) gives its
-	// verdict before anything is committed; nil for other formats.
-	j.phase(Verifying)
-	if err := image.Verify(im); err != nil {
-		return fail(&InputError{err})
-	}
-	if err := j.sourceUnchanged(); err != nil {
-		return fail(err)
-	}
-	if s.Rehearse {
-		j.res.OutputBytes = enc.Written()
-		return fail(nil)
-	}
-	j.phase(Finishing)
-	if err := enc.Finish(ctx); err != nil {
-		return fail(j.streamError(err))
-	}
-	j.res.OutputBytes = enc.Written()
-	if ut, ok := target.(*upload.Target); ok {
-		if r, ok := ut.Report().(*upload.Report); ok {
-			j.res.Upload = r
-		}
-	}
-	if up != nil && up.api != nil && j.res.Upload != nil {
-		return j.doImport(ctx, up.api, rep)
-	}
-	return nil
-}
-
-// doImport imports the uploaded object: ImportImage with the body the
-// upload's report holds, and with Wait a wait on the task.
-func (j *run) doImport(ctx context.Context, api *API, rep *check.Report) error {
-	r := j.res.Upload
-	im := j.s.Upload.Image
-	if (rep == nil || rep.OS.OSType == "") && im.OSType == "" && im.Platform == "" {
-		j.warn(OSHint(r.ImportImage))
-	}
-	res, err := api.Import(ctx, r.ImportImage, "s3://"+r.Bucket+"/"+r.Key, j.s.Import, ImportHooks{
-		Phase:  j.phase,
-		Task:   func(t jdcloud.Task) { j.emit(Event{Kind: ImportProgress, Task: &t}) },
-		Notice: j.notice,
-	})
-	j.res.Import = res
-	return err
-}
-
-// streamError gives a failed pass its context.
-func (j *run) streamError(err error) error {
-	if errors.Is(err, stream.ErrOptions) {
-		return &SpecError{err}
-	}
-	return fmt.Errorf("converting %s: %w", j.s.shown(), err)
 }

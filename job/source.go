@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"vmimport/internal/objstore"
 	"vmimport/reader/image"
 	"vmimport/reader/remote"
 	"vmimport/upload"
@@ -46,6 +47,10 @@ type RemoteSpec struct {
 // Remote default: blocks in flight for a remote source, whose reads wait
 // on the network rather than on a core.
 const DefaultRemoteWorkers = 8
+
+// DefaultSourceRetries is how many times a range of a remote source is
+// tried again (--source-retries).
+const DefaultSourceRetries = remote.DefaultRetries
 
 // IsRemote reports whether the source is a URL.
 func (s *Spec) IsRemote() bool { return image.IsURL(s.Source) }
@@ -151,9 +156,9 @@ func (r *RemoteSpec) store(s *Spec) Store {
 }
 
 // RemoteOptions are the reader options of the spec's remote sources;
-// warn, if set, hears the reader's findings. Workers sizes the S3 client's
-// connections.
-func (s *Spec) RemoteOptions(warn func(string)) (remote.Options, error) {
+// warn, if set, hears the reader's findings; clients give the store of an
+// s3:// source.
+func (s *Spec) RemoteOptions(warn func(string), clients *Clients) (remote.Options, error) {
 	o := remote.Options{Retries: s.Remote.Retries, Warn: warn, AllowPaths: s.AllowPaths, MinRate: s.Remote.MinRate, RateWindow: s.Remote.RateWindow}
 	for _, h := range s.Remote.Headers {
 		name, value, err := parseHeader(h)
@@ -166,9 +171,8 @@ func (s *Spec) RemoteOptions(warn func(string)) (remote.Options, error) {
 		o.Header.Add(name, value)
 	}
 	st := s.Remote.store(s)
-	conns := max(s.Workers, DefaultRemoteWorkers) + 4
-	o.S3 = func(ctx context.Context) (remote.S3API, error) {
-		c, err := st.Client(ctx, conns)
+	o.S3 = func(ctx context.Context, bucket string) (objstore.Store, error) {
+		c, err := clients.Get(ctx, st.config())
 		if err != nil {
 			return nil, err
 		}
@@ -176,7 +180,7 @@ func (s *Spec) RemoteOptions(warn func(string)) (remote.Options, error) {
 		if _, err := c.Credentials(ctx); err != nil {
 			return nil, err
 		}
-		return c.S3, nil
+		return c.BucketOnce(bucket), nil // the reader retries a range itself
 	}
 	return o, nil
 }
@@ -207,11 +211,14 @@ func IdentifySource(ctx context.Context, s *Spec) (upload.SourceID, error) {
 	}
 	spec := *s
 	spec.SplitSourceCredentials()
-	o, err := spec.RemoteOptions(nil)
+	clients := NewClients()
+	defer clients.Close()
+	o, err := spec.RemoteOptions(nil, clients)
 	if err != nil {
 		return upload.SourceID{}, err
 	}
 	op := remote.New(ctx, o)
+	defer op.Close()
 	id, err := op.Identify(spec.Source)
 	if err != nil {
 		return upload.SourceID{}, err

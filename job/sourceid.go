@@ -76,7 +76,7 @@ func (j *run) identifyAtOpen(im image.Image, op *remote.Opener) error {
 			a.id = upload.SourceID{Path: abs, Size: a.files[0].size, MTime: a.files[0].mtime.UTC(), Head: hex.EncodeToString(head.Sum(nil))}
 		}
 	}
-	j.open = a
+	j.opened = a
 	id := a.id
 	j.res.SourceID = &id
 	return nil
@@ -100,7 +100,7 @@ func sizeOf(f *os.File, fi os.FileInfo) int64 {
 // to its version already; without ETag or Last-Modified its size and first
 // MiB are checked again.
 func (j *run) sourceUnchanged() error {
-	a := j.open
+	a := j.opened
 	if a == nil {
 		return nil
 	}

@@ -7,20 +7,50 @@ import (
 	"strings"
 	"time"
 
-	"vmimport/check"
-	"vmimport/reader"
 	"vmimport/upload"
-	"vmimport/writer"
 )
 
-// Client connects to the store a spec names, with room for the parts in
-// flight. Credentials come from the standard AWS chain of the caller's
-// environment.
+// Client connects to the store a spec names, with room for conns
+// connections, for one use: close it after. (The jobs of a process share
+// theirs through Clients.) Credentials come from the standard AWS chain of
+// the caller's environment.
 func (st Store) Client(ctx context.Context, conns int) (*upload.Client, error) {
-	return upload.NewClient(ctx, upload.Config{
-		Endpoint: st.Endpoint, Region: st.Region, JDCloudRegion: st.JDCloudRegion, PathStyle: st.PathStyle,
-		Profile: st.Profile, Conns: conns,
-	})
+	c := st.config()
+	c.Conns = conns
+	return upload.NewClient(ctx, c)
+}
+
+// config is the client configuration of the store.
+func (st Store) config() upload.Config {
+	return upload.Config{Endpoint: st.Endpoint, Region: st.Region, JDCloudRegion: st.JDCloudRegion, PathStyle: st.PathStyle, Profile: st.Profile}
+}
+
+// Clients are the store clients of a process, shared by its jobs: one per
+// store, with one pacer each (upload.Clients). NewClients makes them;
+// Close them when done.
+type Clients = upload.Clients
+
+// NewClients returns the clients of a process.
+func NewClients() *Clients { return upload.NewClients(upload.Config{}) }
+
+// HeadObject tells the size and ETag of an object of the store st names,
+// s3://BUCKET/KEY, through clients (nil: a client of its own).
+func HeadObject(ctx context.Context, clients *Clients, st Store, object string) (size int64, etag string, err error) {
+	bucket, key, err := upload.ParseS3URL(object)
+	if err != nil {
+		return 0, "", err
+	}
+	var c *upload.Client
+	if clients != nil {
+		c, err = clients.Get(ctx, st.config())
+	} else if c, err = st.Client(ctx, 1); err == nil {
+		defer c.Close()
+	}
+	if err != nil {
+		return 0, "", err
+	}
+	o, err := c.Bucket(bucket).Head(ctx, key)
+	return o.Size, o.ETag, err
 }
 
 // Destination is the bucket and key of an s3:// output; a key that is
@@ -62,24 +92,24 @@ type uploadStart struct {
 	api         *API // nil without an import
 }
 
-// preflight connects to the store, checks the credentials and that the
+// connect connects to the store, checks the credentials and that the
 // bucket takes an upload (a probe upload, aborted), and with an import
 // connects to the cloud's API and checks it takes the credentials.
-func (j *run) preflight(ctx context.Context) (*uploadStart, error) {
+func (j *run) connect(ctx context.Context) (*uploadStart, error) {
 	s, u := &j.s, &j.s.Upload
 	bucket, key, err := s.Destination()
 	if err != nil {
 		return nil, &SpecError{err}
 	}
 	j.res.Output = "s3://" + bucket + "/" + key
-	c, err := u.Store.Client(ctx, u.Concurrency+4)
+	c, err := j.clients.Get(ctx, u.Store.config())
 	if err != nil {
 		return nil, err
 	}
+	up := &uploadStart{c: c, bucket: bucket, key: key}
 	if err := c.Preflight(ctx, bucket, key); err != nil {
 		return nil, err
 	}
-	up := &uploadStart{c: c, bucket: bucket, key: key}
 	if s.Import.Enabled {
 		if up.api, err = ConnectAPI(ctx, u.Store, c, s.Import, j.notice, true); err != nil {
 			return nil, err
@@ -90,8 +120,8 @@ func (j *run) preflight(ctx context.Context) (*uploadStart, error) {
 
 // startUpload creates the multipart upload (or adopts the one to resume),
 // with what the import needs stored as the object's metadata.
-func (j *run) startUpload(ctx context.Context, up *uploadStart, im reader.Image, plan plan, diskGB int64, rep *check.Report, forceImport bool) (writer.Target, error) {
-	s, u := &j.s, &j.s.Upload
+func (j *run) startUpload(ctx context.Context) (*upload.Target, error) {
+	s, u, up, plan := &j.s, &j.s.Upload, j.up, j.plan
 	var id upload.SourceID
 	var err error
 	if j.res.SourceID != nil {
@@ -104,11 +134,11 @@ func (j *run) startUpload(ctx context.Context, up *uploadStart, im reader.Image,
 	}
 	meta := upload.ImportMeta{
 		Architecture: u.Image.Architecture, OSType: u.Image.OSType, Platform: u.Image.Platform, OSVersion: u.Image.OSVersion,
-		DiskFormat: s.Format, SystemDiskSizeGB: diskGB, ImageName: u.Image.Name, Description: u.Image.Description,
+		DiskFormat: s.Format, SystemDiskSizeGB: j.diskGB, ImageName: u.Image.Name, Description: u.Image.Description,
 	}
-	j.fillImport(&meta, rep, forceImport)
+	j.fillImport(&meta, j.rep, j.forceImport)
 	stored := meta
-	if (rep == nil || rep.OS.OSType == "") && u.Image.Platform == "" {
+	if (j.rep == nil || j.rep.OS.OSType == "") && u.Image.Platform == "" {
 		stored.Platform = "" // not known: `convert import` warns, as an import here does
 	}
 	if stored.ImageName == "" {
@@ -122,8 +152,8 @@ func (j *run) startUpload(ctx context.Context, up *uploadStart, im reader.Image,
 		State:  state,
 		Bucket: up.bucket, Key: up.key, SizeHint: plan.outputMax, PartSize: plan.partSize, PartSizeChosen: u.PartSize != 0, Concurrency: plan.concurrency,
 		StateFile: u.StateFile, Resume: u.Resume, Keep: u.Keep, Source: id, Output: j.outputShape(plan), Verify: u.Verify,
-		PresignTTL: u.PresignTTL, Import: meta, Metadata: stored.ObjectMetadata(im.Size()), Preflighted: true,
-		Log: j.notice, Steps: j.uploadStep,
+		PresignTTL: u.PresignTTL, Import: meta, Metadata: stored.ObjectMetadata(j.im.Size()), Preflighted: true,
+		Log: j.notice, Steps: j.uploadStep, Fence: j.env.Fence, Buffers: j.buffers,
 	})
 }
 
@@ -139,10 +169,10 @@ func (j *run) uploadStep(p upload.StepProgress) {
 	if due {
 		j.lastStep = now
 	}
+	j.stepMu.Unlock()
 	if changed {
 		j.phase(Phase(p.Step))
 	}
-	j.stepMu.Unlock()
 	if due && p.Total > 0 {
 		j.emit(Event{Kind: PhaseProgress, Phase: Phase(p.Step), Done: p.Done, Total: p.Total})
 	}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"vmimport/internal/kv"
 )
 
 // A lease keeps two workers from writing one output at once. It is a key
@@ -31,6 +33,36 @@ type lease struct {
 	mu      sync.Mutex
 	rev     uint64
 	renewed time.Time // when the last renewal that succeeded was sent (local clock)
+	lost    bool      // taken over by another holder, or released
+}
+
+var _ kv.Guard = (*lease)(nil)
+
+// Hold calls write with the lease's key and revision, no renewal running
+// meanwhile: a write fenced by the lease (kv.Fenced) holds only while the
+// lease is still at that revision, which the server checks.
+func (l *lease) Hold(write func(key string, rev uint64) error) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lost {
+		return fmt.Errorf("%w: %s", kv.ErrFenced, l.key)
+	}
+	err := write(l.key, l.rev)
+	if errors.Is(err, kv.ErrFenced) {
+		l.lost = true
+	}
+	return err
+}
+
+// check renews the lease, as the last word before the holder does
+// something others may take for done (complete an upload, build what it
+// shares): an error wrapping kv.ErrFenced when it is another's now.
+func (l *lease) check(ctx context.Context) error {
+	err := l.renew(ctx)
+	if errors.Is(err, ErrLeaseLost) {
+		return fmt.Errorf("%w (%w)", kv.ErrFenced, err)
+	}
+	return err
 }
 
 // leaseValue is what a lease key holds.
@@ -121,11 +153,15 @@ func (q *Queue) serverNow(ctx context.Context, holder string) (time.Time, error)
 func (l *lease) renew(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.lost {
+		return fmt.Errorf("%w: %s", ErrLeaseLost, l.key)
+	}
 	sent := time.Now()
 	cctx, cancel := opCtx(ctx)
 	defer cancel()
 	rev, err := l.q.kv.Update(cctx, l.key, l.value, l.rev)
 	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		l.lost = true
 		return fmt.Errorf("%w: %s", ErrLeaseLost, l.key)
 	}
 	if err != nil {
@@ -147,6 +183,10 @@ func (l *lease) fenced() bool {
 func (l *lease) release(ctx context.Context) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.lost {
+		return
+	}
+	l.lost = true // no write is made under it from now on
 	cctx, cancel := opCtx(ctx)
 	defer cancel()
 	l.q.kv.Delete(cctx, l.key, jetstream.LastRevision(l.rev))

@@ -115,7 +115,7 @@ func Open(ctx context.Context, c Config) (*Queue, error) {
 	opts = append(opts, auth...)
 	nc, err := nats.Connect(c.URL, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrUnreachable, redact(c.URL), err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrUnreachable, redact(c.URL), err)
 	}
 	q.nc = nc
 	if err := q.setup(ctx, c.Replicas); err != nil {
@@ -147,7 +147,7 @@ func (q *Queue) setup(ctx context.Context, replicas int) error {
 		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
 			return fmt.Errorf("%w: %s has no JetStream: start nats-server with -js (and a storage folder, -sd DIR)", ErrUnreachable, q.url)
 		}
-		return fmt.Errorf("%w: %s: %v", ErrUnreachable, q.url, err)
+		return fmt.Errorf("%w: %s: %w", ErrUnreachable, q.url, err)
 	}
 	q.stream, err = js.Stream(ctx, q.name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -207,14 +207,11 @@ func (q *Queue) Reconnected() <-chan struct{} {
 	return q.reconnected
 }
 
-// Name is the queue's name.
-func (q *Queue) Name() string { return q.name }
-
 // Where names the queue in messages: its bucket and server.
 func (q *Queue) Where() string { return fmt.Sprintf("KV bucket %s at %s", q.name, q.url) }
 
 // Store is the queue's bucket as a kv.Store.
-func (q *Queue) Store() *Bucket { return &Bucket{kv: q.kv} }
+func (q *Queue) Store() *Bucket { return &Bucket{kv: q.kv, js: q.js} }
 
 // subject is the subject of a disk's message.
 func (q *Queue) subject(key string) string { return q.name + ".disk." + key }

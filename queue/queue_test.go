@@ -3,12 +3,14 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"vmimport/batch"
 	"vmimport/internal/kv"
+	"vmimport/internal/kv/kvtest"
 	"vmimport/internal/natstest"
 	"vmimport/job"
 )
@@ -23,33 +25,20 @@ func open(t *testing.T, srv *natstest.Server) *Queue {
 	return q
 }
 
-// TestBucketStore: the bucket is a kv.Store: get, put, delete, missing keys.
+// TestBucketStore: the bucket is a kv.Store, as the folder store is: the
+// same conformance suite (kvtest) against a real nats-server.
 func TestBucketStore(t *testing.T) {
 	srv := natstest.Start(t)
-	q := open(t, srv)
-	ctx := context.Background()
-	s := q.Store()
-	if _, err := s.Get(ctx, "upload-1"); !errors.Is(err, kv.ErrNotFound) {
-		t.Fatalf("missing key: %v", err)
-	}
-	if err := s.Put(ctx, "upload-1", []byte("one")); err != nil {
-		t.Fatal(err)
-	}
-	if b, err := s.Get(ctx, "upload-1"); err != nil || string(b) != "one" {
-		t.Fatalf("get: %q %v", b, err)
-	}
-	if err := s.Delete(ctx, "upload-1"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Get(ctx, "upload-1"); !errors.Is(err, kv.ErrNotFound) {
-		t.Fatalf("deleted key: %v", err)
-	}
-	if err := s.Delete(ctx, "never"); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Put(ctx, "a/b", nil); err == nil {
-		t.Fatal("a key with a slash was taken")
-	}
+	n := 0
+	kvtest.Run(t, func(t *testing.T) kv.Store {
+		n++
+		q, err := Open(context.Background(), Config{URL: srv.URL, Name: fmt.Sprintf("kv%d", n), Client: t.Name()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(q.Close)
+		return q.Store()
+	})
 }
 
 // TestLease: one holder at a time; a lease not renewed for its TTL (by the
@@ -72,13 +61,23 @@ func TestLease(t *testing.T) {
 	if _, _, err := q.acquire(ctx, "s3://b/other", "disk-2", "B", ttl); err != nil {
 		t.Fatalf("another output: %v", err)
 	}
-	time.Sleep(ttl + 100*time.Millisecond)
+	// B takes it over once the TTL has passed by the server's clock,
+	// waiting as long as each refusal says the lease has to live.
+	start := time.Now()
+	var b *lease
+	for {
+		var wait time.Duration
+		b, wait, err = q.acquire(ctx, "s3://b/k", "disk-1", "B", ttl)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrLeaseBusy) || time.Since(start) > 10*ttl {
+			t.Fatalf("B after the TTL: %v", err)
+		}
+		time.Sleep(wait)
+	}
 	if !a.fenced() {
 		t.Error("A is not fenced after a TTL without renewal")
-	}
-	b, _, err := q.acquire(ctx, "s3://b/k", "disk-1", "B", ttl)
-	if err != nil {
-		t.Fatalf("B after the TTL: %v", err)
 	}
 	if err := a.renew(ctx); !errors.Is(err, ErrLeaseLost) {
 		t.Fatalf("A's renewal after B took over: %v", err)

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"vmimport/batch"
+	"vmimport/internal/kv"
 	"vmimport/upload"
 )
 
@@ -82,16 +83,15 @@ func (q *Queue) getStatus(ctx context.Context, key string) (*Status, uint64, err
 	return &s, e.Revision(), nil
 }
 
-// putStatus writes a disk's status.
-func (q *Queue) putStatus(ctx context.Context, s *Status) (uint64, error) {
+// putStatus writes a disk's status into store: a worker's, fenced by its
+// lease.
+func putStatus(ctx context.Context, store kv.Store, s *Status) error {
 	s.Updated = time.Now().UTC()
 	b, err := json.Marshal(s)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	ctx, cancel := opCtx(ctx)
-	defer cancel()
-	return q.kv.Put(ctx, statusKey(s.Key), b)
+	return store.Put(ctx, statusKey(s.Key), b)
 }
 
 // Statuses lists the status of every disk in the queue, oldest submission

@@ -325,7 +325,9 @@ func leaseName(s *job.Spec) string {
 func (w *worker) refuse(ctx context.Context, msg jetstream.Msg, st *Status, why error, logf func(string, ...any)) {
 	oc := &batch.Outcome{Line: st.Line, Source: st.Source, Output: st.Output, Status: batch.Failed, Error: why.Error(), Err: why}
 	st.State, st.Note, st.Outcome = Failed, "", oc
-	w.putFinal(ctx, st, logf)
+	if err := w.settle(ctx, func(ctx context.Context) error { return putStatus(ctx, w.store, st) }); err != nil {
+		logf("status: %v", err)
+	}
 	msg.TermWithReason(firstLine(why.Error()))
 	logf("refused: %v", why)
 }

@@ -14,6 +14,7 @@ import (
 
 	"vmimport/batch"
 	"vmimport/check"
+	"vmimport/internal/kv"
 	"vmimport/job"
 	"vmimport/reader/image"
 	"vmimport/upload"
@@ -45,6 +46,9 @@ type WorkerOptions struct {
 	DrainTimeout time.Duration
 	// Log receives a line for every thing that happens. May be nil.
 	Log func(string)
+	// Clients are the store clients of the worker's disks (one pacer per
+	// store for all of them); nil: the worker makes its own.
+	Clients *job.Clients
 	// Limits bound what a message may make the worker read, write and
 	// reach (Admit); empty, they allow nothing.
 	Limits Limits
@@ -112,7 +116,10 @@ type worker struct {
 	cons   jetstream.Consumer
 	budget *job.Budget
 	store  *Bucket
-	tick   time.Duration
+	// clients are the store clients of the worker's disks: one pacer per
+	// store for all of them.
+	clients *job.Clients
+	tick    time.Duration
 }
 
 // Work pulls disks from the queue and converts them, Jobs at a time under
@@ -148,8 +155,12 @@ func (q *Queue) Work(ctx context.Context, o WorkerOptions) error {
 	if err != nil {
 		return fmt.Errorf("queue %s: the workers' consumer: %w", q.name, err)
 	}
-	w := &worker{q: q, o: o, cons: cons, budget: job.NewBudget(o.Memory), store: q.Store(),
+	w := &worker{q: q, o: o, cons: cons, budget: job.NewBudget(o.Memory), store: q.Store(), clients: o.Clients,
 		tick: min(max(o.AckWait/4, 50*time.Millisecond), 2*time.Second)}
+	if w.clients == nil {
+		w.clients = job.NewClients()
+		defer w.clients.Close()
+	}
 	o.Log(fmt.Sprintf("worker %s: taking disks from queue %s (%d at a time, memory %d MiB, ack wait %s)", o.Name, q.url+"/"+q.name, o.Jobs, o.Memory>>20, o.AckWait))
 
 	// Running disks outlive ctx by DrainTimeout: they run under base.
@@ -225,102 +236,138 @@ type progress struct {
 	done, size int64
 }
 
-// handle runs one delivery of a disk to its end: done, failed, retried
-// later, handed back, or left to the worker that took its lease over.
-// release gives back the disk's slot once it no longer converts.
+// delivery is one delivery of a disk's message, from its arrival to its
+// end: done, failed, retried later, handed back, or left to the worker
+// that took its lease over. handle runs its steps in order: read the
+// message (parse), take the lease and say so (start), convert (run), and
+// settle the message and the status by how it ended (end).
+type delivery struct {
+	w    *worker
+	msg  jetstream.Msg
+	num  int // of the message's deliveries, from 1
+	m    message
+	spec job.Spec
+	st   *Status
+	l    *lease
+	// store is the queue's bucket fenced by the lease: every shared write
+	// of the delivery goes through it.
+	store kv.Store
+	prog  progress
+	// oc is how the disk ended; cause why its job's context ended, if it
+	// did.
+	oc    batch.Outcome
+	cause error
+}
+
+// handle runs one delivery of a disk to its end. release gives back the
+// disk's slot once it no longer converts.
 func (w *worker) handle(base context.Context, msg jetstream.Msg, release func()) {
-	o := &w.o
-	delivery := 1
-	if meta, err := msg.Metadata(); err == nil {
-		delivery = int(meta.NumDelivered)
-	}
-	var m message
-	if err := json.Unmarshal(msg.Data(), &m); err != nil || m.Version != messageVersion || m.Key == "" {
-		o.Log(fmt.Sprintf("worker %s: dropping an unreadable message on %s: %v", o.Name, msg.Subject(), err))
-		msg.TermWithReason("unreadable message")
+	d := &delivery{w: w, msg: msg, num: 1}
+	if !d.parse() || !d.start(base) {
 		return
 	}
-	spec := m.Spec
-	name := image.Redact(spec.Source) + " -> " + spec.Output
-	logf := func(format string, args ...any) {
-		o.Log(fmt.Sprintf("worker %s: %s: %s", o.Name, name, fmt.Sprintf(format, args...)))
+	d.run(base, release)
+	// What follows must be written even when the drain is over.
+	d.end(context.WithoutCancel(base))
+}
+
+// logf logs a line about the disk.
+func (d *delivery) logf(format string, args ...any) {
+	o := &d.w.o
+	o.Log(fmt.Sprintf("worker %s: %s -> %s: %s", o.Name, image.Redact(d.spec.Source), d.spec.Output, fmt.Sprintf(format, args...)))
+}
+
+// parse reads the message; an unreadable one is dropped for good.
+func (d *delivery) parse() bool {
+	o := &d.w.o
+	if meta, err := d.msg.Metadata(); err == nil {
+		d.num = int(meta.NumDelivered)
 	}
-	st, _, err := w.q.getStatus(base, m.Key)
-	if st == nil {
-		if err != nil {
-			logf("%v", err)
-		}
-		st = &Status{Key: m.Key, Line: m.Line, Source: image.Redact(spec.Source), Output: spec.Output, Digest: batch.Digest(&spec), Submitted: m.Submitted}
+	if err := json.Unmarshal(d.msg.Data(), &d.m); err != nil || d.m.Version != messageVersion || d.m.Key == "" {
+		o.Log(fmt.Sprintf("worker %s: dropping an unreadable message on %s: %v", o.Name, d.msg.Subject(), err))
+		d.msg.TermWithReason("unreadable message")
+		return false
 	}
-	st.Worker, st.Delivery = o.Name, delivery
-	if err := Admit(spec, o.Limits); err != nil {
+	d.spec = d.m.Spec
+	return true
+}
+
+// start admits the message (what it asks must be within the worker's
+// limits: refused for good otherwise), takes the lease of the disk's
+// output (or puts the message back for later when another worker holds
+// it), gives up on a disk delivered too often and marks the others
+// running. Every shared write from the lease on is made under it
+// (d.store).
+func (d *delivery) start(ctx context.Context) bool {
+	w, o, spec := d.w, &d.w.o, &d.spec
+	if err := Admit(*spec, o.Limits); err != nil {
 		// Input from the network: checked before anything is done with
-		// it, and refused for good.
-		w.refuse(base, msg, st, err, logf)
-		return
+		// it, and refused for good (its status written by no holder: no
+		// worker runs it).
+		d.st = d.status(ctx)
+		w.refuse(ctx, d.msg, d.st, err, d.logf)
+		return false
 	}
-	if delivery > o.MaxDeliveries {
-		w.giveUp(base, msg, &spec, st, fmt.Sprintf("gave up after %d deliveries (its workers died or it kept failing; last: %s)", o.MaxDeliveries, st.Note), logf)
-		return
-	}
-	l, wait, err := w.q.acquire(base, leaseName(&spec), m.Key, o.Name, o.AckWait)
+	l, wait, err := w.q.acquire(ctx, leaseName(spec), d.m.Key, o.Name, o.AckWait)
 	if err != nil {
 		if !errors.Is(err, ErrLeaseBusy) {
 			wait = 2 * time.Second
 		}
-		logf("%v: again in %s", err, wait.Round(time.Millisecond))
-		msg.NakWithDelay(wait + 100*time.Millisecond)
-		return
+		d.logf("%v: again in %s", err, wait.Round(time.Millisecond))
+		d.msg.NakWithDelay(wait + 100*time.Millisecond)
+		return false
+	}
+	d.l, d.store = l, kv.Fenced(w.store, l)
+	st := d.status(ctx)
+	d.st = st
+	if d.num > o.MaxDeliveries {
+		why := fmt.Sprintf("gave up after %d deliveries (its workers died or it kept failing; last: %s)", o.MaxDeliveries, st.Note)
+		d.fail(ctx, &batch.Outcome{Line: st.Line, Source: st.Source, Output: st.Output, Status: batch.Failed, Error: why})
+		return false
 	}
 	st.State, st.Phase, st.DoneBytes, st.VirtualBytes, st.Outcome, st.SourceID = Running, "", 0, 0, nil, nil
-	if _, err := w.q.putStatus(base, st); err != nil {
-		logf("status: %v", err)
+	if err := putStatus(ctx, d.store, st); err != nil {
+		d.logf("status: %v", err)
 	}
-	logf("started (delivery %d)", delivery)
+	d.logf("started (delivery %d)", d.num)
+	return true
+}
 
+// status is the disk's status as the bucket holds it (a new one if none),
+// this delivery's.
+func (d *delivery) status(ctx context.Context) *Status {
+	spec := &d.spec
+	st, _, err := d.w.q.getStatus(ctx, d.m.Key)
+	if st == nil {
+		if err != nil {
+			d.logf("%v", err)
+		}
+		st = &Status{Key: d.m.Key, Line: d.m.Line, Source: image.Redact(spec.Source), Output: spec.Output, Digest: batch.Digest(spec), Submitted: d.m.Submitted}
+	}
+	st.Worker, st.Delivery = d.w.o.Name, d.num
+	return st
+}
+
+// run converts the disk through the batch layer while a heartbeat keeps
+// the message and the lease alive; a recorded upload that cannot be
+// continued is dropped and the disk begun anew. Once the disk no longer
+// converts its slot is released; an import is followed after.
+func (d *delivery) run(base context.Context, release func()) {
+	w := d.w
 	jctx, jcancel := context.WithCancelCause(base)
 	defer jcancel(nil)
-	var prog progress
-	stopBeat := w.heartbeat(base, msg, l, st, &prog, jcancel)
-	events := func(e batch.Event) {
-		if e.Kind != batch.DiskEvent {
-			return
-		}
-		je := e.Job
-		prog.mu.Lock()
-		switch je.Kind {
-		case job.Started:
-			prog.size = je.Info.VirtualSize
-		case job.PhaseChanged:
-			prog.phase = string(je.Phase)
-		case job.Progress:
-			prog.done, prog.size = je.Stats.Done, je.Stats.Size
-		}
-		prog.mu.Unlock()
-		switch je.Kind {
-		case job.Warning:
-			logf("warning: %s", je.Message)
-		case job.Notice:
-			logf("%s", je.Message)
-		case job.PhaseChanged:
-			if je.Phase == job.Finishing {
-				// The last chance to stop before the output is made to
-				// look done: the lease must still be this worker's.
-				if err := l.renew(base); errors.Is(err, ErrLeaseLost) {
-					jcancel(err)
-				}
-			}
-		}
-	}
-	opts := batch.Options{State: w.store, UploadState: w.store, UploadStateWhere: w.q.Where(), KeepUploads: true, Events: events}
-	disk := batch.NewDisk(batch.Item{Line: m.Line, Spec: spec}, w.budget, opts)
+	stopBeat := d.heartbeat(base, jcancel)
+	opts := batch.Options{State: d.store, UploadState: d.store, UploadStateWhere: w.q.Where(), KeepUploads: true,
+		Events: func(e batch.Event) { d.event(base, e, jcancel) }, Fence: d.l.check, Clients: w.clients}
+	it := batch.Item{Line: d.m.Line, Spec: d.spec}
+	disk := batch.NewDisk(it, w.budget, opts)
 	oc, following := disk.Convert(jctx)
 	if oc.Status == batch.Failed && errors.Is(oc.Err, upload.ErrCannotResume) && jctx.Err() == nil {
 		// The recorded upload cannot be continued (the source changed,
 		// say): drop it and start over.
-		logf("%v: aborting it and starting over", oc.Err)
-		w.abortKept(base, &spec, logf)
-		disk = batch.NewDisk(batch.Item{Line: m.Line, Spec: spec}, w.budget, opts)
+		d.logf("%v: aborting it and starting over", oc.Err)
+		d.abortKept(base)
+		disk = batch.NewDisk(it, w.budget, opts)
 		oc, following = disk.Convert(jctx)
 	}
 	release()
@@ -328,48 +375,90 @@ func (w *worker) handle(base context.Context, msg jetstream.Msg, release func())
 		oc = disk.Follow(jctx)
 	}
 	stopBeat()
-	// What follows must be written even when the drain is over.
-	base = context.WithoutCancel(base)
+	d.oc, d.cause = oc, context.Cause(jctx)
+}
 
-	cause := context.Cause(jctx)
-	switch {
-	case errors.Is(cause, ErrLeaseLost) || errors.Is(cause, errFenced):
-		logf("stopped: %v; the disk is another worker's now", cause)
-	case errors.Is(cause, errDrain) && (oc.Status == batch.Cancelled || oc.Status == batch.Failed):
-		st.State, st.Note, st.Outcome = Queued, "handed back by "+o.Name+" (stopping)", nil
-		w.putFinal(base, st, logf)
-		l.release(base)
-		msg.Nak()
-		logf("handed back to the queue (the worker is stopping)")
-	case oc.Status == batch.Done || oc.Status == batch.Skipped:
-		st.State, st.Note, st.Outcome = Done, "", &oc
-		st.SourceID = oc.SourceID // as the run opened it
-		w.putFinal(base, st, logf)
-		l.release(base)
-		if err := w.settle(base, func(ctx context.Context) error { return msg.DoubleAck(ctx) }); err != nil {
-			logf("acknowledging: %v (a redelivery will find it done)", err)
+// event takes a job's event: progress into the status, notices and
+// warnings into the log; before the output is made to look done, the
+// lease must still be this worker's.
+func (d *delivery) event(ctx context.Context, e batch.Event, cancel context.CancelCauseFunc) {
+	if e.Kind != batch.DiskEvent {
+		return
+	}
+	je := e.Job
+	d.prog.mu.Lock()
+	switch je.Kind {
+	case job.Started:
+		d.prog.size = je.Info.VirtualSize
+	case job.PhaseChanged:
+		d.prog.phase = string(je.Phase)
+	case job.Progress:
+		d.prog.done, d.prog.size = je.Stats.Done, je.Stats.Size
+	}
+	d.prog.mu.Unlock()
+	switch je.Kind {
+	case job.Warning:
+		d.logf("warning: %s", je.Message)
+	case job.Notice:
+		d.logf("%s", je.Message)
+	case job.PhaseChanged:
+		if je.Phase == job.Finishing {
+			if err := d.l.renew(ctx); errors.Is(err, ErrLeaseLost) {
+				cancel(err)
+			}
 		}
-		logf("%s in %.1fs", oc.Status, oc.Seconds)
+	}
+}
+
+// end settles the message and the status by how the delivery ended.
+func (d *delivery) end(ctx context.Context) {
+	w, o, st, oc := d.w, &d.w.o, d.st, &d.oc
+	if d.cause == nil {
+		// The job may have ended before the heartbeat saw the lease go
+		// (a worker woken after a pause): ask.
+		if err := d.l.check(ctx); errors.Is(err, kv.ErrFenced) {
+			d.cause = err
+		}
+	}
+	switch {
+	case errors.Is(d.cause, ErrLeaseLost) || errors.Is(d.cause, errFenced) || errors.Is(d.cause, kv.ErrFenced):
+		// Nothing shared is touched: not the status, not the message.
+		d.logf("stopped: %v; the disk is another worker's now", d.cause)
+	case errors.Is(d.cause, errDrain) && (oc.Status == batch.Cancelled || oc.Status == batch.Failed):
+		st.State, st.Note, st.Outcome = Queued, "handed back by "+o.Name+" (stopping)", nil
+		d.putFinal(ctx)
+		d.l.release(ctx)
+		d.msg.Nak()
+		d.logf("handed back to the queue (the worker is stopping)")
+	case oc.Status == batch.Done || oc.Status == batch.Skipped:
+		st.State, st.Note, st.Outcome = Done, "", oc
+		st.SourceID = oc.SourceID // as the run opened it
+		d.putFinal(ctx)
+		d.l.release(ctx)
+		if err := w.settle(ctx, func(ctx context.Context) error { return d.msg.DoubleAck(ctx) }); err != nil {
+			d.logf("acknowledging: %v (a redelivery will find it done)", err)
+		}
+		d.logf("%s in %.1fs", oc.Status, oc.Seconds)
 	case Permanent(oc.Err):
-		w.fail(base, msg, &spec, st, &oc, l, logf)
-	case delivery >= o.MaxDeliveries:
-		oc.Error = fmt.Sprintf("gave up after %d deliveries: %s", delivery, oc.Error)
-		w.fail(base, msg, &spec, st, &oc, l, logf)
+		d.fail(ctx, oc)
+	case d.num >= o.MaxDeliveries:
+		oc.Error = fmt.Sprintf("gave up after %d deliveries: %s", d.num, oc.Error)
+		d.fail(ctx, oc)
 	default:
-		delay := o.RetryDelay << min(delivery-1, 16)
-		delay = min(delay, maxRetryDelay)
+		delay := min(o.RetryDelay<<min(d.num-1, 16), maxRetryDelay)
 		st.State, st.Outcome = Queued, nil
-		st.Note = fmt.Sprintf("delivery %d of %d failed: %s; retry in %s", delivery, o.MaxDeliveries, firstLine(oc.Error), delay)
-		w.putFinal(base, st, logf)
-		l.release(base)
-		msg.NakWithDelay(delay)
-		logf("%s", st.Note)
+		st.Note = fmt.Sprintf("delivery %d of %d failed: %s; retry in %s", d.num, o.MaxDeliveries, firstLine(oc.Error), delay)
+		d.putFinal(ctx)
+		d.l.release(ctx)
+		d.msg.NakWithDelay(delay)
+		d.logf("%s", st.Note)
 	}
 }
 
 // settle runs fn until it succeeds, riding out a server that restarts,
 // for as long as the server would wait for the disk (AckWait) and at
-// least 30s.
+// least 30s. A write refused because the lease is lost is not tried
+// again.
 func (w *worker) settle(ctx context.Context, fn func(context.Context) error) error {
 	deadline := time.Now().Add(max(w.o.AckWait, 30*time.Second))
 	pause := 100 * time.Millisecond
@@ -377,7 +466,7 @@ func (w *worker) settle(ctx context.Context, fn func(context.Context) error) err
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := fn(cctx)
 		cancel()
-		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+		if err == nil || errors.Is(err, kv.ErrFenced) || time.Now().After(deadline) || ctx.Err() != nil {
 			return err
 		}
 		select {
@@ -388,23 +477,24 @@ func (w *worker) settle(ctx context.Context, fn func(context.Context) error) err
 	}
 }
 
-// putFinal writes the status a delivery ends with: it must get there.
-func (w *worker) putFinal(ctx context.Context, st *Status, logf func(string, ...any)) {
-	if err := w.settle(ctx, func(ctx context.Context) error { _, err := w.q.putStatus(ctx, st); return err }); err != nil {
-		logf("status: %v", err)
+// putFinal writes the status a delivery ends with: it must get there
+// (while the lease is this worker's).
+func (d *delivery) putFinal(ctx context.Context) {
+	if err := d.w.settle(ctx, func(ctx context.Context) error { return putStatus(ctx, d.store, d.st) }); err != nil {
+		d.logf("status: %v", err)
 	}
 }
 
 // heartbeat tells the server the disk is still at work, renews the lease
 // and writes the progress into the status, every tick, until stopped. A
 // lost lease, or one it could not renew for long, cancels the job.
-func (w *worker) heartbeat(ctx context.Context, msg jetstream.Msg, l *lease, st *Status, prog *progress, cancel context.CancelCauseFunc) (stop func()) {
+func (d *delivery) heartbeat(ctx context.Context, cancel context.CancelCauseFunc) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(w.tick)
+		t := time.NewTicker(d.w.tick)
 		defer t.Stop()
 		for {
 			select {
@@ -414,23 +504,23 @@ func (w *worker) heartbeat(ctx context.Context, msg jetstream.Msg, l *lease, st 
 				return
 			case <-t.C:
 			}
-			msg.InProgress()
-			if err := l.renew(ctx); err != nil {
+			d.msg.InProgress()
+			if err := d.l.renew(ctx); err != nil {
 				if errors.Is(err, ErrLeaseLost) {
 					cancel(err)
 					return
 				}
-				if l.fenced() {
+				if d.l.fenced() {
 					cancel(fmt.Errorf("%w (%v)", errFenced, err))
 					return
 				}
 				continue
 			}
-			prog.mu.Lock()
-			s := *st
-			s.Phase, s.DoneBytes, s.VirtualBytes = prog.phase, prog.done, prog.size
-			prog.mu.Unlock()
-			w.q.putStatus(ctx, &s)
+			d.prog.mu.Lock()
+			s := *d.st
+			s.Phase, s.DoneBytes, s.VirtualBytes = d.prog.phase, d.prog.done, d.prog.size
+			d.prog.mu.Unlock()
+			putStatus(ctx, d.store, &s)
 		}
 	}()
 	return func() { close(done); wg.Wait() }
@@ -438,28 +528,21 @@ func (w *worker) heartbeat(ctx context.Context, msg jetstream.Msg, l *lease, st 
 
 // fail records a disk that failed for good, drops what its upload kept,
 // and removes its message.
-func (w *worker) fail(ctx context.Context, msg jetstream.Msg, spec *job.Spec, st *Status, oc *batch.Outcome, l *lease, logf func(string, ...any)) {
-	w.abortKept(ctx, spec, logf)
-	st.State, st.Note, st.Outcome = Failed, "", oc
-	w.putFinal(ctx, st, logf)
-	l.release(ctx)
-	msg.TermWithReason("failed: " + firstLine(oc.Error))
-	logf("failed: %s", oc.Error)
-}
-
-// giveUp fails a disk delivered once too often without running it.
-func (w *worker) giveUp(ctx context.Context, msg jetstream.Msg, spec *job.Spec, st *Status, why string, logf func(string, ...any)) {
-	oc := &batch.Outcome{Line: st.Line, Source: st.Source, Output: st.Output, Status: batch.Failed, Error: why}
-	w.abortKept(ctx, spec, logf)
-	st.State, st.Note, st.Outcome = Failed, "", oc
-	w.putFinal(ctx, st, logf)
-	msg.TermWithReason(why)
-	logf("failed: %s", why)
+func (d *delivery) fail(ctx context.Context, oc *batch.Outcome) {
+	d.abortKept(ctx)
+	d.st.State, d.st.Note, d.st.Outcome = Failed, "", oc
+	d.putFinal(ctx)
+	d.l.release(ctx)
+	d.msg.TermWithReason("failed: " + firstLine(oc.Error))
+	d.logf("failed: %s", oc.Error)
 }
 
 // abortKept aborts the upload the bucket records for the disk's output, if
-// any: kept by a failed or dead delivery, and not to be continued.
-func (w *worker) abortKept(ctx context.Context, spec *job.Spec, logf func(string, ...any)) {
+// any: kept by a failed or dead delivery, and not to be continued. Its
+// record is written under the lease before anything is aborted: a worker
+// that lost the lease aborts nothing.
+func (d *delivery) abortKept(ctx context.Context) {
+	spec := &d.spec
 	if spec.Kind() != job.ToBucket {
 		return
 	}
@@ -469,15 +552,16 @@ func (w *worker) abortKept(ctx context.Context, spec *job.Spec, logf func(string
 	}
 	c, err := spec.Upload.Store.Client(ctx, 2)
 	if err != nil {
-		logf("could not drop the kept upload: %v", err)
+		d.logf("could not drop the kept upload: %v", err)
 		return
 	}
-	id, err := upload.AbortRecorded(ctx, c, upload.KVState{Store: w.store, Key: upload.StateKey(c, b, k), Where: w.q.Where()})
+	defer c.Close()
+	id, err := upload.AbortRecorded(ctx, c, upload.KVState{Store: d.store, Key: upload.StateKey(c, b, k), Where: d.w.q.Where()})
 	switch {
 	case err != nil:
-		logf("could not drop the kept upload: %v", err)
+		d.logf("could not drop the kept upload: %v", err)
 	case id != "":
-		logf("aborted upload %s of s3://%s/%s", id, b, k)
+		d.logf("aborted upload %s of s3://%s/%s", id, b, k)
 	}
 }
 

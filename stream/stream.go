@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"vmimport/internal/bufpool"
 	"vmimport/reader/image"
 )
 
@@ -80,6 +81,11 @@ type Options struct {
 	MaxZeroRun int64
 	// Progress, if set, is called by the sink goroutine after each block.
 	Progress func(Stats)
+	// Buffers lends the blocks' buffers (the process's pool, bounded by
+	// its memory budget); nil: a pool of the window's size for this run.
+	// Every block's buffer goes back once the Sink took it, or the run
+	// ended.
+	Buffers *bufpool.Pool
 }
 
 // Stats count what the pipeline did, in bytes.
@@ -143,7 +149,11 @@ func Run(ctx context.Context, src Source, sink Sink, opts Options) (Stats, error
 		jobs:  make(chan *Block, o.Window),
 		done:  make(chan *Block, o.Window),
 		slots: make(chan struct{}, o.Window),
-		bufs:  sync.Pool{New: func() any { b := make([]byte, o.BlockSize); return &b }},
+		bufs:  o.Buffers,
+		ring:  make([]*Block, o.Window),
+	}
+	if p.bufs == nil {
+		p.bufs = bufpool.New(int64(o.Window) * int64(o.BlockSize))
 	}
 	if t, ok := sink.(Transformer); ok {
 		p.transform = t.Transform()
@@ -165,14 +175,36 @@ func Run(ctx context.Context, src Source, sink Sink, opts Options) (Stats, error
 	})
 	g.Go(func() error { return p.deliver(gctx) })
 	err = g.Wait()
+	p.giveBack()
 	st := p.stats()
 	if err == nil && st.Done != p.size {
 		err = fmt.Errorf("stream: internal error: delivered %d of %d bytes", st.Done, p.size)
 	}
-	if err != nil && ctx.Err() != nil {
-		err = fmt.Errorf("%w (%v)", ctx.Err(), err)
+	if err != nil && ctx.Err() != nil && !errors.Is(err, context.Cause(ctx)) {
+		err = fmt.Errorf("%w (%w)", context.Cause(ctx), err)
 	}
 	return st, err
+}
+
+// giveBack returns the buffers of the blocks a failed run left in flight,
+// once every goroutine of the run has ended.
+func (p *pipeline) giveBack() {
+	for b := range p.done {
+		p.release(b)
+	}
+	for _, b := range p.ring {
+		if b != nil {
+			p.release(b)
+		}
+	}
+}
+
+// release gives a block's buffer back.
+func (p *pipeline) release(b *Block) {
+	if b.Data != nil {
+		p.bufs.Put(b.Data[:cap(b.Data)])
+		b.Data = nil
+	}
 }
 
 type pipeline struct {
@@ -186,8 +218,9 @@ type pipeline struct {
 	jobs  chan *Block   // producer -> workers, in order
 	done  chan *Block   // workers -> deliver, any order
 	slots chan struct{} // one per block in flight: bounds the window
+	ring  []*Block      // deliver's early arrivals, by seq
 
-	bufs sync.Pool // *[]byte of BlockSize
+	bufs *bufpool.Pool // lends the blocks' buffers
 
 	read, skipped, detected, data, delivered, blocks, zeroRuns atomic.Int64
 }
@@ -271,11 +304,12 @@ func (p *pipeline) zeroUpTo(ext *image.Extent, from, to int64) (bool, error) {
 func (p *pipeline) work(ctx context.Context) error {
 	for b := range p.jobs {
 		if !b.Zero {
-			p.fill(b)
+			p.fill(ctx, b)
 		}
 		select {
 		case p.done <- b:
 		case <-ctx.Done():
+			p.release(b)
 			return ctx.Err()
 		}
 		if b.err != nil {
@@ -285,9 +319,13 @@ func (p *pipeline) work(ctx context.Context) error {
 	return nil
 }
 
-func (p *pipeline) fill(b *Block) {
-	bufp := p.bufs.Get().(*[]byte)
-	buf := (*bufp)[:b.Len]
+func (p *pipeline) fill(ctx context.Context, b *Block) {
+	whole, err := p.bufs.Get(ctx, p.o.BlockSize)
+	if err != nil {
+		b.err = err
+		return
+	}
+	buf := whole[:b.Len]
 	n, err := p.src.ReadAt(buf, b.Off)
 	if n == len(buf) {
 		err = nil
@@ -295,13 +333,13 @@ func (p *pipeline) fill(b *Block) {
 		err = io.ErrUnexpectedEOF
 	}
 	if err != nil {
-		p.bufs.Put(bufp)
+		p.bufs.Put(whole)
 		b.err = fmt.Errorf("reading %d bytes at offset %d: %w", b.Len, b.Off, err)
 		return
 	}
 	p.read.Add(b.Len)
 	if bytes.Equal(buf, p.zero[:len(buf)]) {
-		p.bufs.Put(bufp)
+		p.bufs.Put(whole)
 		b.Zero = true
 		p.detected.Add(b.Len)
 		return
@@ -317,10 +355,11 @@ func (p *pipeline) fill(b *Block) {
 // deliver hands blocks to the sink in order, holding early arrivals in a
 // ring as large as the window.
 func (p *pipeline) deliver(ctx context.Context) error {
-	ring := make([]*Block, p.o.Window)
+	ring := p.ring
 	var next int64
 	for b := range p.done {
 		if b.err != nil {
+			p.release(b)
 			return b.err
 		}
 		ring[b.seq%int64(len(ring))] = b
@@ -331,7 +370,9 @@ func (p *pipeline) deliver(ctx context.Context) error {
 				break
 			}
 			ring[i] = nil
-			if err := p.hand(ctx, cur); err != nil {
+			err := p.hand(ctx, cur)
+			p.release(cur)
+			if err != nil {
 				return err
 			}
 			next++
@@ -352,11 +393,6 @@ func (p *pipeline) hand(ctx context.Context, b *Block) error {
 	} else {
 		p.data.Add(b.Len)
 		p.blocks.Add(1)
-	}
-	if b.Data != nil {
-		d := b.Data[:cap(b.Data)]
-		p.bufs.Put(&d)
-		b.Data = nil
 	}
 	p.delivered.Add(b.Len)
 	<-p.slots

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -247,6 +248,13 @@ func TestTransformRunsInWorkers(t *testing.T) {
 func TestCancelStopsPromptly(t *testing.T) {
 	src := newMemSource(64<<20, 8, 1)
 	src.delay = 5 * time.Millisecond
+	reading := make(chan struct{})
+	var once sync.Once
+	src.onRead = func() {
+		if src.reads.Load() >= 8 {
+			once.Do(func() { close(reading) })
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	before := runtime.NumGoroutine()
 	done := make(chan error, 1)
@@ -254,7 +262,7 @@ func TestCancelStopsPromptly(t *testing.T) {
 		_, err := Run(ctx, src, SinkFunc(func(context.Context, *Block) error { return nil }), Options{Workers: 4, BlockSize: 64 << 10})
 		done <- err
 	}()
-	time.Sleep(30 * time.Millisecond)
+	<-reading // the pass is under way
 	cancel()
 	select {
 	case err := <-done:
@@ -264,9 +272,15 @@ func TestCancelStopsPromptly(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not stop after cancel")
 	}
-	time.Sleep(20 * time.Millisecond)
-	if n := runtime.NumGoroutine(); n > before+1 {
-		t.Fatalf("%d goroutines left running (had %d)", n, before)
+	// The goroutines of the run end with it (the runtime may take a
+	// moment to account for them).
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before+1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines left running (had %d)", runtime.NumGoroutine(), before)
+		}
+		runtime.Gosched()
+		time.Sleep(time.Millisecond)
 	}
 }
 

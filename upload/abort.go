@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"vmimport/internal/objstore"
 )
 
 // Abort stops the senders and aborts the upload, so that neither an object
@@ -17,10 +19,13 @@ func (t *Target) Abort(ctx context.Context) error {
 	t.done = true
 	t.send.stop(errors.New("upload: aborted"))
 	t.rec.stop()
-	t.g.drop()
+	t.g.giveBack()
 	if t.completed {
 		// Complete went through but a check after it failed: the object
-		// must not look done.
+		// must not look done (unless it is another run's by now).
+		if err := t.fence(ctx); err != nil {
+			return fail(fmt.Sprintf("deleting the unverified object s3://%s/%s", t.bucket, t.key), t.key, 0, err)
+		}
 		err := t.s.Delete(ctx, t.key)
 		t.zero.drop(ctx, len(t.parts.existing) > 0)
 		t.state.Remove(ctx)
@@ -29,13 +34,16 @@ func (t *Target) Abort(ctx context.Context) error {
 		}
 		return nil
 	}
-	t.zero.drop(ctx, len(t.parts.existing) > 0)
 	if t.o.Keep {
+		// The zero object stays with the upload: the run that resumes it
+		// copies from it, and drops it when it completes (or a later
+		// abort of the upload does).
 		t.rec.last(ctx, t.st)
 		t.log(fmt.Sprintf("kept upload %s of s3://%s/%s (recorded in %s): run the same command with --resume to continue it, or `convert uploads abort s3://%s/%s` to drop it",
 			t.uploadID, t.bucket, t.key, t.state.Name(), t.bucket, t.key))
 		return nil
 	}
+	t.zero.drop(ctx, len(t.parts.existing) > 0)
 	if err := t.abortUpload(ctx); err != nil {
 		return err
 	}
@@ -65,11 +73,11 @@ func (t *Target) abortUpload(ctx context.Context) error {
 		if err != nil && apiCode(err) != "NoSuchUpload" {
 			continue
 		}
-		var pending []Pending
+		var pending []objstore.Upload
 		if pending, err = t.s.ListUploads(ctx, t.key); err != nil {
 			continue
 		}
-		if !slices.ContainsFunc(pending, func(p Pending) bool { return p.UploadID == t.uploadID }) {
+		if !slices.ContainsFunc(pending, func(p objstore.Upload) bool { return p.UploadID == t.uploadID }) {
 			if settled {
 				return nil
 			}

@@ -4,8 +4,10 @@
 // whole parts of zeros are copied server-side from a zero object, and the
 // upload is recorded in a state file so that a killed run can be resumed.
 //
-// It drives aws-sdk-go-v2's service/s3 directly: feature/s3/manager and
-// transfermanager can neither send part 1 last, nor resume, nor copy parts.
+// Every call to the store goes through objstore.Store (Client.Bucket): the
+// SDK's service/s3 driven directly (feature/s3/manager and transfermanager
+// can neither send part 1 last, nor resume, nor copy parts), retried and
+// paced by objstore.Retrying.
 package upload
 
 import (
@@ -17,16 +19,15 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go/logging"
+
+	"vmimport/internal/objstore"
 )
 
 // Config says how to reach the object store.
@@ -46,22 +47,32 @@ type Config struct {
 	// Profile is the shared config profile (empty: AWS_PROFILE or default).
 	Profile string
 	// MaxAttempts bounds the attempts per request (default 12, with
-	// exponential backoff up to MaxBackoff, no retry quota).
+	// exponential backoff up to MaxBackoff).
 	MaxAttempts int
 	// MaxBackoff is the longest wait between attempts (default 30 s).
 	MaxBackoff time.Duration
+	// MaxPacing is the most the store's pacer spaces calls while the
+	// store pushes back (default 2 s).
+	MaxPacing time.Duration
 	// Conns is the number of connections to keep open (default 16).
 	Conns int
 	// HTTPClient replaces the SDK's client (tests count bytes with it).
 	HTTPClient aws.HTTPClient
+	// Credentials replace the AWS chain, if set.
+	Credentials aws.CredentialsProvider
+	// Backend, if set, is the store of a bucket instead of the SDK's (a
+	// memory store, in tests): every call goes to it, retried and paced
+	// as the SDK's would be.
+	Backend func(bucket string) objstore.Store
 	// Getenv reads the environment (default os.Getenv).
 	Getenv func(string) string
 }
 
-// Client is an S3 client set up for multipart uploads to S3-compatible
-// stores.
+// Client is a client of one S3-compatible store, set up for multipart
+// uploads. Every call to the store goes through Bucket (an
+// objstore.Store), tried again and paced there, with one pacer for the
+// client: share a client (Clients) to share the pacer.
 type Client struct {
-	S3 *s3.Client
 	// Endpoint is the base URL in use; nil for AWS's own endpoints.
 	Endpoint *url.URL
 	Region   string
@@ -71,12 +82,11 @@ type Client struct {
 	creds         aws.CredentialsProvider
 	awsCfg        aws.Config
 	s3opts        func(*s3.Options)
-	// retryer decides the retries of the upload's requests (retrying);
-	// once makes each of them once.
-	retryer aws.Retryer
+	// once makes each request once: objstore.Retrying repeats them.
 	once    *s3.Client
-	// reached is set once the store answered a request (firstContact).
-	reached *atomic.Bool
+	backend func(string) objstore.Store
+	policy  objstore.Policy
+	pacer   *objstore.Pacer
 }
 
 // JDCloudEndpoint is the internet endpoint of the target cloud's OSS.
@@ -101,7 +111,8 @@ func NewClient(ctx context.Context, c Config) (*Client, error) {
 	if endpoint == "" {
 		endpoint = getenv("AWS_ENDPOINT_URL")
 	}
-	cl := &Client{JDCloudRegion: c.JDCloudRegion, PathStyle: c.PathStyle, reached: new(atomic.Bool)}
+	cl := &Client{JDCloudRegion: c.JDCloudRegion, PathStyle: c.PathStyle, backend: c.Backend,
+		policy: objstore.Policy{Attempts: c.MaxAttempts, MaxBackoff: c.MaxBackoff}, pacer: objstore.NewPacer(c.MaxPacing)}
 	if endpoint != "" {
 		u, err := url.Parse(endpoint)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -117,14 +128,6 @@ func NewClient(ctx context.Context, c Config) (*Client, error) {
 			cl.PathStyle = true
 		}
 	}
-	attempts := c.MaxAttempts
-	if attempts <= 0 {
-		attempts = 12
-	}
-	backoff := c.MaxBackoff
-	if backoff <= 0 {
-		backoff = 30 * time.Second
-	}
 	conns := c.Conns
 	if conns <= 0 {
 		conns = 16
@@ -137,9 +140,8 @@ func NewClient(ctx context.Context, c Config) (*Client, error) {
 		// parts carry Content-MD5 instead.
 		config.WithRequestChecksumCalculation(aws.RequestChecksumCalculationWhenRequired),
 		config.WithResponseChecksumValidation(aws.ResponseChecksumValidationWhenRequired),
-		// Hours-long uploads: see newRetryer. The upload's own requests
-		// go through Client.store, which retries the same way.
-		config.WithRetryer(func() aws.Retryer { return cl.newRetryer(attempts, backoff) }),
+		// Each request once: objstore.Retrying is where they are repeated.
+		config.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
 	}
 	if c.HTTPClient != nil {
 		opts = append(opts, config.WithHTTPClient(c.HTTPClient))
@@ -150,6 +152,9 @@ func NewClient(ctx context.Context, c Config) (*Client, error) {
 			t.MaxIdleConnsPerHost = conns
 			t.ResponseHeaderTimeout = 5 * time.Minute
 		})))
+	}
+	if c.Credentials != nil {
+		opts = append(opts, config.WithCredentialsProvider(c.Credentials))
 	}
 	if c.Profile != "" {
 		opts = append(opts, config.WithSharedConfigProfile(c.Profile))
@@ -179,29 +184,34 @@ func NewClient(ctx context.Context, c Config) (*Client, error) {
 		}
 		o.UsePathStyle = pathStyle
 	}
-	cl.S3 = s3.NewFromConfig(awsCfg, cl.s3opts)
-	cl.retryer = cl.newRetryer(attempts, backoff)
-	cl.once = s3.NewFromConfig(awsCfg, cl.s3opts, func(o *s3.Options) { o.Retryer = aws.NopRetryer{} })
+	cl.once = s3.NewFromConfig(awsCfg, cl.s3opts)
 	return cl, nil
 }
 
-// newRetryer is the SDK's standard retryer with many attempts, a long
-// backoff, and no retry quota (the default token bucket gives up for good
-// after a burst of failures, which a flaky link produces), except while the
-// store has never answered (firstContact): then a connection that cannot be
-// made is given up in about a second.
-func (c *Client) newRetryer(attempts int, backoff time.Duration) aws.Retryer {
-	return firstContact{RetryerV2: retry.NewStandard(func(o *retry.StandardOptions) {
-		o.MaxAttempts = attempts
-		o.MaxBackoff = backoff
-		o.RateLimiter = ratelimit.None
-	}), reached: c.reached}
+// Bucket is the store of bucket: every call tried again on a failure
+// worth it (12 attempts, backoff up to 30 s by default), paced with the
+// client's other calls.
+func (c *Client) Bucket(bucket string) objstore.Store {
+	return objstore.NewRetrying(c.raw(bucket), c.policy, c.pacer)
 }
 
-// store is the objectStore of bucket the upload uses: each call made once
-// by the SDK, tried again by retrying.
-func (c *Client) store(bucket string) objectStore {
-	return retrying{store: s3Store{api: c.once, bucket: bucket}, r: c.retryer}
+// BucketOnce is the store of bucket with every call made once, but paced
+// with the client's other calls: for callers that retry on their own (the
+// reader of an s3:// source retries a range).
+func (c *Client) BucketOnce(bucket string) objstore.Store {
+	return objstore.NewRetrying(c.raw(bucket), objstore.Policy{Attempts: 1}, c.pacer)
+}
+
+// fast is the store of bucket whose calls give up soon: the preflight's.
+func (c *Client) fast(bucket string) objstore.Store {
+	return objstore.NewRetrying(c.raw(bucket), objstore.Policy{Attempts: preflightAttempts, MaxBackoff: preflightBackoff}, c.pacer)
+}
+
+func (c *Client) raw(bucket string) objstore.Store {
+	if c.backend != nil {
+		return c.backend(bucket)
+	}
+	return objstore.NewS3(c.once, bucket)
 }
 
 // jdcloudRegionOf reads the region out of s3[-internal].<region>.jdcloud-oss.com.
@@ -217,7 +227,7 @@ func jdcloudRegionOf(host string) string {
 }
 
 // withEndpoint is a client of the same store reached at another base URL
-// (the intranet host, for presigning).
+// (the intranet host, for presigning: no request is made with it).
 func (c *Client) withEndpoint(u *url.URL) *s3.Client {
 	return s3.NewFromConfig(c.awsCfg, c.s3opts, func(o *s3.Options) {
 		o.BaseEndpoint = aws.String(u.String())
@@ -250,9 +260,7 @@ func (c *Client) Where() string {
 	return "AWS S3 (" + c.Region + ")"
 }
 
-// Close closes the client's idle connections: a finished upload's last
-// requests no longer hold their connections (nor, through them, part
-// buffers) until the idle time-out. The client stays usable.
+// Close closes the client's idle connections. The client stays usable.
 func (c *Client) Close() {
 	if h, ok := c.awsCfg.HTTPClient.(interface{ CloseIdleConnections() }); ok {
 		h.CloseIdleConnections()
@@ -263,15 +271,15 @@ func (c *Client) Close() {
 // resolve, that the bucket exists and is reachable, that it lies in
 // --jdcloud-region if given, and that it takes multipart uploads (one is
 // created and aborted under key+".convert-preflight"). Each failure is one
-// line.
+// line. Its calls give up soon (preflight_diag.go): an endpoint that cannot
+// be reached is reported in seconds.
 func (c *Client) Preflight(ctx context.Context, bucket, key string) error {
 	if _, err := c.Credentials(ctx); err != nil {
 		return err
 	}
-	// The preflight requests fail fast (preflight_diag.go): an endpoint
-	// that cannot be reached is reported in seconds.
-	if _, err := c.S3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(bucket)}, failFast); err != nil {
-		e := &Error{Op: fmt.Sprintf("bucket %q at %s", bucket, c.Where()), Err: err}
+	s := c.fast(bucket)
+	if err := s.Stat(ctx); err != nil {
+		e := fail(fmt.Sprintf("bucket %q at %s", bucket, c.Where()), "", 0, err).(*Error)
 		if ctx.Err() == nil {
 			// In the store's own terms; the cause stays for errors.As.
 			e.Msg = c.bucketError(ctx, bucket, err).Error()
@@ -279,24 +287,24 @@ func (c *Client) Preflight(ctx context.Context, bucket, key string) error {
 		return e
 	}
 	if c.JDCloudRegion != "" {
-		loc, err := c.S3.GetBucketLocation(ctx, &s3.GetBucketLocationInput{Bucket: aws.String(bucket)}, failFast)
+		loc, err := s.Location(ctx)
 		if err != nil {
-			return &Error{Op: fmt.Sprintf("bucket %q: reading its region", bucket), Err: err}
+			return fail(fmt.Sprintf("bucket %q: reading its region", bucket), "", 0, err)
 		}
-		if got := string(loc.LocationConstraint); got != "" && got != c.JDCloudRegion {
-			return fmt.Errorf("bucket %q is in region %s, not %s: the image must be in the region it is imported into", bucket, got, c.JDCloudRegion)
+		if loc != "" && loc != c.JDCloudRegion {
+			return fmt.Errorf("bucket %q is in region %s, not %s: the image must be in the region it is imported into", bucket, loc, c.JDCloudRegion)
 		}
 	}
 	probe := key + ".convert-preflight"
-	cr, err := c.S3.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(probe)}, failFast)
+	id, err := s.CreateUpload(ctx, probe, nil)
 	if err != nil {
-		return &Error{Op: fmt.Sprintf("bucket %q is not writable (starting a multipart upload failed)", bucket), Key: probe, Err: err}
+		return fail(fmt.Sprintf("bucket %q is not writable (starting a multipart upload failed)", bucket), probe, 0, err)
 	}
 	// Abort it even if ctx was cancelled meanwhile (Ctrl-C): no probe may stay.
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	if _, err := c.S3.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(probe), UploadId: cr.UploadId}); err != nil {
-		return &Error{Op: fmt.Sprintf("bucket %q: aborting the test upload %s", bucket, aws.ToString(cr.UploadId)), Key: probe, Err: err}
+	if err := s.AbortUpload(actx, probe, id); err != nil {
+		return fail(fmt.Sprintf("bucket %q: aborting the test upload %s", bucket, id), probe, 0, err)
 	}
 	return nil
 }

@@ -37,7 +37,12 @@ func (t *Target) complete(ctx context.Context) error {
 		etags = append(etags, hex.EncodeToString(p.md5[:]))
 	}
 	want := t.multipartETag()
-	t.recordCompleting(ctx, want)
+	if err := t.recordCompleting(ctx, want); err != nil {
+		return fail("completing the upload", t.key, 0, err)
+	}
+	if err := t.fence(ctx); err != nil {
+		return fail("completing the upload", t.key, 0, err)
+	}
 	t.steps.begin(StepCompleting, 0, 0)
 	etag, err := t.s.Complete(ctx, t.key, t.uploadID, etags)
 	if err != nil {
@@ -97,7 +102,7 @@ func (t *Target) verify(ctx context.Context) error {
 		p := t.parts.parts[num]
 		off := t.g.partStart(num)
 		g.Go(func() error {
-			body, err := t.s.GetRange(vctx, t.key, off, p.size)
+			body, _, err := t.s.Get(vctx, t.key, off, p.size, "")
 			if err != nil {
 				cancel()
 				return fail("verifying", t.key, num, err)

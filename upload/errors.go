@@ -5,8 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	smithy "github.com/aws/smithy-go"
+	"vmimport/internal/objstore"
 )
 
 // Errors the upload returns, for errors.Is.
@@ -27,7 +26,10 @@ var (
 
 // Error is a failed operation of an upload and its cause, like
 // os.PathError: errors.Is(err, context.Canceled) and errors.As(err,
-// &smithy.APIError) see through it.
+// &*objstore.Error) see through it. The store's answer is flattened into
+// it (Code, Status, RequestID): nothing in it holds a request, its body or
+// its connection, so that a failed disk kept in a batch's outcomes keeps
+// no part buffer alive.
 type Error struct {
 	// Op says what was being done: "uploading", "completing the upload".
 	Op string
@@ -35,8 +37,13 @@ type Error struct {
 	Key string
 	// Part is the part number, 0 when the operation is not about one part.
 	Part int32
-	// Err is the cause: the SDK's error, context.Canceled, or a check that
-	// failed.
+	// Code, Status and RequestID are the store's answer, if one came:
+	// its error code ("SlowDown"), the HTTP status, the request's id.
+	Code      string
+	Status    int
+	RequestID string
+	// Err is the cause: the store's *objstore.Error, context.Canceled,
+	// or a check that failed.
 	Err error
 	// Msg, when set, is the whole message: the cause is already said in
 	// its words ("bucket x does not exist"). Unwrap still gives Err.
@@ -63,45 +70,24 @@ func fail(op, key string, part int32, err error) error {
 	if err == nil {
 		return nil
 	}
-	return &Error{Op: op, Key: key, Part: part, Err: err}
+	e := &Error{Op: op, Key: key, Part: part, Err: err}
+	var se *objstore.Error
+	if errors.As(err, &se) {
+		e.Code, e.Status, e.RequestID = se.Code, se.Status, se.RequestID
+	}
+	return e
 }
 
-// httpStatus is the HTTP status of an SDK error, 0 if there was no response.
-func httpStatus(err error) int {
-	var re *awshttp.ResponseError
-	if errors.As(err, &re) && re.Response != nil {
-		return re.Response.StatusCode
-	}
-	return 0
-}
+// httpStatus is the HTTP status of the store's answer behind err, 0 if
+// there was none.
+func httpStatus(err error) int { return objstore.Status(err) }
 
-// apiCode is the S3 error code of an error ("NoSuchUpload", ...), "" when
-// the store did not answer with one.
-func apiCode(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return ae.ErrorCode()
-	}
-	return ""
-}
+// apiCode is the store's error code behind err ("NoSuchUpload", ...), ""
+// when it answered with none.
+func apiCode(err error) string { return objstore.Code(err) }
 
-// short is an error in one line: an SDK error without the operation
-// boilerplate, "Code: message".
-func short(err error) string {
-	var ue *Error
-	if errors.As(err, &ue) {
-		return firstLine(err.Error()) // already short
-	}
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		msg := ae.ErrorMessage()
-		if msg == "" {
-			return ae.ErrorCode()
-		}
-		return ae.ErrorCode() + ": " + msg
-	}
-	return firstLine(err.Error())
-}
+// short is an error in one line.
+func short(err error) string { return firstLine(err.Error()) }
 
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(s, "\n")

@@ -3,7 +3,10 @@ package upload
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
+
+	"vmimport/internal/kv"
 )
 
 // A run killed between CompleteMultipartUpload and its cleanup leaves a
@@ -13,18 +16,34 @@ import (
 // object with that size and those digests only finishes the cleanup.
 
 // recordCompleting writes the object about to be completed into the state
-// file. Failing to is not fatal: the upload goes on, and a run stopped
-// after Complete would only leave its zero object behind.
-func (t *Target) recordCompleting(ctx context.Context, etag string) {
+// file. Failing to is not fatal (the upload goes on, and a run stopped
+// after Complete would only leave its zero object behind), unless the
+// store refused the write because the lease it is made under is lost:
+// then the upload is another run's, and this one stops.
+func (t *Target) recordCompleting(ctx context.Context, etag string) error {
 	c := &completing{Size: t.g.pos, ETag: etag}
 	for num := int32(1); num <= t.g.numParts(); num++ {
 		s := t.parts.parts[num].md5
 		c.Parts = append(c.Parts, hex.EncodeToString(s[:]))
 	}
 	t.st.Completing = c
-	if err := t.st.save(ctx, t.state); err != nil {
+	err := t.st.save(ctx, t.state)
+	if errors.Is(err, kv.ErrFenced) {
+		return err
+	}
+	if err != nil {
 		t.log(fmt.Sprintf("could not record the upload as completing in %s: %v", t.state.Name(), err))
 	}
+	return nil
+}
+
+// fence asks Options.Fence, if set, whether the upload is still this
+// run's to finish.
+func (t *Target) fence(ctx context.Context) error {
+	if t.o.Fence == nil {
+		return nil
+	}
+	return t.o.Fence(ctx)
 }
 
 // adoptCompleted looks at the object a recorded, completing upload made.

@@ -3,6 +3,8 @@ package upload
 import (
 	"context"
 	"fmt"
+
+	"vmimport/internal/bufpool"
 )
 
 // grid cuts the output into parts as it is written: part 1 of first bytes,
@@ -11,7 +13,10 @@ import (
 // (headPartSize) so that holding it all along costs little whatever the
 // part size: S3 does not ask parts to be of one size, only every part but
 // the last to be at least 5 MiB. Only the goroutine calling Write, Skip,
-// Commit and Abort uses it.
+// Commit and Abort uses it. Every buffer is borrowed from the process's
+// pool (bufpool) and given back: a part's by the sender once the part is
+// in the store, part 1's after it is sent last, the one being filled by
+// Abort.
 type grid struct {
 	size     int64  // part size
 	first    int64  // size of part 1: headPart(size), or size for an upload recorded before
@@ -64,11 +69,12 @@ func gridParts(n, first, size int64) int32 {
 	return int32(1 + (n-first+size-1)/size)
 }
 
-// buffer returns a buffer for the part being filled: part 1 has its own (it
-// is held until Commit); the others come from the pool.
+// buffer returns a buffer for the part being filled: part 1's is apart
+// (it is held until Commit), the others count against the parts the
+// upload may hold.
 func (g *grid) buffer() ([]byte, error) {
 	if g.partNum() == 1 {
-		return make([]byte, g.first), nil
+		return g.pool.getHead(int(g.first))
 	}
 	return g.pool.get()
 }
@@ -138,58 +144,70 @@ func (g *grid) skip(n int64, end func() error) error {
 	return nil
 }
 
-// drop lets go of every part buffer once the parts are sent (or the upload
-// aborted): whoever still holds the Target (a report, a caller's
-// variable) does not hold them too.
-func (g *grid) drop() {
-	g.cur, g.head = nil, nil
-	if g.pool != nil {
-		g.pool.drain()
+// giveBack gives back the buffers the grid holds: the part being filled
+// and part 1, when the upload is aborted before they went to a sender.
+func (g *grid) giveBack() {
+	if g.cur != nil {
+		if g.partNum() == 1 {
+			g.pool.putHead(g.cur)
+		} else {
+			g.pool.put(g.cur)
+		}
 	}
+	if g.head != nil {
+		g.pool.putHead(g.head)
+	}
+	g.cur, g.head = nil, nil
 }
 
-// pool holds the part buffers: at most cap(free) of them are made, and a
-// part waits for one that a sender gave back.
+// pool lends the part buffers of one upload from the process's pool: at
+// most n at once (the parts in flight and the one being filled), and part
+// 1's apart; a part waits for a sender to give one back.
 type pool struct {
-	size      int64
-	free      chan []byte
-	allocated int
-	ctx       context.Context // ends when the senders fail
-	failed    func() error
+	size   int64
+	quota  chan struct{}
+	bufs   *bufpool.Pool
+	ctx    context.Context // ends when the senders fail
+	failed func() error
 }
 
-func newPool(size int64, n int) *pool {
-	return &pool{size: size, free: make(chan []byte, n)}
+func newPool(size int64, n int, bufs *bufpool.Pool) *pool {
+	return &pool{size: size, quota: make(chan struct{}, n), bufs: bufs}
 }
 
+// get borrows a part's buffer.
 func (p *pool) get() ([]byte, error) {
 	select {
-	case b := <-p.free:
-		return b, nil
-	default:
-	}
-	if p.allocated < cap(p.free) {
-		p.allocated++
-		return make([]byte, p.size), nil
-	}
-	select {
-	case b := <-p.free:
-		return b, nil
+	case p.quota <- struct{}{}:
 	case <-p.ctx.Done():
 		return nil, p.failed()
 	}
-}
-
-// drain empties the pool of the buffers given back.
-func (p *pool) drain() {
-	for {
-		select {
-		case <-p.free:
-		default:
-			return
+	b, err := p.bufs.Get(p.ctx, int(p.size))
+	if err != nil {
+		<-p.quota
+		if ferr := p.failed(); ferr != nil {
+			return nil, ferr
 		}
+		return nil, err
 	}
+	return b, nil
 }
 
-// put gives a buffer back; the pool has room for every buffer it made.
-func (p *pool) put(b []byte) { p.free <- b }
+// put gives a part's buffer back.
+func (p *pool) put(b []byte) {
+	p.bufs.Put(b)
+	<-p.quota
+}
+
+// getHead borrows part 1's buffer, zeroed (a head shorter than part 1
+// leaves zeros after it).
+func (p *pool) getHead(n int) ([]byte, error) {
+	b, err := p.bufs.Get(p.ctx, n)
+	if err == nil {
+		clear(b)
+	}
+	return b, err
+}
+
+// putHead gives part 1's buffer back.
+func (p *pool) putHead(b []byte) { p.bufs.Put(b) }

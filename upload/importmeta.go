@@ -9,9 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
 // The object metadata (x-amz-meta-convert-*) an upload stores at
@@ -130,9 +127,9 @@ func (c *Client) HeadObject(ctx context.Context, bucket, key string) (*ObjectInf
 	if _, err := c.Credentials(ctx); err != nil {
 		return nil, err
 	}
-	h, err := c.S3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	h, err := c.Bucket(bucket).Head(ctx, key)
 	if err != nil {
-		e := &Error{Op: fmt.Sprintf("s3://%s/%s at %s", bucket, key, c.Where()), Key: key, Err: err}
+		e := fail(fmt.Sprintf("s3://%s/%s at %s", bucket, key, c.Where()), key, 0, err).(*Error)
 		switch httpStatus(err) {
 		case http.StatusNotFound:
 			e.Msg = fmt.Sprintf("s3://%s/%s: no such object at %s", bucket, key, c.Where())
@@ -141,7 +138,7 @@ func (c *Client) HeadObject(ctx context.Context, bucket, key string) (*ObjectInf
 		}
 		return nil, e
 	}
-	return &ObjectInfo{Bucket: bucket, Key: key, Size: aws.ToInt64(h.ContentLength), ETag: trimETag(h.ETag), Metadata: h.Metadata}, nil
+	return &ObjectInfo{Bucket: bucket, Key: key, Size: h.Size, ETag: h.ETag, Metadata: h.Metadata}, nil
 }
 
 // ObjectReport is the report of an object uploaded earlier: its URLs, a

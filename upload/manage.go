@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
 // Pending is an incomplete multipart upload, or (Kind "zero-object") a
@@ -33,21 +30,14 @@ const zeroMark = ".convert-zeros-"
 // ListZeroObjects lists the zero objects under prefix: objects whose key
 // holds ".convert-zeros-", every page of them.
 func (c *Client) ListZeroObjects(ctx context.Context, bucket, prefix string) ([]Pending, error) {
-	var all []Pending
-	in := &s3.ListObjectsV2Input{Bucket: aws.String(bucket)}
-	if prefix != "" {
-		in.Prefix = aws.String(prefix)
+	objs, err := c.Bucket(bucket).List(ctx, prefix)
+	if err != nil {
+		return nil, fail(fmt.Sprintf("listing the objects of bucket %q", bucket), "", 0, err)
 	}
-	p := s3.NewListObjectsV2Paginator(c.S3, in)
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, fail(fmt.Sprintf("listing the objects of bucket %q", bucket), "", 0, err)
-		}
-		for _, o := range page.Contents {
-			if k := aws.ToString(o.Key); strings.Contains(k, zeroMark) {
-				all = append(all, Pending{Key: k, Initiated: aws.ToTime(o.LastModified), Kind: KindZeroObject, Size: aws.ToInt64(o.Size)})
-			}
+	var all []Pending
+	for _, o := range objs {
+		if strings.Contains(o.Key, zeroMark) {
+			all = append(all, Pending{Key: o.Key, Initiated: o.Modified, Kind: KindZeroObject, Size: o.Size})
 		}
 	}
 	return all, nil
@@ -58,7 +48,7 @@ func (c *Client) DeleteZeroObject(ctx context.Context, bucket string, p Pending)
 	if !strings.Contains(p.Key, zeroMark) {
 		return fmt.Errorf("%s is not a zero object of convert", p.Key)
 	}
-	if err := c.store(bucket).Delete(ctx, p.Key); err != nil && httpStatus(err) != 404 {
+	if err := c.Bucket(bucket).Delete(ctx, p.Key); err != nil && httpStatus(err) != 404 {
 		return fail("deleting "+p.Key, p.Key, 0, err)
 	}
 	return nil
@@ -67,9 +57,13 @@ func (c *Client) DeleteZeroObject(ctx context.Context, bucket string, p Pending)
 // ListUploads lists the incomplete multipart uploads of bucket whose key
 // starts with prefix, every page of them.
 func (c *Client) ListUploads(ctx context.Context, bucket, prefix string) ([]Pending, error) {
-	all, err := c.store(bucket).ListUploads(ctx, prefix)
+	ups, err := c.Bucket(bucket).ListUploads(ctx, prefix)
 	if err != nil {
 		return nil, fail(fmt.Sprintf("listing the uploads of bucket %q", bucket), "", 0, err)
+	}
+	all := make([]Pending, 0, len(ups))
+	for _, u := range ups {
+		all = append(all, Pending{Key: u.Key, UploadID: u.UploadID, Initiated: u.Initiated, Kind: KindUpload})
 	}
 	return all, nil
 }
@@ -77,7 +71,7 @@ func (c *Client) ListUploads(ctx context.Context, bucket, prefix string) ([]Pend
 // AbortUpload aborts one upload and deletes the zero object this tool may
 // have left beside it.
 func (c *Client) AbortUpload(ctx context.Context, bucket string, p Pending) error {
-	s := c.store(bucket)
+	s := c.Bucket(bucket)
 	if err := s.AbortUpload(ctx, p.Key, p.UploadID); err != nil && apiCode(err) != "NoSuchUpload" {
 		return fail(fmt.Sprintf("aborting %s of %s", p.UploadID, p.Key), p.Key, 0, err)
 	}

@@ -7,15 +7,9 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
-	smithy "github.com/aws/smithy-go"
+	"vmimport/internal/objstore"
 )
 
 // ErrUnreachable marks a store that could not be reached at all: the
@@ -27,75 +21,25 @@ var ErrUnreachable = errors.New("cannot reach the object store")
 // preflightAttempts and preflightBackoff bound the retries of the preflight
 // requests: a closed port or an unknown host fails in about a second
 // instead of the minute the transfer's budget (12 attempts) would take.
+// (A store never reached at all gives up as soon, whatever the request:
+// objstore.Retrying's first contact rule.)
 const (
 	preflightAttempts = 3
 	preflightBackoff  = 500 * time.Millisecond
 )
 
-// failFast is a request option for the preflight requests: few attempts,
-// short waits.
-func failFast(o *s3.Options) {
-	o.Retryer = retry.NewStandard(func(so *retry.StandardOptions) {
-		so.MaxAttempts = preflightAttempts
-		so.MaxBackoff = preflightBackoff
-		so.RateLimiter = ratelimit.None
-	})
-}
-
-// firstContact is the retryer of a Client: the transfer's (many attempts,
-// long backoff), except while the store has never answered: then a
-// connection that cannot be made (refused, host not found, no route) is
-// given up after preflightAttempts, preflightBackoff apart. A mistyped
-// endpoint or a stopped store is told in about a second by whatever request
-// comes first (a preflight, convert uploads ls, convert import); the long
-// budget stays for the faults of a transfer under way.
-type firstContact struct {
-	aws.RetryerV2
-	reached *atomic.Bool
-}
-
-// GetAttemptToken notes every attempt that got an answer.
-func (f firstContact) GetAttemptToken(ctx context.Context) (func(error) error, error) {
-	release, err := f.RetryerV2.GetAttemptToken(ctx)
-	if err != nil {
-		return release, err
-	}
-	return func(err error) error {
-		if err == nil || !connectionFailed(err) {
-			f.reached.Store(true)
-		}
-		return release(err)
-	}, nil
-}
-
-// RetryDelay gives up early on a store never reached.
-func (f firstContact) RetryDelay(attempt int, err error) (time.Duration, error) {
-	d, derr := f.RetryerV2.RetryDelay(attempt, err)
-	if f.reached.Load() || !connectionFailed(err) {
-		return d, derr
-	}
-	if attempt >= preflightAttempts {
-		return 0, err
-	}
-	return min(d, preflightBackoff), derr
-}
-
-// connectionFailed tells an error of a request that got no connection.
-func connectionFailed(err error) bool {
-	var dns *net.DNSError
-	var op *net.OpError
-	return errors.As(err, &dns) || (errors.As(err, &op) && op.Op == "dial" && httpStatus(err) == 0)
-}
-
 // unreachable says why no answer came from the store, in one line, or ""
 // when err is not a connection failure.
 func (c *Client) unreachable(err error) error {
+	if objstore.Status(err) != 0 {
+		return nil
+	}
 	var dns *net.DNSError
 	if errors.As(err, &dns) {
 		return fmt.Errorf("%w at %s: host %s not found (check --endpoint or --jdcloud-region)", ErrUnreachable, c.Where(), dns.Name)
 	}
 	var op *net.OpError
-	if errors.As(err, &op) && httpStatus(err) == 0 {
+	if errors.As(err, &op) {
 		why := op.Err.Error()
 		var se interface{ Unwrap() error }
 		if errors.As(op.Err, &se) && se.Unwrap() != nil {
@@ -113,17 +57,17 @@ func (c *Client) bucketError(ctx context.Context, bucket string, err error) erro
 	if u := c.unreachable(err); u != nil {
 		return u
 	}
-	status := httpStatus(err)
+	status := objstore.Status(err)
 	if status == http.StatusMovedPermanently {
-		if region := headerOf(err, "X-Amz-Bucket-Region"); region != "" {
+		if region := regionOf(err); region != "" {
 			return fmt.Errorf("bucket %q is in region %s, not %s: give --region %s (or the --jdcloud-region it lies in)", bucket, region, c.Region, region)
 		}
 	}
-	code, msg := apiCode(err), apiMessage(err)
+	code, msg := objstore.Code(err), apiMessage(err)
 	if status == http.StatusBadRequest || status == http.StatusMovedPermanently || status == http.StatusForbidden || code == "" || code == "BadRequest" || code == "Forbidden" {
-		_, gerr := c.S3.GetBucketLocation(ctx, &s3.GetBucketLocationInput{Bucket: aws.String(bucket)}, failFast)
-		if gerr != nil && httpStatus(gerr) == status && apiCode(gerr) != "" {
-			code, msg = apiCode(gerr), apiMessage(gerr)
+		_, gerr := c.fast(bucket).Location(ctx)
+		if gerr != nil && objstore.Status(gerr) == status && objstore.Code(gerr) != "" {
+			code, msg = objstore.Code(gerr), apiMessage(gerr)
 		}
 	}
 	switch {
@@ -156,20 +100,20 @@ func noCredentials(err error) error {
 	return fmt.Errorf("no usable credentials (env AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, --profile): %s", firstLine(err.Error()))
 }
 
-// apiMessage is the message of an S3 error, one line.
+// apiMessage is the message of a store's error, one line.
 func apiMessage(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return firstLine(ae.ErrorMessage())
+	var e *objstore.Error
+	if errors.As(err, &e) {
+		return firstLine(e.Message)
 	}
 	return ""
 }
 
-// headerOf is a header of the HTTP answer behind err.
-func headerOf(err error, name string) string {
-	var re *awshttp.ResponseError
-	if errors.As(err, &re) && re.Response != nil {
-		return re.Response.Header.Get(name)
+// regionOf is the bucket's region an answer told (X-Amz-Bucket-Region).
+func regionOf(err error) string {
+	var e *objstore.Error
+	if errors.As(err, &e) {
+		return e.Region
 	}
 	return ""
 }

@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
 // AbortRecorded aborts the upload that store records (one a failed, killed
@@ -27,16 +24,20 @@ func AbortRecorded(ctx context.Context, c *Client, store StateStore) (string, er
 	if st.Endpoint != endpointName(c) {
 		return "", fmt.Errorf("%s records an upload at %s, not %s", store.Name(), st.Endpoint, endpointName(c))
 	}
-	if _, err := c.S3.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
-		Bucket: aws.String(st.Bucket), Key: aws.String(st.Key), UploadId: aws.String(st.UploadID),
-	}); err != nil && apiCode(err) != "NoSuchUpload" && httpStatus(err) != 404 {
+	// Written back first: a store fenced by a lease the caller lost
+	// refuses it, and nothing is aborted.
+	if err := st.save(ctx, store); err != nil {
+		return "", err
+	}
+	s := c.Bucket(st.Bucket)
+	if err := s.AbortUpload(ctx, st.Key, st.UploadID); err != nil && apiCode(err) != "NoSuchUpload" && httpStatus(err) != 404 {
 		return "", fmt.Errorf("aborting upload %s of s3://%s/%s: %s", st.UploadID, st.Bucket, st.Key, short(err))
 	}
 	for _, key := range []string{st.ZeroKey, st.ZeroKey + ".seed"} {
 		if key == ".seed" {
 			continue
 		}
-		if _, err := c.S3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(st.Bucket), Key: aws.String(key)}); err != nil && httpStatus(err) != 404 {
+		if err := s.Delete(ctx, key); err != nil && httpStatus(err) != 404 {
 			return st.UploadID, fmt.Errorf("deleting the zero object s3://%s/%s: %s", st.Bucket, key, short(err))
 		}
 	}

@@ -77,24 +77,8 @@ type Report struct {
 	ImportCommand string          `json:"import_command"`
 }
 
-// SetImport changes the ImportImage fields of the report to come, once
-// the pass has learned them (the OS found by the import check, forceImport).
-func (t *Target) SetImport(f func(m *ImportMeta)) { f(&t.o.Import) }
-
 // Report returns what the upload tells after Commit (nil before).
-func (t *Target) Report() any {
-	if t.report == nil {
-		return nil
-	}
-	return t.report
-}
-
-// Print writes the report for people.
-func (t *Target) Print(w io.Writer) {
-	if t.report != nil {
-		t.report.Print(w)
-	}
-}
+func (t *Target) Report() *Report { return t.report }
 
 // Print writes the report for people.
 func (r *Report) Print(w io.Writer) {

@@ -12,14 +12,16 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
+
+	"vmimport/internal/objstore"
 )
 
-// job is one part for a sender.
+// job is one part for a sender, who gives its buffer back once done.
 type job struct {
-	num    int32
-	buf    []byte // nil for a part of zeros
-	n      int64
-	pooled bool
+	num  int32
+	buf  []byte // nil for a part of zeros
+	n    int64
+	head bool // buf is part 1's
 }
 
 // senders are the goroutines that send parts, Concurrency of them; the
@@ -29,16 +31,17 @@ type senders struct {
 	cancel context.CancelCauseFunc
 	g      errgroup.Group
 	jobs   chan job
+	pool   *pool
 	closed bool
 	n      int
 	busy   atomic.Int32 // senders with a part
 	sent   atomic.Int32 // parts the senders finished
 }
 
-// startSenders starts n senders that give each job to send and its pooled
+// startSenders starts n senders that give each job to send and its
 // buffer back to pool afterwards.
 func startSenders(ctx context.Context, n int, pool *pool, send func(context.Context, job) error) *senders {
-	s := &senders{jobs: make(chan job), n: n}
+	s := &senders{jobs: make(chan job), n: n, pool: pool}
 	s.ctx, s.cancel = context.WithCancelCause(ctx)
 	pool.ctx, pool.failed = s.ctx, s.failed
 	s.g.SetLimit(n)
@@ -52,9 +55,7 @@ func startSenders(ctx context.Context, n int, pool *pool, send func(context.Cont
 				}
 				s.busy.Add(-1)
 				s.sent.Add(1)
-				if j.buf != nil && j.pooled {
-					pool.put(j.buf)
-				}
+				s.giveBack(j)
 				if err != nil {
 					s.cancel(err)
 					return err
@@ -88,13 +89,26 @@ func (s *senders) failed() error {
 	return nil
 }
 
-// dispatch hands a part to a free sender.
+// dispatch hands a part to a free sender; a part no sender takes has its
+// buffer given back.
 func (s *senders) dispatch(j job) error {
 	select {
 	case s.jobs <- j:
 		return nil
 	case <-s.ctx.Done():
+		s.giveBack(j)
 		return s.failed()
+	}
+}
+
+// giveBack returns a part's buffer to the pool.
+func (s *senders) giveBack(j job) {
+	switch {
+	case j.buf == nil:
+	case j.head:
+		s.pool.putHead(j.buf)
+	default:
+		s.pool.put(j.buf)
 	}
 }
 
@@ -141,15 +155,15 @@ type partInfo struct {
 type partLog struct {
 	mu       sync.Mutex
 	parts    map[int32]partInfo
-	existing map[int32]partMeta // filled before the senders start
-	sent     atomic.Int64       // bytes sent (copied parts excluded)
-	stored   atomic.Int64       // bytes of parts in the store (sent, copied, found)
+	existing map[int32]objstore.Part // filled before the senders start
+	sent     atomic.Int64            // bytes sent (copied parts excluded)
+	stored   atomic.Int64            // bytes of parts in the store (sent, copied, found)
 	// onStored hears the bytes of each part recorded (Commit's progress).
 	onStored func(n int64)
 }
 
 func newPartLog() *partLog {
-	return &partLog{parts: map[int32]partInfo{}, existing: map[int32]partMeta{}}
+	return &partLog{parts: map[int32]partInfo{}, existing: map[int32]objstore.Part{}}
 }
 
 func (l *partLog) record(num int32, sum [16]byte, n int64, how byte) {

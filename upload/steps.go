@@ -28,11 +28,18 @@ type StepProgress struct {
 }
 
 // stepper reports steps to Options.Steps: from the goroutine calling
-// Commit and, while parts land or are read back, from the workers.
+// Commit and, while parts land or are read back, from the workers. The
+// step and its total change together (one pointer), so that a worker never
+// reads one step's total with another's name.
 type stepper struct {
-	f     func(StepProgress)
-	step  atomic.Pointer[Step]
-	done  atomic.Int64
+	f    func(StepProgress)
+	cur  atomic.Pointer[stepNow]
+	done atomic.Int64
+}
+
+// stepNow is the step under way and its total.
+type stepNow struct {
+	step  Step
 	total int64
 }
 
@@ -41,9 +48,8 @@ func (s *stepper) begin(step Step, done, total int64) {
 	if s.f == nil {
 		return
 	}
-	s.step.Store(&step)
 	s.done.Store(done)
-	s.total = total
+	s.cur.Store(&stepNow{step: step, total: total})
 	s.f(StepProgress{Step: step, Done: done, Total: total})
 }
 
@@ -52,10 +58,11 @@ func (s *stepper) add(step Step, n int64) {
 	if s.f == nil {
 		return
 	}
-	if cur := s.step.Load(); cur == nil || *cur != step {
+	cur := s.cur.Load()
+	if cur == nil || cur.step != step {
 		return
 	}
-	s.f(StepProgress{Step: step, Done: s.done.Add(n), Total: s.total})
+	s.f(StepProgress{Step: step, Done: s.done.Add(n), Total: cur.total})
 }
 
 // reader counts what is read from r as progress of step.

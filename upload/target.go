@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"time"
 
+	"vmimport/internal/bufpool"
+	"vmimport/internal/objstore"
 	"vmimport/writer"
 )
 
@@ -25,8 +27,12 @@ type Options struct {
 	// an upload started with other parts is then refused.
 	PartSizeChosen bool
 	// Concurrency is the number of parts in flight (default 8). Memory holds
-	// at most Concurrency+2 parts.
+	// at most Concurrency+1 parts and part 1 (PartMemory).
 	Concurrency int
+	// Buffers lends the part buffers (the process's pool, bounded by its
+	// memory budget); nil: a pool of PartMemory for this upload. Every
+	// buffer goes back once its part is in the store or the upload ended.
+	Buffers *bufpool.Pool
 	// StateFile records the upload for --resume (empty: DefaultStateFile).
 	StateFile string
 	// State, if set, records the upload instead of StateFile (a key of a
@@ -62,17 +68,24 @@ type Options struct {
 	// Steps, if set, hears the steps of Commit as they begin and advance
 	// (steps.go), from the goroutine calling Commit and from the workers.
 	Steps func(StepProgress)
+	// Fence, if set, is asked before the upload does what others may take
+	// for done or share: Complete, building the zero object, deleting an
+	// object it completed. An error stops the upload there (a queue
+	// worker that lost its lease). State records fenced the same way (a
+	// kv.Fenced store) are refused by the store itself.
+	Fence func(context.Context) error
 }
 
 // Target is a writer.Target that streams the output into a multipart
-// upload. Its parts are in other files: the part grid and buffer pool
-// (grid.go), the part senders (send.go), the zero object (zero.go), resume
+// upload. It holds in memory part 1 (until Commit), the part being
+// filled, and the parts in flight (Concurrency), no more: PartMemory. Its
+// parts are in other files: the part grid and buffer pool (grid.go), the part senders (send.go), the zero object (zero.go), resume
 // (resume.go, finish.go), complete and verify (complete.go), abort
-// (abort.go); every S3 call goes through an objectStore (store.go, retry.go).
+// (abort.go); every call to the store goes through an objstore.Store (Client.Bucket).
 type Target struct {
 	c        *Client
 	o        Options
-	s        objectStore
+	s        objstore.Store
 	bucket   string
 	key      string
 	uploadID string
@@ -141,7 +154,7 @@ func Start(ctx context.Context, c *Client, o Options) (*Target, error) {
 		}
 	}
 	t := &Target{
-		c: c, o: o, s: c.store(o.Bucket), bucket: o.Bucket, key: o.Key, state: store, log: logf,
+		c: c, o: o, s: c.Bucket(o.Bucket), bucket: o.Bucket, key: o.Key, state: store, log: logf,
 		g: grid{size: o.PartSize, first: headPart(o.PartSize), hint: o.SizeHint}, parts: newPartLog(),
 		steps: stepper{f: o.Steps},
 	}
@@ -171,7 +184,11 @@ func Start(ctx context.Context, c *Client, o Options) (*Target, error) {
 		}
 	}
 	t.zero = t.newZero()
-	t.g.pool = newPool(t.g.size, o.Concurrency+1)
+	bufs := o.Buffers
+	if bufs == nil {
+		bufs = bufpool.New(PartMemory(t.g.size, o.Concurrency))
+	}
+	t.g.pool = newPool(t.g.size, o.Concurrency+1, bufs)
 	t.send = startSenders(ctx, o.Concurrency, t.g.pool, t.sendPart)
 	return t, nil
 }
@@ -233,7 +250,7 @@ func (t *Target) endPart() error {
 		t.g.head, t.g.headLen, t.g.headSeen = b, n, true
 		return nil
 	}
-	return t.send.dispatch(job{num: int32(num), buf: b, n: n, pooled: true})
+	return t.send.dispatch(job{num: int32(num), buf: b, n: n})
 }
 
 // Commit patches head into part 1, sends the last parts, waits for every
@@ -262,18 +279,22 @@ func (t *Target) Commit(ctx context.Context, head []byte) error {
 	}
 	if len(head) > 0 {
 		if t.g.head == nil {
-			t.g.head = make([]byte, t.g.headLen)
+			b, err := t.g.pool.getHead(int(t.g.headLen))
+			if err != nil {
+				return err
+			}
+			t.g.head = b
 		}
 		copy(t.g.head, head)
 	}
 	t.steps.begin(StepUploading, t.parts.stored.Load(), t.g.pos)
-	if err := t.send.dispatch(job{num: 1, buf: t.g.head, n: t.g.headLen}); err != nil {
+	j := job{num: 1, buf: t.g.head, n: t.g.headLen, head: true}
+	t.g.head = nil // the sender's to give back now
+	if err := t.send.dispatch(j); err != nil {
 		return err
 	}
-	t.g.head = nil
 	if err := t.send.close(); err != nil {
 		return err
 	}
-	t.g.drop()
 	return t.complete(ctx)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"vmimport/internal/bufpool"
 	"vmimport/internal/s3test"
 )
 
@@ -157,7 +158,7 @@ func TestUploadSparseParts(t *testing.T) {
 	if got := e.objectSHA("disk.raw"); got != want {
 		t.Fatalf("object sha256 %s, want %s", got, want)
 	}
-	r := tg.Report().(*Report)
+	r := tg.Report()
 	if r.PartsCopied < 3 || !r.Verified || r.Size != size {
 		t.Errorf("report: %+v", r)
 	}
@@ -266,7 +267,7 @@ func TestRefusedCopyFallsBack(t *testing.T) {
 	if got := e.objectSHA("disk.raw"); got != want {
 		t.Fatal("object differs")
 	}
-	if r := tg.Report().(*Report); r.PartsCopied != 0 || r.PartsSent != r.Parts {
+	if r := tg.Report(); r.PartsCopied != 0 || r.PartsSent != r.Parts {
 		t.Errorf("report %+v", r)
 	}
 	if keys := srv.Keys(t, e.bucket); !slices.Equal(keys, []string{"disk.raw"}) {
@@ -395,7 +396,7 @@ func TestResume(t *testing.T) {
 	if got := e.objectSHA("disk.raw"); got != want {
 		t.Fatal("object differs")
 	}
-	if r := tg2.Report().(*Report); r.PartsReused == 0 {
+	if r := tg2.Report(); r.PartsReused == 0 {
 		t.Errorf("no part reused: %+v", r)
 	}
 	if p := srv.Pending(t, e.bucket); len(p) != 0 {
@@ -444,18 +445,23 @@ func TestPoolBound(t *testing.T) {
 		}
 		return s3test.Pass
 	})
-	tg := e.start("disk.raw", Options{SizeHint: 80 * mib, PartSize: 5 * mib, Concurrency: 2})
+	bufs := bufpool.New(1 << 30)
+	tg := e.start("disk.raw", Options{SizeHint: 80 * mib, PartSize: 5 * mib, Concurrency: 2, Buffers: bufs})
 	b := randBytes(mib, 3)
 	for range 80 {
 		if _, err := tg.Write(b); err != nil {
 			t.Fatal(err)
 		}
-		if tg.g.pool.allocated > 3 {
-			t.Fatalf("%d buffers allocated, bound is 3", tg.g.pool.allocated)
+		// Part 1 (5 MiB here) and three parts: two in flight, one filling.
+		if lent := bufs.Stats().Lent; lent > 4*5*mib {
+			t.Fatalf("%d MiB of part buffers lent, the bound is 20", lent>>20)
 		}
 	}
 	if err := tg.Commit(context.Background(), nil); err != nil {
 		t.Fatal(err)
+	}
+	if s := bufs.Stats(); s.Lent != 0 || s.Peak > 4*5*mib {
+		t.Fatalf("after Commit: %+v", s)
 	}
 }
 

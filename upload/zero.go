@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"vmimport/internal/objstore"
 )
 
 // zeroObject is the object whole parts of zeros are copied from
@@ -18,19 +20,21 @@ import (
 // upload ends; a store that refuses UploadPartCopy is noticed once, and
 // zero parts are then sent as bytes.
 type zeroObject struct {
-	s       objectStore
+	s       objstore.Store
 	bucket  string
 	key     string // the upload's object
 	zeroKey string
 	size    int64 // one part
 	log     func(string)
 	sent    *atomic.Int64 // the seed's bytes count as sent
+	fence   func(context.Context) error
 
 	mu      sync.Mutex
 	tried   bool // building began: it may exist
 	ready   bool
 	err     error
-	refused atomic.Bool
+	refused atomic.Bool  // said: zero parts go as bytes
+	why     atomic.Value // string: the store's answer to a copy
 
 	smu  sync.Mutex
 	sums map[int64][16]byte
@@ -39,7 +43,7 @@ type zeroObject struct {
 func (t *Target) newZero() *zeroObject {
 	return &zeroObject{
 		s: t.s, bucket: t.bucket, key: t.key, zeroKey: t.st.ZeroKey, size: t.g.size, log: t.log,
-		sent: &t.parts.sent, sums: map[int64][16]byte{},
+		sent: &t.parts.sent, sums: map[int64][16]byte{}, fence: t.fence,
 	}
 }
 
@@ -74,24 +78,36 @@ func refusal(err error) bool {
 	return false
 }
 
-// refuse notes that the store refuses copies, and says so once.
+// refuse notes why the store refuses copies; say tells it, once, outside
+// any lock.
 func (z *zeroObject) refuse(err error) error {
-	if !z.refused.Swap(true) {
-		z.log(fmt.Sprintf("the store refuses server-side copies (%s): sending zero parts as bytes", short(err)))
-	}
+	z.why.CompareAndSwap(nil, short(err))
 	return errCopyRefused
+}
+
+// say tells, once, that zero parts go as bytes.
+func (z *zeroObject) say() {
+	if !z.refused.Swap(true) {
+		why, _ := z.why.Load().(string)
+		z.log(fmt.Sprintf("the store refuses server-side copies (%s): sending zero parts as bytes", why))
+	}
 }
 
 // copyInto makes part num of the upload a copy of the first n bytes of the
 // zero object; want is the MD5 of n zeros, hex.
 func (z *zeroObject) copyInto(ctx context.Context, uploadID string, num int32, n int64, want string) error {
 	if err := z.ensure(ctx); err != nil {
+		if errors.Is(err, errCopyRefused) {
+			z.say()
+		}
 		return err
 	}
 	got, err := z.s.CopyPart(ctx, z.key, uploadID, num, z.zeroKey, n)
 	if err != nil {
 		if refusal(err) {
-			return z.refuse(err)
+			z.refuse(err)
+			z.say()
+			return errCopyRefused
 		}
 		return fail("copying zeros into", z.key, num, err)
 	}
@@ -114,6 +130,9 @@ func (z *zeroObject) ensure(ctx context.Context) error {
 	}
 	if err := ctx.Err(); err != nil {
 		return context.Cause(ctx)
+	}
+	if err := z.fence(ctx); err != nil {
+		return fail("building the zero object", z.zeroKey, 0, err)
 	}
 	z.tried = true
 	// The build is not cut short by an abort: a request cancelled on our
@@ -217,7 +236,7 @@ func (z *zeroObject) drop(ctx context.Context, resumed bool) {
 }
 
 // dropKeys deletes leftover zero objects without checking (finish.go).
-func dropKeys(ctx context.Context, s objectStore, bucket string, log func(string), keys ...string) {
+func dropKeys(ctx context.Context, s objstore.Store, bucket string, log func(string), keys ...string) {
 	for _, key := range keys {
 		if err := s.Delete(ctx, key); err != nil && httpStatus(err) != http.StatusNotFound {
 			log(fmt.Sprintf("could not delete the zero object s3://%s/%s (%s): delete it by hand", bucket, key, short(err)))

@@ -15,8 +15,6 @@ import (
 
 	"vmimport/internal/units"
 	"vmimport/job"
-	"vmimport/reader"
-	"vmimport/stream"
 )
 
 const benchLong = `convert bench SRC measures, on your own image, without keeping anything:
@@ -123,24 +121,20 @@ type benchPhase struct {
 
 func benchImage(ctx context.Context, base job.Spec, tmpdir string, asJSON bool, up *job.Spec, stdout, stderr io.Writer) error {
 	src, workers, blockSize := base.Source, base.Workers, base.BlockSize
-	im, err := reader.Open(src, reader.Options{})
-	if err != nil {
-		return inputError{err}
-	}
-	defer im.Close()
 	var phases []benchPhase
-	phase := func(name string, st stream.Stats, d time.Duration, outBytes int64) {
+	phase := func(name string, st job.Stats, d time.Duration, outBytes int64) {
 		s := max(d.Seconds(), 1e-9)
 		phases = append(phases, benchPhase{Phase: name, Seconds: d.Seconds(), VirtualMBps: float64(st.Size) / 1e6 / s,
 			DataMBps: float64(st.Data) / 1e6 / s, OutputBytes: outBytes, ZeroFraction: float64(st.Skipped+st.Detected) / float64(max(st.Size, 1))})
 	}
 	// read: the pipeline alone, every block dropped.
 	start := time.Now()
-	st, err := stream.Run(ctx, im, stream.SinkFunc(func(context.Context, *stream.Block) error { return nil }), stream.Options{Workers: workers, BlockSize: blockSize})
+	read, err := job.Read(ctx, base)
 	if err != nil {
 		return err
 	}
-	phase("read", st, time.Since(start), 0)
+	phase("read", read.Stats, time.Since(start), 0)
+	info := read.Source
 
 	// raw: a real conversion to a sparse file, then removed.
 	raw := base
@@ -168,10 +162,9 @@ func benchImage(ctx context.Context, base job.Spec, tmpdir string, asJSON bool, 
 	}
 
 	if asJSON {
-		return writeJSON(stdout, map[string]any{"source": im.Info(), "workers": workers, "block_size": blockSize, "phases": phases})
+		return writeJSON(stdout, map[string]any{"source": info, "workers": workers, "block_size": blockSize, "phases": phases})
 	}
-	info := im.Info()
-	fmt.Fprintf(stdout, "%s: %s, %s virtual, %.0f%% zero; %d workers, %s blocks\n", src, info.Format, units.Bytes(im.Size()), phases[0].ZeroFraction*100, workers, units.Bytes(int64(blockSize)))
+	fmt.Fprintf(stdout, "%s: %s, %s virtual, %.0f%% zero; %d workers, %s blocks\n", src, info.Format, units.Bytes(info.VirtualSize), phases[0].ZeroFraction*100, workers, units.Bytes(int64(blockSize)))
 	fmt.Fprintf(stdout, "%-6s %9s %16s %13s\n", "phase", "seconds", "MiB/s (virtual)", "MiB/s (data)")
 	for _, p := range phases {
 		fmt.Fprintf(stdout, "%-6s %9.2f %16s %13s\n", p.Phase, p.Seconds, mibps(p.VirtualMBps, p.Seconds), mibps(p.DataMBps, p.Seconds))

@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"vmimport/check"
 	"vmimport/internal/units"
 	"vmimport/job"
 )
@@ -89,15 +88,11 @@ func newCheckCmd() *cobra.Command {
 }
 
 func runCheckCmd(ctx context.Context, src string, ro *readerOptions, diskSizeGB int64, shrink, asJSON bool, stdout, stderr io.Writer) error {
-	im, _, err := ro.open(ctx, src, stderr)
+	spec, err := ro.spec(src)
 	if err != nil {
 		return err
 	}
-	defer im.Close()
-	if err := job.CheckSourceFormat(ro.format, im.Info()); err != nil {
-		return inputError{err}
-	}
-	r, err := check.Run(ctx, im, check.Options{Format: im.Info().Format, DiskSizeGB: diskSizeGB, Shrink: shrink})
+	r, err := job.Check(ctx, spec, job.CheckOptions{DiskSizeGB: diskSizeGB, Shrink: shrink}, ro.warn(stderr))
 	if err != nil {
 		return err
 	}
@@ -108,14 +103,14 @@ func runCheckCmd(ctx context.Context, src string, ro *readerOptions, diskSizeGB 
 	} else {
 		table := map[string]string{"mbr": "MBR", "gpt": "GPT", "none": "no"}[r.PartitionTable]
 		fmt.Fprintf(stdout, "%s: %s, %s virtual, %s partition table\n", src, r.Format, units.Bytes(r.VirtualSize), table)
-		r.WriteText(stdout, check.Info)
+		r.WriteText(stdout, job.SeverityInfo)
 		fmt.Fprintln(stdout, r.Summary())
 	}
 	switch {
-	case r.Count(check.Error) > 0:
-		return checkFailed{exitCheckErrors, fmt.Sprintf("%s: %d import rule(s) broken", src, r.Count(check.Error))}
-	case r.Count(check.Warning) > 0:
-		return checkFailed{exitCheckWarnings, fmt.Sprintf("%s: %d warning(s)", src, r.Count(check.Warning))}
+	case r.Count(job.SeverityError) > 0:
+		return checkFailed{exitCheckErrors, fmt.Sprintf("%s: %d import rule(s) broken", src, r.Count(job.SeverityError))}
+	case r.Count(job.SeverityWarning) > 0:
+		return checkFailed{exitCheckWarnings, fmt.Sprintf("%s: %d warning(s)", src, r.Count(job.SeverityWarning))}
 	}
 	return nil
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
-	"vmimport/check"
 	"vmimport/internal/units"
 	"vmimport/job"
 )
@@ -318,9 +317,9 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 // checkText is the import check's findings for people, a line each.
-func checkText(r *check.Report) string {
+func checkText(r *job.CheckReport) string {
 	var b strings.Builder
-	r.WriteText(prefixWriter{&b, "convert: check: "}, check.Warning)
+	r.WriteText(prefixWriter{&b, "convert: check: "}, job.SeverityWarning)
 	fmt.Fprintf(&b, "convert: check: %s\n", r.Summary())
 	return b.String()
 }

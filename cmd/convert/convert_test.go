@@ -146,10 +146,10 @@ func TestBackingChain(t *testing.T) {
 	}
 }
 
-func mustConvertInfo(t *testing.T, args ...string) infoReport {
+func mustConvertInfo(t *testing.T, args ...string) job.Inspection {
 	t.Helper()
 	out := mustConvert(t, append([]string{"info", "--json"}, args...)...)
-	var r infoReport
+	var r job.Inspection
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("info --json: %v\n%s", err, out)
 	}

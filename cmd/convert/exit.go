@@ -7,10 +7,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"vmimport/check"
 	"vmimport/job"
-	"vmimport/reader/image"
-	"vmimport/stream"
 )
 
 // Exit codes, as documented in --help and the README.
@@ -58,8 +55,6 @@ func exitCode(ctx context.Context, err error) int {
 	var ue usageError
 	var ie inputError
 	var ec exitCoder
-	var se *job.SpecError
-	var je *job.InputError
 	var impErr *job.ImportError
 	switch {
 	case err == nil:
@@ -74,10 +69,9 @@ func exitCode(ctx context.Context, err error) int {
 		return exitCancelled
 	case isBrokenPipe(err):
 		return exitPipe
-	case errors.As(err, &ue), errors.As(err, &se), errors.Is(err, stream.ErrOptions):
+	case errors.As(err, &ue), job.BadSpec(err):
 		return exitUsage
-	case errors.As(err, &ie), errors.As(err, &je), errors.Is(err, image.ErrCorrupt), errors.Is(err, image.ErrUnsupported),
-		errors.Is(err, image.ErrNotAllowed), errors.Is(err, check.ErrRule):
+	case errors.As(err, &ie), job.BadInput(err):
 		return exitBadInput
 	}
 	return exitFailure

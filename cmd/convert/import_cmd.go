@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -13,10 +12,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"vmimport/check"
 	"vmimport/jdcloud"
 	"vmimport/job"
-	"vmimport/upload"
 )
 
 const importLong = `Imports an object uploaded earlier by convert into the cloud as a private
@@ -92,123 +89,57 @@ func newImportCmd() *cobra.Command {
 	return c
 }
 
-// runImport is `convert import s3://BUCKET/KEY`.
+// runImport is `convert import s3://BUCKET/KEY`: the flags as an
+// ObjectImport, the result printed.
 func runImport(ctx context.Context, fs *pflag.FlagSet, o *importCmd, object string, stdout, stderr io.Writer) error {
-	u, i, progress, diskFormat, diskSizeGB, forceImport, clientToken, asJSON := &o.u, &o.i, o.progress, o.diskFormat, o.diskSizeGB, o.forceImport, o.clientToken, o.asJSON
-	bucket, key, err := upload.ParseS3URL(object)
-	if err != nil {
-		return usageError{err}
-	}
-	if key == "" || strings.HasSuffix(key, "/") {
-		return usageError{fmt.Errorf("%s: give the object's key, not a folder", object)}
-	}
-	if err := i.validate(progress); err != nil {
+	u, i := &o.u, &o.i
+	if err := i.validate(o.progress); err != nil {
 		return err
 	}
-	if u.presignTTL < 24*time.Hour || u.presignTTL > 7*24*time.Hour {
-		return usageError{fmt.Errorf("--presign-ttl %s: the import link must live at least 1 day (24h) and SigV4 allows at most 7 days (168h)", u.presignTTL)}
+	oi := job.ObjectImport{
+		Object: object, Store: u.store(), Import: i.spec(), PresignTTL: u.presignTTL, ClientToken: o.clientToken,
+		FieldsGiven: fs.Changed("disk-format") && fs.Changed("system-disk-size-gb"),
+		Override: func(m *job.ImportMeta) {
+			for _, f := range []struct {
+				flag string
+				dst  *string
+				val  string
+			}{
+				{"image-name", &m.ImageName, u.imageName}, {"description", &m.Description, u.description},
+				{"os-type", &m.OSType, u.osType}, {"platform", &m.Platform, u.platform}, {"os-version", &m.OSVersion, u.osVersion},
+				{"architecture", &m.Architecture, u.architecture}, {"disk-format", &m.DiskFormat, o.diskFormat},
+			} {
+				if fs.Changed(f.flag) {
+					*f.dst = f.val
+				}
+			}
+			if fs.Changed("system-disk-size-gb") {
+				m.SystemDiskSizeGB = o.diskSizeGB
+			}
+			if fs.Changed("force-import") {
+				m.ForceImport = o.forceImport
+			}
+		},
 	}
-	if len(clientToken) > jdcloud.MaxClientToken {
-		return usageError{fmt.Errorf("--client-token: %d characters, at most %d", len(clientToken), jdcloud.MaxClientToken)}
-	}
-	u.concurrency = 4
-	c, err := u.client(ctx)
-	if err != nil {
-		return err
-	}
-	if _, err := job.APIRegion(u.store(), c); err != nil {
-		return err
-	}
-	info, err := c.HeadObject(ctx, bucket, key)
-	if err != nil {
-		return err
-	}
-	object = "s3://" + bucket + "/" + key
-	meta, virtual, err := upload.ImportMetaFromObject(info.Metadata)
-	if errors.Is(err, upload.ErrNoImportMeta) {
-		if !fs.Changed("disk-format") || !fs.Changed("system-disk-size-gb") {
-			return usageError{fmt.Errorf("%s carries no import metadata (convert did not upload it): give --disk-format and --system-disk-size-gb", object)}
-		}
-	} else if err != nil {
-		return inputError{fmt.Errorf("%s: %w", object, err)}
-	}
-	for _, f := range []struct {
-		flag string
-		dst  *string
-		val  string
-	}{
-		{"image-name", &meta.ImageName, u.imageName}, {"description", &meta.Description, u.description},
-		{"os-type", &meta.OSType, u.osType}, {"platform", &meta.Platform, u.platform}, {"os-version", &meta.OSVersion, u.osVersion},
-		{"architecture", &meta.Architecture, u.architecture}, {"disk-format", &meta.DiskFormat, diskFormat},
-	} {
-		if fs.Changed(f.flag) {
-			*f.dst = f.val
-		}
-	}
-	if fs.Changed("system-disk-size-gb") {
-		meta.SystemDiskSizeGB = diskSizeGB
-	}
-	if fs.Changed("force-import") {
-		meta.ForceImport = forceImport
-	}
-	if err := checkImportMeta(meta, virtual); err != nil {
-		return err
-	}
-	logf := func(s string) { fmt.Fprintf(stderr, "convert: %s\n", s) }
-	api, err := job.ConnectAPI(ctx, u.store(), c, i.spec(), logf, false)
-	if err != nil {
-		return err
-	}
-	rep := c.ObjectReport(ctx, info, u.presignTTL, meta)
-	for _, w := range rep.Warnings {
-		fmt.Fprintf(stderr, "convert: warning: %s\n", w)
-	}
-	body := rep.ImportImage
-	if clientToken != "" {
-		body.ClientToken = clientToken
-	}
-	if meta.Platform == "" {
-		fmt.Fprintf(stderr, "convert: warning: %s\n", job.OSHint(body))
-	}
-	b := newBars(progress, stderr)
+	b := newBars(o.progress, stderr)
 	tasks := newTaskBars(b)
-	res, err := api.Import(ctx, body, object, job.ImportSpec{Enabled: true, Wait: i.wait, WaitTimeout: i.waitTimeout, PollInterval: i.pollInterval, APIEndpoint: i.apiEndpoint}, job.ImportHooks{
-		Task:   func(t jdcloud.Task) { tasks.update(t, "") },
-		Notice: func(s string) { b.printf("convert: %s\n", s) },
+	res, err := job.ImportObject(ctx, oi, job.ImportHooks{
+		Task:    func(t jdcloud.Task) { tasks.update(t, "") },
+		Notice:  func(s string) { b.printf("convert: %s\n", s) },
+		Warning: func(s string) { b.printf("convert: warning: %s\n", s) },
 	})
 	tasks.finish()
 	b.wait()
-	if asJSON && res != nil {
+	if o.asJSON && res != nil {
 		writeJSON(stdout, res)
 	} else {
 		printImport(stdout, res)
 	}
-	if err != nil {
-		return importError{err}
+	var ie *job.ImportError
+	if errors.As(err, &ie) {
+		return importError{ie.Err}
 	}
-	return nil
-}
-
-// checkImportMeta checks the fields the import sends against the API's
-// rules, before the call.
-func checkImportMeta(m upload.ImportMeta, virtual int64) error {
-	if !slices.Contains([]string{"raw", "qcow2", "vhd", "vmdk"}, m.DiskFormat) {
-		return usageError{fmt.Errorf("disk format %q: the import takes raw, qcow2, vhd or vmdk (--disk-format)", m.DiskFormat)}
-	}
-	if m.OSType != "" && m.OSType != "linux" && m.OSType != "windows" {
-		return usageError{fmt.Errorf("--os-type %q: use linux or windows", m.OSType)}
-	}
-	if m.Architecture != "" && !slices.Contains([]string{"x86_64", "arm64", "i386"}, m.Architecture) {
-		return usageError{fmt.Errorf("--architecture %q: use x86_64, arm64 or i386", m.Architecture)}
-	}
-	if virtual > 0 {
-		if _, err := check.DiskSize(virtual, m.SystemDiskSizeGB); err != nil {
-			return usageError{fmt.Errorf("system disk size: %w", err)}
-		}
-	} else if g := m.SystemDiskSizeGB; g < check.MinDiskGB || g > check.MaxDiskGB || g%check.StepDiskGB != 0 {
-		return usageError{fmt.Errorf("--system-disk-size-gb %d: use %d..%d, a multiple of %d", g, check.MinDiskGB, check.MaxDiskGB, check.StepDiskGB)}
-	}
-	return nil
+	return err
 }
 
 func newImportStatusCmd() *cobra.Command {
@@ -257,12 +188,7 @@ func runImportStatus(ctx context.Context, u *uploadOptions, i *importOptions, pr
 	if err := i.validate(progress); err != nil {
 		return err
 	}
-	u.concurrency = 1
-	c, err := u.client(ctx)
-	if err != nil {
-		return err
-	}
-	api, err := job.ConnectAPI(ctx, u.store(), c, i.spec(), func(s string) { fmt.Fprintf(stderr, "convert: %s\n", s) }, false)
+	api, err := job.ConnectStoreAPI(ctx, nil, u.store(), i.spec(), func(s string) { fmt.Fprintf(stderr, "convert: %s\n", s) })
 	if err != nil {
 		return err
 	}

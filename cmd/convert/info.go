@@ -4,26 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"vmimport/check"
 	"vmimport/internal/units"
 	"vmimport/job"
-	"vmimport/reader"
-	"vmimport/reader/image"
 )
-
-type infoReport struct {
-	image.Info
-	FileSize          int64 `json:"file_size"`
-	AllocatedSize     int64 `json:"allocated_size"`
-	SuggestedDiskSize int64 `json:"suggested_system_disk_size_gb"`
-	Importable        bool  `json:"importable_size"`
-}
 
 func newInfoCmd() *cobra.Command {
 	var asJSON bool
@@ -55,27 +43,13 @@ OVA), and the system disk size to ask the ImportImage API for.`,
 }
 
 func runInfo(ctx context.Context, path string, ro *readerOptions, asJSON bool, stdout, stderr io.Writer) error {
-	im, op, err := ro.open(ctx, path, stderr)
+	spec, err := ro.spec(path)
 	if err != nil {
 		return err
 	}
-	defer im.Close()
-	if err := job.CheckSourceFormat(ro.format, im.Info()); err != nil {
-		return inputError{err}
-	}
-	r := infoReport{Info: im.Info(), SuggestedDiskSize: check.SuggestDiskGB(im.Size())}
-	r.Importable = check.VirtualGB(im.Size()) <= check.MaxDiskGB
-	if fi, err := os.Stat(path); err == nil {
-		r.FileSize = fi.Size()
-		r.AllocatedSize = fi.Size()
-		if n, ok := allocatedBytes(path, fi); ok && fi.Mode().IsRegular() {
-			r.AllocatedSize = n
-		}
-		if fi.Mode()&os.ModeDevice != 0 {
-			r.FileSize, r.AllocatedSize = im.Size(), im.Size()
-		}
-	} else if n, ok := remoteSizes(op, path); ok {
-		r.FileSize, r.AllocatedSize = n, n
+	r, err := job.Inspect(ctx, spec, ro.warn(stderr))
+	if err != nil {
+		return err
 	}
 	if asJSON {
 		return writeJSON(stdout, r)
@@ -86,12 +60,12 @@ func runInfo(ctx context.Context, path string, ro *readerOptions, asJSON bool, s
 	if r.Importable {
 		fmt.Fprintf(stdout, "system disk size:  %d GB (--system-disk-size-gb for ImportImage)\n", r.SuggestedDiskSize)
 	} else {
-		fmt.Fprintf(stdout, "system disk size:  too large: the cloud imports system disks up to %d GiB\n", check.MaxDiskGB)
+		fmt.Fprintf(stdout, "system disk size:  too large: the cloud imports system disks up to %d GiB\n", job.MaxDiskGB)
 	}
 	return nil
 }
 
-func printInfo(w io.Writer, in *image.Info, indent string) {
+func printInfo(w io.Writer, in *job.ImageInfo, indent string) {
 	format := in.Format
 	if in.Subformat != "" {
 		format += " (" + in.Subformat + ")"
@@ -139,11 +113,16 @@ func (r *readerOptions) register(fs *pflag.FlagSet) {
 	r.source.register(fs)
 }
 
-func (r *readerOptions) options(stderr io.Writer) reader.Options {
-	return reader.Options{
-		AllowBacking: r.allowBacking,
-		AllowPaths:   r.allowPaths,
-		Disk:         r.disk,
-		Warn:         func(msg string) { fmt.Fprintf(stderr, "convert: warning: %s\n", msg) },
+// warn prints the readers' findings on stderr.
+func (r *readerOptions) warn(stderr io.Writer) func(string) {
+	return func(msg string) { fmt.Fprintf(stderr, "convert: warning: %s\n", msg) }
+}
+
+// spec is the job spec of info and check: the source and how to read it.
+func (r *readerOptions) spec(src string) (job.Spec, error) {
+	spec := job.Spec{Source: src, SourceFormat: r.format, AllowBacking: r.allowBacking, AllowPaths: r.allowPaths, Disk: r.disk}
+	if err := r.source.spec(r.fs, &spec, func(fs *pflag.FlagSet, name string) bool { return fs.Changed(name) }, job.Store{}); err != nil {
+		return spec, usageError{err}
 	}
+	return spec, nil
 }

@@ -2,9 +2,7 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"time"
@@ -13,8 +11,6 @@ import (
 
 	"vmimport/internal/units"
 	"vmimport/job"
-	"vmimport/reader"
-	"vmimport/reader/remote"
 )
 
 // sourceOptions are the flags of remote sources (https://, http://,
@@ -38,7 +34,7 @@ func (so *sourceOptions) register(fs *pflag.FlagSet) {
 	fs.StringVar(&so.region, "source-region", "", "signing region of an s3:// source (default: --region, ...)")
 	fs.StringVar(&so.profile, "source-profile", "", "AWS profile for the credentials of an s3:// source (default: --profile, AWS_PROFILE)")
 	fs.BoolVar(&so.pathStyle, "source-path-style", false, "address an s3:// source's bucket in the path (default: --path-style)")
-	fs.IntVar(&so.retries, "source-retries", remote.DefaultRetries, "retries of one range of a remote source after a dropped connection, a short body or a 5xx, with backoff (0..100)")
+	fs.IntVar(&so.retries, "source-retries", job.DefaultSourceRetries, "retries of one range of a remote source after a dropped connection, a short body or a 5xx, with backoff (0..100)")
 	fs.StringVar(&so.minRate, "source-min-rate", "64K/60s", "a range of a remote source that brings less than this `RATE` (bytes a second, over a window: 64K/60s) is dropped and retried as a stall; 0: no minimum")
 }
 
@@ -139,36 +135,6 @@ func (so *sourceOptions) spec(fs *pflag.FlagSet, s *job.Spec, given func(*pflag.
 		s.Workers = 0 // the job's default for a remote source: more reads in flight
 	}
 	return nil
-}
-
-// open opens src for info and check: a file, or a URL with the
-// --source-* flags.
-func (r *readerOptions) open(ctx context.Context, src string, stderr io.Writer) (im reader.Image, op *remote.Opener, err error) {
-	o := r.options(stderr)
-	spec := job.Spec{Source: src}
-	if err := r.source.spec(r.fs, &spec, func(fs *pflag.FlagSet, name string) bool { return fs.Changed(name) }, job.Store{}); err != nil {
-		return nil, nil, usageError{err}
-	}
-	ro, err := spec.RemoteOptions(o.Warn)
-	if err != nil {
-		return nil, nil, usageError{err}
-	}
-	op = remote.New(ctx, ro)
-	o.Remote = op
-	im, err = reader.Open(spec.Source, o)
-	if err != nil {
-		return nil, nil, inputError{err}
-	}
-	return im, op, nil
-}
-
-// remoteSizes are the file size and allocated size info reports for a
-// remote source: the object's size, all of it.
-func remoteSizes(op *remote.Opener, src string) (int64, bool) {
-	spec := job.Spec{Source: src}
-	spec.SplitSourceCredentials()
-	id, ok := op.Pinned(spec.Source)
-	return id.Size, ok
 }
 
 // remoteLine is the summary line of what a remote source cost.

@@ -4,7 +4,6 @@ package main
 
 import (
 	"errors"
-	"io/fs"
 	"os"
 	"os/signal"
 	"syscall"
@@ -22,12 +21,3 @@ func catchSIGPIPE() {
 
 // isBrokenPipe tells a write to a pipe nobody reads any more.
 func isBrokenPipe(err error) bool { return errors.Is(err, syscall.EPIPE) }
-
-// allocatedBytes is the space a file takes on disk (holes excluded).
-func allocatedBytes(_ string, fi fs.FileInfo) (int64, bool) {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return 0, false
-	}
-	return int64(st.Blocks) * 512, true
-}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -9,7 +8,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"vmimport/job"
-	"vmimport/upload"
 )
 
 // uploadOptions are the flags of uploads to an object store.
@@ -69,11 +67,6 @@ func (u *uploadOptions) store() job.Store {
 	return job.Store{Endpoint: u.endpoint, Region: u.region, JDCloudRegion: u.jdcloudRegion, PathStyle: u.pathStyle, Profile: u.profile}
 }
 
-// client connects to the store the flags name.
-func (u *uploadOptions) client(ctx context.Context) (*upload.Client, error) {
-	return u.store().Client(ctx, max(u.concurrency, job.DefaultUploadConcurrency)+4)
-}
-
 // spec fills the upload settings of s. The flags that shape an upload are
 // refused for outputs that are not uploads.
 func (u *uploadOptions) spec(fs *pflag.FlagSet, s *job.Spec, given func(*pflag.FlagSet, string) bool) error {
@@ -98,7 +91,7 @@ func (u *uploadOptions) spec(fs *pflag.FlagSet, s *job.Spec, given func(*pflag.F
 	}
 	if u.partSize != "auto" && u.partSize != "" {
 		n, err := parseSize(u.partSize)
-		if err != nil || n < upload.MinPartSize || n > upload.MaxPartSize {
+		if err != nil || n < job.MinPartSize || n > job.MaxPartSize {
 			return fmt.Errorf("--part-size %s: use 5M..5G, or auto", u.partSize)
 		}
 		s.Upload.PartSize = n

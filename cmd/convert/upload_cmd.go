@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"vmimport/upload"
+	"vmimport/job"
 )
 
 const uploadsLong = `Lists (ls) or aborts (abort) the incomplete multipart uploads under a
@@ -104,45 +104,20 @@ type uploadsRun struct {
 
 // runUploads lists, or aborts, what is pending under r.where.
 func runUploads(ctx context.Context, u *uploadOptions, r uploadsRun, stdin io.Reader, stdout, stderr io.Writer) error {
-	bucket, prefix, err := upload.ParseS3URL(r.where)
-	if err != nil {
-		return usageError{err}
-	}
-	u.concurrency = 4
-	c, err := u.client(ctx)
+	ups, err := job.OpenUploads(ctx, u.store(), r.where)
 	if err != nil {
 		return err
 	}
-	if _, err := c.Credentials(ctx); err != nil {
-		return err
-	}
-	pending, err := c.ListUploads(ctx, bucket, prefix)
+	defer ups.Close()
+	bucket, prefix := ups.Bucket, ups.Prefix
+	pending, err := ups.List(ctx, r.uploadID)
 	if err != nil {
 		return err
-	}
-	if r.uploadID == "" {
-		zeros, err := c.ListZeroObjects(ctx, bucket, prefix)
-		if err != nil {
-			return err
-		}
-		pending = append(pending, zeros...)
-	}
-	if r.uploadID != "" {
-		var only []upload.Pending
-		for _, p := range pending {
-			if p.UploadID == r.uploadID {
-				only = append(only, p)
-			}
-		}
-		if len(only) == 0 {
-			return fmt.Errorf("no incomplete upload %s under s3://%s/%s", r.uploadID, bucket, prefix)
-		}
-		pending = only
 	}
 	if !r.abort || r.dryRun || !r.yes {
 		if r.asJSON {
 			if pending == nil {
-				pending = []upload.Pending{}
+				pending = []job.Pending{}
 			}
 			if err := writeJSON(stdout, pending); err != nil {
 				return err
@@ -162,25 +137,20 @@ func runUploads(ctx context.Context, u *uploadOptions, r uploadsRun, stdin io.Re
 		}
 	}
 	for _, p := range pending {
-		if p.Kind == upload.KindZeroObject {
-			if err := c.DeleteZeroObject(ctx, bucket, p); err != nil {
-				return err
-			}
-			if !r.asJSON {
-				fmt.Fprintf(stdout, "deleted zero object  s3://%s/%s\n", bucket, p.Key)
-			}
-			continue
-		}
-		if err := c.AbortUpload(ctx, bucket, p); err != nil {
+		if err := ups.Drop(ctx, p); err != nil {
 			return err
 		}
-		if !r.asJSON {
+		switch {
+		case r.asJSON:
+		case p.Kind == job.KindZeroObject:
+			fmt.Fprintf(stdout, "deleted zero object  s3://%s/%s\n", bucket, p.Key)
+		default:
 			fmt.Fprintf(stdout, "aborted %s  s3://%s/%s\n", p.UploadID, bucket, p.Key)
 		}
 	}
 	if r.asJSON && r.yes {
 		if pending == nil {
-			pending = []upload.Pending{}
+			pending = []job.Pending{}
 		}
 		return writeJSON(stdout, pending)
 	}
@@ -188,10 +158,10 @@ func runUploads(ctx context.Context, u *uploadOptions, r uploadsRun, stdin io.Re
 }
 
 // listPending prints what is pending, a line each.
-func listPending(w io.Writer, bucket string, pending []upload.Pending) {
+func listPending(w io.Writer, bucket string, pending []job.Pending) {
 	for _, p := range pending {
 		what := p.UploadID
-		if p.Kind == upload.KindZeroObject {
+		if p.Kind == job.KindZeroObject {
 			what = fmt.Sprintf("zero object (%d bytes)", p.Size)
 		}
 		fmt.Fprintf(w, "%s  %s  s3://%s/%s\n", p.Initiated.UTC().Format(time.RFC3339), what, bucket, p.Key)
@@ -199,10 +169,10 @@ func listPending(w io.Writer, bucket string, pending []upload.Pending) {
 }
 
 // pendingSummary counts what an abort would drop.
-func pendingSummary(pending []upload.Pending) string {
+func pendingSummary(pending []job.Pending) string {
 	var ups, zeros int
 	for _, p := range pending {
-		if p.Kind == upload.KindZeroObject {
+		if p.Kind == job.KindZeroObject {
 			zeros++
 		} else {
 			ups++

@@ -1,40 +1,45 @@
-package kv
+package kv_test
 
 import (
 	"context"
-	"errors"
 	"os"
+	"path/filepath"
+	"slices"
 	"testing"
+
+	"vmimport/internal/kv"
+	"vmimport/internal/kv/kvtest"
 )
 
 func TestDir(t *testing.T) {
+	kvtest.Run(t, func(t *testing.T) kv.Store { return kv.Dir(filepath.Join(t.TempDir(), "state")) })
+}
+
+// A folder written before revisions reads as it was, at revision 1, and
+// keeps nothing but its keys' files, the lock and the last revision.
+func TestDirOldFiles(t *testing.T) {
 	ctx := context.Background()
-	d := Dir(t.TempDir() + "/state")
-	if _, err := d.Get(ctx, "a"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("Get of a missing key: %v", err)
-	}
-	if err := d.Put(ctx, "a", []byte("1")); err != nil {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "disk-1.json"), []byte(`{"version":1}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Put(ctx, "a", []byte("22")); err != nil {
+	d := kv.Dir(dir)
+	b, rev, err := d.Entry(ctx, "disk-1")
+	if err != nil || string(b) != `{"version":1}` || rev != 1 {
+		t.Fatalf("an old file: %q at %d, %v", b, rev, err)
+	}
+	if _, err := d.Swap(ctx, "disk-1", []byte("new"), kv.Cond{Rev: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if b, err := d.Get(ctx, "a"); err != nil || string(b) != "22" {
-		t.Fatalf("Get: %q %v", b, err)
-	}
-	if err := d.Delete(ctx, "a"); err != nil {
+	if err := d.Delete(ctx, "disk-1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Delete(ctx, "a"); err != nil {
-		t.Fatalf("deleting a missing key: %v", err)
+	entries, _ := os.ReadDir(dir)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
 	}
-	entries, _ := os.ReadDir(string(d))
-	if len(entries) != 0 {
-		t.Errorf("left behind: %v", entries)
-	}
-	for _, bad := range []string{"", "a/b", "../x", ".hidden", "sp ace"} {
-		if err := d.Put(ctx, bad, nil); err == nil {
-			t.Errorf("key %q accepted", bad)
-		}
+	if !slices.Equal(names, []string{".lock", ".rev"}) {
+		t.Errorf("left behind: %v", names)
 	}
 }

@@ -87,9 +87,10 @@ var etagXML = regexp.MustCompile(`<ETag>[^<]*</ETag>`)
 // forwards and injects faults. The Host header passes unchanged, so SigV4
 // signatures made for the proxy's address stay valid.
 type Proxy struct {
-	URL    string
-	delay  time.Duration
-	decide func(op string, n int) Fault
+	URL       string
+	delay     time.Duration
+	decide    func(op string, n int) Fault
+	decideKey func(op, path string, n int) Fault
 
 	Sent     atomic.Int64 // request body bytes forwarded to the server
 	Served   atomic.Int64 // answer body bytes sent back to the client
@@ -121,7 +122,15 @@ func NewProxy(s *Server) *Proxy {
 func (p *Proxy) Inject(delay time.Duration, decide func(op string, n int) Fault) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.delay, p.decide = delay, decide
+	p.delay, p.decide, p.decideKey = delay, decide, nil
+}
+
+// InjectKey is Inject with the request's path (/BUCKET/KEY) told too: a
+// fault for one object's requests.
+func (p *Proxy) InjectKey(delay time.Duration, decide func(op, path string, n int) Fault) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.delay, p.decide, p.decideKey = delay, nil, decide
 }
 
 // Close stops the proxy.
@@ -196,11 +205,14 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	p.mu.Lock()
 	p.count[op]++
 	n := p.count[op]
-	decide, delay := p.decide, p.delay
+	decide, decideKey, delay := p.decide, p.decideKey, p.delay
 	p.mu.Unlock()
 	f := Pass
-	if decide != nil {
+	switch {
+	case decide != nil:
 		f = decide(op, n)
+	case decideKey != nil:
+		f = decideKey(op, r.URL.Path, n)
 	}
 	switch f {
 	case Fail500:

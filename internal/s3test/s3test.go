@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"vmimport/internal/testkit"
@@ -331,9 +332,10 @@ func (s *Server) Keys(t testing.TB, bucket string) []string {
 }
 
 // MainWithConvert is Main for the tests that drive the real binary: it
-// builds cmd/convert into a temporary folder, sets *bin to it, and removes
-// it at the end. go test does not see changes to the binary: run these
-// with -count=1.
+// builds cmd/convert into a temporary folder (BuildConvert: with the race
+// detector when the tests run with it), sets *bin to it, and removes it at
+// the end. go test does not see changes to the binary: run these with
+// -count=1.
 func MainWithConvert(m *testing.M, srv **Server, bin *string) int {
 	dir, err := os.MkdirTemp("", "convert-bin-")
 	if err != nil {
@@ -341,12 +343,59 @@ func MainWithConvert(m *testing.M, srv **Server, bin *string) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	*bin = filepath.Join(dir, "convert")
-	if out, err := exec.Command("go", "build", "-o", *bin, "vmimport/cmd/convert").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building convert: %v\n%s", err, out)
+	binDir = dir
+	if *bin, err = BuildConvert(dir, Race); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	if !Race {
+		plainOnce.Do(func() { plainBin = *bin })
+	}
 	return Main(m, srv)
+}
+
+// Race tells whether the tests run with the race detector: the binary
+// they drive is then built with it too, so that it watches the real paths
+// (an upload's senders, a batch's jobs, a worker's deliveries).
+const Race = raceEnabled
+
+// BuildConvert builds cmd/convert into dir, with the race detector if
+// race, and returns its path.
+func BuildConvert(dir string, race bool) (string, error) {
+	name, args := "convert", []string{"build"}
+	if race {
+		name, args = "convert-race", append(args, "-race")
+	}
+	bin := filepath.Join(dir, name)
+	if out, err := exec.Command("go", append(args, "-o", bin, "vmimport/cmd/convert")...).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building convert: %v\n%s", err, out)
+	}
+	return bin, nil
+}
+
+var (
+	binDir    string // MainWithConvert's folder
+	plainOnce sync.Once
+	plainBin  string
+	plainErr  error
+)
+
+// PlainConvert is the binary built without the race detector, for the
+// tests that measure memory (the detector multiplies it): MainWithConvert's
+// own when the tests run without it, else built once, on first use.
+func PlainConvert(t testing.TB) string {
+	t.Helper()
+	plainOnce.Do(func() {
+		if binDir == "" {
+			plainErr = errors.New("PlainConvert needs MainWithConvert")
+			return
+		}
+		plainBin, plainErr = BuildConvert(binDir, false)
+	})
+	if plainErr != nil {
+		t.Fatal(plainErr)
+	}
+	return plainBin
 }
 
 // GuestSHA256 is the SHA-256 of the guest bytes of an object: of the

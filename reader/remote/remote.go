@@ -38,8 +38,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/s3"
-
+	"vmimport/internal/objstore"
 	"vmimport/reader/image"
 )
 
@@ -69,12 +68,6 @@ const (
 	DefaultRateWindow  = 60 * time.Second
 )
 
-// S3API is the part of the S3 client the reader uses.
-type S3API interface {
-	HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
-	GetObject(context.Context, *s3.GetObjectInput, ...func(*s3.Options)) (*s3.GetObjectOutput, error)
-}
-
 // Options configure an Opener. The zero value means the defaults.
 type Options struct {
 	// Header holds extra HTTP headers ("Authorization", "Cookie", ...).
@@ -86,9 +79,10 @@ type Options struct {
 	// files outside the source's origin may be read from: a redirect to
 	// another origin is followed only under one of them.
 	AllowPaths []string
-	// S3 returns the client for s3:// files; it is called once, on the
-	// first s3:// URL. nil: s3:// is refused.
-	S3 func(ctx context.Context) (S3API, error)
+	// S3 returns the store of a bucket, for s3:// files: its calls made
+	// once each (this package retries a range itself). nil: s3:// is
+	// refused.
+	S3 func(ctx context.Context, bucket string) (objstore.Store, error)
 	// HTTPClient replaces the default client (keep-alive connections,
 	// HTTP/1.1 so that parallel ranges use parallel connections).
 	HTTPClient *http.Client
@@ -265,9 +259,6 @@ type Opener struct {
 	headerHost string // the origin Options.Header goes to
 	nextID     int
 	pinned     map[string]Identity // by URL as opened
-	s3         S3API
-	s3err      error
-	s3once     sync.Once
 }
 
 var _ image.Remote = (*Opener)(nil)
@@ -287,6 +278,11 @@ func New(ctx context.Context, o Options) *Opener {
 	op.cache = newCache(o.PageSize, o.ChunkSize, int(max(1, o.ChunkSize*int64(o.CacheChunks)/o.PageSize)))
 	return op
 }
+
+// Close closes the connections the opener keeps (HTTP keep-alives) once
+// its files are closed: a finished job holds none. (The stores of s3://
+// files are Options.S3's, and closed by whoever gave them.)
+func (op *Opener) Close() { op.http.CloseIdleConnections() }
 
 // Stats returns the counts so far.
 func (op *Opener) Stats() Stats {

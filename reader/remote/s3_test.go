@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"vmimport/internal/objstore"
 	"vmimport/internal/s3test"
 	"vmimport/internal/testkit"
 	"vmimport/reader"
@@ -24,14 +25,19 @@ var srv *s3test.Server
 
 func TestMain(m *testing.M) { os.Exit(s3test.Main(m, &srv)) }
 
-// client is an S3 client of endpoint (the server, or a proxy in front).
-func client(endpoint, secret string) *s3.Client {
-	return s3.New(s3.Options{
+// stores are the stores of endpoint's buckets (the server, or a proxy in
+// front), each call made once, as remote.Options.S3 gives them.
+func stores(endpoint, secret string) func(context.Context, string) (objstore.Store, error) {
+	api := s3.New(s3.Options{
 		Region: srv.Region, BaseEndpoint: aws.String(endpoint), UsePathStyle: true,
 		Credentials:                credentials.NewStaticCredentialsProvider(srv.AccessKey, secret, ""),
 		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
 		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
+		Retryer:                    aws.NopRetryer{},
 	})
+	return func(_ context.Context, bucket string) (objstore.Store, error) {
+		return objstore.NewS3(api, bucket), nil
+	}
 }
 
 func put(t *testing.T, bucket, key, file string) {
@@ -96,7 +102,7 @@ func TestFormatsOverS3(t *testing.T) {
 			})
 			proxy.Served.Store(0)
 			op := remote.New(context.Background(), remote.Options{ChunkSize: 256 << 10, CacheChunks: 8, MinBackoff: 1,
-				S3: func(context.Context) (remote.S3API, error) { return client(proxy.URL, srv.SecretKey), nil }})
+				S3: stores(proxy.URL, srv.SecretKey)})
 			im, err := reader.Open("s3://"+bucket+"/"+c.key, reader.Options{Remote: op})
 			if err != nil {
 				t.Fatal(err)
@@ -121,7 +127,7 @@ func TestFormatsOverS3(t *testing.T) {
 	proxy.Inject(0, nil)
 
 	// Unreadable: the object changes mid-read, wrong credentials, no key.
-	op := remote.New(context.Background(), remote.Options{MinBackoff: 1, S3: func(context.Context) (remote.S3API, error) { return srv.Client(), nil }})
+	op := remote.New(context.Background(), remote.Options{MinBackoff: 1, S3: stores(srv.Endpoint, srv.SecretKey)})
 	src, closer, err := op.OpenRemote("s3://" + bucket + "/vm/disk.qcow2")
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +138,7 @@ func TestFormatsOverS3(t *testing.T) {
 		t.Errorf("read of a replaced object: %v", err)
 	}
 	closer.Close()
-	bad := remote.New(context.Background(), remote.Options{MinBackoff: 1, S3: func(context.Context) (remote.S3API, error) { return client(srv.Endpoint, "wrong"), nil }})
+	bad := remote.New(context.Background(), remote.Options{MinBackoff: 1, S3: stores(srv.Endpoint, "wrong")})
 	_, _, err = bad.OpenRemote("s3://" + bucket + "/vm/disk.qcow2")
 	var e *remote.Error
 	if !errors.As(err, &e) || e.Status != 403 || e.Attempts != 1 || strings.Contains(err.Error(), "\n") {

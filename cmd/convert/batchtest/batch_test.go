@@ -138,11 +138,12 @@ type env struct {
 	bucket string
 	home   string
 	proxy  *s3test.Proxy
+	bin    string // the binary it runs
 }
 
 func newEnv(t *testing.T) *env {
 	s3test.Need(t, srv)
-	e := &env{t: t, bucket: srv.Bucket(t), home: t.TempDir(), proxy: s3test.NewProxy(srv)}
+	e := &env{t: t, bucket: srv.Bucket(t), home: t.TempDir(), proxy: s3test.NewProxy(srv), bin: bin}
 	t.Cleanup(e.proxy.Close)
 	return e
 }
@@ -150,7 +151,7 @@ func newEnv(t *testing.T) *env {
 func (e *env) command(args ...string) *exec.Cmd {
 	// The test disks hold no operating system: no import check.
 	args = append(args, "--endpoint", e.proxy.URL, "--progress", "never", "--check", "off")
-	cmd := exec.Command(bin, args...)
+	cmd := exec.Command(e.bin, args...)
 	cmd.Env = srv.Env(e.home)
 	return cmd
 }
