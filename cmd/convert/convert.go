@@ -56,7 +56,7 @@ func (o *specOptions) register(fs *pflag.FlagSet) {
 	flagGroup(fs, groupInput, func() { o.readerOptions.register(fs) })
 	flagGroup(fs, groupOutput, func() {
 		fs.StringVarP(&o.output, "output", "o", "", "output: a `FILE`, - for stdout (raw only), or s3://BUCKET/KEY for an upload; a second argument after SRC is the same (as qemu-img takes it)")
-		fs.StringVarP(&o.outFormat, "output-format", "O", "", "output `format`: raw or qcow2 (default: qcow2 for s3:// uploads, where only the data crosses the link, the server copies no zeros and the cloud imports it as is; raw otherwise)")
+		fs.StringVarP(&o.outFormat, "output-format", "O", "", "output `format`: raw or qcow2 (default: the output's extension's, .raw and .img RAW, .qcow2 QCOW2; else qcow2 for s3:// uploads, where only the data crosses the link, the server copies no zeros and the cloud imports it as is, and raw otherwise); an extension that says otherwise is refused (.img aside)")
 	})
 	flagGroup(fs, groupQCOW2, func() {
 		fs.StringVar(&o.qcow2Compat, "qcow2-compat", "1.1", "QCOW2 compat: 1.1 (version 3) or 0.10 (version 2, for old importers)")

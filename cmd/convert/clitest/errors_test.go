@@ -72,6 +72,8 @@ func TestErrorsGolden(t *testing.T) {
 		{"disk.qcow2 x.raw --block-size lots", 2, "convert: --block-size lots: use a power of two from 4k to 64M", 0},
 		{"disk.qcow2 x.raw --workers 0", 2, "convert: --workers 0: use 1..256", 0},
 		{"disk.qcow2 x.raw -O vmdk", 2, "convert: -O vmdk: output format not supported (use raw or qcow2)", 0},
+		{"disk.qcow2 x.raw -O qcow2", 2, "convert: -O qcow2, but the output x.raw is named .raw: give -O raw, or name the output .qcow2", 0},
+		{"disk.qcow2 s3://{bucket}/web01.QCOW2 -O raw", 2, "convert: -O raw, but the output s3://{bucket}/web01.QCOW2 is named .qcow2: give -O qcow2, or name the output .raw", 0},
 		{"disk.qcow2 x.qcow2 -O qcow2 --cluster-size 3k", 2, "convert: --cluster-size 3k: use a power of two from 512 to 2M", 0},
 		{"disk.qcow2 x.raw --compress", 2, "convert: --compress applies to -O qcow2", 0},
 		{"disk.qcow2 - -O qcow2", 2, "convert: -O qcow2 -o -: this output format needs its header patched at the end, which a pipe cannot take: write to a file or a bucket; or use -O raw for pipes", 0},

@@ -1,0 +1,56 @@
+package clitest
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"vmimport/internal/s3test"
+)
+
+// qcow2Magic starts every QCOW2 image.
+var qcow2Magic = []byte("QFI\xfb")
+
+// TestFormatFromExtension: without -O the output's extension tells the
+// format (.qcow2 QCOW2, .raw and .img RAW, for files and for uploads);
+// -O qcow2 with .img is no conflict.
+func TestFormatFromExtension(t *testing.T) {
+	dir := t.TempDir()
+	sampleDisk(t, dir)
+	for _, c := range []struct {
+		args  []string
+		out   string
+		qcow2 bool
+	}{
+		{[]string{"disk.qcow2", "web01.qcow2"}, "web01.qcow2", true},
+		{[]string{"disk.qcow2", "-o", "web01.IMG"}, "web01.IMG", false},
+		{[]string{"disk.qcow2", "web02.img", "-O", "qcow2"}, "web02.img", true},
+		{[]string{"disk.qcow2", "web01.raw"}, "web01.raw", false},
+	} {
+		if r := convert(t, dir, append(c.args, "-q")...); r.code != 0 {
+			t.Fatalf("%v: exit %d: %s", c.args, r.code, r.stderr)
+		}
+		b, err := os.ReadFile(filepath.Join(dir, c.out))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := bytes.HasPrefix(b, qcow2Magic); got != c.qcow2 || !got && len(b) != 64<<20 {
+			t.Errorf("%v: QCOW2 %v (%d bytes), want QCOW2 %v", c.args, got, len(b), c.qcow2)
+		}
+	}
+	s3test.Need(t, srv)
+	bucket := srv.Bucket(t)
+	// The README's own example: a .raw key gets RAW, not QCOW2.
+	if r := convert(t, dir, "disk.qcow2", "-o", "s3://"+bucket+"/web01.raw", "--endpoint", srv.Endpoint, "-q", "--check", "off"); r.code != 0 {
+		t.Fatalf("upload: exit %d: %s", r.code, r.stderr)
+	}
+	h, err := srv.Client().HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String("web01.raw")})
+	if err != nil || aws.ToInt64(h.ContentLength) != 64<<20 {
+		t.Errorf("s3://%s/web01.raw: %v bytes (%v), want the RAW disk's 64 MiB", bucket, aws.ToInt64(h.ContentLength), err)
+	}
+}
