@@ -342,6 +342,7 @@ func (b *runner) one(ctx context.Context, i int) {
 	if spec.Kind() == job.ToBucket {
 		// An upload that an earlier run left (killed before it could
 		// abort) is continued, not refused; a failure aborts it.
+		spec.Upload.ResumeImplied = !spec.Upload.Resume
 		spec.Upload.Resume = true
 		spec.Upload.Keep = spec.Upload.Keep || b.o.KeepUploads
 	}

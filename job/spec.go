@@ -110,6 +110,9 @@ type UploadSpec struct {
 	StateFile string `json:"state_file,omitempty"`
 	// Resume continues the upload recorded for this destination.
 	Resume bool `json:"resume,omitempty"`
+	// ResumeImplied: the runner (a batch), not the user, asked for
+	// Resume: a first run is not told that nothing was recorded.
+	ResumeImplied bool `json:"-"`
 	// Keep keeps the upload for a later resume when the run fails,
 	// instead of aborting it.
 	Keep bool `json:"keep,omitempty"`

@@ -200,7 +200,7 @@ loop:
 		}()
 	}
 	if n := len(slots); n > 0 {
-		o.Log(fmt.Sprintf("worker %s: stopping: %d disks running get %s to finish, then go back to the queue", o.Name, n, o.DrainTimeout))
+		o.Log(fmt.Sprintf("worker %s: stopping: %d disk(s) running get %s to finish, then go back to the queue", o.Name, n, o.DrainTimeout))
 	}
 	t := time.AfterFunc(o.DrainTimeout, func() { stopAll(errDrain) })
 	wg.Wait()

@@ -170,7 +170,7 @@ func runBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, name str
 		return fmt.Errorf("batch interrupted: %w", ctx.Err())
 	}
 	if !sum.OK() {
-		return batchFailed{fmt.Sprintf("%d of %d disks failed", sum.Failed+sum.Cancelled, sum.Disks)}
+		return batchFailed{fmt.Sprintf("%d of %s failed", sum.Failed+sum.Cancelled, disks(sum.Disks))}
 	}
 	return nil
 }
@@ -324,8 +324,16 @@ func printBatchTable(w io.Writer, outs []batch.Outcome, sum batch.Summary) {
 		fmt.Fprintf(tw, "%s\t%.1f\t%s\t%s\n", oc.Status, oc.Seconds, size, firstLine(what))
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "%d disks: %d done, %d skipped, %d failed, %d cancelled in %.1fs; %s written for %s of disks\n",
-		sum.Disks, sum.Done, sum.Skipped, sum.Failed, sum.Cancelled, sum.Seconds, units.Bytes(sum.Bytes), units.Bytes(sum.Virtual))
+	fmt.Fprintf(w, "%s: %d done, %d skipped, %d failed, %d cancelled in %.1fs; %s written for %s of disks\n",
+		disks(sum.Disks), sum.Done, sum.Skipped, sum.Failed, sum.Cancelled, sum.Seconds, units.Bytes(sum.Bytes), units.Bytes(sum.Virtual))
+}
+
+// disks counts disks in words: "1 disk", "3 disks".
+func disks(n int) string {
+	if n == 1 {
+		return "1 disk"
+	}
+	return fmt.Sprintf("%d disks", n)
 }
 
 func firstLine(s string) string {

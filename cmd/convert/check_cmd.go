@@ -79,6 +79,7 @@ func newCheckCmd() *cobra.Command {
 	fs := c.Flags()
 	fs.SortFlags = false
 	flagGroup(fs, groupInput, func() { ro.register(fs) })
+	flagGroup(fs, groupSourceStore, func() { ro.registerStore(fs) })
 	flagGroup(fs, groupCheck, func() {
 		fs.Int64Var(&diskSizeGB, "system-disk-size-gb", 0, "the system disk size the import will ask for, in `GB` (default: the smallest that fits)")
 		fs.BoolVar(&shrink, "shrink", false, "check for convert --shrink: the virtual size may exceed --system-disk-size-gb if everything beyond is zero")

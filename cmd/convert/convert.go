@@ -223,7 +223,12 @@ func (o *convertOptions) args(c *cobra.Command, args []string) error {
 		return usageError{fmt.Errorf("two outputs, -o %s and %s: give one", o.output, args[1])}
 	case len(args) == 2:
 		// convert SRC OUT, as qemu-img convert takes it.
-		return fs.Set("output", args[1])
+		if err := fs.Set("output", args[1]); err != nil {
+			return err
+		}
+	}
+	if o.output == "json" {
+		return usageError{errors.New("-o json: for a JSON summary give --json (qemu-img's --output=json); for a file named json, give -o ./json")}
 	}
 	return nil
 }

@@ -355,7 +355,7 @@ type batchUI struct {
 func newBatchUI(mode string, w, out io.Writer, asJSON bool, n int) *batchUI {
 	u := &batchUI{bars: newBars(mode, w), out: out, asJSON: asJSON, n: n,
 		disk: map[int]*bar{}, virt: map[int]int64{}, done: map[int]int64{}, phase: map[int]job.Phase{}, pending: n}
-	u.total = u.add(fmt.Sprintf("all %d disks", n), 1<<30, false)
+	u.total = u.add("all "+disks(n), 1<<30, false)
 	u.total.setPhase("", true)
 	u.tasks = newTaskBars(u.bars)
 	return u

@@ -96,7 +96,7 @@ func runQueueBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, qo 
 		return fmt.Errorf("wait interrupted (the disks go on in the queue: convert batch status %s): %w", qo.flags(), ctx.Err())
 	}
 	if !sum.OK() {
-		return batchFailed{fmt.Sprintf("%d of %d disks failed", sum.Disks-sum.Done-sum.Skipped, sum.Disks)}
+		return batchFailed{fmt.Sprintf("%d of %s failed", sum.Disks-sum.Done-sum.Skipped, disks(sum.Disks))}
 	}
 	return nil
 }
@@ -124,8 +124,8 @@ func printSubmitted(stdout, stderr io.Writer, subs []queue.Submitted, asJSON boo
 		}
 		fmt.Fprintln(stderr, line)
 	}
-	fmt.Fprintf(stderr, "%d disks: %d queued, %d already queued or running, %d done before; follow them with `convert batch status %s`\n",
-		len(subs), counts[queue.ResultQueued], counts[queue.ResultAlreadyQueued]+counts[queue.ResultAlreadyRunning], counts[queue.ResultDone], qo.flags())
+	fmt.Fprintf(stderr, "%s: %d queued, %d already queued or running, %d done before; follow them with `convert batch status %s`\n",
+		disks(len(subs)), counts[queue.ResultQueued], counts[queue.ResultAlreadyQueued]+counts[queue.ResultAlreadyRunning], counts[queue.ResultDone], qo.flags())
 	return nil
 }
 
@@ -216,8 +216,8 @@ func runBatchStatus(ctx context.Context, qo *queueOptions, asJSON bool, stdout, 
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.State, s.Worker, prog, s.Updated.Local().Format(time.TimeOnly), firstLine(what))
 	}
 	tw.Flush()
-	fmt.Fprintf(stdout, "%d disks: %d queued, %d running, %d done, %d failed; %d messages in the queue\n",
-		len(all), counts[queue.Queued], counts[queue.Running], counts[queue.Done], counts[queue.Failed], pending)
+	fmt.Fprintf(stdout, "%s: %d queued, %d running, %d done, %d failed; %d messages in the queue\n",
+		disks(len(all)), counts[queue.Queued], counts[queue.Running], counts[queue.Done], counts[queue.Failed], pending)
 	return nil
 }
 

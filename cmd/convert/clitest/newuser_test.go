@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -52,5 +53,27 @@ func TestFormatFromExtension(t *testing.T) {
 	h, err := srv.Client().HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String("web01.raw")})
 	if err != nil || aws.ToInt64(h.ContentLength) != 64<<20 {
 		t.Errorf("s3://%s/web01.raw: %v bytes (%v), want the RAW disk's 64 MiB", bucket, aws.ToInt64(h.ContentLength), err)
+	}
+}
+
+// TestInfoCheckS3Endpoint: info and check of an s3:// source take
+// --endpoint, as the conversion does.
+func TestInfoCheckS3Endpoint(t *testing.T) {
+	s3test.Need(t, srv)
+	dir := t.TempDir()
+	b, err := os.ReadFile(sampleDisk(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bucket := srv.Bucket(t)
+	if _, err := srv.Client().PutObject(context.Background(), &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String("exports/web01.qcow2"), Body: bytes.NewReader(b)}); err != nil {
+		t.Fatal(err)
+	}
+	src := "s3://" + bucket + "/exports/web01.qcow2"
+	if r := convert(t, dir, "info", src, "--endpoint", srv.Endpoint); r.code != 0 || !strings.Contains(r.stdout, "virtual size:      64.0 MiB") {
+		t.Errorf("info %s --endpoint: exit %d\n%s%s", src, r.code, r.stdout, r.stderr)
+	}
+	if r := convert(t, dir, "check", src, "--endpoint", srv.Endpoint, "--json"); (r.code != 0 && r.code != 4) || !strings.Contains(r.stdout, `"partition_table": "mbr"`) {
+		t.Errorf("check %s --endpoint: exit %d\n%s%s", src, r.code, r.stdout, r.stderr)
 	}
 }
