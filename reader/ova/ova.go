@@ -423,7 +423,14 @@ func (im *Image) Info() image.Info {
 		if i == im.chosen {
 			v += " [selected]"
 		}
-		info.Fields = append(info.Fields, image.Field{Name: fmt.Sprintf("disk %d", i), Value: v})
+		data := map[string]any{"id": d.ID, "file": d.Href, "selected": i == im.chosen}
+		if d.Capacity >= 0 {
+			data["capacity"] = d.Capacity
+		}
+		if d.Format != "" {
+			data["format"] = d.Format
+		}
+		info.Fields = append(info.Fields, image.Fact(fmt.Sprintf("disk %d", i), data, v))
 	}
 	switch d := im.disks[im.chosen]; {
 	case d.Digest != "":

@@ -3,6 +3,7 @@ package clitest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"vmimport/internal/s3test"
+	"vmimport/internal/testkit"
 )
 
 // qcow2Magic starts every QCOW2 image.
@@ -75,5 +77,41 @@ func TestInfoCheckS3Endpoint(t *testing.T) {
 	}
 	if r := convert(t, dir, "check", src, "--endpoint", srv.Endpoint, "--json"); (r.code != 0 && r.code != 4) || !strings.Contains(r.stdout, `"partition_table": "mbr"`) {
 		t.Errorf("check %s --endpoint: exit %d\n%s%s", src, r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestInfoJSONTyped: info --json gives the format's facts typed: numbers
+// as numbers, flags as booleans, a geometry as an object.
+func TestInfoJSONTyped(t *testing.T) {
+	dir := t.TempDir()
+	sampleDisk(t, dir)
+	testkit.Run(t, "qemu-img", "create", "-q", "-f", "vdi", filepath.Join(dir, "d.vdi"), "8M")
+	facts := func(name string) map[string]any {
+		r := convert(t, dir, "info", "--json", name)
+		var v struct {
+			Fields []struct {
+				Name  string `json:"name"`
+				Value any    `json:"value"`
+			} `json:"fields"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &v); r.code != 0 || err != nil {
+			t.Fatalf("info --json %s: exit %d, %v\n%s%s", name, r.code, err, r.stdout, r.stderr)
+		}
+		m := map[string]any{}
+		for _, f := range v.Fields {
+			m[f.Name] = f.Value
+		}
+		return m
+	}
+	q := facts("disk.qcow2")
+	if q["refcount bits"] != 16.0 || q["lazy refcounts"] != false || q["extended l2"] != false {
+		t.Errorf("qcow2 facts: %#v", q)
+	}
+	v := facts("d.vdi")
+	if v["block size"] != float64(1<<20) || v["blocks allocated"] == nil {
+		t.Errorf("vdi facts: %#v", v)
+	}
+	if b, ok := v["blocks allocated"].(map[string]any); !ok || b["total"] != 8.0 || b["allocated"] != 0.0 {
+		t.Errorf("vdi blocks allocated: %#v", v["blocks allocated"])
 	}
 }
