@@ -115,3 +115,18 @@ func TestInfoJSONTyped(t *testing.T) {
 		t.Errorf("vdi blocks allocated: %#v", v["blocks allocated"])
 	}
 }
+
+// TestRootReason: a disk whose only file system is no system's root is
+// told why it was not taken, not only that no root was found.
+func TestRootReason(t *testing.T) {
+	testkit.Need(t, "mkfs.ext4")
+	dir := t.TempDir()
+	testkit.MakeRootDisk(t, dir, testkit.RootDiskOptions{BootCode: true, Parts: []testkit.FSPart{
+		{SizeMiB: 8, FS: "ext4", Bootable: true, Files: map[string]string{"data/readme.txt": "not a system"}},
+	}})
+	r := convert(t, dir, "check", "disk.raw")
+	want := "fs.root: no root file system was found (partition 1 (ext4) holds none of /etc/fstab, /etc/os-release, /bin/sh and /usr/bin (a data or /boot file system?))"
+	if r.code != 3 || !strings.Contains(r.stdout, want) {
+		t.Errorf("check: exit %d, want 3 and %q:\n%s%s", r.code, want, r.stdout, r.stderr)
+	}
+}
