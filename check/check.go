@@ -36,6 +36,7 @@ const (
 	RuleVirtualSize   = "image.virtual-size"
 	RuleDiskSize      = "image.disk-size"
 	RuleDataBeyond    = "image.data-beyond"
+	RuleDigest        = "image.digest"
 	RulePartTable     = "part.table"
 	RuleGPT           = "part.gpt"
 	RuleEFI           = "part.efi"

@@ -390,6 +390,10 @@ func (im *Image) Verify() error {
 	return im.v.verify()
 }
 
+// Digest is the chosen disk's digest in the manifest ("SHA256:hex"), ""
+// when the manifest does not list it or there is no manifest.
+func (im *Image) Digest() string { return im.disks[im.chosen].Digest }
+
 // Disks lists the disks of the OVF, in its order.
 func (im *Image) Disks() []Disk { return append([]Disk(nil), im.disks...) }
 

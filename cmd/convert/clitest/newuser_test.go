@@ -1,8 +1,11 @@
 package clitest
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -128,5 +131,66 @@ func TestRootReason(t *testing.T) {
 	want := "fs.root: no root file system was found (partition 1 (ext4) holds none of /etc/fstab, /etc/os-release, /bin/sh and /usr/bin (a data or /boot file system?))"
 	if r.code != 3 || !strings.Contains(r.stdout, want) {
 		t.Errorf("check: exit %d, want 3 and %q:\n%s%s", r.code, want, r.stdout, r.stderr)
+	}
+}
+
+// makeOVA packs the sample disk, as a streamOptimized VMDK, into an OVA
+// whose manifest gives the disk the SHA-256 digest sum (the right one when
+// sum is "").
+func makeOVA(t *testing.T, dir, name, sum string) string {
+	t.Helper()
+	vmdk := filepath.Join(dir, name+".vmdk")
+	testkit.Run(t, "qemu-img", "convert", "-O", "vmdk", "-o", "subformat=streamOptimized", sampleDisk(t, dir), vmdk)
+	b, err := os.ReadFile(vmdk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum == "" {
+		h := sha256.Sum256(b)
+		sum = hex.EncodeToString(h[:])
+	}
+	ovf := `<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">
+  <References><File ovf:id="file1" ovf:href="disk1.vmdk"/></References>
+  <DiskSection><Info>disks</Info><Disk ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:capacity="64" ovf:capacityAllocationUnits="byte * 2^20"/></DiskSection>
+  <VirtualSystem ovf:id="vm"><Info>A VM</Info><Name>vm</Name></VirtualSystem>
+</Envelope>
+`
+	p := filepath.Join(dir, name+".ova")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tw := tar.NewWriter(f)
+	for _, m := range []struct {
+		name string
+		b    []byte
+	}{{"vm.ovf", []byte(ovf)}, {"vm.mf", []byte("SHA256(disk1.vmdk)= " + sum + "\n")}, {"disk1.vmdk", b}} {
+		if err := tw.WriteHeader(&tar.Header{Name: m.name, Mode: 0o644, Size: int64(len(m.b)), Format: tar.FormatUSTAR}); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write(m.b)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestCheckOVADigest: convert check of an OVA checks the disk's digest
+// against the manifest, as the conversion does at its end: a wrong one is
+// an error (exit 3), a right one is said to match.
+func TestCheckOVADigest(t *testing.T) {
+	dir := t.TempDir()
+	makeOVA(t, dir, "bad", strings.Repeat("ab", 32))
+	makeOVA(t, dir, "good", "")
+	r := convert(t, dir, "check", "bad.ova")
+	if r.code != 3 || !strings.Contains(r.stdout, "error   image.digest: ") || !strings.Contains(r.stdout, "but the manifest says abab") {
+		t.Errorf("check bad.ova: exit %d, want 3 and an image.digest error\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = convert(t, dir, "check", "good.ova")
+	if r.code == 3 || !strings.Contains(r.stdout, "image.digest: the disk's bytes match the SHA256 digest of the OVA's manifest") {
+		t.Errorf("check good.ova: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }
