@@ -369,6 +369,7 @@ func (j *run) importImage(ctx context.Context) (phase, error) {
 	}
 	res, err := j.up.api.Import(ctx, r.ImportImage, "s3://"+r.Bucket+"/"+r.Key, j.s.Import, ImportHooks{
 		Phase:  j.phase,
+		Store:  j.s.Upload.Store,
 		Task:   func(t jdcloud.Task) { j.emit(Event{Kind: ImportProgress, Task: &t}) },
 		Notice: j.notice,
 	})

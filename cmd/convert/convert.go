@@ -288,18 +288,24 @@ func runConvert(ctx context.Context, fs *pflag.FlagSet, o *convertOptions, src s
 		fmt.Fprint(stderr, compressionLine(res))
 	}
 	if res.Upload != nil {
-		res.Upload.Print(stdout)
+		// After an import, what it did; else how to import.
+		res.Upload.Print(stdout, res.Import == nil)
 	}
 	printImport(stdout, res.Import)
 	return err
 }
 
-// summaryLine tells what a conversion did, in one line, in IEC units.
+// summaryLine tells what a conversion did, in one line, in IEC units: its
+// time and rate are the conversion's, without the import that followed.
 func summaryLine(src string, res *job.Result) string {
 	st := res.Stats
+	secs := res.Seconds
+	if res.Import != nil {
+		secs = max(0, secs-res.Import.Seconds)
+	}
 	return fmt.Sprintf("%s -> %s (%s): %s virtual, %s data, %s zero (%s never read) in %s; system disk size %d GB",
 		src, res.Output, res.OutputFormat, units.Bytes(st.Size), units.Bytes(st.Data), units.Bytes(st.Skipped+st.Detected), units.Bytes(st.Skipped),
-		units.Took(st.Size, res.Seconds), res.SystemDiskSizeGB)
+		units.Took(st.Size, secs), res.SystemDiskSizeGB)
 }
 
 // compressionLine tells what compression did to a QCOW2 output that

@@ -13,8 +13,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -222,6 +225,44 @@ func TestUploadImportWaitThenImportAgain(t *testing.T) {
 	if r := e.run("import-status", imp.TaskID, "424242"); r.code != 6 || !strings.Contains(lastLine(r.stderr), "no import task 424242") {
 		t.Errorf("unknown task: exit %d\n%s", r.code, r.stderr)
 	}
+	// With --wait too, at once: the wait's grace is for a task just
+	// submitted, not for a mistyped id.
+	start := time.Now()
+	if r := e.run("import-status", "424242", "--wait"); r.code != 6 || !strings.Contains(lastLine(r.stderr), "no import task 424242") || time.Since(start) > 30*time.Second {
+		t.Errorf("unknown task with --wait: exit %d after %s\n%s", r.code, time.Since(start).Round(time.Second), r.stderr)
+	}
+}
+
+// TestImportReport: after an import the report says what was done, not
+// how to import (no jdc command, no POST); the hints it gives keep the
+// run's store and API flags; the rate line leaves the import's wait out.
+func TestImportReport(t *testing.T) {
+	testkit.Need(t, "qemu-img")
+	e := newEnv(t, false, jdcloudtest.Options{Polls: 400})
+	flags := "--endpoint " + srv.Endpoint + " --region " + srv.Region + " --jdcloud-api-endpoint " + e.api.URL
+	r := e.run(sample, "-o", "s3://"+e.bucket+"/web01.qcow2", "--import")
+	if r.code != 0 || strings.Contains(r.stdout, "import it with") || strings.Contains(r.stdout, "POST") {
+		t.Errorf("--import: exit %d, the report still says how to import:\n%s", r.code, r.stdout)
+	}
+	if want := regexp.MustCompile(`follow it with:\n  convert import-status \d+ --wait ` + regexp.QuoteMeta(flags) + "\n"); !want.MatchString(r.stdout) {
+		t.Errorf("--import: no hint %q:\n%s", want, r.stdout)
+	}
+	start := time.Now()
+	r = e.run(sample, "-o", "s3://"+e.bucket+"/web02.qcow2", "--import", "--wait")
+	took := time.Since(start).Seconds()
+	if r.code != 0 || strings.Contains(r.stdout, "import it with") || !strings.Contains(r.stdout, "import finished: image ") {
+		t.Fatalf("--import --wait: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	conv := regexp.MustCompile(` in ([0-9.]+)s[ ;]`).FindStringSubmatch(r.stderr)
+	wait := regexp.MustCompile(`\(task \d+, (\d+)s\)`).FindStringSubmatch(r.stdout)
+	if conv == nil || wait == nil {
+		t.Fatalf("no summary line or wait:\n%s%s", r.stdout, r.stderr)
+	}
+	c, _ := strconv.ParseFloat(conv[1], 64)
+	w, _ := strconv.ParseFloat(wait[1], 64)
+	if w < 2 || c+w-1 > took {
+		t.Errorf("the summary's %gs and the wait's %gs together exceed the run's %.1fs: the rate counts the wait\n%s", c, w, took, r.stderr)
+	}
 }
 
 // uploadOnly puts the sample in the bucket without importing it.
@@ -301,6 +342,12 @@ func TestImportFailures(t *testing.T) {
 			case "task fails":
 				if !strings.Contains(line, "image check failed: no virtio driver found; in the initramfs") {
 					t.Errorf("errorInfo not on one line: %q", line)
+				}
+			case "400 OUT_OF_RANGE":
+				// The hint reaches the same store and API as the run.
+				want := "import it later with `convert import " + obj + " --endpoint " + srv.Endpoint + " --region " + srv.Region + " --jdcloud-api-endpoint " + e.api.URL + "`"
+				if !strings.Contains(r.stderr, want) {
+					t.Errorf("no hint %q:\n%s", want, r.stderr)
 				}
 			case "401 wrong secret":
 				if !strings.Contains(line, "credentials were access key") || strings.Contains(r.stderr, "not-the-secret") {
