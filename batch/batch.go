@@ -174,40 +174,51 @@ func (e *ItemError) Unwrap() error { return e.Err }
 // (it would read the old or the new file depending on the order), both by
 // identity: a file by its resolved folder and name (out/x.raw and
 // link/x.raw with link -> out are one file), an object by its normalised
-// endpoint, bucket and key. The error is an *ItemError.
+// endpoint, bucket and key. Every disk is looked at: the error joins an
+// *ItemError for each that is wrong (errors.As finds the first).
 func Validate(items []Item) error {
+	var errs []error
 	outs := map[ident.ID]int{}
 	srcs := map[ident.ID]int{}
 	for i := range items {
-		it := &items[i]
-		if err := it.Spec.Validate(); err != nil {
-			return &ItemError{it.Line, err}
+		if err := validateOne(items, i, outs, srcs); err != nil {
+			errs = append(errs, &ItemError{items[i].Line, err})
 		}
-		if it.Spec.Kind() == job.ToStdout {
-			return &ItemError{it.Line, errors.New("-o -: a batch writes files or uploads, not to stdout")}
+	}
+	return errors.Join(errs...)
+}
+
+// validateOne checks the disk at i, and against the outputs and sources
+// of the disks before it (which it joins).
+func validateOne(items []Item, i int, outs, srcs map[ident.ID]int) error {
+	it := &items[i]
+	if err := it.Spec.Validate(); err != nil {
+		return err
+	}
+	if it.Spec.Kind() == job.ToStdout {
+		return errors.New("-o -: a batch writes files or uploads, not to stdout")
+	}
+	shown, err := outputName(&it.Spec)
+	if err != nil {
+		return err
+	}
+	out, err := it.Spec.OutputIdentity()
+	if err != nil {
+		return err
+	}
+	if j, ok := outs[out]; ok {
+		return fmt.Errorf("the output %s is also the output of the disk on line %d", shown, items[j].Line)
+	}
+	if j, ok := srcs[out]; ok {
+		return fmt.Errorf("the output %s is the source of the disk on line %d, which would read the old or the new file depending on the order: give another output", shown, items[j].Line)
+	}
+	outs[out] = i
+	for _, id := range it.Spec.SourceIdentities() {
+		if j, ok := outs[id]; ok && j != i {
+			return fmt.Errorf("the source %s is the output of the disk on line %d: it would read the old or the new file depending on the order; convert that disk first, in a batch of its own", image.Redact(it.Spec.Source), items[j].Line)
 		}
-		shown, err := outputName(&it.Spec)
-		if err != nil {
-			return &ItemError{it.Line, err}
-		}
-		out, err := it.Spec.OutputIdentity()
-		if err != nil {
-			return &ItemError{it.Line, err}
-		}
-		if j, ok := outs[out]; ok {
-			return &ItemError{it.Line, fmt.Errorf("the output %s is also the output of the disk on line %d", shown, items[j].Line)}
-		}
-		if j, ok := srcs[out]; ok {
-			return &ItemError{it.Line, fmt.Errorf("the output %s is the source of the disk on line %d, which would read the old or the new file depending on the order: give another output", shown, items[j].Line)}
-		}
-		outs[out] = i
-		for _, id := range it.Spec.SourceIdentities() {
-			if j, ok := outs[id]; ok && j != i {
-				return &ItemError{it.Line, fmt.Errorf("the source %s is the output of the disk on line %d: it would read the old or the new file depending on the order; convert that disk first, in a batch of its own", image.Redact(it.Spec.Source), items[j].Line)}
-			}
-			if _, ok := srcs[id]; !ok {
-				srcs[id] = i
-			}
+		if _, ok := srcs[id]; !ok {
+			srcs[id] = i
 		}
 	}
 	return nil

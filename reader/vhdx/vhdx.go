@@ -366,7 +366,9 @@ func (im *Image) Info() image.Info {
 		Path:        im.src.Path,
 	}
 	add := func(name, value string) { info.Fields = append(info.Fields, image.Field{Name: name, Value: value}) }
-	fact := func(name string, v any, text ...string) { info.Fields = append(info.Fields, image.Fact(name, v, text...)) }
+	fact := func(name string, v any, text ...string) {
+		info.Fields = append(info.Fields, image.Fact(name, v, text...))
+	}
 	add("creator", im.creator)
 	add("disk type", sub)
 	fact("block size", im.blockSize)

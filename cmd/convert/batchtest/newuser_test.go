@@ -1,0 +1,93 @@
+package batchtest
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestBatchManifestErrors: every bad line of a manifest is told in one
+// pass, each on a line of its own with its line number (a CSV's header
+// counts), a mistyped key with the keys it may have meant; nothing starts.
+func TestBatchManifestErrors(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	raw := randomDisk(t, filepath.Join(dir, "a.raw"), 4*mib, 0, 64<<10, mib)
+	out := filepath.Join(dir, "out")
+	for _, c := range []struct {
+		name, text string
+		want       []string
+	}{
+		{"m.jsonl", jsonLine("source", raw, "output", filepath.Join(out, "x.raw")) + "\n" +
+			"{\"source\": \n" +
+			"\n" +
+			jsonLine("source", raw, "output", filepath.Join(out, "y.raw"), "workers", "many") + "\n" +
+			jsonLine("source", raw, "ouptut", filepath.Join(out, "z.raw")) + "\n" +
+			jsonLine("source", raw, "output", filepath.Join(out, "x.raw")) + "\n",
+			[]string{
+				`convert: m.jsonl:2: key "source": EOF`,
+				`convert: m.jsonl:4: key "workers": invalid argument "many" for "--workers" flag: must be an integer`,
+				`convert: m.jsonl:5: unknown key "ouptut": did you mean "output"?`,
+				"convert: m.jsonl:6: the output " + filepath.Join(out, "x.raw") + " is also the output of the disk on line 1",
+				"convert: m.jsonl: 4 bad lines; nothing was started",
+			}},
+		// A mistyped column is told once, on the header's line (the
+		// second: a blank line comes first); a bad row after it too.
+		{"m.csv", "\nsource,output,worker\n" + raw + "," + filepath.Join(out, "x.raw") + ",2\n" + raw + "," + filepath.Join(out, "y.raw") + ",3\n",
+			[]string{`convert: m.csv:2: unknown key "worker": did you mean "workers"?`}},
+		{"n.csv", "source,output,disk\n" + raw + "," + filepath.Join(out, "x.raw") + ",1\n\n" + raw + "," + filepath.Join(out, "y.raw") + ",-1\n",
+			[]string{"convert: n.csv:4: --disk -1: disks count from 0"}},
+	} {
+		m := filepath.Join(dir, c.name)
+		os.WriteFile(m, []byte(c.text), 0o644)
+		r := e.run("batch", m, "--no-state")
+		want := strings.ReplaceAll(strings.Join(c.want, "\n"), "convert: "+c.name, "convert: "+m)
+		if got := strings.TrimSpace(r.stderr); r.code != 2 || got != want {
+			t.Errorf("%s: exit %d, want 2 and\n%s\ngot\n%s", c.name, r.code, want, r.stderr)
+		}
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("a disk was converted: %v", err)
+	}
+}
+
+// TestBatchRelativePaths: relative paths in a manifest are its folder's,
+// not the current one's; a first run says nothing of resumes it had none
+// to do; one disk is "1 disk"; a disk that breaks an import rule names it.
+func TestBatchRelativePaths(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	man := filepath.Join(dir, "exports")
+	os.MkdirAll(filepath.Join(man, "disks"), 0o755)
+	os.MkdirAll(filepath.Join(man, "out"), 0o755)
+	randomDisk(t, filepath.Join(man, "disks", "a.raw"), 4*mib, 0, 64<<10, mib)
+	writeManifest(t, filepath.Join(man, "disks.csv"), []string{
+		"source,output,check",
+		"disks/a.raw,out/a.raw,",
+		"disks/a.raw,s3://" + e.bucket + "/a.qcow2,",
+		"disks/a.raw,out/strict.raw,strict",
+	})
+	cmd := e.command("batch", "exports/disks.csv", "--no-state")
+	cmd.Dir = dir // the manifest's folder is not the current one
+	out, _ := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 1 {
+		t.Fatalf("batch: exit %d, want 1 (one disk breaks import rules)\n%s", code, out)
+	}
+	if _, err := os.Stat(filepath.Join(man, "out", "a.raw")); err != nil {
+		t.Errorf("the relative output is not in the manifest's folder: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "no interrupted upload recorded") {
+		t.Errorf("a first run talks of resumes:\n%s", out)
+	}
+	if !strings.Contains(string(out), "(fs.root, part.table; convert check tells how to fix them)") {
+		t.Errorf("the failed disk does not name the broken rules:\n%s", out)
+	}
+
+	// One disk.
+	one := writeManifest(t, filepath.Join(man, "one.jsonl"), []string{jsonLine("source", "disks/a.raw", "output", "out/b.raw")})
+	r := e.run("batch", one, "--no-state")
+	if r.code != 0 || !strings.Contains(r.stderr, "1 disk: 1 done") || strings.Contains(r.stderr, "1 disks") {
+		t.Errorf("one disk: exit %d\n%s", r.code, r.stderr)
+	}
+}
