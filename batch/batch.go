@@ -61,6 +61,10 @@ type Options struct {
 	// Budget, if set, is the memory budget (and buffer pool) of the run
 	// instead of one of Memory bytes.
 	Budget *job.Budget
+	// DryRun checks and plans every disk (job.Spec.DryRun) and writes
+	// nothing, the bookkeeping included: a disk that would convert ends
+	// Planned, one done before Skipped.
+	DryRun bool
 }
 
 // Defaults.
@@ -80,6 +84,8 @@ const (
 	// Cancelled: the batch was interrupted before the disk finished (or
 	// started); nothing of it was kept.
 	Cancelled Status = "cancelled"
+	// Planned: a dry run found the disk ready to convert (Outcome.Plan).
+	Planned Status = "planned"
 )
 
 // Outcome is how one disk ended: what --json prints a line of.
@@ -103,6 +109,8 @@ type Outcome struct {
 	Import           *job.ImportResult `json:"import,omitempty"`
 	// SkippedBecause says which earlier run did the disk.
 	SkippedBecause string `json:"skipped_because,omitempty"`
+	// Plan is how the disk is (or would be, in a dry run) written.
+	Plan *job.Plan `json:"plan,omitempty"`
 	// SourceID is the source the output was made from, as the run opened
 	// it (or as the earlier run of a skipped disk did).
 	SourceID *upload.SourceID `json:"-"`
@@ -118,7 +126,9 @@ type Summary struct {
 	Skipped   int     `json:"skipped"`
 	Failed    int     `json:"failed"`
 	Cancelled int     `json:"cancelled"`
-	Seconds   float64 `json:"seconds"`
+	// Planned counts the disks a dry run found ready.
+	Planned int     `json:"planned,omitempty"`
+	Seconds float64 `json:"seconds"`
 	// Bytes is the output written by this run; Virtual the virtual size
 	// of the disks it converted.
 	Bytes   int64 `json:"bytes"`
@@ -127,8 +137,9 @@ type Summary struct {
 	Memory  int64 `json:"memory_budget"`
 }
 
-// OK reports whether every disk is done or skipped.
-func (s Summary) OK() bool { return s.Done+s.Skipped == s.Disks }
+// OK reports whether every disk is done or skipped (or, in a dry run,
+// ready).
+func (s Summary) OK() bool { return s.Done+s.Skipped+s.Planned == s.Disks }
 
 // EventKind says what an Event reports.
 type EventKind int
@@ -350,6 +361,7 @@ func (b *runner) one(ctx context.Context, i int) {
 	}
 	b.emit(Event{Kind: DiskStarted, Index: i, Item: it})
 	spec := it.Spec
+	spec.DryRun = b.o.DryRun
 	if spec.Kind() == job.ToBucket {
 		// An upload that an earlier run left (killed before it could
 		// abort) is continued, not refused; a failure aborts it.
@@ -366,6 +378,9 @@ func (b *runner) one(ctx context.Context, i int) {
 	}})
 	oc.fill(res)
 	switch {
+	case err == nil && res.DryRun:
+		oc.Status = Planned
+		return // nothing to record: nothing was done
 	case err == nil && wait && res.Import != nil && res.Import.TaskID != "":
 		oc.Status = Done
 		b.pmu.Lock()
@@ -380,7 +395,9 @@ func (b *runner) one(ctx context.Context, i int) {
 	default:
 		oc.Status, oc.Err, oc.Error = Failed, err, err.Error()
 	}
-	book.record(context.WithoutCancel(ctx), oc, res)
+	if !b.o.DryRun {
+		book.record(context.WithoutCancel(ctx), oc, res)
+	}
 }
 
 // fill copies a job's result into the outcome.
@@ -401,7 +418,7 @@ func (oc *Outcome) fill(r *job.Result) {
 		st := r.Stats
 		oc.Stats = &st
 	}
-	oc.Warnings, oc.Target, oc.Check, oc.Import = r.Warnings, r.Upload, r.Check, r.Import
+	oc.Warnings, oc.Target, oc.Check, oc.Import, oc.Plan = r.Warnings, r.Upload, r.Check, r.Import, r.Plan
 	if r.SourceID != nil {
 		oc.SourceID = r.SourceID
 	}

@@ -72,6 +72,12 @@ type Spec struct {
 	// Rehearse runs the whole pass and then aborts the target instead of
 	// committing it: nothing is kept (convert bench).
 	Rehearse bool `json:"rehearse,omitempty"`
+	// DryRun does everything up to the pass and writes nothing: opens
+	// and sizes the source, checks the store (credentials, the bucket, a
+	// test upload that is aborted), the import API and the import rules,
+	// and plans the output (Result.Plan). It is the runner's choice, never
+	// carried with a disk (--dry-run).
+	DryRun bool `json:"-"`
 }
 
 // QCOW2Spec shapes QCOW2 output.

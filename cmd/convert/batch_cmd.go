@@ -83,6 +83,7 @@ type batchOptions struct {
 	noState  bool
 	asJSON   bool
 	progress string
+	dryRun   bool
 }
 
 func (b *batchOptions) register(fs *pflag.FlagSet) {
@@ -91,6 +92,7 @@ func (b *batchOptions) register(fs *pflag.FlagSet) {
 		fs.StringVar(&b.memory, "memory", "1G", "memory budget of all running disks together (blocks in flight and upload parts); a disk waits for its share")
 		fs.StringVar(&b.stateDir, "state-dir", "", "where the batch keeps what it did, so a rerun skips finished disks (default: under the user's cache folder, one per manifest)")
 		fs.BoolVar(&b.noState, "no-state", false, "keep no bookkeeping: convert every disk, even one a previous run did")
+		registerDryRun(fs, &b.dryRun)
 	})
 	flagGroup(fs, groupDisplay, func() {
 		fs.BoolVar(&b.asJSON, "json", false, "print a JSON object per disk as it ends, then a summary object (stdout)")
@@ -112,7 +114,7 @@ func newBatchCmd() *cobra.Command {
 		Example: "  convert batch disks.jsonl --jobs 3 --memory 2G --jdcloud-region cn-north-1 --verify\n  convert batch - --json < disks.csv",
 		Args:    exactArgs(1, "batch takes one manifest (a file, or - for stdin)"),
 		RunE: func(c *cobra.Command, args []string) error {
-			if qo.url != "" {
+			if qo.url != "" && !bo.dryRun {
 				return runQueueBatch(c.Context(), c.Flags(), &bo, &qo, &def, args[0], c.OutOrStdout(), c.ErrOrStderr())
 			}
 			return runBatch(c.Context(), c.Flags(), &bo, args[0], c.OutOrStdout(), c.ErrOrStderr())
@@ -148,6 +150,11 @@ func runBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, name str
 		return usageError{err}
 	}
 	var state kv.Store
+	if bo.dryRun && fs.Changed("queue") {
+		// The queue's bookkeeping is in its bucket: not looked at.
+		fmt.Fprintln(stderr, "convert: dry run: every disk is checked here, with this machine's credentials; nothing is queued")
+		bo.noState = true
+	}
 	if !bo.noState {
 		dir := bo.stateDir
 		if dir == "" {
@@ -165,7 +172,7 @@ func runBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, name str
 		debug.SetMemoryLimit(memory + 40<<20)
 	}
 	ui := newBatchUI(bo.progress, stderr, stdout, bo.asJSON, len(items))
-	outs, sum, err := batch.Run(ctx, items, batch.Options{Jobs: bo.jobs, Memory: memory, State: state, Events: ui.event})
+	outs, sum, err := batch.Run(ctx, items, batch.Options{Jobs: bo.jobs, Memory: memory, State: state, Events: ui.event, DryRun: bo.dryRun})
 	ui.finish()
 	if err != nil {
 		return usageError{err}
@@ -186,7 +193,7 @@ func runBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, name str
 // the disks' lines the UI printed), or the table of every disk.
 func (bo *batchOptions) printSummary(stdout, stderr io.Writer, outs []batch.Outcome, sum batch.Summary) error {
 	if !bo.asJSON {
-		printBatchTable(stderr, outs, sum)
+		printBatchTable(stderr, outs, sum, bo.dryRun)
 		return nil
 	}
 	e := json.NewEncoder(stdout)
@@ -429,8 +436,9 @@ func keyHint(fs *pflag.FlagSet, key string) string {
 	return "did you mean " + orList(close) + "?"
 }
 
-// printBatchTable writes the final table and the totals.
-func printBatchTable(w io.Writer, outs []batch.Outcome, sum batch.Summary) {
+// printBatchTable writes the final table and the totals (of a dry run:
+// what is ready).
+func printBatchTable(w io.Writer, outs []batch.Outcome, sum batch.Summary, dryRun bool) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "status\tseconds\toutput size\tdisk")
 	for _, oc := range outs {
@@ -445,6 +453,11 @@ func printBatchTable(w io.Writer, outs []batch.Outcome, sum batch.Summary) {
 		fmt.Fprintf(tw, "%s\t%.1f\t%s\t%s\n", oc.Status, oc.Seconds, size, firstLine(what))
 	}
 	tw.Flush()
+	if dryRun {
+		fmt.Fprintf(w, "dry run, %s: %d ready, %d done before, %d failed in %.1fs; nothing was written\n",
+			disks(sum.Disks), sum.Planned, sum.Skipped, sum.Failed, sum.Seconds)
+		return
+	}
 	fmt.Fprintf(w, "%s: %d done, %d skipped, %d failed, %d cancelled in %.1fs; %s written for %s of disks\n",
 		disks(sum.Disks), sum.Done, sum.Skipped, sum.Failed, sum.Cancelled, sum.Seconds, units.Bytes(sum.Bytes), units.Bytes(sum.Virtual))
 }

@@ -154,10 +154,12 @@ type convertOptions struct {
 	quiet        bool // -q
 	asJSON       bool
 	cpuProfile   string
+	dryRun       bool
 }
 
 func (o *convertOptions) register(fs *pflag.FlagSet) {
 	o.specOptions.register(fs)
+	flagGroup(fs, groupOutput, func() { registerDryRun(fs, &o.dryRun) })
 	flagGroup(fs, groupDisplay, func() {
 		registerProgress(fs, &o.progress, "progress bar with the phase, rate and time left on stderr")
 		fs.BoolVarP(&o.showProgress, "show-progress", "p", false, "show the bar even when stderr is not a terminal (--progress always; qemu-img's -p)")
@@ -248,6 +250,7 @@ func runConvert(ctx context.Context, fs *pflag.FlagSet, o *convertOptions, src s
 	if err != nil {
 		return usageError{err}
 	}
+	spec.DryRun = o.dryRun
 	if err := o.display(fs); err != nil {
 		return usageError{err}
 	}
@@ -281,6 +284,10 @@ func runConvert(ctx context.Context, fs *pflag.FlagSet, o *convertOptions, src s
 			return jerr
 		}
 		return err
+	}
+	if res.DryRun {
+		printPlan(out, spec.Source, res)
+		return nil
 	}
 	if !o.quiet && (!toStdout || o.progress != "never") {
 		fmt.Fprintln(stderr, summaryLine(spec.Source, res))

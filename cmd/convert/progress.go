@@ -463,6 +463,8 @@ func (u *batchUI) line(oc *batch.Outcome) {
 		u.printf("done       %s -> %s: %s in %.1fs\n", oc.Source, oc.Output, units.Bytes(oc.Bytes), oc.Seconds)
 	case batch.Skipped:
 		u.printf("skipped    %s -> %s: %s\n", oc.Source, oc.Output, oc.SkippedBecause)
+	case batch.Planned:
+		u.printf("planned    %s -> %s: %s\n", oc.Source, oc.Output, planLine(oc.Plan))
 	default:
 		u.printf("%-10s %s -> %s: %s\n", oc.Status, oc.Source, oc.Output, plain(oc.Error))
 	}

@@ -91,3 +91,42 @@ func TestBatchRelativePaths(t *testing.T) {
 		t.Errorf("one disk: exit %d\n%s", r.code, r.stderr)
 	}
 }
+
+// TestBatchDryRun: a batch's --dry-run checks and plans every disk and
+// writes nothing, not even its bookkeeping; a disk done before is told
+// so; a broken one fails.
+func TestBatchDryRun(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	raw := randomDisk(t, filepath.Join(dir, "a.raw"), 4*mib, 0, 64<<10, mib)
+	state := filepath.Join(dir, "state")
+	done := writeManifest(t, filepath.Join(dir, "done.jsonl"), []string{jsonLine("source", raw, "output", filepath.Join(dir, "done.raw"))})
+	if r := e.run("batch", done, "--state-dir", state); r.code != 0 {
+		t.Fatalf("batch: exit %d\n%s", r.code, r.stderr)
+	}
+	stateFiles := func() int { m, _ := filepath.Glob(filepath.Join(state, "*")); return len(m) }
+	before := stateFiles()
+	m := writeManifest(t, filepath.Join(dir, "disks.jsonl"), []string{
+		jsonLine("source", raw, "output", filepath.Join(dir, "done.raw")),
+		jsonLine("source", raw, "output", filepath.Join(dir, "a.qcow2")),
+		jsonLine("source", raw, "output", "s3://"+e.bucket+"/a.qcow2"),
+		jsonLine("source", filepath.Join(dir, "missing.vmdk"), "output", filepath.Join(dir, "m.raw")),
+	})
+	r := e.run("batch", m, "--dry-run", "--json", "--state-dir", state)
+	got, sum := parse(t, r.stdout)
+	if r.code != 1 || sum.Planned != 2 || sum.Skipped != 1 || sum.Failed != 1 {
+		t.Fatalf("dry run: exit %d, %+v\n%s%s", r.code, sum, r.stdout, r.stderr)
+	}
+	if o := got["s3://"+e.bucket+"/a.qcow2"]; o.Status != "planned" || o.Plan == nil || o.Plan.PartSize == 0 || o.Plan.Parts == 0 {
+		t.Errorf("the upload's plan: %+v", o)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "a.qcow2")); !os.IsNotExist(err) {
+		t.Errorf("a dry run wrote a.qcow2: %v", err)
+	}
+	if keys, pending := srv.Keys(t, e.bucket), srv.Pending(t, e.bucket); len(keys)+len(pending) != 0 {
+		t.Errorf("a dry run left objects %v and uploads %v", keys, pending)
+	}
+	if n := stateFiles(); n != before {
+		t.Errorf("a dry run wrote bookkeeping: %d files, %d before", n, before)
+	}
+}

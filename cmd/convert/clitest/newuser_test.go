@@ -194,3 +194,39 @@ func TestCheckOVADigest(t *testing.T) {
 		t.Errorf("check good.ova: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }
+
+// TestDryRun: --dry-run checks the store (credentials, bucket, a test
+// upload aborted), the rules and the output's folder, prints the plan and
+// writes nothing.
+func TestDryRun(t *testing.T) {
+	s3test.Need(t, srv)
+	dir := t.TempDir()
+	sampleDisk(t, dir)
+	bucket := srv.Bucket(t)
+	r := convert(t, dir, "disk.qcow2", "-o", "s3://"+bucket+"/web01.qcow2", "--endpoint", srv.Endpoint, "--dry-run")
+	for _, want := range []string{"dry run: disk.qcow2 -> s3://" + bucket + "/web01.qcow2: nothing was written", "  upload:       parts of 8.0 MiB, at most ", "  import check: pass", "  checked:      the store at " + srv.Endpoint + " took the credentials, and bucket"} {
+		if r.code != 0 || !strings.Contains(r.stdout, want) {
+			t.Errorf("dry run of an upload: exit %d, no %q:\n%s%s", r.code, want, r.stdout, r.stderr)
+		}
+	}
+	if keys, pending := srv.Keys(t, bucket), srv.Pending(t, bucket); len(keys)+len(pending) != 0 {
+		t.Errorf("a dry run left objects %v and uploads %v", keys, pending)
+	}
+	r = convert(t, dir, "disk.qcow2", "out.raw", "--dry-run", "--json")
+	var v struct {
+		DryRun bool `json:"dry_run"`
+		Plan   struct {
+			Format string `json:"output_format"`
+			Memory int64  `json:"memory"`
+		} `json:"plan"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &v); r.code != 0 || err != nil || !v.DryRun || v.Plan.Format != "raw" || v.Plan.Memory == 0 {
+		t.Errorf("--dry-run --json: exit %d, %v: %+v\n%s", r.code, err, v, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "out.raw")); !os.IsNotExist(err) {
+		t.Errorf("a dry run wrote out.raw: %v", err)
+	}
+	if r := convert(t, dir, "disk.qcow2", "no/such/x.raw", "--dry-run"); r.code != 1 || !strings.Contains(r.stderr, "convert: -o no/such/x.raw: there is no folder no/such") {
+		t.Errorf("dry run into a missing folder: exit %d\n%s", r.code, r.stderr)
+	}
+}

@@ -247,6 +247,12 @@ func TestImportReport(t *testing.T) {
 	if want := regexp.MustCompile(`follow it with:\n  convert import-status \d+ --wait ` + regexp.QuoteMeta(flags) + "\n"); !want.MatchString(r.stdout) {
 		t.Errorf("--import: no hint %q:\n%s", want, r.stdout)
 	}
+	// A dry run checks the API too, and imports nothing.
+	before := len(e.api.Imports())
+	r = e.run(sample, "-o", "s3://"+e.bucket+"/dry.qcow2", "--import", "--wait", "--dry-run")
+	if r.code != 0 || !strings.Contains(r.stdout, "  checked:      the import API at "+e.api.URL) || len(e.api.Imports()) != before {
+		t.Errorf("--dry-run --import: exit %d, %d imports\n%s%s", r.code, len(e.api.Imports())-before, r.stdout, r.stderr)
+	}
 	start := time.Now()
 	r = e.run(sample, "-o", "s3://"+e.bucket+"/web02.qcow2", "--import", "--wait")
 	took := time.Since(start).Seconds()
