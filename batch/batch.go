@@ -61,6 +61,10 @@ type Options struct {
 	// Budget, if set, is the memory budget (and buffer pool) of the run
 	// instead of one of Memory bytes.
 	Budget *job.Budget
+	// NoLinks keeps presigned download links out of the bookkeeping
+	// (State): under a queue it is shared with everyone who can read the
+	// queue (Outcome.WithoutLinks).
+	NoLinks bool
 	// DryRun checks and plans every disk (job.Spec.DryRun) and writes
 	// nothing, the bookkeeping included: a disk that would convert ends
 	// Planned, one done before Skipped.

@@ -48,10 +48,11 @@ type book struct {
 	key     string
 	spec    *job.Spec
 	digest  string
+	noLinks bool // keep presigned links out of the record
 }
 
 func (b *runner) bookkeeping(it *Item) *book {
-	bk := &book{store: b.o.State, clients: b.o.Clients, spec: &it.Spec}
+	bk := &book{store: b.o.State, clients: b.o.Clients, spec: &it.Spec, noLinks: b.o.NoLinks}
 	if bk.store == nil {
 		return bk
 	}
@@ -165,6 +166,9 @@ func (bk *book) record(ctx context.Context, oc *Outcome, res *job.Result) {
 	rec := record{Version: recordVersion, Spec: bk.digest, Status: oc.Status, Error: oc.Error, Finished: time.Now().UTC(), Output: oc.Output}
 	if oc.Status == Done && res != nil {
 		rec.Result = res
+		if bk.noLinks {
+			rec.Result = resultWithoutLinks(res)
+		}
 		switch {
 		case res.SourceID != nil:
 			// The source as the run opened it: a source changed since is

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -84,6 +85,8 @@ type batchOptions struct {
 	asJSON   bool
 	progress string
 	dryRun   bool
+	// progressEvery is --progress-interval.
+	progressEvery time.Duration
 }
 
 func (b *batchOptions) register(fs *pflag.FlagSet) {
@@ -97,6 +100,7 @@ func (b *batchOptions) register(fs *pflag.FlagSet) {
 	flagGroup(fs, groupDisplay, func() {
 		fs.BoolVar(&b.asJSON, "json", false, "print a JSON object per disk as it ends, then a summary object (stdout)")
 		registerProgress(fs, &b.progress, "progress bars on stderr, one per running disk and a total")
+		registerProgressInterval(fs, &b.progressEvery)
 	})
 }
 
@@ -171,7 +175,7 @@ func runBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, name str
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(memory + 40<<20)
 	}
-	ui := newBatchUI(bo.progress, stderr, stdout, bo.asJSON, len(items))
+	ui := newBatchUI(bo.progress, stderr, stdout, bo.asJSON, len(items), linesFor(bo.progress, stderr, bo.progressEvery))
 	outs, sum, err := batch.Run(ctx, items, batch.Options{Jobs: bo.jobs, Memory: memory, State: state, Events: ui.event, DryRun: bo.dryRun})
 	ui.finish()
 	if err != nil {

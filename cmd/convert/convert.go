@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -155,6 +156,8 @@ type convertOptions struct {
 	asJSON       bool
 	cpuProfile   string
 	dryRun       bool
+	// progressEvery is --progress-interval.
+	progressEvery time.Duration
 }
 
 func (o *convertOptions) register(fs *pflag.FlagSet) {
@@ -162,7 +165,8 @@ func (o *convertOptions) register(fs *pflag.FlagSet) {
 	flagGroup(fs, groupOutput, func() { registerDryRun(fs, &o.dryRun) })
 	flagGroup(fs, groupDisplay, func() {
 		registerProgress(fs, &o.progress, "progress bar with the phase, rate and time left on stderr")
-		fs.BoolVarP(&o.showProgress, "show-progress", "p", false, "show the bar even when stderr is not a terminal (--progress always; qemu-img's -p)")
+		registerProgressInterval(fs, &o.progressEvery)
+		fs.BoolVarP(&o.showProgress, "show-progress", "p", false, "show progress even when stderr is not a terminal, in lines with the time at each phase and every --progress-interval (--progress always; qemu-img's -p)")
 		fs.BoolVarP(&o.quiet, "quiet", "q", false, "print only errors and warnings: no bar, no check findings, no summary line (qemu-img's -q); an upload's report still goes to stdout")
 		fs.BoolVar(&o.asJSON, "json", false, "print a JSON summary at the end (on stdout, or stderr when the image goes to stdout)")
 		fs.BoolP("help", "h", false, "help for convert")
@@ -174,7 +178,7 @@ func (o *convertOptions) register(fs *pflag.FlagSet) {
 
 // registerProgress adds --progress, shared by the commands that draw bars.
 func registerProgress(fs *pflag.FlagSet, p *string, what string) {
-	fs.StringVar(p, "progress", "auto", what+": auto (when stderr is a terminal), always or never")
+	fs.StringVar(p, "progress", "auto", what+": auto (bars on a terminal; elsewhere, as in a log, lines with the time), always (lines at each phase too) or never")
 }
 
 // display settles -p, -q and --progress into one mode.
@@ -267,7 +271,11 @@ func runConvert(ctx context.Context, fs *pflag.FlagSet, o *convertOptions, src s
 		}
 		defer stop()
 	}
-	ui := newRunUI(o.progress, stderr, o.asJSON, o.quiet)
+	lo := linesFor(o.progress, stderr, o.progressEvery)
+	if toStdout && o.asJSON {
+		lo = lineOptions{} // stderr takes the JSON summary: nothing else
+	}
+	ui := newRunUI(o.progress, stderr, o.asJSON, o.quiet, diskLabel(spec.Source), lo)
 	res, err := job.Run(ctx, spec, job.Env{Stdout: stdout, Events: ui.event})
 	ui.finish(err == nil)
 	// A failed import leaves a complete upload: its report is still told.

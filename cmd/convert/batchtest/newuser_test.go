@@ -1,10 +1,17 @@
 package batchtest
 
 import (
+	"bytes"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"vmimport/internal/s3test"
 )
 
 // TestBatchManifestErrors: every bad line of a manifest is told in one
@@ -128,5 +135,58 @@ func TestBatchDryRun(t *testing.T) {
 	}
 	if n := stateFiles(); n != before {
 		t.Errorf("a dry run wrote bookkeeping: %d files, %d before", n, before)
+	}
+}
+
+// TestBatchProgressLines: a batch into a log (stderr no terminal) tells
+// its progress in lines with the time: the total and each running disk
+// every interval, and (--progress always) each disk's phases and the total
+// as disks start and end; the total's size does not jump while disks of
+// one size start (it told 32 MiB while the third had started and not
+// opened yet).
+func TestBatchProgressLines(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	var lines []string
+	for i := range 3 {
+		src := randomDisk(t, filepath.Join(dir, fmt.Sprintf("d%d.raw", i)), 16*mib, 0, 4*mib, 8*mib)
+		lines = append(lines, jsonLine("source", src, "output", fmt.Sprintf("s3://%s/d%d.raw", e.bucket, i)))
+	}
+	manifest := writeManifest(t, filepath.Join(dir, "disks.jsonl"), lines)
+	e.proxy.Inject(200*time.Millisecond, func(op string, n int) s3test.Fault {
+		if op == "UploadPart" || op == "UploadPartCopy" {
+			return s3test.Slow
+		}
+		return s3test.Pass
+	})
+	cmd := exec.Command(e.bin, "batch", manifest, "--no-state", "--jobs", "2", "--endpoint", e.proxy.URL, "--check", "off",
+		"--part-size", "5M", "--upload-concurrency", "1", "--progress", "always", "--progress-interval", "100ms")
+	cmd.Env = srv.Env(e.home)
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("batch: %v\n%s", err, errb.String())
+	}
+	stderr := errb.String()
+	total := regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} convert: all 3 disks: (?:\S+ \S+ / (\S+ \S+) \(\d+%\).*; )?\d+ running, \d+ ended, \d+ waiting$`)
+	disk := regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} convert: d\d\.raw: `)
+	var totals []string
+	disks := 0
+	for _, l := range strings.Split(stderr, "\n") {
+		if m := total.FindStringSubmatch(l); m != nil && m[1] != "" {
+			totals = append(totals, m[1])
+		}
+		if disk.MatchString(l) {
+			disks++
+		}
+	}
+	if len(totals) < 2 || disks < 2 || strings.Contains(stderr, "\x1b[") {
+		t.Fatalf("%d total lines with a size, %d disk lines (or escapes):\n%s", len(totals), disks, stderr)
+	}
+	for _, s := range totals {
+		if s != "48.0 MiB" {
+			t.Errorf("the total says %s, want the 3 disks' 48.0 MiB all along: %q", s, totals)
+			break
+		}
 	}
 }

@@ -9,8 +9,11 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -228,5 +231,57 @@ func TestDryRun(t *testing.T) {
 	}
 	if r := convert(t, dir, "disk.qcow2", "no/such/x.raw", "--dry-run"); r.code != 1 || !strings.Contains(r.stderr, "convert: -o no/such/x.raw: there is no folder no/such") {
 		t.Errorf("dry run into a missing folder: exit %d\n%s", r.code, r.stderr)
+	}
+}
+
+// TestProgressLines: with stderr no terminal (a log), progress comes as
+// plain lines with the time, never cursor escapes: every
+// --progress-interval the phase, bytes, rate; with -p a line at each phase
+// too.
+func TestProgressLines(t *testing.T) {
+	s3test.Need(t, srv)
+	dir := t.TempDir()
+	sampleDisk(t, dir)
+	bucket := srv.Bucket(t)
+	proxy := s3test.NewProxy(srv)
+	defer proxy.Close()
+	// A slow store: the upload's last steps take a few intervals.
+	proxy.Inject(300*time.Millisecond, func(op string, _ int) s3test.Fault {
+		switch op {
+		case "UploadPart", "UploadPartCopy", "CompleteMultipartUpload":
+			return s3test.Slow
+		}
+		return s3test.Pass
+	})
+	line := regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} convert: disk\.qcow2: (.+)$`)
+	for _, c := range []struct {
+		flag   string
+		phases bool
+	}{{"--progress=auto", false}, {"-p", true}} {
+		r := convert(t, dir, "disk.qcow2", "s3://"+bucket+"/disk.raw", "--endpoint", proxy.URL, "--upload-concurrency", "1", "--progress-interval", "100ms", c.flag)
+		if r.code != 0 || strings.Contains(r.stderr, "\x1b[") {
+			t.Fatalf("%s: exit %d, or escapes on stderr:\n%q", c.flag, r.code, r.stderr)
+		}
+		var ticks, phases []string
+		for _, l := range strings.Split(r.stderr, "\n") {
+			m := line.FindStringSubmatch(l)
+			switch {
+			case m == nil:
+			case strings.Contains(m[1], " (for ") || strings.Contains(m[1], "%)"):
+				ticks = append(ticks, m[1])
+			default:
+				phases = append(phases, m[1])
+			}
+		}
+		if len(ticks) == 0 {
+			t.Errorf("%s: no progress line every 100ms:\n%s", c.flag, r.stderr)
+		}
+		want := []string{"opening", "checking the bucket", "checking import rules", "converting", "verifying digests", "finishing"}
+		if c.phases && (len(phases) < len(want) || !slices.Equal(phases[:len(want)], want)) {
+			t.Errorf("%s: the phases told %q, want %q first", c.flag, phases, want)
+		}
+		if !c.phases && len(phases) > 0 {
+			t.Errorf("%s: phase lines without -p: %q", c.flag, phases)
+		}
 	}
 }
