@@ -364,6 +364,12 @@ func (b *runner) one(ctx context.Context, i int) {
 		return
 	}
 	b.emit(Event{Kind: DiskStarted, Index: i, Item: it})
+	if it.Spec.Kind() == job.ToBucket && !b.o.DryRun {
+		if rec := book.uploaded(ctx); rec != nil {
+			deferred = b.reimport(ctx, i, rec, book)
+			return
+		}
+	}
 	spec := it.Spec
 	spec.DryRun = b.o.DryRun
 	if spec.Kind() == job.ToBucket {

@@ -459,7 +459,8 @@ func TestBatchImportWait(t *testing.T) {
 	dir := t.TempDir()
 	var lines []string
 	for _, name := range []string{"web01", "web02", "bad", "noimport"} {
-		rec := map[string]any{"source": sample, "output": "s3://" + e.bucket + "/" + name + ".qcow2", "output-format": "qcow2", "image-name": name}
+		abs, _ := filepath.Abs(sample) // a manifest's relative paths are its folder's
+		rec := map[string]any{"source": abs, "output": "s3://" + e.bucket + "/" + name + ".qcow2", "output-format": "qcow2", "image-name": name}
 		if name != "noimport" {
 			rec["import"] = true
 		}
@@ -511,5 +512,57 @@ func TestBatchImportWait(t *testing.T) {
 	}
 	if !together {
 		t.Error("no poll asked for the three tasks together")
+	}
+}
+
+// TestBatchRerunReimports: a batch rerun after a failed import imports
+// the object again, with a new client token, instead of converting and
+// uploading the disk again: not a part is sent; the run after skips it.
+func TestBatchRerunReimports(t *testing.T) {
+	testkit.Need(t, "qemu-img")
+	e := newEnv(t, false, jdcloudtest.Options{Polls: 2})
+	e.api.FailTasks(func(jdcloudtest.Import) string { return "the image has no virtio driver" })
+	proxy := s3test.NewProxy(srv)
+	defer proxy.Close()
+	dir := t.TempDir()
+	out := "s3://" + e.bucket + "/web01.qcow2"
+	abs, _ := filepath.Abs(sample) // a manifest's relative paths are its folder's
+	b, _ := json.Marshal(map[string]any{"source": abs, "output": out, "import": true, "image-name": "web01"})
+	manifest := filepath.Join(dir, "disks.jsonl")
+	os.WriteFile(manifest, append(b, '\n'), 0o644)
+	run := func() (result, map[string]any) {
+		cmd := exec.Command(bin, "batch", manifest, "--state-dir", filepath.Join(dir, "state"), "--wait", "--json", "--endpoint", proxy.URL, "--region", srv.Region,
+			"--jdcloud-api-endpoint", e.api.URL, "--poll-interval", "5ms", "--progress", "never", "--check", "warn")
+		cmd.Env = append(srv.Env(e.home), e.extra...)
+		var o, eb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &o, &eb
+		cmd.Run()
+		var disk map[string]any
+		json.Unmarshal([]byte(strings.SplitN(o.String(), "\n", 2)[0]), &disk)
+		return result{code: cmd.ProcessState.ExitCode(), stdout: o.String(), stderr: eb.String()}, disk
+	}
+	r, disk := run()
+	if r.code != 1 || disk["status"] != "failed" || !strings.Contains(r.stdout, "no virtio driver") {
+		t.Fatalf("first run: exit %d, want 1 and the disk failed at its import\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	sent := proxy.Done("CreateMultipartUpload") + proxy.Done("UploadPart")
+	e.api.FailTasks(nil)
+	r, disk = run()
+	if r.code != 0 || disk["status"] != "done" || !strings.Contains(r.stderr, "importing it again (a new client token), not converting it again") {
+		t.Fatalf("rerun: exit %d, want 0 and the disk imported again\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if n := proxy.Done("CreateMultipartUpload") + proxy.Done("UploadPart"); n != sent {
+		t.Errorf("the rerun uploaded again: %d uploads and parts, %d before", n, sent)
+	}
+	imps := e.api.Imports()
+	if len(imps) != 2 || imps[1].Repeat || imps[0].ClientToken == imps[1].ClientToken || imps[1].Fields["imageName"] != "web01" {
+		t.Fatalf("imports %+v: want a second, new one", imps)
+	}
+	if imp, _ := disk["import"].(map[string]any); imp == nil || imp["status"] != "finished" {
+		t.Errorf("the rerun's import: %v", disk["import"])
+	}
+	// Done now: the next run skips it.
+	if r, disk = run(); r.code != 0 || disk["status"] != "skipped" || len(e.api.Imports()) != 2 {
+		t.Errorf("third run: exit %d, %v, %d imports\n%s", r.code, disk["status"], len(e.api.Imports()), r.stderr)
 	}
 }
