@@ -125,11 +125,11 @@ type Outcome struct {
 
 // Summary totals a batch.
 type Summary struct {
-	Disks     int     `json:"disks"`
-	Done      int     `json:"done"`
-	Skipped   int     `json:"skipped"`
-	Failed    int     `json:"failed"`
-	Cancelled int     `json:"cancelled"`
+	Disks     int `json:"disks"`
+	Done      int `json:"done"`
+	Skipped   int `json:"skipped"`
+	Failed    int `json:"failed"`
+	Cancelled int `json:"cancelled"`
 	// Planned counts the disks a dry run found ready.
 	Planned int     `json:"planned,omitempty"`
 	Seconds float64 `json:"seconds"`
