@@ -29,13 +29,24 @@ func (f Field) MarshalJSON() ([]byte, error) {
 			text = f.Value
 		}
 	}
+	// Without HTML escaping (a creator "a & b" stays so): the caller's
+	// encoder escapes if it wants to.
+	value, err := marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return marshal(fieldJSON{Name: f.Name, Value: value, Text: text})
+}
+
+// marshal is json.Marshal without HTML escaping.
+func marshal(v any) ([]byte, error) {
 	var b bytes.Buffer
 	e := json.NewEncoder(&b)
 	e.SetEscapeHTML(false)
 	if err := e.Encode(v); err != nil {
 		return nil, err
 	}
-	return json.Marshal(fieldJSON{Name: f.Name, Value: bytes.TrimSpace(b.Bytes()), Text: text})
+	return bytes.TrimSpace(b.Bytes()), nil
 }
 
 // UnmarshalJSON reads what MarshalJSON wrote (and the plain strings of
@@ -61,7 +72,7 @@ func (f *Field) UnmarshalJSON(b []byte) error {
 	}
 	f.Value = j.Text
 	if f.Value == "" {
-		f.Value = string(j.Value)
+		f.Value = fmt.Sprint(f.Data) // as Fact makes it
 	}
 	return nil
 }
