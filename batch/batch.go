@@ -61,6 +61,14 @@ type Options struct {
 	// Budget, if set, is the memory budget (and buffer pool) of the run
 	// instead of one of Memory bytes.
 	Budget *job.Budget
+	// NoLinks keeps presigned download links out of the bookkeeping
+	// (State): under a queue it is shared with everyone who can read the
+	// queue (Outcome.WithoutLinks).
+	NoLinks bool
+	// DryRun checks and plans every disk (job.Spec.DryRun) and writes
+	// nothing, the bookkeeping included: a disk that would convert ends
+	// Planned, one done before Skipped.
+	DryRun bool
 }
 
 // Defaults.
@@ -80,6 +88,8 @@ const (
 	// Cancelled: the batch was interrupted before the disk finished (or
 	// started); nothing of it was kept.
 	Cancelled Status = "cancelled"
+	// Planned: a dry run found the disk ready to convert (Outcome.Plan).
+	Planned Status = "planned"
 )
 
 // Outcome is how one disk ended: what --json prints a line of.
@@ -103,6 +113,8 @@ type Outcome struct {
 	Import           *job.ImportResult `json:"import,omitempty"`
 	// SkippedBecause says which earlier run did the disk.
 	SkippedBecause string `json:"skipped_because,omitempty"`
+	// Plan is how the disk is (or would be, in a dry run) written.
+	Plan *job.Plan `json:"plan,omitempty"`
 	// SourceID is the source the output was made from, as the run opened
 	// it (or as the earlier run of a skipped disk did).
 	SourceID *upload.SourceID `json:"-"`
@@ -113,12 +125,14 @@ type Outcome struct {
 
 // Summary totals a batch.
 type Summary struct {
-	Disks     int     `json:"disks"`
-	Done      int     `json:"done"`
-	Skipped   int     `json:"skipped"`
-	Failed    int     `json:"failed"`
-	Cancelled int     `json:"cancelled"`
-	Seconds   float64 `json:"seconds"`
+	Disks     int `json:"disks"`
+	Done      int `json:"done"`
+	Skipped   int `json:"skipped"`
+	Failed    int `json:"failed"`
+	Cancelled int `json:"cancelled"`
+	// Planned counts the disks a dry run found ready.
+	Planned int     `json:"planned,omitempty"`
+	Seconds float64 `json:"seconds"`
 	// Bytes is the output written by this run; Virtual the virtual size
 	// of the disks it converted.
 	Bytes   int64 `json:"bytes"`
@@ -127,8 +141,9 @@ type Summary struct {
 	Memory  int64 `json:"memory_budget"`
 }
 
-// OK reports whether every disk is done or skipped.
-func (s Summary) OK() bool { return s.Done+s.Skipped == s.Disks }
+// OK reports whether every disk is done or skipped (or, in a dry run,
+// ready).
+func (s Summary) OK() bool { return s.Done+s.Skipped+s.Planned == s.Disks }
 
 // EventKind says what an Event reports.
 type EventKind int
@@ -174,40 +189,51 @@ func (e *ItemError) Unwrap() error { return e.Err }
 // (it would read the old or the new file depending on the order), both by
 // identity: a file by its resolved folder and name (out/x.raw and
 // link/x.raw with link -> out are one file), an object by its normalised
-// endpoint, bucket and key. The error is an *ItemError.
+// endpoint, bucket and key. Every disk is looked at: the error joins an
+// *ItemError for each that is wrong (errors.As finds the first).
 func Validate(items []Item) error {
+	var errs []error
 	outs := map[ident.ID]int{}
 	srcs := map[ident.ID]int{}
 	for i := range items {
-		it := &items[i]
-		if err := it.Spec.Validate(); err != nil {
-			return &ItemError{it.Line, err}
+		if err := validateOne(items, i, outs, srcs); err != nil {
+			errs = append(errs, &ItemError{items[i].Line, err})
 		}
-		if it.Spec.Kind() == job.ToStdout {
-			return &ItemError{it.Line, errors.New("-o -: a batch writes files or uploads, not to stdout")}
+	}
+	return errors.Join(errs...)
+}
+
+// validateOne checks the disk at i, and against the outputs and sources
+// of the disks before it (which it joins).
+func validateOne(items []Item, i int, outs, srcs map[ident.ID]int) error {
+	it := &items[i]
+	if err := it.Spec.Validate(); err != nil {
+		return err
+	}
+	if it.Spec.Kind() == job.ToStdout {
+		return errors.New("-o -: a batch writes files or uploads, not to stdout")
+	}
+	shown, err := outputName(&it.Spec)
+	if err != nil {
+		return err
+	}
+	out, err := it.Spec.OutputIdentity()
+	if err != nil {
+		return err
+	}
+	if j, ok := outs[out]; ok {
+		return fmt.Errorf("the output %s is also the output of the disk on line %d", shown, items[j].Line)
+	}
+	if j, ok := srcs[out]; ok {
+		return fmt.Errorf("the output %s is the source of the disk on line %d, which would read the old or the new file depending on the order: give another output", shown, items[j].Line)
+	}
+	outs[out] = i
+	for _, id := range it.Spec.SourceIdentities() {
+		if j, ok := outs[id]; ok && j != i {
+			return fmt.Errorf("the source %s is the output of the disk on line %d: it would read the old or the new file depending on the order; convert that disk first, in a batch of its own", image.Redact(it.Spec.Source), items[j].Line)
 		}
-		shown, err := outputName(&it.Spec)
-		if err != nil {
-			return &ItemError{it.Line, err}
-		}
-		out, err := it.Spec.OutputIdentity()
-		if err != nil {
-			return &ItemError{it.Line, err}
-		}
-		if j, ok := outs[out]; ok {
-			return &ItemError{it.Line, fmt.Errorf("the output %s is also the output of the disk on line %d", shown, items[j].Line)}
-		}
-		if j, ok := srcs[out]; ok {
-			return &ItemError{it.Line, fmt.Errorf("the output %s is the source of the disk on line %d, which would read the old or the new file depending on the order: give another output", shown, items[j].Line)}
-		}
-		outs[out] = i
-		for _, id := range it.Spec.SourceIdentities() {
-			if j, ok := outs[id]; ok && j != i {
-				return &ItemError{it.Line, fmt.Errorf("the source %s is the output of the disk on line %d: it would read the old or the new file depending on the order; convert that disk first, in a batch of its own", image.Redact(it.Spec.Source), items[j].Line)}
-			}
-			if _, ok := srcs[id]; !ok {
-				srcs[id] = i
-			}
+		if _, ok := srcs[id]; !ok {
+			srcs[id] = i
 		}
 	}
 	return nil
@@ -338,10 +364,18 @@ func (b *runner) one(ctx context.Context, i int) {
 		return
 	}
 	b.emit(Event{Kind: DiskStarted, Index: i, Item: it})
+	if it.Spec.Kind() == job.ToBucket && !b.o.DryRun {
+		if rec := book.uploaded(ctx); rec != nil {
+			deferred = b.reimport(ctx, i, rec, book)
+			return
+		}
+	}
 	spec := it.Spec
+	spec.DryRun = b.o.DryRun
 	if spec.Kind() == job.ToBucket {
 		// An upload that an earlier run left (killed before it could
 		// abort) is continued, not refused; a failure aborts it.
+		spec.Upload.ResumeImplied = !spec.Upload.Resume
 		spec.Upload.Resume = true
 		spec.Upload.Keep = spec.Upload.Keep || b.o.KeepUploads
 	}
@@ -354,6 +388,9 @@ func (b *runner) one(ctx context.Context, i int) {
 	}})
 	oc.fill(res)
 	switch {
+	case err == nil && res.DryRun:
+		oc.Status = Planned
+		return // nothing to record: nothing was done
 	case err == nil && wait && res.Import != nil && res.Import.TaskID != "":
 		oc.Status = Done
 		b.pmu.Lock()
@@ -368,7 +405,9 @@ func (b *runner) one(ctx context.Context, i int) {
 	default:
 		oc.Status, oc.Err, oc.Error = Failed, err, err.Error()
 	}
-	book.record(context.WithoutCancel(ctx), oc, res)
+	if !b.o.DryRun {
+		book.record(context.WithoutCancel(ctx), oc, res)
+	}
 }
 
 // fill copies a job's result into the outcome.
@@ -389,7 +428,7 @@ func (oc *Outcome) fill(r *job.Result) {
 		st := r.Stats
 		oc.Stats = &st
 	}
-	oc.Warnings, oc.Target, oc.Check, oc.Import = r.Warnings, r.Upload, r.Check, r.Import
+	oc.Warnings, oc.Target, oc.Check, oc.Import, oc.Plan = r.Warnings, r.Upload, r.Check, r.Import, r.Plan
 	if r.SourceID != nil {
 		oc.SourceID = r.SourceID
 	}

@@ -63,6 +63,8 @@ func Tally(outs []Outcome) Summary {
 			sum.Failed++
 		case Cancelled:
 			sum.Cancelled++
+		case Planned:
+			sum.Planned++
 		}
 	}
 	return sum

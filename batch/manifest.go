@@ -22,10 +22,13 @@ type Record struct {
 }
 
 // Field is one setting of a record. Values holds one value, or several
-// for a repeatable flag given as a JSON array.
+// for a repeatable flag given as a JSON array. KeyLine is where the key is
+// written when that is not the record's line (a CSV column's header row;
+// 0 otherwise).
 type Field struct {
-	Key    string
-	Values []string
+	Key     string
+	Values  []string
+	KeyLine int
 }
 
 // Get returns the first value of key, if set.
@@ -48,10 +51,51 @@ const (
 // ErrManifest is wrapped by every error about a manifest's text.
 var ErrManifest = errors.New("bad manifest")
 
+// maxErrors bounds the lines ParseManifest reports in one pass.
+const maxErrors = 100
+
+// LineError is what is wrong with one line of a manifest: "disks.csv:3:
+// ...". It is an ErrManifest.
+type LineError struct {
+	Name string
+	Line int // 0: the manifest as a whole
+	Err  error
+}
+
+func (e *LineError) Error() string {
+	if e.Line == 0 {
+		return fmt.Sprintf("%s: %v", e.Name, e.Err)
+	}
+	return fmt.Sprintf("%s:%d: %v", e.Name, e.Line, e.Err)
+}
+
+func (e *LineError) Unwrap() error        { return e.Err }
+func (e *LineError) Is(target error) bool { return target == ErrManifest }
+
+// lineErrors collects the bad lines of a manifest, up to maxErrors.
+type lineErrors struct {
+	name string
+	errs []error
+}
+
+// add records a bad line; false once there are too many to go on.
+func (l *lineErrors) add(line int, err error) bool {
+	l.errs = append(l.errs, &LineError{Name: l.name, Line: line, Err: err})
+	return len(l.errs) < maxErrors
+}
+
+// err is every bad line together (errors.Join: each on a line of its
+// own), nil when there is none.
+func (l *lineErrors) err() error { return errors.Join(l.errs...) }
+
 // ParseManifest reads a manifest: JSON Lines (one object a line) or CSV
 // with a header row, told apart by the first byte that is not blank. name
-// is used in errors ("disks.csv:7: ..."). Blank lines are skipped; so are
-// JSON lines starting with #.
+// is used in errors ("disks.csv:7: ..."); line numbers count every line of
+// the text, a CSV's header and blank lines included. Blank lines are
+// skipped; so are JSON lines starting with #. Every bad line is reported,
+// not the first only (up to 100): the error joins a *LineError for each,
+// and the records returned with it are those of the good lines (so that
+// their settings can be checked in the same pass).
 func ParseManifest(r io.Reader, name string) ([]Record, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	// A UTF-8 byte order mark (Excel writes one) is not part of the text.
@@ -67,9 +111,9 @@ func ParseManifest(r io.Reader, name string) ([]Record, error) {
 	i := bytes.IndexFunc(head, func(r rune) bool { return !strings.ContainsRune(" \t\r\n", r) })
 	if i < 0 {
 		if len(head) < br.Size() {
-			return nil, fmt.Errorf("%w: %s: empty: give one disk a line (JSON Lines, or CSV with a header row)", ErrManifest, name)
+			return nil, &LineError{Name: name, Err: errors.New("empty: give one disk a line (JSON Lines, or CSV with a header row)")}
 		}
-		return nil, fmt.Errorf("%w: %s: starts with 64 KiB of blanks", ErrManifest, name)
+		return nil, &LineError{Name: name, Err: errors.New("starts with 64 KiB of blanks")}
 	}
 	if c := head[i]; c == '{' || c == '#' {
 		return parseJSONLines(br, name)
@@ -79,27 +123,33 @@ func ParseManifest(r io.Reader, name string) ([]Record, error) {
 
 func parseJSONLines(r *bufio.Reader, name string) ([]Record, error) {
 	var recs []Record
+	bad := lineErrors{name: name}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), maxLineLength)
-	for line := 1; sc.Scan(); line++ {
+	line := 1
+	for ; sc.Scan(); line++ {
 		text := bytes.TrimSpace(sc.Bytes())
 		if len(text) == 0 || text[0] == '#' {
 			continue
 		}
 		rec, err := parseJSONRecord(text)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %s:%d: %v", ErrManifest, name, line, err)
+			if !bad.add(line, err) {
+				return recs, bad.err()
+			}
+			continue
 		}
 		rec.Line = line
 		if len(recs) == MaxRecords {
-			return nil, fmt.Errorf("%w: %s:%d: more than %d disks", ErrManifest, name, line, MaxRecords)
+			bad.add(line, fmt.Errorf("more than %d disks", MaxRecords))
+			return recs, bad.err()
 		}
 		recs = append(recs, rec)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v (a line is limited to %d bytes)", ErrManifest, name, err, maxLineLength)
+		bad.add(line, fmt.Errorf("%v (a line is limited to %d bytes)", err, maxLineLength))
 	}
-	return recs, nil
+	return recs, bad.err()
 }
 
 // parseJSONRecord reads one object whose values are strings, numbers,
@@ -216,21 +266,32 @@ func parseCSV(r io.Reader, name string) ([]Record, error) {
 	cr.FieldsPerRecord = 0 // every row as wide as the header
 	cr.TrimLeadingSpace = true
 	cr.ReuseRecord = false
+	bad := lineErrors{name: name}
 	header, err := cr.Read()
+	headerLine := 1
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s:1: %v", ErrManifest, name, csvError(err))
+		var pe *csv.ParseError
+		if errors.As(err, &pe) {
+			headerLine = pe.StartLine
+		}
+		bad.add(headerLine, csvError(err))
+		return nil, bad.err()
 	}
+	headerLine, _ = cr.FieldPos(0)
 	seen := map[string]bool{}
 	for i, h := range header {
 		h = strings.TrimSpace(h)
 		header[i] = h
 		switch {
 		case h == "":
-			return nil, fmt.Errorf("%w: %s:1: column %d has no name", ErrManifest, name, i+1)
+			bad.add(headerLine, fmt.Errorf("column %d has no name", i+1))
 		case seen[h]:
-			return nil, fmt.Errorf("%w: %s:1: column %q given twice", ErrManifest, name, h)
+			bad.add(headerLine, fmt.Errorf("column %q given twice", h))
 		}
 		seen[h] = true
+	}
+	if len(bad.errs) > 0 {
+		return nil, bad.err()
 	}
 	var recs []Record
 	for {
@@ -244,7 +305,11 @@ func parseCSV(r io.Reader, name string) ([]Record, error) {
 			if errors.As(err, &pe) {
 				line = pe.StartLine
 			}
-			return nil, fmt.Errorf("%w: %s:%d: %v", ErrManifest, name, line, csvError(err))
+			if !bad.add(line, csvError(err)) || !errors.Is(err, csv.ErrFieldCount) {
+				// A broken quote may have taken the rest of the text.
+				break
+			}
+			continue
 		}
 		line, _ := cr.FieldPos(0)
 		rec := Record{Line: line}
@@ -257,17 +322,18 @@ func parseCSV(r io.Reader, name string) ([]Record, error) {
 				continue // an empty cell leaves the setting at its default
 			}
 			empty = false
-			rec.Fields = append(rec.Fields, Field{Key: header[i], Values: []string{v}})
+			rec.Fields = append(rec.Fields, Field{Key: header[i], Values: []string{v}, KeyLine: headerLine})
 		}
 		if empty {
 			continue
 		}
 		if len(recs) == MaxRecords {
-			return nil, fmt.Errorf("%w: %s:%d: more than %d disks", ErrManifest, name, line, MaxRecords)
+			bad.add(line, fmt.Errorf("more than %d disks", MaxRecords))
+			return recs, bad.err()
 		}
 		recs = append(recs, rec)
 	}
-	return recs, nil
+	return recs, bad.err()
 }
 
 // csvError drops the line and column encoding/csv puts in its messages:

@@ -18,14 +18,14 @@ func TestParseManifest(t *testing.T) {
 	}{
 		{"jsonl", "{\"source\": \"a.vmdk\", \"output\": \"a.raw\"}\n\n{\"source\": \"b\", \"workers\": 4, \"force\": true, \"allow-path\": [\"x\", \"y\"], \"disk\": null}\n",
 			[]Record{
-				{Line: 1, Fields: []Field{{"source", []string{"a.vmdk"}}, {"output", []string{"a.raw"}}}},
-				{Line: 3, Fields: []Field{{"source", []string{"b"}}, {"workers", []string{"4"}}, {"force", []string{"true"}}, {"allow-path", []string{"x", "y"}}}},
+				{Line: 1, Fields: []Field{{"source", []string{"a.vmdk"}, 0}, {"output", []string{"a.raw"}, 0}}},
+				{Line: 3, Fields: []Field{{"source", []string{"b"}, 0}, {"workers", []string{"4"}, 0}, {"force", []string{"true"}, 0}, {"allow-path", []string{"x", "y"}, 0}}},
 			}, ""},
-		{"leading blank lines keep the numbers", "\n\n  \n{\"source\": \"a\"}\n", []Record{{Line: 4, Fields: []Field{{"source", []string{"a"}}}}}, ""},
+		{"leading blank lines keep the numbers", "\n\n  \n{\"source\": \"a\"}\n", []Record{{Line: 4, Fields: []Field{{"source", []string{"a"}, 0}}}}, ""},
 		{"csv", "source,output,workers\na.vmdk,a.raw,\n\n\"b c\",b.raw,2\n",
 			[]Record{
-				{Line: 2, Fields: []Field{{"source", []string{"a.vmdk"}}, {"output", []string{"a.raw"}}}},
-				{Line: 4, Fields: []Field{{"source", []string{"b c"}}, {"output", []string{"b.raw"}}, {"workers", []string{"2"}}}},
+				{Line: 2, Fields: []Field{{"source", []string{"a.vmdk"}, 1}, {"output", []string{"a.raw"}, 1}}},
+				{Line: 4, Fields: []Field{{"source", []string{"b c"}, 1}, {"output", []string{"b.raw"}, 1}, {"workers", []string{"2"}, 1}}},
 			}, ""},
 		{"empty", "  \n\n", nil, "empty"},
 		{"not an object", "{\"source\": \"a\"}\n[1]\n", nil, "m:2: "},
@@ -81,9 +81,10 @@ func FuzzParseManifest(f *testing.F) {
 	f.Add([]byte("{\"a\": [1, 2.5e3, true, \"x\"]}\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		recs, err := ParseManifest(strings.NewReader(string(b)), "fuzz")
-		if err != nil {
-			return
+		if err != nil && !errors.Is(err, ErrManifest) {
+			t.Fatalf("an error that is no ErrManifest: %v", err)
 		}
+		// The records of the good lines come with the error of the bad.
 		for _, r := range recs {
 			if r.Line < 1 {
 				t.Fatalf("record without a line: %+v", r)

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -29,6 +30,13 @@ type record struct {
 	Error    string          `json:"error,omitempty"`
 	Finished time.Time       `json:"finished"`
 	Result   *job.Result     `json:"result,omitempty"`
+	// Uploaded: the disk failed at its import, after its upload had
+	// completed: the object (OutputID) is whole, and a rerun imports it
+	// again rather than convert and upload it again. ImportToken is the
+	// clientToken of that import: the next uses another, since the cloud
+	// answers a token with its first import (the failed one).
+	Uploaded    bool   `json:"uploaded,omitempty"`
+	ImportToken string `json:"import_token,omitempty"`
 }
 
 const recordVersion = 1
@@ -48,10 +56,11 @@ type book struct {
 	key     string
 	spec    *job.Spec
 	digest  string
+	noLinks bool // keep presigned links out of the record
 }
 
 func (b *runner) bookkeeping(it *Item) *book {
-	bk := &book{store: b.o.State, clients: b.o.Clients, spec: &it.Spec}
+	bk := &book{store: b.o.State, clients: b.o.Clients, spec: &it.Spec, noLinks: b.o.NoLinks}
 	if bk.store == nil {
 		return bk
 	}
@@ -106,33 +115,53 @@ func (bk *book) done(ctx context.Context) (*record, string) {
 
 // check is done, with why not when the disk is not (or no longer) done.
 func (bk *book) check(ctx context.Context) (rec *record, why, whyNot string) {
+	r, whyNot := bk.load(ctx, func(r *record) bool { return r.Status == Done })
+	if r == nil {
+		return nil, "", whyNot
+	}
+	return r, fmt.Sprintf("done at %s from the same source with the same settings; %s is unchanged", r.Finished.Local().Format(time.DateTime), r.Output), ""
+}
+
+// uploaded returns the record of an earlier run that uploaded the disk
+// whole and then failed to import it, when the source, the settings and
+// the object are still as that run left them: the disk needs its import
+// only. nil otherwise.
+func (bk *book) uploaded(ctx context.Context) *record {
+	r, _ := bk.load(ctx, func(r *record) bool { return r.Status == Failed && r.Uploaded })
+	return r
+}
+
+// load reads the disk's record, when it is one that want takes, with the
+// same settings, from the same source, and its output still there as
+// made; else why not.
+func (bk *book) load(ctx context.Context, want func(*record) bool) (*record, string) {
 	if bk.store == nil {
-		return nil, "", "no bookkeeping"
+		return nil, "no bookkeeping"
 	}
 	b, err := bk.store.Get(ctx, bk.key)
 	if err != nil {
-		return nil, "", "no record of it being done"
+		return nil, "no record of it being done"
 	}
 	var r record
 	switch {
 	case json.Unmarshal(b, &r) != nil || r.Version != recordVersion:
-		return nil, "", "its record is of another version"
-	case r.Status != Done || r.Result == nil:
-		return nil, "", "it is not recorded done"
+		return nil, "its record is of another version"
+	case !want(&r) || r.Result == nil:
+		return nil, "it is not recorded done"
 	case r.Spec != bk.digest:
-		return nil, "", "its settings changed since it was done"
+		return nil, "its settings changed since it was done"
 	}
 	now, err := job.IdentifySource(ctx, bk.spec)
 	if err != nil {
-		return nil, "", fmt.Sprintf("its source could not be checked from here (%v)", err)
+		return nil, fmt.Sprintf("its source could not be checked from here (%v)", err)
 	}
 	if r.Source.Same(now) != nil {
-		return nil, "", "its source changed since it was done"
+		return nil, "its source changed since it was done"
 	}
 	if !bk.outputThere(ctx, &r) {
-		return nil, "", "its output is no longer there as it was made"
+		return nil, "its output is no longer there as it was made"
 	}
-	return &r, fmt.Sprintf("done at %s from the same source with the same settings; %s is unchanged", r.Finished.Local().Format(time.DateTime), r.Output), ""
+	return &r, ""
 }
 
 // StillDone tells whether the disk of s is done as the bookkeeping in
@@ -163,8 +192,19 @@ func (bk *book) record(ctx context.Context, oc *Outcome, res *job.Result) {
 		return
 	}
 	rec := record{Version: recordVersion, Spec: bk.digest, Status: oc.Status, Error: oc.Error, Finished: time.Now().UTC(), Output: oc.Output}
-	if oc.Status == Done && res != nil {
+	var ie *job.ImportError
+	if oc.Status == Failed && res != nil && res.Upload != nil && errors.As(oc.Err, &ie) {
+		// Uploaded whole, then the import failed: a rerun imports again.
+		rec.Uploaded = true
+		if res.Import != nil {
+			rec.ImportToken = res.Import.Request.ClientToken
+		}
+	}
+	if (oc.Status == Done || rec.Uploaded) && res != nil {
 		rec.Result = res
+		if bk.noLinks {
+			rec.Result = resultWithoutLinks(res)
+		}
 		switch {
 		case res.SourceID != nil:
 			// The source as the run opened it: a source changed since is

@@ -36,6 +36,7 @@ const (
 	RuleVirtualSize   = "image.virtual-size"
 	RuleDiskSize      = "image.disk-size"
 	RuleDataBeyond    = "image.data-beyond"
+	RuleDigest        = "image.digest"
 	RulePartTable     = "part.table"
 	RuleGPT           = "part.gpt"
 	RuleEFI           = "part.efi"
@@ -281,6 +282,9 @@ func rootRules(ctx context.Context, r *Report, d Disk, parts []Partition, view *
 	var best *candidate
 	var others []candidate
 	var windows []*Partition
+	// passed says why the partitions that might have held the root did
+	// not, for a check that finds none.
+	var passed []string
 	for i := range parts {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -303,6 +307,7 @@ func rootRules(ctx context.Context, r *Report, d Disk, parts []Partition, view *
 		if err != nil {
 			f := r.addf(RuleUnchecked, Info, "partition %d (%s) could not be read, so the rules inside it were not checked: %v", p.Index, p.FS, err)
 			f.Partition = p.Index
+			passed = append(passed, fmt.Sprintf("partition %d (%s) could not be read", p.Index, p.FS))
 			continue
 		}
 		t := guestfs.NewTree(fsys)
@@ -317,6 +322,9 @@ func rootRules(ctx context.Context, r *Report, d Disk, parts []Partition, view *
 			score++
 		}
 		c := candidate{p: p, t: t, score: score}
+		if score == 0 {
+			passed = append(passed, fmt.Sprintf("partition %d (%s) holds none of /etc/fstab, /etc/os-release, /bin/sh and /usr/bin (a data or /boot file system?)", p.Index, p.FS))
+		}
 		others = append(others, c)
 		if score > 0 && (best == nil || score > best.score) {
 			best = &c
@@ -350,7 +358,11 @@ func rootRules(ctx context.Context, r *Report, d Disk, parts []Partition, view *
 	case hasVolume:
 		r.addf(RuleRootFS, Info, "no root file system was found outside the LVM, encrypted, RAID, btrfs or ISO volumes; it is probably inside them")
 	default:
-		r.addf(RuleRootFS, Error, "no root file system was found: the cloud needs a Linux system on ext3, ext4 or xfs, or Windows on NTFS, on a plain MBR partition")
+		why := ""
+		if len(passed) > 0 {
+			why = " (" + strings.Join(passed, "; ") + ")"
+		}
+		r.addf(RuleRootFS, Error, "no root file system was found%s: the cloud needs a Linux system on ext3, ext4 or xfs, or Windows on NTFS, on a plain MBR partition", why)
 	}
 	return nil
 }

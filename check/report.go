@@ -137,6 +137,13 @@ func (r *Report) addf(rule string, sev Severity, format string, args ...any) *Fi
 
 func at(off int64) *int64 { return &off }
 
+// Add adds a finding made outside the check's own rules (the digest of
+// an OVA's disk, checked by reading it), keeping the order and the status.
+func (r *Report) Add(f Finding) {
+	r.Findings = append(r.Findings, f)
+	r.finish()
+}
+
 // Count is the number of findings of severity s.
 func (r *Report) Count(s Severity) int {
 	n := 0

@@ -138,6 +138,46 @@ func (j *run) fit(p *plan) error {
 	return nil
 }
 
+// Plan is how a job writes its output, as planned once the source is open
+// and sized (and, in a batch, fitted into the budget): what a dry run
+// tells.
+type Plan struct {
+	Format string `json:"output_format"`
+	// QCOW2 output: its compat, cluster size and when it compresses.
+	QCOW2Compat string `json:"qcow2_compat,omitempty"`
+	ClusterSize int    `json:"cluster_size,omitempty"`
+	Compress    string `json:"compress,omitempty"`
+	Compression string `json:"compression,omitempty"`
+	// OutputMax is the largest the output can be: the virtual size for
+	// RAW, the QCOW2 of every cluster.
+	OutputMax        int64 `json:"output_max_bytes"`
+	SystemDiskSizeGB int64 `json:"system_disk_size_gb"`
+	Workers          int   `json:"workers"`
+	BlockSize        int   `json:"block_size"`
+	// An upload: its part size, the parts of the largest output, the
+	// parts in flight.
+	PartSize    int64 `json:"part_size,omitempty"`
+	Parts       int   `json:"parts,omitempty"`
+	Concurrency int   `json:"upload_concurrency,omitempty"`
+	// Memory is the job's share: blocks in flight, parts, tables.
+	Memory int64 `json:"memory"`
+	// Checked says what a dry run checked and found as it should be
+	// (the store, the API), a line each.
+	Checked []string `json:"checked,omitempty"`
+}
+
+// public is the plan as Result.Plan tells it.
+func (p *plan) public(s *Spec, diskGB int64) *Plan {
+	out := &Plan{Format: s.Format, OutputMax: p.outputMax, SystemDiskSizeGB: diskGB, Workers: p.workers, BlockSize: s.BlockSize, Memory: p.memory}
+	if s.Format == "qcow2" {
+		out.QCOW2Compat, out.ClusterSize, out.Compress, out.Compression = p.qcow2.Compat, p.qcow2.ClusterSize, s.QCOW2.Compress, p.qcow2.Compression
+	}
+	if p.partSize > 0 {
+		out.PartSize, out.Parts, out.Concurrency = p.partSize, upload.PlanParts(p.outputMax, p.partSize), p.concurrency
+	}
+	return out
+}
+
 func partsWords(p *plan) string {
 	if p.partSize == 0 {
 		return "no upload"

@@ -3,6 +3,7 @@ package job
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"vmimport/check"
 	"vmimport/reader"
@@ -32,7 +33,9 @@ func (j *run) importCheck(ctx context.Context, im reader.Image) (*check.Report, 
 		j.notice(fmt.Sprintf("check: going on despite %d error(s) because of --force; the import request will set forceImport", errs))
 		return r, true, nil
 	case strict:
-		return r, false, &InputError{fmt.Errorf("%s: %w: the import readiness check found %d error(s); fix them, or use --check warn or --force to go on anyway", s.shown(), check.ErrRule, errs)}
+		// The rules by name: a batch's line tells no more than this.
+		return r, false, &InputError{fmt.Errorf("%s: %w: the import readiness check found %d error(s) (%s; convert check tells how to fix them); fix them, or use --check warn or --force to go on anyway",
+			s.shown(), check.ErrRule, errs, strings.Join(r.Rules(check.Error), ", "))}
 	}
 	return r, false, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"vmimport/jdcloud"
@@ -92,6 +93,13 @@ type ImportResult struct {
 	// Task is the task's last state, after a wait.
 	Task        *jdcloud.Task `json:"task,omitempty"`
 	WaitSeconds float64       `json:"wait_seconds,omitempty"`
+	// Seconds is the time the import took, the wait included: a run's
+	// rate leaves it out.
+	Seconds float64 `json:"seconds,omitempty"`
+	// Flags are the command-line flags that reach the same API and store
+	// (--jdcloud-region, --jdcloud-api-endpoint, --endpoint, ...), for the
+	// commands a report suggests.
+	Flags string `json:"-"`
 	// Error is the error that ended the import, if any.
 	Error string `json:"error,omitempty"`
 }
@@ -217,6 +225,48 @@ type ImportHooks struct {
 	// Warning receives findings worth a user's attention (ImportObject's:
 	// a link signed with temporary credentials, an OS not known).
 	Warning func(string)
+	// Store is the store of the object: the commands the notices suggest
+	// name it (--endpoint, ...) as the run did.
+	Store Store
+}
+
+// Flags are the command-line flags of a convert command that reach the
+// store st (as given) and the API a: what the commands a report or a
+// notice suggests need to find the same object and task.
+func (a *API) Flags(st Store) string {
+	var f []string
+	add := func(flag, v string) {
+		if v != "" {
+			f = append(f, flag, shellWord(v))
+		}
+	}
+	add("--endpoint", st.Endpoint)
+	switch {
+	case st.JDCloudRegion != "":
+		add("--jdcloud-region", st.JDCloudRegion)
+	case st.Region != "":
+		add("--region", st.Region)
+	default:
+		add("--jdcloud-region", a.Region())
+	}
+	if st.PathStyle && st.Endpoint != "" {
+		f = append(f, "--path-style")
+	}
+	add("--profile", st.Profile)
+	if ep := a.Endpoint(); ep != "" && strings.TrimSuffix(ep, "/") != strings.TrimSuffix(jdcloud.DefaultEndpoint, "/") {
+		add("--jdcloud-api-endpoint", ep)
+	}
+	return strings.Join(f, " ")
+}
+
+// shellWord quotes s for a POSIX shell when it needs it.
+func shellWord(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:=@,+", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func (h ImportHooks) warn(s string) {
@@ -239,11 +289,13 @@ func (a *API) Import(ctx context.Context, body upload.ImportImageBody, object st
 		h.Phase(Importing)
 	}
 	req := ImportRequest(body)
-	res := &ImportResult{Object: object, Region: a.Region(), Endpoint: a.Endpoint(), Credentials: a.Creds, Request: req}
+	res := &ImportResult{Object: object, Region: a.Region(), Endpoint: a.Endpoint(), Credentials: a.Creds, Request: req, Flags: a.Flags(h.Store)}
+	start := time.Now()
+	defer func() { res.Seconds = time.Since(start).Seconds() }()
 	r, err := a.ImportImage(ctx, req)
 	if err != nil {
 		res.Status, res.Error = "refused", err.Error()
-		notice("the object stays at %s; import it later with `convert import %s`", object, object)
+		notice("the object stays at %s; import it later with `convert import %s %s`", object, shellWord(object), res.Flags)
 		return res, &ImportError{fmt.Errorf("%w%s", err, a.credsHint(err))}
 	}
 	res.ImageID, res.TaskID, res.RequestID, res.Status = r.ImageID, r.TaskID, r.RequestID, "submitted"
@@ -253,7 +305,7 @@ func (a *API) Import(ctx context.Context, body upload.ImportImageBody, object st
 	if h.Phase != nil {
 		h.Phase(WaitingImport)
 	}
-	start := time.Now()
+	waitStart := time.Now()
 	tasks, err := a.WaitTasks(ctx, []jdcloud.TaskID{r.TaskID}, jdcloud.WaitOptions{
 		Timeout: is.WaitTimeout, MinInterval: is.PollInterval, MaxInterval: max(60*time.Second, is.PollInterval),
 		Progress: h.Task,
@@ -263,7 +315,7 @@ func (a *API) Import(ctx context.Context, body upload.ImportImageBody, object st
 			}
 		},
 	})
-	res.WaitSeconds = time.Since(start).Seconds()
+	res.WaitSeconds = time.Since(waitStart).Seconds()
 	t := tasks[0]
 	res.Task, res.Status = &t, t.TaskStatus
 	if t.ImageID != "" {
@@ -273,9 +325,9 @@ func (a *API) Import(ctx context.Context, body upload.ImportImageBody, object st
 		res.Error = err.Error()
 		switch {
 		case errors.Is(err, jdcloud.ErrTaskFailed):
-			notice("the object stays at %s; once the image is fixed, upload it again, or import it anew with `convert import %s --client-token NEW-TOKEN`", object, object)
+			notice("the object stays at %s; once the image is fixed, upload it again, or import it anew with `convert import %s %s --client-token NEW-TOKEN`", object, shellWord(object), res.Flags)
 		case errors.Is(err, jdcloud.ErrWaitTimeout):
-			notice("the import goes on in the cloud; follow it with `convert import-status %s --wait --jdcloud-region %s`", r.TaskID, res.Region)
+			notice("the import goes on in the cloud; follow it with `convert import-status %s --wait %s`", r.TaskID, res.Flags)
 		}
 		return res, &ImportError{fmt.Errorf("%w%s", err, a.credsHint(err))}
 	}

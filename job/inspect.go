@@ -146,7 +146,47 @@ func Check(ctx context.Context, spec Spec, o CheckOptions, warn func(string)) (*
 		return nil, err
 	}
 	defer src.close()
-	return check.Run(ctx, src.im, check.Options{Format: src.im.Info().Format, DiskSizeGB: o.DiskSizeGB, Shrink: o.Shrink})
+	r, err := check.Run(ctx, src.im, check.Options{Format: src.im.Info().Format, DiskSizeGB: o.DiskSizeGB, Shrink: o.Shrink})
+	if err != nil {
+		return nil, err
+	}
+	if err := checkDigest(ctx, src.im, r); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// checkDigest checks the bytes of a source a recorded digest vouches for
+// (the disk of an OVA, by its manifest), reading all of them, and adds the
+// verdict to r: a conversion checks the same during its pass and would
+// fail at its end. A source that cannot have a digest adds nothing.
+func checkDigest(ctx context.Context, im image.Image, r *check.Report) error {
+	digest, ok := image.DigestOf(im)
+	switch {
+	case !ok:
+		return nil
+	case digest == "":
+		r.Add(check.Finding{Rule: check.RuleDigest, Severity: check.Info, Message: "the OVA's manifest does not list this disk (or there is none): its bytes were not verified"})
+		return nil
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- image.Verify(im) }()
+	var err error
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		return ctx.Err() // closing the source stops the check
+	}
+	algo, _, _ := strings.Cut(digest, ":")
+	switch {
+	case err == nil:
+		r.Add(check.Finding{Rule: check.RuleDigest, Severity: check.Info, Message: fmt.Sprintf("the disk's bytes match the %s digest of the OVA's manifest", algo)})
+	case errors.Is(err, image.ErrCorrupt):
+		r.Add(check.Finding{Rule: check.RuleDigest, Severity: check.Error, Message: fmt.Sprintf("%v; export the OVA again (a conversion of it fails at its end)", err)})
+	default:
+		return fmt.Errorf("checking the digest of the OVA's disk: %w", err)
+	}
+	return nil
 }
 
 // Read runs the pass over the source of spec alone, every block dropped

@@ -145,6 +145,11 @@ type Result struct {
 	// SourceID is the source as it was opened: the version the output
 	// was made from (nil if the job did not get that far).
 	SourceID *upload.SourceID `json:"-"`
+	// Plan is how the job writes (wrote) the output: format, parts,
+	// memory; with DryRun, what it checked too.
+	Plan *Plan `json:"plan,omitempty"`
+	// DryRun: the job checked and planned, and wrote nothing.
+	DryRun bool `json:"dry_run,omitempty"`
 }
 
 // SpecError is a setting out of range or in conflict with another; its

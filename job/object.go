@@ -101,6 +101,7 @@ func ImportObject(ctx context.Context, o ObjectImport, h ImportHooks) (*ImportRe
 	}
 	is := o.Import
 	is.Enabled = true
+	h.Store = o.Store
 	return api.Import(ctx, body, object, is, h)
 }
 

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -201,6 +204,7 @@ func (j *run) shape(ctx context.Context) (phase, error) {
 	if j.plan, err = j.planFor(j.im.Size(), j.qo); err != nil {
 		return nil, err
 	}
+	j.res.Plan = j.plan.public(s, j.diskGB)
 	return j.reserve, nil
 }
 
@@ -215,6 +219,13 @@ func (j *run) reserve(ctx context.Context) (phase, error) {
 	j.buffers = j.env.Budget.Buffers()
 	if err := j.fit(&j.plan); err != nil {
 		return nil, err
+	}
+	checked := j.res.Plan.Checked
+	j.res.Plan = j.plan.public(&j.s, j.diskGB)
+	j.res.Plan.Checked = checked
+	if j.s.DryRun {
+		// A dry run reads no block: it takes no memory, waits for none.
+		return j.preflight, nil
 	}
 	j.phase(Waiting)
 	if err := j.env.Budget.acquire(ctx, j.plan.memory); err != nil {
@@ -237,6 +248,12 @@ func (j *run) preflight(ctx context.Context) (phase, error) {
 		return nil, err
 	}
 	j.up = up
+	if j.s.DryRun {
+		j.res.Plan.Checked = append(j.res.Plan.Checked, fmt.Sprintf("the store at %s took the credentials, and bucket %q a test upload (aborted)", up.c.Where(), up.bucket))
+		if up.api != nil {
+			j.res.Plan.Checked = append(j.res.Plan.Checked, fmt.Sprintf("the import API at %s (region %s) took the credentials (%s)", up.api.Endpoint(), up.api.Region(), up.api.Creds))
+		}
+	}
 	return j.checkRules, nil
 }
 
@@ -249,7 +266,31 @@ func (j *run) checkRules(ctx context.Context) (phase, error) {
 	if err != nil {
 		return nil, err
 	}
+	if j.s.DryRun {
+		return j.dryRunEnd, nil
+	}
 	return j.openTarget, nil
+}
+
+// dryRunEnd ends a dry run where the output would be opened: what is left
+// to check without writing is that a file's folder is there.
+func (j *run) dryRunEnd(ctx context.Context) (phase, error) {
+	j.res.DryRun = true
+	if j.s.Kind() != ToFile {
+		return nil, nil
+	}
+	dir := filepath.Dir(j.s.Output)
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("-o %s: there is no folder %s: create it first, or give another output", j.s.Output, dir)
+	case err != nil:
+		return nil, fmt.Errorf("-o %s: %w", j.s.Output, err)
+	case !fi.IsDir():
+		return nil, fmt.Errorf("-o %s: %s is not a folder", j.s.Output, dir)
+	}
+	j.res.Plan.Checked = append(j.res.Plan.Checked, fmt.Sprintf("the folder %s is there", dir))
+	return nil, nil
 }
 
 // openTarget opens the output: a multipart upload (new or resumed), stdout
@@ -369,6 +410,7 @@ func (j *run) importImage(ctx context.Context) (phase, error) {
 	}
 	res, err := j.up.api.Import(ctx, r.ImportImage, "s3://"+r.Bucket+"/"+r.Key, j.s.Import, ImportHooks{
 		Phase:  j.phase,
+		Store:  j.s.Upload.Store,
 		Task:   func(t jdcloud.Task) { j.emit(Event{Kind: ImportProgress, Task: &t}) },
 		Notice: j.notice,
 	})

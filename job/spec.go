@@ -38,9 +38,11 @@ type Spec struct {
 	// Output is a file, "-" for Env.Stdout, or s3://BUCKET/KEY (a KEY
 	// ending in / names the object after the source).
 	Output string `json:"output"`
-	// Format is "raw" or "qcow2"; the default is qcow2 for uploads (only
-	// the data crosses the link, the server copies nothing, the cloud
-	// imports it as is) and raw otherwise.
+	// Format is "raw" or "qcow2"; the default is the one the output's
+	// extension tells (.raw and .img RAW, .qcow2 QCOW2), else qcow2 for
+	// uploads (only the data crosses the link, the server copies nothing,
+	// the cloud imports it as is) and raw otherwise. A Format the
+	// extension contradicts is refused.
 	Format string `json:"output_format,omitempty"`
 	// QCOW2 shapes QCOW2 output; it must stay zero for RAW.
 	QCOW2 QCOW2Spec `json:"qcow2,omitzero"`
@@ -70,6 +72,12 @@ type Spec struct {
 	// Rehearse runs the whole pass and then aborts the target instead of
 	// committing it: nothing is kept (convert bench).
 	Rehearse bool `json:"rehearse,omitempty"`
+	// DryRun does everything up to the pass and writes nothing: opens
+	// and sizes the source, checks the store (credentials, the bucket, a
+	// test upload that is aborted), the import API and the import rules,
+	// and plans the output (Result.Plan). It is the runner's choice, never
+	// carried with a disk (--dry-run).
+	DryRun bool `json:"-"`
 }
 
 // QCOW2Spec shapes QCOW2 output.
@@ -108,6 +116,9 @@ type UploadSpec struct {
 	StateFile string `json:"state_file,omitempty"`
 	// Resume continues the upload recorded for this destination.
 	Resume bool `json:"resume,omitempty"`
+	// ResumeImplied: the runner (a batch), not the user, asked for
+	// Resume: a first run is not told that nothing was recorded.
+	ResumeImplied bool `json:"-"`
 	// Keep keeps the upload for a later resume when the run fails,
 	// instead of aborting it.
 	Keep bool `json:"keep,omitempty"`
@@ -159,12 +170,14 @@ const (
 	DefaultPresignTTL        = 7 * 24 * time.Hour
 )
 
-// OutputFormat is the output's format: Format, or its default for the
-// kind of output.
+// OutputFormat is the output's format: Format, or the one the output's
+// extension tells, or the default for the kind of output.
 func (s *Spec) OutputFormat() string {
 	switch {
 	case s.Format != "":
 		return s.Format
+	case s.extensionFormat() != "":
+		return s.extensionFormat()
 	case s.Kind() == ToBucket:
 		return "qcow2"
 	}
@@ -275,6 +288,9 @@ func (s *Spec) validate() error {
 		}
 	default:
 		return fmt.Errorf("-O %s: output format not supported (use raw or qcow2)", s.Format)
+	}
+	if err := s.checkExtension(); err != nil {
+		return err
 	}
 	switch s.Check {
 	case "", "auto", "strict", "warn", "off":

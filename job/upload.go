@@ -151,7 +151,7 @@ func (j *run) startUpload(ctx context.Context) (*upload.Target, error) {
 	return upload.Start(ctx, up.c, upload.Options{
 		State:  state,
 		Bucket: up.bucket, Key: up.key, SizeHint: plan.outputMax, PartSize: plan.partSize, PartSizeChosen: u.PartSize != 0, Concurrency: plan.concurrency,
-		StateFile: u.StateFile, Resume: u.Resume, Keep: u.Keep, Source: id, Output: j.outputShape(plan), Verify: u.Verify,
+		StateFile: u.StateFile, Resume: u.Resume, ResumeImplied: u.ResumeImplied, Keep: u.Keep, Source: id, Output: j.outputShape(plan), Verify: u.Verify,
 		PresignTTL: u.PresignTTL, Import: meta, Metadata: stored.ObjectMetadata(j.im.Size()), Preflighted: true,
 		Log: j.notice, Steps: j.uploadStep, Fence: j.env.Fence, Buffers: j.buffers,
 	})

@@ -76,11 +76,15 @@ func (u *Uploads) List(ctx context.Context, uploadID string) ([]Pending, error) 
 	return only, nil
 }
 
-// Drop aborts an upload (deleting the zero object beside it) or deletes a
-// zero object.
-func (u *Uploads) Drop(ctx context.Context, p Pending) error {
+// Drop aborts an upload (deleting the zero object beside it, and the
+// resume state a run kept for it at its default place) or deletes a zero
+// object. It returns the state file it removed, if any.
+func (u *Uploads) Drop(ctx context.Context, p Pending) (string, error) {
 	if p.Kind == KindZeroObject {
-		return u.c.DeleteZeroObject(ctx, u.Bucket, p)
+		return "", u.c.DeleteZeroObject(ctx, u.Bucket, p)
 	}
-	return u.c.AbortUpload(ctx, u.Bucket, p)
+	if err := u.c.AbortUpload(ctx, u.Bucket, p); err != nil {
+		return "", err
+	}
+	return u.c.ForgetRecorded(ctx, u.Bucket, p.Key, p.UploadID)
 }

@@ -56,6 +56,28 @@ type Status struct {
 	// Outcome is how the disk ended (done or failed): the line --wait and
 	// the local batch print.
 	Outcome *batch.Outcome `json:"outcome,omitempty"`
+	// Heartbeat is how often the worker of a running disk writes its
+	// status: one that missed several is stale.
+	Heartbeat time.Duration `json:"heartbeat,omitempty"`
+	// Stale is set by Statuses, not stored: the disk is running, but its
+	// worker missed its heartbeats (killed, frozen, cut off); after the
+	// queue's ack wait another worker takes the disk over.
+	Stale bool `json:"stale,omitempty"`
+}
+
+// staleMargin is added to three missed heartbeats before a running
+// status is told stale: the clocks of the worker's node and the reader's
+// may differ by that much.
+const staleMargin = 5 * time.Second
+
+// stale reports whether a running status missed its worker's heartbeats
+// at now.
+func (s *Status) stale(now time.Time) bool {
+	hb := s.Heartbeat
+	if hb <= 0 {
+		hb = 2 * time.Second // the longest a worker's tick is
+	}
+	return s.State == Running && now.Sub(s.Updated) > 3*hb+staleMargin
 }
 
 // statusKey is the bucket key of a disk's status.
@@ -112,6 +134,10 @@ func (q *Queue) Statuses(ctx context.Context) ([]Status, error) {
 				return nil, fmt.Errorf("listing the disks of queue %s: the watch ended", q.name)
 			}
 			if e == nil {
+				now := time.Now()
+				for i := range all {
+					all[i].Stale = all[i].stale(now)
+				}
 				slices.SortStableFunc(all, func(a, b Status) int {
 					if c := a.Submitted.Compare(b.Submitted); c != 0 {
 						return c

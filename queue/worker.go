@@ -15,6 +15,7 @@ import (
 	"vmimport/batch"
 	"vmimport/check"
 	"vmimport/internal/kv"
+	"vmimport/internal/units"
 	"vmimport/job"
 	"vmimport/reader/image"
 	"vmimport/upload"
@@ -52,6 +53,14 @@ type WorkerOptions struct {
 	// Limits bound what a message may make the worker read, write and
 	// reach (Admit); empty, they allow nothing.
 	Limits Limits
+	// ProgressEvery is how often a running disk's progress is logged (its
+	// phase, bytes, rate): a log shows a large disk moving. 0: never.
+	ProgressEvery time.Duration
+	// ShareLinks keeps the presigned download links of the disks done in
+	// their statuses and bookkeeping, which everyone who can read the
+	// queue sees; without it they are left out (convert import signs a
+	// fresh one).
+	ShareLinks bool
 }
 
 // Defaults of a worker.
@@ -200,7 +209,7 @@ loop:
 		}()
 	}
 	if n := len(slots); n > 0 {
-		o.Log(fmt.Sprintf("worker %s: stopping: %d disks running get %s to finish, then go back to the queue", o.Name, n, o.DrainTimeout))
+		o.Log(fmt.Sprintf("worker %s: stopping: %d disk(s) running get %s to finish, then go back to the queue", o.Name, n, o.DrainTimeout))
 	}
 	t := time.AfterFunc(o.DrainTimeout, func() { stopAll(errDrain) })
 	wg.Wait()
@@ -326,6 +335,7 @@ func (d *delivery) start(ctx context.Context) bool {
 		return false
 	}
 	st.State, st.Phase, st.DoneBytes, st.VirtualBytes, st.Outcome, st.SourceID = Running, "", 0, 0, nil, nil
+	st.Heartbeat = w.tick
 	if err := putStatus(ctx, d.store, st); err != nil {
 		d.logf("status: %v", err)
 	}
@@ -357,7 +367,7 @@ func (d *delivery) run(base context.Context, release func()) {
 	jctx, jcancel := context.WithCancelCause(base)
 	defer jcancel(nil)
 	stopBeat := d.heartbeat(base, jcancel)
-	opts := batch.Options{State: d.store, UploadState: d.store, UploadStateWhere: w.q.Where(), KeepUploads: true,
+	opts := batch.Options{State: d.store, UploadState: d.store, UploadStateWhere: w.q.Where(), KeepUploads: true, NoLinks: !w.o.ShareLinks,
 		Events: func(e batch.Event) { d.event(base, e, jcancel) }, Fence: d.l.check, Clients: w.clients}
 	it := batch.Item{Line: d.m.Line, Spec: d.spec}
 	disk := batch.NewDisk(it, w.budget, opts)
@@ -480,7 +490,13 @@ func (w *worker) settle(ctx context.Context, fn func(context.Context) error) err
 // putFinal writes the status a delivery ends with: it must get there
 // (while the lease is this worker's).
 func (d *delivery) putFinal(ctx context.Context) {
-	if err := d.w.settle(ctx, func(ctx context.Context) error { return putStatus(ctx, d.store, d.st) }); err != nil {
+	st := d.st
+	if !d.w.o.ShareLinks && st.Outcome != nil {
+		c := *st
+		c.Outcome = st.Outcome.WithoutLinks()
+		st = &c
+	}
+	if err := d.w.settle(ctx, func(ctx context.Context) error { return putStatus(ctx, d.store, st) }); err != nil {
 		d.logf("status: %v", err)
 	}
 }
@@ -496,6 +512,7 @@ func (d *delivery) heartbeat(ctx context.Context, cancel context.CancelCauseFunc
 		defer wg.Done()
 		t := time.NewTicker(d.w.tick)
 		defer t.Stop()
+		logged, loggedDone := time.Now(), int64(0)
 		for {
 			select {
 			case <-done:
@@ -521,9 +538,29 @@ func (d *delivery) heartbeat(ctx context.Context, cancel context.CancelCauseFunc
 			s.Phase, s.DoneBytes, s.VirtualBytes = d.prog.phase, d.prog.done, d.prog.size
 			d.prog.mu.Unlock()
 			putStatus(ctx, d.store, &s)
+			if every := d.w.o.ProgressEvery; every > 0 && time.Since(logged) >= every {
+				d.logf("%s", progressLine(s.Phase, s.DoneBytes, s.VirtualBytes, s.DoneBytes-loggedDone, time.Since(logged)))
+				logged, loggedDone = time.Now(), s.DoneBytes
+			}
 		}
 	}()
 	return func() { close(done); wg.Wait() }
+}
+
+// progressLine tells where a running disk stands: its phase, the bytes of
+// the pass done, and the rate since the line before.
+func progressLine(phase string, done, size, moved int64, since time.Duration) string {
+	if phase == "" {
+		phase = "starting"
+	}
+	if size <= 0 || done <= 0 {
+		return "progress: " + phase
+	}
+	s := fmt.Sprintf("progress: %s, %s / %s (%d%%)", phase, units.Bytes(done), units.Bytes(size), done*100/size)
+	if r := units.Rate(moved, since.Seconds()); r != "" && moved > 0 {
+		s += ", " + r
+	}
+	return s
 }
 
 // fail records a disk that failed for good, drops what its upload kept,

@@ -81,6 +81,26 @@ func (c *Client) AbortUpload(ctx context.Context, bucket string, p Pending) erro
 	return nil
 }
 
+// ForgetRecorded removes the state file a run kept at its default place
+// (DefaultStateFile) for an upload to bucket/key through c, when it
+// records the upload uploadID: once that upload is aborted, a --resume
+// would only find it gone. It returns the file removed ("" if none). A
+// --state-file elsewhere is the user's to remove.
+func (c *Client) ForgetRecorded(ctx context.Context, bucket, key, uploadID string) (string, error) {
+	path, err := DefaultStateFile(endpointName(c), bucket, key)
+	if err != nil {
+		return "", nil
+	}
+	st, err := loadState(ctx, FileState(path))
+	if err != nil || st.UploadID != uploadID || st.Bucket != bucket || st.Key != key {
+		return "", nil
+	}
+	if err := FileState(path).Remove(ctx); err != nil {
+		return "", err
+	}
+	return path, nil
+}
+
 // ParseS3URL splits s3://bucket/key.
 func ParseS3URL(s string) (bucket, key string, err error) {
 	rest, ok := strings.CutPrefix(s, "s3://")

@@ -53,6 +53,10 @@ func autoPartSize(sizeHint int64) int64 {
 // headPart is the size of part 1 in a grid of parts of size p.
 func headPart(p int64) int64 { return min(p, headPartSize) }
 
+// PlanParts is the number of parts of an output of size bytes in parts of
+// p bytes (part 1 is smaller: see headPart).
+func PlanParts(size, p int64) int { return int(gridParts(size, headPart(p), p)) }
+
 // PartMemory is the memory an upload with parts of size p and concurrency
 // parts in flight holds for them: those in flight, the one being filled,
 // and part 1, held until Commit.

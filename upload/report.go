@@ -80,8 +80,10 @@ type Report struct {
 // Report returns what the upload tells after Commit (nil before).
 func (t *Target) Report() *Report { return t.report }
 
-// Print writes the report for people.
-func (r *Report) Print(w io.Writer) {
+// Print writes the report for people; with hint, how to import the
+// object too (the jdc command line and the API request), for an upload
+// that was not imported.
+func (r *Report) Print(w io.Writer, hint bool) {
 	fmt.Fprintf(w, "uploaded s3://%s/%s: %d bytes in %d parts of %d MiB (%d sent, %d copied server-side, %d already there), %s sent",
 		r.Bucket, r.Key, r.Size, r.Parts, r.PartSize>>20, r.PartsSent, r.PartsCopied, r.PartsReused, units.Bytes(r.BytesSent))
 	if r.Verified {
@@ -95,6 +97,9 @@ func (r *Report) Print(w io.Writer) {
 	}
 	for _, s := range r.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", s)
+	}
+	if !hint {
+		return
 	}
 	fmt.Fprintf(w, "import it with:\n  %s\n", r.ImportCommand)
 	// As the request sends it: presigned URLs keep their & (no HTML

@@ -14,7 +14,7 @@ import (
 func (t *Target) findRecorded(ctx context.Context) error {
 	st, err := loadState(ctx, t.state)
 	if errors.Is(err, os.ErrNotExist) {
-		if t.o.Resume {
+		if t.o.Resume && !t.o.ResumeImplied {
 			t.log(fmt.Sprintf("no interrupted upload recorded for s3://%s/%s: starting a new one", t.bucket, t.key))
 		}
 		return nil

@@ -40,6 +40,10 @@ type Options struct {
 	State StateStore
 	// Resume continues the upload recorded in the state, if any.
 	Resume bool
+	// ResumeImplied: Resume was not asked for by the user but by the
+	// runner (a batch resumes what an earlier run left): that nothing was
+	// recorded is then not told.
+	ResumeImplied bool
 	// Keep keeps the upload (instead of aborting it) when this run fails,
 	// for a later Resume; the CLI's --resume sets both.
 	Keep bool

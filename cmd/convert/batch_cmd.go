@@ -12,8 +12,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -37,8 +39,14 @@ keys are the long flag names of a single conversion, and "source":
 
 The flags below are defaults for every disk; a record's keys override them.
 --jobs, --memory, --state-dir, --json and --progress apply to the batch.
-Every record is checked before anything starts: a record that does not
-parse or names an unknown key is refused with its line number. A disk that
+Relative paths in a record (source, output, state-file, allow-path,
+source-header @FILE) are the manifest's folder's (the current folder's
+for stdin); those of the command line are the current folder's.
+
+Every record is checked before anything starts: every line that does not
+parse, names an unknown key (with the keys it may have meant) or gives a
+bad setting is told in one pass, with its line number (every line counts,
+a CSV's header and blank lines too), and nothing starts. A disk that
 cannot be opened or read fails on its own; the others go on.
 
 A rerun of the same manifest does only what is left: a disk whose output is
@@ -76,6 +84,9 @@ type batchOptions struct {
 	noState  bool
 	asJSON   bool
 	progress string
+	dryRun   bool
+	// progressEvery is --progress-interval.
+	progressEvery time.Duration
 }
 
 func (b *batchOptions) register(fs *pflag.FlagSet) {
@@ -84,10 +95,12 @@ func (b *batchOptions) register(fs *pflag.FlagSet) {
 		fs.StringVar(&b.memory, "memory", "1G", "memory budget of all running disks together (blocks in flight and upload parts); a disk waits for its share")
 		fs.StringVar(&b.stateDir, "state-dir", "", "where the batch keeps what it did, so a rerun skips finished disks (default: under the user's cache folder, one per manifest)")
 		fs.BoolVar(&b.noState, "no-state", false, "keep no bookkeeping: convert every disk, even one a previous run did")
+		registerDryRun(fs, &b.dryRun)
 	})
 	flagGroup(fs, groupDisplay, func() {
 		fs.BoolVar(&b.asJSON, "json", false, "print a JSON object per disk as it ends, then a summary object (stdout)")
 		registerProgress(fs, &b.progress, "progress bars on stderr, one per running disk and a total")
+		registerProgressInterval(fs, &b.progressEvery)
 	})
 }
 
@@ -105,7 +118,7 @@ func newBatchCmd() *cobra.Command {
 		Example: "  convert batch disks.jsonl --jobs 3 --memory 2G --jdcloud-region cn-north-1 --verify\n  convert batch - --json < disks.csv",
 		Args:    exactArgs(1, "batch takes one manifest (a file, or - for stdin)"),
 		RunE: func(c *cobra.Command, args []string) error {
-			if qo.url != "" {
+			if qo.url != "" && !bo.dryRun {
 				return runQueueBatch(c.Context(), c.Flags(), &bo, &qo, &def, args[0], c.OutOrStdout(), c.ErrOrStderr())
 			}
 			return runBatch(c.Context(), c.Flags(), &bo, args[0], c.OutOrStdout(), c.ErrOrStderr())
@@ -141,6 +154,11 @@ func runBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, name str
 		return usageError{err}
 	}
 	var state kv.Store
+	if bo.dryRun && fs.Changed("queue") {
+		// The queue's bookkeeping is in its bucket: not looked at.
+		fmt.Fprintln(stderr, "convert: dry run: every disk is checked here, with this machine's credentials; nothing is queued")
+		bo.noState = true
+	}
 	if !bo.noState {
 		dir := bo.stateDir
 		if dir == "" {
@@ -157,8 +175,8 @@ func runBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, name str
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(memory + 40<<20)
 	}
-	ui := newBatchUI(bo.progress, stderr, stdout, bo.asJSON, len(items))
-	outs, sum, err := batch.Run(ctx, items, batch.Options{Jobs: bo.jobs, Memory: memory, State: state, Events: ui.event})
+	ui := newBatchUI(bo.progress, stderr, stdout, bo.asJSON, len(items), linesFor(bo.progress, stderr, bo.progressEvery))
+	outs, sum, err := batch.Run(ctx, items, batch.Options{Jobs: bo.jobs, Memory: memory, State: state, Events: ui.event, DryRun: bo.dryRun})
 	ui.finish()
 	if err != nil {
 		return usageError{err}
@@ -170,7 +188,7 @@ func runBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, name str
 		return fmt.Errorf("batch interrupted: %w", ctx.Err())
 	}
 	if !sum.OK() {
-		return batchFailed{fmt.Sprintf("%d of %d disks failed", sum.Failed+sum.Cancelled, sum.Disks)}
+		return batchFailed{fmt.Sprintf("%d of %s failed", sum.Failed+sum.Cancelled, disks(sum.Disks))}
 	}
 	return nil
 }
@@ -179,7 +197,7 @@ func runBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, name str
 // the disks' lines the UI printed), or the table of every disk.
 func (bo *batchOptions) printSummary(stdout, stderr io.Writer, outs []batch.Outcome, sum batch.Summary) error {
 	if !bo.asJSON {
-		printBatchTable(stderr, outs, sum)
+		printBatchTable(stderr, outs, sum, bo.dryRun)
 		return nil
 	}
 	e := json.NewEncoder(stdout)
@@ -212,42 +230,144 @@ func readManifest(name string, defaults *pflag.FlagSet) ([]batch.Item, string, e
 		sum := sha256.Sum256([]byte(abs))
 		digest = hex.EncodeToString(sum[:])
 	}
-	label := name
+	label, base := name, ""
 	if name == "-" {
 		label = "stdin"
+	} else if abs, err := filepath.Abs(name); err == nil {
+		// Relative paths in the records are the manifest's folder's.
+		base = filepath.Dir(abs)
 	}
 	recs, err := batch.ParseManifest(r, label)
-	if err != nil {
-		return nil, "", err
+	if err != nil && !errors.Is(err, batch.ErrManifest) {
+		return nil, "", err // reading it: named already
 	}
 	if h != nil {
 		digest = hex.EncodeToString(h.Sum(nil))
 	}
-	if len(recs) == 0 {
+	if len(recs) == 0 && err == nil {
 		return nil, "", fmt.Errorf("%s: no disks in the manifest", label)
 	}
+	// Every record is looked at, those of the lines that parsed too:
+	// every bad line is told in one pass. A bad key of a CSV is told once,
+	// on its header's line.
+	bad := unjoin(err)
+	told := map[string]bool{}
 	items := make([]batch.Item, 0, len(recs))
 	for _, rec := range recs {
-		spec, err := recordSpec(defaults, &rec)
+		spec, err := recordSpec(defaults, &rec, base)
 		if err != nil {
-			return nil, "", fmt.Errorf("%s:%d: %w", label, rec.Line, err)
+			line := rec.Line
+			var ke *keyError
+			if errors.As(err, &ke) && ke.line != 0 {
+				line = ke.line
+			}
+			le := &batch.LineError{Name: label, Line: line, Err: err}
+			if !told[le.Error()] {
+				told[le.Error()] = true
+				bad = append(bad, le)
+			}
+			continue
 		}
 		items = append(items, batch.Item{Line: rec.Line, Spec: spec})
 	}
-	if err := batch.Validate(items); err != nil {
+	for _, err := range unjoin(batch.Validate(items)) {
 		var ie *batch.ItemError
 		if errors.As(err, &ie) {
-			return nil, "", fmt.Errorf("%s:%d: %w", label, ie.Line, ie.Err)
+			err = &batch.LineError{Name: label, Line: ie.Line, Err: ie.Err}
 		}
-		return nil, "", fmt.Errorf("%s: %w", label, err)
+		bad = append(bad, err)
+	}
+	if len(bad) > 0 {
+		return nil, "", newBadLines(label, errors.Join(bad...))
 	}
 	return items, digest, nil
 }
 
+// keyError is a record's key that is not a setting, written on line (a
+// CSV's header) when that is not the record's line.
+type keyError struct {
+	line int
+	err  error
+}
+
+func (k *keyError) Error() string { return k.err.Error() }
+func (k *keyError) Unwrap() error { return k.err }
+
+// unjoin is the errors an errors.Join holds (err alone if it is not one;
+// none for nil).
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// badLines is a manifest with bad lines, in the order of the lines: main
+// tells each on a line of its own, then how many there were.
+type badLines struct {
+	label string
+	errs  []error
+}
+
+func newBadLines(label string, err error) badLines {
+	errs := unjoin(err)
+	line := func(e error) int {
+		var le *batch.LineError
+		if errors.As(e, &le) {
+			return le.Line
+		}
+		return 0
+	}
+	slices.SortStableFunc(errs, func(a, b error) int { return line(a) - line(b) })
+	return badLines{label: label, errs: errs}
+}
+
+func (b badLines) Error() string { return strings.Join(b.lines(), "\n") }
+
+// lines are the messages main prints, a line each.
+func (b badLines) lines() []string {
+	var out []string
+	for _, e := range b.errs {
+		out = append(out, e.Error())
+	}
+	if len(b.errs) > 1 {
+		out = append(out, fmt.Sprintf("%s: %d bad lines; nothing was started", b.label, len(b.errs)))
+	}
+	return out
+}
+
+// pathKeys are the keys whose values are paths: relative ones in a
+// record are the manifest's folder's.
+var pathKeys = map[string]bool{"source": true, "output": true, "state-file": true, "allow-path": true, "source-header": true}
+
+// resolve makes a relative path of key's value the manifest folder base's
+// (nothing for stdin, whose base is ""): URLs, -, absolute paths and a
+// source header that is no @FILE stay as they are.
+func resolve(base, key, v string) string {
+	if base == "" || !pathKeys[key] {
+		return v
+	}
+	at := ""
+	if key == "source-header" {
+		name, ok := strings.CutPrefix(v, "@")
+		if !ok {
+			return v
+		}
+		at, v = "@", name
+	}
+	if v == "" || v == "-" || strings.Contains(v, "://") || filepath.IsAbs(v) {
+		return at + v
+	}
+	return at + filepath.Join(base, v)
+}
+
 // recordSpec builds the spec of one record: the flags of a single
 // conversion, set first from the batch's command line, then from the
-// record's keys.
-func recordSpec(defaults *pflag.FlagSet, rec *batch.Record) (job.Spec, error) {
+// record's keys (relative paths the folder base's, see resolve).
+func recordSpec(defaults *pflag.FlagSet, rec *batch.Record, base string) (job.Spec, error) {
 	o := specOptions{inherited: map[string]bool{}}
 	fs := pflag.NewFlagSet("record", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -277,12 +397,12 @@ func recordSpec(defaults *pflag.FlagSet, rec *batch.Record) (job.Spec, error) {
 			if len(f.Values) != 1 {
 				return job.Spec{}, errors.New(`"source" takes one image`)
 			}
-			src = f.Values[0]
+			src = resolve(base, f.Key, f.Values[0])
 			continue
 		}
 		fl := fs.Lookup(f.Key)
 		if fl == nil {
-			return job.Spec{}, fmt.Errorf("unknown key %q: keys are source and the long flag names of a conversion (convert --help)", f.Key)
+			return job.Spec{}, &keyError{line: f.KeyLine, err: fmt.Errorf("unknown key %q: %s", f.Key, keyHint(fs, f.Key))}
 		}
 		if len(f.Values) > 1 {
 			if _, ok := fl.Value.(pflag.SliceValue); !ok {
@@ -297,7 +417,7 @@ func recordSpec(defaults *pflag.FlagSet, rec *batch.Record) (job.Spec, error) {
 			}
 		}
 		for _, v := range f.Values {
-			if err := fs.Set(f.Key, v); err != nil {
+			if err := fs.Set(f.Key, resolve(base, f.Key, v)); err != nil {
 				return job.Spec{}, fmt.Errorf("key %q: %v", f.Key, err)
 			}
 		}
@@ -308,8 +428,21 @@ func recordSpec(defaults *pflag.FlagSet, rec *batch.Record) (job.Spec, error) {
 	return o.spec(fs, src)
 }
 
-// printBatchTable writes the final table and the totals.
-func printBatchTable(w io.Writer, outs []batch.Outcome, sum batch.Summary) {
+// keyHint says what a mistyped key may have meant, as for flags.
+func keyHint(fs *pflag.FlagSet, key string) string {
+	close := closeFlags(fs, key)
+	if editDistance(key, "source") <= 2 {
+		close = append([]string{"source"}, close...)
+	}
+	if len(close) == 0 {
+		return "keys are source and the long flag names of a conversion (convert --help)"
+	}
+	return "did you mean " + orList(close) + "?"
+}
+
+// printBatchTable writes the final table and the totals (of a dry run:
+// what is ready).
+func printBatchTable(w io.Writer, outs []batch.Outcome, sum batch.Summary, dryRun bool) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "status\tseconds\toutput size\tdisk")
 	for _, oc := range outs {
@@ -324,8 +457,21 @@ func printBatchTable(w io.Writer, outs []batch.Outcome, sum batch.Summary) {
 		fmt.Fprintf(tw, "%s\t%.1f\t%s\t%s\n", oc.Status, oc.Seconds, size, firstLine(what))
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "%d disks: %d done, %d skipped, %d failed, %d cancelled in %.1fs; %s written for %s of disks\n",
-		sum.Disks, sum.Done, sum.Skipped, sum.Failed, sum.Cancelled, sum.Seconds, units.Bytes(sum.Bytes), units.Bytes(sum.Virtual))
+	if dryRun {
+		fmt.Fprintf(w, "dry run, %s: %d ready, %d done before, %d failed in %.1fs; nothing was written\n",
+			disks(sum.Disks), sum.Planned, sum.Skipped, sum.Failed, sum.Seconds)
+		return
+	}
+	fmt.Fprintf(w, "%s: %d done, %d skipped, %d failed, %d cancelled in %.1fs; %s written for %s of disks\n",
+		disks(sum.Disks), sum.Done, sum.Skipped, sum.Failed, sum.Cancelled, sum.Seconds, units.Bytes(sum.Bytes), units.Bytes(sum.Virtual))
+}
+
+// disks counts disks in words: "1 disk", "3 disks".
+func disks(n int) string {
+	if n == 1 {
+		return "1 disk"
+	}
+	return fmt.Sprintf("%d disks", n)
 }
 
 func firstLine(s string) string {

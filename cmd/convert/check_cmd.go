@@ -28,7 +28,9 @@ Windows system (its registry hives, read offline): the version, 64-bit, a
 virtio storage driver that loads at boot, qemu-ga and cloudbase-init, the
 cloud's agent, the firewall (Group Policy included), RDP on 3389, DHCP,
 IPv6, hibernation; and the OS name and version for the ImportImage
-request. convert runs the same check before writing (--check).
+request; for an OVA, the disk's digest against the manifest (reading the
+whole disk, as the conversion does). convert runs the same check before
+writing (--check).
 
 Every finding has a rule id, a severity (error: the import fails or the
 instance does not boot; warning: it may not work well; info: worth
@@ -79,6 +81,7 @@ func newCheckCmd() *cobra.Command {
 	fs := c.Flags()
 	fs.SortFlags = false
 	flagGroup(fs, groupInput, func() { ro.register(fs) })
+	flagGroup(fs, groupSourceStore, func() { ro.registerStore(fs) })
 	flagGroup(fs, groupCheck, func() {
 		fs.Int64Var(&diskSizeGB, "system-disk-size-gb", 0, "the system disk size the import will ask for, in `GB` (default: the smallest that fits)")
 		fs.BoolVar(&shrink, "shrink", false, "check for convert --shrink: the virtual size may exceed --system-disk-size-gb if everything beyond is zero")

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -56,7 +57,7 @@ func (o *specOptions) register(fs *pflag.FlagSet) {
 	flagGroup(fs, groupInput, func() { o.readerOptions.register(fs) })
 	flagGroup(fs, groupOutput, func() {
 		fs.StringVarP(&o.output, "output", "o", "", "output: a `FILE`, - for stdout (raw only), or s3://BUCKET/KEY for an upload; a second argument after SRC is the same (as qemu-img takes it)")
-		fs.StringVarP(&o.outFormat, "output-format", "O", "", "output `format`: raw or qcow2 (default: qcow2 for s3:// uploads, where only the data crosses the link, the server copies no zeros and the cloud imports it as is; raw otherwise)")
+		fs.StringVarP(&o.outFormat, "output-format", "O", "", "output `format`: raw or qcow2 (default: the output's extension's, .raw and .img RAW, .qcow2 QCOW2; else qcow2 for s3:// uploads, where only the data crosses the link, the server copies no zeros and the cloud imports it as is, and raw otherwise); an extension that says otherwise is refused (.img aside)")
 	})
 	flagGroup(fs, groupQCOW2, func() {
 		fs.StringVar(&o.qcow2Compat, "qcow2-compat", "1.1", "QCOW2 compat: 1.1 (version 3) or 0.10 (version 2, for old importers)")
@@ -154,13 +155,18 @@ type convertOptions struct {
 	quiet        bool // -q
 	asJSON       bool
 	cpuProfile   string
+	dryRun       bool
+	// progressEvery is --progress-interval.
+	progressEvery time.Duration
 }
 
 func (o *convertOptions) register(fs *pflag.FlagSet) {
 	o.specOptions.register(fs)
+	flagGroup(fs, groupOutput, func() { registerDryRun(fs, &o.dryRun) })
 	flagGroup(fs, groupDisplay, func() {
 		registerProgress(fs, &o.progress, "progress bar with the phase, rate and time left on stderr")
-		fs.BoolVarP(&o.showProgress, "show-progress", "p", false, "show the bar even when stderr is not a terminal (--progress always; qemu-img's -p)")
+		registerProgressInterval(fs, &o.progressEvery)
+		fs.BoolVarP(&o.showProgress, "show-progress", "p", false, "show progress even when stderr is not a terminal, in lines with the time at each phase and every --progress-interval (--progress always; qemu-img's -p)")
 		fs.BoolVarP(&o.quiet, "quiet", "q", false, "print only errors and warnings: no bar, no check findings, no summary line (qemu-img's -q); an upload's report still goes to stdout")
 		fs.BoolVar(&o.asJSON, "json", false, "print a JSON summary at the end (on stdout, or stderr when the image goes to stdout)")
 		fs.BoolP("help", "h", false, "help for convert")
@@ -172,7 +178,7 @@ func (o *convertOptions) register(fs *pflag.FlagSet) {
 
 // registerProgress adds --progress, shared by the commands that draw bars.
 func registerProgress(fs *pflag.FlagSet, p *string, what string) {
-	fs.StringVar(p, "progress", "auto", what+": auto (when stderr is a terminal), always or never")
+	fs.StringVar(p, "progress", "auto", what+": auto (bars on a terminal; elsewhere, as in a log, lines with the time), always (lines at each phase too) or never")
 }
 
 // display settles -p, -q and --progress into one mode.
@@ -223,7 +229,12 @@ func (o *convertOptions) args(c *cobra.Command, args []string) error {
 		return usageError{fmt.Errorf("two outputs, -o %s and %s: give one", o.output, args[1])}
 	case len(args) == 2:
 		// convert SRC OUT, as qemu-img convert takes it.
-		return fs.Set("output", args[1])
+		if err := fs.Set("output", args[1]); err != nil {
+			return err
+		}
+	}
+	if o.output == "json" {
+		return usageError{errors.New("-o json: for a JSON summary give --json (qemu-img's --output=json); for a file named json, give -o ./json")}
 	}
 	return nil
 }
@@ -243,6 +254,7 @@ func runConvert(ctx context.Context, fs *pflag.FlagSet, o *convertOptions, src s
 	if err != nil {
 		return usageError{err}
 	}
+	spec.DryRun = o.dryRun
 	if err := o.display(fs); err != nil {
 		return usageError{err}
 	}
@@ -259,7 +271,11 @@ func runConvert(ctx context.Context, fs *pflag.FlagSet, o *convertOptions, src s
 		}
 		defer stop()
 	}
-	ui := newRunUI(o.progress, stderr, o.asJSON, o.quiet)
+	lo := linesFor(o.progress, stderr, o.progressEvery)
+	if toStdout && o.asJSON {
+		lo = lineOptions{} // stderr takes the JSON summary: nothing else
+	}
+	ui := newRunUI(o.progress, stderr, o.asJSON, o.quiet, diskLabel(spec.Source), lo)
 	res, err := job.Run(ctx, spec, job.Env{Stdout: stdout, Events: ui.event})
 	ui.finish(err == nil)
 	// A failed import leaves a complete upload: its report is still told.
@@ -277,24 +293,34 @@ func runConvert(ctx context.Context, fs *pflag.FlagSet, o *convertOptions, src s
 		}
 		return err
 	}
+	if res.DryRun {
+		printPlan(out, spec.Source, res)
+		return nil
+	}
 	if !o.quiet && (!toStdout || o.progress != "never") {
 		fmt.Fprintln(stderr, summaryLine(spec.Source, res))
 		fmt.Fprint(stderr, remoteLine(res))
 		fmt.Fprint(stderr, compressionLine(res))
 	}
 	if res.Upload != nil {
-		res.Upload.Print(stdout)
+		// After an import, what it did; else how to import.
+		res.Upload.Print(stdout, res.Import == nil)
 	}
 	printImport(stdout, res.Import)
 	return err
 }
 
-// summaryLine tells what a conversion did, in one line, in IEC units.
+// summaryLine tells what a conversion did, in one line, in IEC units: its
+// time and rate are the conversion's, without the import that followed.
 func summaryLine(src string, res *job.Result) string {
 	st := res.Stats
+	secs := res.Seconds
+	if res.Import != nil {
+		secs = max(0, secs-res.Import.Seconds)
+	}
 	return fmt.Sprintf("%s -> %s (%s): %s virtual, %s data, %s zero (%s never read) in %s; system disk size %d GB",
 		src, res.Output, res.OutputFormat, units.Bytes(st.Size), units.Bytes(st.Data), units.Bytes(st.Skipped+st.Detected), units.Bytes(st.Skipped),
-		units.Took(st.Size, res.Seconds), res.SystemDiskSizeGB)
+		units.Took(st.Size, secs), res.SystemDiskSizeGB)
 }
 
 // compressionLine tells what compression did to a QCOW2 output that

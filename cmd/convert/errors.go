@@ -60,6 +60,20 @@ func withOutput(err error, spec job.Spec) error {
 	return &outputError{err: err, spec: spec}
 }
 
+// messages are the lines main prints for a failed run, each after
+// "convert: ": one, but for a manifest with bad lines, one a line.
+func messages(ctx context.Context, code int, err error) []string {
+	var bl badLines
+	if errors.As(err, &bl) {
+		lines := bl.lines()
+		for i, l := range lines {
+			lines[i] = plain(l)
+		}
+		return lines
+	}
+	return []string{message(ctx, code, err)}
+}
+
 // message is what main prints for a failed run, after "convert: ".
 func message(ctx context.Context, code int, err error) string {
 	var oe *outputError

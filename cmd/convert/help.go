@@ -16,18 +16,20 @@ import (
 // their group, groups in the order their first flag was registered. A new
 // group is a title here and a flagGroup call around the flags it holds.
 const (
-	groupInput   = "Input"
-	groupOutput  = "Output"
-	groupQCOW2   = "QCOW2 output (-O qcow2, the default for uploads)"
-	groupCheck   = "Import check"
-	groupUpload  = "Upload (-o s3://BUCKET/KEY)"
-	groupImage   = "Image fields of the ImportImage request"
-	groupImport  = "Import into the cloud"
-	groupPerf    = "Performance"
-	groupBatch   = "Batch"
-	groupQueue   = "Queue (many nodes)"
-	groupTrust   = "What a message may make this worker do"
-	groupDisplay = "Display"
+	groupInput  = "Input"
+	groupOutput = "Output"
+	groupQCOW2  = "QCOW2 output (-O qcow2, the default for uploads)"
+	groupCheck  = "Import check"
+	groupUpload = "Upload (-o s3://BUCKET/KEY)"
+	// groupSourceStore: the store flags of info and check.
+	groupSourceStore = "Store (s3:// sources)"
+	groupImage       = "Image fields of the ImportImage request"
+	groupImport      = "Import into the cloud"
+	groupPerf        = "Performance"
+	groupBatch       = "Batch"
+	groupQueue       = "Queue (many nodes)"
+	groupTrust       = "What a message may make this worker do"
+	groupDisplay     = "Display"
 )
 
 // groupKey is the flag annotation that holds a flag's group.
@@ -306,9 +308,18 @@ func flagError(c *cobra.Command, err error) error {
 	case strings.HasPrefix(msg, "unknown flag: --"):
 		name = strings.TrimPrefix(msg, "unknown flag: --")
 		msg = "unknown flag --" + name
+		if name == "output" && c.Flags().Lookup("json") != nil {
+			// qemu-img info --output=json
+			return usageError{fmt.Errorf("%s: %s prints JSON with --json (qemu-img's --output=json)", msg, c.CommandPath())}
+		}
 	case strings.HasPrefix(msg, "unknown shorthand flag: "):
 		// "unknown shorthand flag: 'x' in -x"
 		msg = "unknown flag " + msg[strings.LastIndex(msg, " ")+1:]
+		if _, letter, ok := strings.Cut(err.Error(), "'"); ok && letter != "" && !c.HasParent() {
+			if hint := qemuImgFlags[letter[:1]]; hint != "" {
+				return usageError{fmt.Errorf("unknown flag -%s: %s", letter[:1], hint)}
+			}
+		}
 	default:
 		// invalid argument "lots" for "--workers" flag: strconv.ParseInt: ...
 		if m := badValue.FindStringSubmatch(msg); m != nil {
@@ -329,6 +340,17 @@ func flagError(c *cobra.Command, err error) error {
 		}
 	}
 	return usageError{fmt.Errorf("%s: %s", msg, hint)}
+}
+
+// qemuImgFlags say what qemu-img convert's flags that convert has no
+// shorthand for become here, or why they mean nothing here.
+var qemuImgFlags = map[string]string{
+	"m": "qemu-img's -m (parallel coroutines) is --workers here",
+	"W": "qemu-img's -W (out-of-order writes) has no meaning here: blocks are read in parallel (--workers) and always written in order, so a file lands whole and an upload's parts are deterministic",
+	"S": "qemu-img's -S (the shortest zero run made sparse) has no meaning here: every all-zero block of --block-size becomes a hole (a file), a skipped cluster (QCOW2) or a server-side copy (an upload)",
+	"n": "qemu-img's -n (write into an existing target) has no meaning here: the output is always made anew and lands by rename (or completes as an upload), never half-written over an old one",
+	"t": "qemu-img's -t (the target's cache mode) has no meaning here: the output is written through the page cache and synced once, before it lands",
+	"T": "qemu-img's -T (the source's cache mode) has no meaning here: the source is read through the page cache",
 }
 
 var badValue = regexp.MustCompile(`^invalid argument "(.*)" for "(?:-\w, )?--([\w-]+)" flag`)

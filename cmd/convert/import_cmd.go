@@ -195,6 +195,22 @@ func runImportStatus(ctx context.Context, u *uploadOptions, i *importOptions, pr
 	region := api.Region()
 	var tasks []jdcloud.Task
 	if i.wait {
+		// A task the region does not know fails at once, as without
+		// --wait: the wait's grace is for a task just submitted.
+		got, err := api.Tasks(ctx, "ImportImage", ids...)
+		if err == nil {
+			var missing []string
+			for _, id := range ids {
+				if _, ok := got[id]; !ok {
+					missing = append(missing, string(id))
+				}
+			}
+			if len(missing) > 0 {
+				return importError{fmt.Errorf("%w: no import task %s in region %s", jdcloud.ErrInvalidRequest, strings.Join(missing, ", "), region)}
+			}
+		}
+	}
+	if i.wait {
 		b := newBars(progress, stderr)
 		tb := newTaskBars(b)
 		tasks, err = api.WaitTasks(ctx, ids, jdcloud.WaitOptions{

@@ -21,7 +21,11 @@ func printImport(w io.Writer, r *job.ImportResult) {
 	fmt.Fprintf(w, "import submitted: image %s, task %s (region %s)\n", r.ImageID, r.TaskID, r.Region)
 	switch {
 	case r.Task == nil:
-		fmt.Fprintf(w, "follow it with:\n  convert import-status %s --wait --jdcloud-region %s\n", r.TaskID, r.Region)
+		flags := r.Flags
+		if flags == "" {
+			flags = "--jdcloud-region " + r.Region
+		}
+		fmt.Fprintf(w, "follow it with:\n  convert import-status %s --wait %s\n", r.TaskID, flags)
 	case r.Task.TaskStatus == jdcloud.TaskFinished:
 		fmt.Fprintf(w, "import finished: image %s is ready in region %s (task %s, %s)\n", r.ImageID, r.Region, r.TaskID,
 			time.Duration(r.WaitSeconds*float64(time.Second)).Round(time.Second))

@@ -38,6 +38,7 @@ OVA), and the system disk size to ask the ImportImage API for.`,
 	fs := c.Flags()
 	fs.SortFlags = false
 	flagGroup(fs, groupInput, func() { ro.register(fs) })
+	flagGroup(fs, groupSourceStore, func() { ro.registerStore(fs) })
 	flagGroup(fs, groupDisplay, func() { fs.BoolVar(&asJSON, "json", false, "print JSON for scripts") })
 	return c
 }
@@ -98,7 +99,21 @@ type readerOptions struct {
 	allowPaths   []string
 	disk         int
 	source       sourceOptions // remote sources (source_cli.go)
-	fs           *pflag.FlagSet
+	// store is how info and check reach the store of an s3:// source
+	// (--endpoint, ... as a conversion takes them); nil in a conversion,
+	// whose upload flags say it.
+	store *uploadOptions
+	fs    *pflag.FlagSet
+}
+
+// storeFlags are the flags registerStore adds.
+var storeFlags = []string{"endpoint", "region", "jdcloud-region", "path-style", "profile"}
+
+// registerStore adds the store's flags of info and check: --endpoint and
+// the rest, for an s3:// source, as a conversion takes them.
+func (r *readerOptions) registerStore(fs *pflag.FlagSet) {
+	r.store = &uploadOptions{}
+	r.store.registerStore(fs)
 }
 
 // sourceFormats are the values of -f, for the help and the completion.
@@ -121,7 +136,18 @@ func (r *readerOptions) warn(stderr io.Writer) func(string) {
 // spec is the job spec of info and check: the source and how to read it.
 func (r *readerOptions) spec(src string) (job.Spec, error) {
 	spec := job.Spec{Source: src, SourceFormat: r.format, AllowBacking: r.allowBacking, AllowPaths: r.allowPaths, Disk: r.disk}
-	if err := r.source.spec(r.fs, &spec, func(fs *pflag.FlagSet, name string) bool { return fs.Changed(name) }, job.Store{}); err != nil {
+	var up job.Store
+	if r.store != nil {
+		up = r.store.store()
+		if !strings.HasPrefix(strings.ToLower(src), "s3://") {
+			for _, name := range storeFlags {
+				if r.fs.Changed(name) {
+					return spec, usageError{fmt.Errorf("--%s applies to s3:// sources", name)}
+				}
+			}
+		}
+	}
+	if err := r.source.spec(r.fs, &spec, func(fs *pflag.FlagSet, name string) bool { return fs.Changed(name) }, up); err != nil {
 		return spec, usageError{err}
 	}
 	return spec, nil

@@ -25,7 +25,9 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	code := exitCode(ctx, err)
 	if err != nil && code != exitOK {
-		fmt.Fprintf(os.Stderr, "convert: %s\n", safetext.Escape(message(ctx, code, err)))
+		for _, m := range messages(ctx, code, err) {
+			fmt.Fprintf(os.Stderr, "convert: %s\n", safetext.Escape(m))
+		}
 	}
 	os.Exit(code)
 }

@@ -5,32 +5,22 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
-	"golang.org/x/term"
 
 	"vmimport/batch"
 	"vmimport/internal/units"
 	"vmimport/job"
 )
 
-// showProgress decides whether bars are drawn on w: always, never, or auto
-// (when w is a terminal).
+// showProgress decides whether bars are drawn on w: on a terminal, unless
+// progress is off (elsewhere progress goes in lines: progress_lines.go).
 func showProgress(mode string, w io.Writer) bool {
-	switch mode {
-	case "always":
-		return true
-	case "auto":
-		if f, ok := w.(*os.File); ok {
-			return term.IsTerminal(int(f.Fd()))
-		}
-	}
-	return false
+	return mode != "never" && isTerminal(w)
 }
 
 // bars draws progress bars on a terminal (github.com/vbauerster/mpb/v8) and
@@ -46,6 +36,10 @@ type bars struct {
 	refresh chan any
 	stop    chan struct{}
 	stopped sync.WaitGroup
+
+	// The progress lines, without a terminal (startLines).
+	lstop    chan struct{}
+	lstopped sync.WaitGroup
 }
 
 const refreshEvery = 150 * time.Millisecond
@@ -261,8 +255,9 @@ func (br *bar) done(ok bool) {
 	}
 }
 
-// wait waits for the bars to draw their last state.
+// wait waits for the bars to draw their last state (and stops the lines).
 func (b *bars) wait() {
+	b.stopLines()
 	if b.p != nil {
 		close(b.stop)
 		b.stopped.Wait()
@@ -277,7 +272,7 @@ func movesBytes(p job.Phase) bool {
 }
 
 // runUI shows one job: a bar with its phase, and its warnings, notices
-// and check findings as lines above it.
+// and check findings as lines above it; without a terminal, lines.
 type runUI struct {
 	*bars
 	asJSON bool
@@ -285,16 +280,52 @@ type runUI struct {
 	bar    *bar
 	phase  job.Phase
 	tasks  *taskBars
+
+	lo    lineOptions
+	lmu   lineState
+	meter meter
 }
 
-func newRunUI(mode string, w io.Writer, asJSON, quiet bool) *runUI {
-	u := &runUI{bars: newBars(mode, w), asJSON: asJSON, quiet: quiet}
+// newRunUI shows the job of the disk name on w.
+func newRunUI(mode string, w io.Writer, asJSON, quiet bool, name string, lo lineOptions) *runUI {
+	u := &runUI{bars: newBars(mode, w), asJSON: asJSON, quiet: quiet, lo: lo, meter: meter{name: name, since: time.Now()}}
 	u.tasks = newTaskBars(u.bars)
 	u.bar = u.add("", 0, false)
+	u.startLines(lo.Every, func(now time.Time) []string {
+		u.lmu.Lock()
+		defer u.lmu.Unlock()
+		return []string{u.meter.line(now)}
+	})
 	return u
 }
 
+// track keeps the meter of the lines.
+func (u *runUI) track(e job.Event) {
+	if u.lo == (lineOptions{}) {
+		return
+	}
+	u.lmu.Lock()
+	m := &u.meter
+	switch e.Kind {
+	case job.Started:
+		m.total = e.Info.VirtualSize
+	case job.PhaseChanged:
+		m.setPhase(string(e.Phase), movesBytes(e.Phase))
+	case job.Progress:
+		m.done, m.total = e.Stats.Done, e.Stats.Size
+	case job.PhaseProgress:
+		if string(e.Phase) == m.phase {
+			m.progress(e.Done, e.Total)
+		}
+	}
+	u.lmu.Unlock()
+	if e.Kind == job.PhaseChanged && u.lo.Phases {
+		u.logLine(m.name + ": " + string(e.Phase))
+	}
+}
+
 func (u *runUI) event(e job.Event) {
+	u.track(e)
 	switch e.Kind {
 	case job.Started:
 		u.bar.setTotal(e.Info.VirtualSize)
@@ -336,7 +367,8 @@ func (u *runUI) finish(ok bool) {
 }
 
 // batchUI shows a batch: a bar per running disk and a total, a line per
-// disk as it ends (a JSON object each with --json, on out).
+// disk as it ends (a JSON object each with --json, on out); without a
+// terminal, progress lines for the total and the running disks.
 type batchUI struct {
 	*bars
 	tasks  *taskBars
@@ -344,45 +376,52 @@ type batchUI struct {
 	asJSON bool
 	n      int // disks in the batch
 
-	total   *bar
-	disk    map[int]*bar
-	virt    map[int]int64 // virtual size of the disks that opened
-	done    map[int]int64 // bytes done per disk
-	phase   map[int]job.Phase
-	pending int // disks not started yet
+	total *bar
+	disk  map[int]*bar
+	phase map[int]job.Phase
+
+	// What is known of each disk, for the total and the lines (guarded
+	// by lmu: the lines read it from their ticker).
+	lo     lineOptions
+	lmu    lineState
+	meters map[int]*meter // the running disks
+	size   map[int]int64  // virtual size of the disks that opened
+	done   map[int]int64  // bytes done per disk
+	ended  map[int]batch.Status
+	start  time.Time
 }
 
-func newBatchUI(mode string, w, out io.Writer, asJSON bool, n int) *batchUI {
-	u := &batchUI{bars: newBars(mode, w), out: out, asJSON: asJSON, n: n,
-		disk: map[int]*bar{}, virt: map[int]int64{}, done: map[int]int64{}, phase: map[int]job.Phase{}, pending: n}
-	u.total = u.add(fmt.Sprintf("all %d disks", n), 1<<30, false)
+func newBatchUI(mode string, w, out io.Writer, asJSON bool, n int, lo lineOptions) *batchUI {
+	u := &batchUI{bars: newBars(mode, w), out: out, asJSON: asJSON, n: n, lo: lo, start: time.Now(),
+		disk: map[int]*bar{}, phase: map[int]job.Phase{},
+		meters: map[int]*meter{}, size: map[int]int64{}, done: map[int]int64{}, ended: map[int]batch.Status{}}
+	u.total = u.add("all "+disks(n), 1<<30, false)
 	u.total.setPhase("", true)
 	u.tasks = newTaskBars(u.bars)
+	u.startLines(lo.Every, u.report)
 	return u
 }
 
 // name is how a disk is called in lines and bars.
 func diskName(it *batch.Item) string {
-	return filepath.Base(it.Spec.Source)
+	return diskLabel(it.Spec.Source)
 }
 
 func (u *batchUI) event(e batch.Event) {
 	name := diskName(e.Item)
+	u.track(e, name)
 	switch e.Kind {
 	case batch.DiskStarted:
-		u.pending--
 		u.disk[e.Index] = u.add(name, e.Index, true)
 	case batch.DiskEvent:
 		b := u.disk[e.Index]
 		switch je := e.Job; je.Kind {
 		case job.Started:
-			u.virt[e.Index] = je.Info.VirtualSize
 			b.setTotal(je.Info.VirtualSize)
 		case job.PhaseChanged:
 			u.phase[e.Index] = je.Phase
 			b.setPhase(string(je.Phase), movesBytes(je.Phase))
 		case job.Progress:
-			u.done[e.Index] = je.Stats.Done
 			b.set(je.Stats.Done)
 		case job.PhaseProgress:
 			if je.Phase == u.phase[e.Index] {
@@ -400,48 +439,133 @@ func (u *batchUI) event(e batch.Event) {
 			u.tasks.update(*je.Task, name)
 		}
 	case batch.DiskDone:
-		oc := e.Outcome
-		switch oc.Status {
-		case batch.Skipped:
-			u.pending--
-			delete(u.virt, e.Index)
-		case batch.Cancelled:
-			if _, started := u.disk[e.Index]; !started {
-				u.pending--
-			}
-			u.virt[e.Index] = u.done[e.Index]
-		default:
-			u.virt[e.Index] = u.done[e.Index]
-		}
 		if b := u.disk[e.Index]; b != nil {
-			b.done(oc.Status == batch.Done)
+			b.done(e.Outcome.Status == batch.Done)
 			delete(u.disk, e.Index)
 		}
-		u.line(oc)
+		u.line(e.Outcome)
 	}
 	u.updateTotal()
 }
 
-// updateTotal sets the total bar: the bytes done of the disks' virtual
-// sizes, the disks not yet opened counted at the average size so far.
+// track keeps what the total and the lines know of the disks.
+func (u *batchUI) track(e batch.Event, name string) {
+	u.lmu.Lock()
+	var phaseLine string
+	switch e.Kind {
+	case batch.DiskStarted:
+		u.meters[e.Index] = &meter{name: name, since: time.Now()}
+	case batch.DiskEvent:
+		m := u.meters[e.Index]
+		if m == nil {
+			m = &meter{name: name, since: time.Now()}
+			u.meters[e.Index] = m
+		}
+		switch je := e.Job; je.Kind {
+		case job.Started:
+			u.size[e.Index] = je.Info.VirtualSize
+			m.total = je.Info.VirtualSize
+		case job.PhaseChanged:
+			m.setPhase(string(je.Phase), movesBytes(je.Phase))
+			phaseLine = name + ": " + string(je.Phase)
+		case job.Progress:
+			u.done[e.Index] = je.Stats.Done
+			m.done, m.total = je.Stats.Done, je.Stats.Size
+		case job.PhaseProgress:
+			if string(je.Phase) == m.phase {
+				m.progress(je.Done, je.Total)
+			}
+		}
+	case batch.DiskDone:
+		st := e.Outcome.Status
+		u.ended[e.Index] = st
+		if v, ok := u.size[e.Index]; ok && st == batch.Done {
+			u.done[e.Index] = v
+		}
+		delete(u.meters, e.Index)
+	}
+	u.lmu.Unlock()
+	if !u.lo.Phases {
+		return
+	}
+	switch {
+	case phaseLine != "":
+		u.logLine(phaseLine)
+	case e.Kind == batch.DiskStarted || e.Kind == batch.DiskDone:
+		// The total as a disk starts or ends: where it would move.
+		u.logLine(u.report(time.Now())[0])
+	}
+}
+
+// totals are the bytes of the batch and those done: the disks that opened
+// by their virtual size (one that failed or was cancelled by what it did),
+// those not opened yet at the average size of those that did, skipped
+// disks not at all. known: a disk opened, so there is a size to tell.
+// With disks of one size the total never moves; it moves only as disks of
+// other sizes open.
+func (u *batchUI) totals() (total, done int64, known bool) {
+	var sizes int64
+	for i, v := range u.size {
+		sizes += v
+		if st, ok := u.ended[i]; ok && st != batch.Done {
+			total += u.done[i]
+		} else {
+			total += v
+		}
+		done += min(u.done[i], v)
+	}
+	unknown := u.n - len(u.size)
+	for i := range u.ended {
+		if _, opened := u.size[i]; !opened {
+			unknown--
+		}
+	}
+	if len(u.size) > 0 && unknown > 0 {
+		total += sizes / int64(len(u.size)) * int64(unknown)
+	}
+	return total, done, len(u.size) > 0
+}
+
+// updateTotal sets the total bar.
 func (u *batchUI) updateTotal() {
 	if u.total == nil {
 		return
 	}
-	var sum, done int64
-	for _, v := range u.virt {
-		sum += v
-	}
-	for i, d := range u.done {
-		if _, ok := u.virt[i]; ok {
-			done += d
-		}
-	}
-	if len(u.virt) > 0 && u.pending > 0 {
-		sum += sum / int64(len(u.virt)) * int64(u.pending)
-	}
-	u.total.setTotal(max(sum, done, 1))
+	u.lmu.Lock()
+	total, done, _ := u.totals()
+	u.lmu.Unlock()
+	u.total.setTotal(max(total, done, 1))
 	u.total.set(done)
+}
+
+// report is the batch's progress lines: the total, then each running disk.
+func (u *batchUI) report(now time.Time) []string {
+	u.lmu.Lock()
+	defer u.lmu.Unlock()
+	total, done, known := u.totals()
+	head := "all " + disks(u.n) + ": "
+	if known {
+		head += fmt.Sprintf("%s / %s (%d%%)", units.Bytes(done), units.Bytes(total), done*100/max(total, 1))
+		spent := now.Sub(u.start)
+		if r := units.Rate(done, spent.Seconds()); r != "" {
+			head += ", " + r
+		}
+		if done > 0 && total > done && spent >= time.Second {
+			head += ", " + time.Duration(float64(spent)*float64(total-done)/float64(done)).Round(time.Second).String() + " left"
+		}
+		head += "; "
+	}
+	head += fmt.Sprintf("%d running, %d ended, %d waiting", len(u.meters), len(u.ended), u.n-len(u.meters)-len(u.ended))
+	lines := []string{head}
+	idx := make([]int, 0, len(u.meters))
+	for i := range u.meters {
+		idx = append(idx, i)
+	}
+	slices.Sort(idx)
+	for _, i := range idx {
+		lines = append(lines, u.meters[i].line(now))
+	}
+	return lines
 }
 
 // line reports a disk that ended.
@@ -463,6 +587,8 @@ func (u *batchUI) line(oc *batch.Outcome) {
 		u.printf("done       %s -> %s: %s in %.1fs\n", oc.Source, oc.Output, units.Bytes(oc.Bytes), oc.Seconds)
 	case batch.Skipped:
 		u.printf("skipped    %s -> %s: %s\n", oc.Source, oc.Output, oc.SkippedBecause)
+	case batch.Planned:
+		u.printf("planned    %s -> %s: %s\n", oc.Source, oc.Output, planLine(oc.Plan))
 	default:
 		u.printf("%-10s %s -> %s: %s\n", oc.Status, oc.Source, oc.Output, plain(oc.Error))
 	}

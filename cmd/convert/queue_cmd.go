@@ -84,7 +84,7 @@ func runQueueBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, qo 
 	if !def.imp.wait {
 		return printSubmitted(stdout, stderr, subs, bo.asJSON, *qo)
 	}
-	ui := newBatchUI(bo.progress, stderr, stdout, bo.asJSON, len(items))
+	ui := newBatchUI(bo.progress, stderr, stdout, bo.asJSON, len(items), linesFor(bo.progress, stderr, bo.progressEvery))
 	outs := q.Follow(ctx, items, subs, ui.event)
 	ui.finish()
 	sum := batch.Tally(outs)
@@ -96,7 +96,7 @@ func runQueueBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, qo 
 		return fmt.Errorf("wait interrupted (the disks go on in the queue: convert batch status %s): %w", qo.flags(), ctx.Err())
 	}
 	if !sum.OK() {
-		return batchFailed{fmt.Sprintf("%d of %d disks failed", sum.Disks-sum.Done-sum.Skipped, sum.Disks)}
+		return batchFailed{fmt.Sprintf("%d of %s failed", sum.Disks-sum.Done-sum.Skipped, disks(sum.Disks))}
 	}
 	return nil
 }
@@ -124,8 +124,8 @@ func printSubmitted(stdout, stderr io.Writer, subs []queue.Submitted, asJSON boo
 		}
 		fmt.Fprintln(stderr, line)
 	}
-	fmt.Fprintf(stderr, "%d disks: %d queued, %d already queued or running, %d done before; follow them with `convert batch status %s`\n",
-		len(subs), counts[queue.ResultQueued], counts[queue.ResultAlreadyQueued]+counts[queue.ResultAlreadyRunning], counts[queue.ResultDone], qo.flags())
+	fmt.Fprintf(stderr, "%s: %d queued, %d already queued or running, %d done before; follow them with `convert batch status %s`\n",
+		disks(len(subs)), counts[queue.ResultQueued], counts[queue.ResultAlreadyQueued]+counts[queue.ResultAlreadyRunning], counts[queue.ResultDone], qo.flags())
 	return nil
 }
 
@@ -172,8 +172,12 @@ func runBatchStatus(ctx context.Context, qo *queueOptions, asJSON bool, stdout, 
 		return err
 	}
 	counts := map[queue.State]int{}
+	stale := 0
 	for _, s := range all {
 		counts[s.State]++
+		if s.Stale {
+			stale++
+		}
 	}
 	if asJSON {
 		e := json.NewEncoder(stdout)
@@ -184,7 +188,7 @@ func runBatchStatus(ctx context.Context, qo *queueOptions, asJSON bool, stdout, 
 			}
 		}
 		return e.Encode(map[string]any{"summary": map[string]any{
-			"disks": len(all), "queued": counts[queue.Queued], "running": counts[queue.Running],
+			"disks": len(all), "queued": counts[queue.Queued], "running": counts[queue.Running], "stale": stale,
 			"done": counts[queue.Done], "failed": counts[queue.Failed], "messages": pending,
 		}})
 	}
@@ -204,20 +208,28 @@ func runBatchStatus(ctx context.Context, qo *queueOptions, asJSON bool, stdout, 
 			}
 		}
 		what := s.Source + " -> " + s.Output
+		state := string(s.State)
 		switch {
 		case s.State == queue.Failed && s.Outcome != nil:
 			what += ": " + s.Outcome.Error
+		case s.Stale:
+			state = "stale"
+			what += fmt.Sprintf(": no word from worker %s since %s (killed, frozen or cut off?): after the queue's --ack-wait another worker takes the disk over", s.Worker, s.Updated.Local().Format(time.TimeOnly))
 		case s.Note != "":
 			what += ": " + s.Note
 		}
 		if s.Delivery > 1 {
 			prog = strings.TrimPrefix(prog+fmt.Sprintf(" (delivery %d)", s.Delivery), " ")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.State, s.Worker, prog, s.Updated.Local().Format(time.TimeOnly), firstLine(what))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", state, s.Worker, prog, s.Updated.Local().Format(time.TimeOnly), firstLine(what))
 	}
 	tw.Flush()
-	fmt.Fprintf(stdout, "%d disks: %d queued, %d running, %d done, %d failed; %d messages in the queue\n",
-		len(all), counts[queue.Queued], counts[queue.Running], counts[queue.Done], counts[queue.Failed], pending)
+	running := fmt.Sprintf("%d running", counts[queue.Running])
+	if stale > 0 {
+		running += fmt.Sprintf(" (%d stale)", stale)
+	}
+	fmt.Fprintf(stdout, "%s: %d queued, %s, %d done, %d failed; %d messages in the queue\n",
+		disks(len(all)), counts[queue.Queued], running, counts[queue.Done], counts[queue.Failed], pending)
 	return nil
 }
 

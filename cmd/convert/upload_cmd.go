@@ -137,13 +137,16 @@ func runUploads(ctx context.Context, u *uploadOptions, r uploadsRun, stdin io.Re
 		}
 	}
 	for _, p := range pending {
-		if err := ups.Drop(ctx, p); err != nil {
+		state, err := ups.Drop(ctx, p)
+		if err != nil {
 			return err
 		}
 		switch {
 		case r.asJSON:
 		case p.Kind == job.KindZeroObject:
 			fmt.Fprintf(stdout, "deleted zero object  s3://%s/%s\n", bucket, p.Key)
+		case state != "":
+			fmt.Fprintf(stdout, "aborted %s  s3://%s/%s (and removed its resume state %s)\n", p.UploadID, bucket, p.Key, state)
 		default:
 			fmt.Fprintf(stdout, "aborted %s  s3://%s/%s\n", p.UploadID, bucket, p.Key)
 		}

@@ -68,6 +68,8 @@ func newWorkerCmd() *cobra.Command {
 		fs.DurationVar(&o.RetryDelay, "retry-delay", queue.DefaultRetryDelay, "wait before the first retry of a disk that failed for a reason worth a retry; doubles with every delivery, up to 5m")
 		fs.DurationVar(&o.DrainTimeout, "drain-timeout", queue.DefaultDrainTimeout, "on SIGTERM, how long the running disks may go on before they go back to the queue")
 		fs.StringVar(&o.Name, "name", "", "this worker's name in statuses and leases (default HOST-PID)")
+		fs.BoolVar(&o.ShareLinks, "share-links", false, "keep the presigned download links of the disks done in the queue's statuses (batch status --json, batch --wait), which everyone who can read the queue sees; without it they are left out (convert import signs a fresh one)")
+		fs.DurationVar(&o.ProgressEvery, "progress-interval", DefaultProgressInterval, "log each running disk's progress (phase, bytes, rate) every this long (0: never)")
 	})
 	flagGroup(fs, groupTrust, func() { lf.register(fs) })
 	return c

@@ -59,10 +59,22 @@ type Info struct {
 	Fields []Field `json:"fields,omitempty"`
 }
 
-// Field is one format-specific fact.
+// Field is one format-specific fact. Value says it for people; Data, if
+// set, is the same fact typed (a number, a bool, an object), which JSON
+// gives as the value (and Value as "text" when it says more).
 type Field struct {
-	Name  string `json:"name"`
-	Value string `json:"value"`
+	Name  string
+	Value string
+	Data  any
+}
+
+// Fact is a typed fact: its Value is Data as Go prints it, or text.
+func Fact(name string, data any, text ...string) Field {
+	f := Field{Name: name, Value: fmt.Sprint(data), Data: data}
+	if len(text) > 0 {
+		f.Value = text[0]
+	}
+	return f
 }
 
 // Opener opens another image file with format detection and the same

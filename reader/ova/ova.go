@@ -390,6 +390,10 @@ func (im *Image) Verify() error {
 	return im.v.verify()
 }
 
+// Digest is the chosen disk's digest in the manifest ("SHA256:hex"), ""
+// when the manifest does not list it or there is no manifest.
+func (im *Image) Digest() string { return im.disks[im.chosen].Digest }
+
 // Disks lists the disks of the OVF, in its order.
 func (im *Image) Disks() []Disk { return append([]Disk(nil), im.disks...) }
 
@@ -423,7 +427,14 @@ func (im *Image) Info() image.Info {
 		if i == im.chosen {
 			v += " [selected]"
 		}
-		info.Fields = append(info.Fields, image.Field{Name: fmt.Sprintf("disk %d", i), Value: v})
+		data := map[string]any{"id": d.ID, "file": d.Href, "selected": i == im.chosen}
+		if d.Capacity >= 0 {
+			data["capacity"] = d.Capacity
+		}
+		if d.Format != "" {
+			data["format"] = d.Format
+		}
+		info.Fields = append(info.Fields, image.Fact(fmt.Sprintf("disk %d", i), data, v))
 	}
 	switch d := im.disks[im.chosen]; {
 	case d.Digest != "":

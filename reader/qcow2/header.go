@@ -215,20 +215,20 @@ func (h *header) subformat() string {
 }
 
 func (h *header) fields() []image.Field {
-	f := []image.Field{{Name: "refcount bits", Value: fmt.Sprint(1 << h.RefcountOrder)}}
+	f := []image.Field{image.Fact("refcount bits", 1<<h.RefcountOrder)}
 	if h.Version >= 3 {
 		f = append(f,
-			image.Field{Name: "lazy refcounts", Value: fmt.Sprint(h.Compatible&1 != 0)},
-			image.Field{Name: "extended l2", Value: fmt.Sprint(h.Incompatible&incompatExtendedL2 != 0)})
+			image.Fact("lazy refcounts", h.Compatible&1 != 0),
+			image.Fact("extended l2", h.Incompatible&incompatExtendedL2 != 0))
 		if h.Incompatible&incompatDirty != 0 {
-			f = append(f, image.Field{Name: "dirty", Value: "true"})
+			f = append(f, image.Fact("dirty", true))
 		}
 		if h.Incompatible&incompatCorrupt != 0 {
-			f = append(f, image.Field{Name: "corrupt", Value: "true"})
+			f = append(f, image.Fact("corrupt", true))
 		}
 	}
 	if h.NbSnapshots > 0 {
-		f = append(f, image.Field{Name: "internal snapshots", Value: fmt.Sprintf("%d (the active state is read)", h.NbSnapshots)})
+		f = append(f, image.Fact("internal snapshots", h.NbSnapshots, fmt.Sprintf("%d (the active state is read)", h.NbSnapshots)))
 	}
 	if h.BackingFormat != "" {
 		f = append(f, image.Field{Name: "backing format", Value: h.BackingFormat})

@@ -287,10 +287,10 @@ func (im *Image) Info() image.Info {
 	add := func(name, value string) { info.Fields = append(info.Fields, image.Field{Name: name, Value: value}) }
 	add("creator", h.Text)
 	add("disk type", sub)
-	add("block size", fmt.Sprint(im.blockSize))
-	add("blocks allocated", fmt.Sprintf("%d of %d", h.BlocksAllocated, h.BlocksInImage))
+	info.Fields = append(info.Fields, image.Fact("block size", im.blockSize),
+		image.Fact("blocks allocated", map[string]any{"allocated": h.BlocksAllocated, "total": h.BlocksInImage}, fmt.Sprintf("%d of %d", h.BlocksAllocated, h.BlocksInImage)))
 	if h.Cylinders != 0 {
-		add("geometry", fmt.Sprintf("%d/%d/%d (C/H/S)", h.Cylinders, h.Heads, h.Sectors))
+		info.Fields = append(info.Fields, image.Geometry(int64(h.Cylinders), int64(h.Heads), int64(h.Sectors)))
 	}
 	add("UUID", uuid(h.UUIDImage))
 	if h.Comment != "" {

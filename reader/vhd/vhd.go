@@ -386,15 +386,15 @@ func (im *Image) Info() image.Info {
 	add := func(name, value string) { info.Fields = append(info.Fields, image.Field{Name: name, Value: value}) }
 	add("creator", fmt.Sprintf("%q version %d.%d on %s", printable(f.CreatorApp[:]), f.CreatorVersion>>16, f.CreatorVersion&0xffff, hostOS(f.CreatorOS)))
 	add("disk type", f.diskTypeName())
-	add("geometry", fmt.Sprintf("%d/%d/%d (C/H/S)", f.Cylinders, f.Heads, f.SectorsPerCyl))
-	add("current size", fmt.Sprint(f.CurrentSize))
+	info.Fields = append(info.Fields, image.Geometry(int64(f.Cylinders), int64(f.Heads), int64(f.SectorsPerCyl)),
+		image.Fact("current size", f.CurrentSize))
 	add("size rule", im.sizeRule)
 	if im.h != nil {
-		add("block size", fmt.Sprint(im.blockSize))
+		info.Fields = append(info.Fields, image.Fact("block size", im.blockSize))
 	}
 	add("UUID", uuidString(f.UUID))
 	if f.SavedState != 0 {
-		add("saved state", "yes")
+		info.Fields = append(info.Fields, image.Fact("saved state", true, "yes"))
 	}
 	for _, w := range im.warnings {
 		add("warning", w)

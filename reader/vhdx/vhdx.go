@@ -366,15 +366,18 @@ func (im *Image) Info() image.Info {
 		Path:        im.src.Path,
 	}
 	add := func(name, value string) { info.Fields = append(info.Fields, image.Field{Name: name, Value: value}) }
+	fact := func(name string, v any, text ...string) {
+		info.Fields = append(info.Fields, image.Fact(name, v, text...))
+	}
 	add("creator", im.creator)
 	add("disk type", sub)
-	add("block size", fmt.Sprint(im.blockSize))
-	add("logical sector size", fmt.Sprint(im.logicalSect))
-	add("physical sector size", fmt.Sprint(im.physicalSect))
+	fact("block size", im.blockSize)
+	fact("logical sector size", im.logicalSect)
+	fact("physical sector size", im.physicalSect)
 	add("virtual disk ID", im.diskID.String())
 	add("data write GUID", im.hdr.DataWriteGUID.String())
 	if im.replayed > 0 {
-		add("log", fmt.Sprintf("%d entries replayed in memory", im.replayed))
+		fact("log entries replayed", im.replayed, fmt.Sprintf("%d (in memory)", im.replayed))
 	}
 	for _, w := range im.warnings {
 		add("warning", w)

@@ -318,6 +318,14 @@ func (im *Image) Info() image.Info {
 			f = append(f, image.Field{Name: name, Value: value})
 		}
 	}
+	// A number from the descriptor, typed when it is one.
+	addNumber := func(name, value string) {
+		if n, err := strconv.ParseInt(value, 10, 64); err == nil {
+			f = append(f, image.Fact(name, n, value))
+		} else {
+			add(name, value)
+		}
+	}
 	if im.desc != nil {
 		info.Subformat = im.desc.get("createType")
 	}
@@ -336,8 +344,8 @@ func (im *Image) Info() image.Info {
 	add("create type", info.Subformat)
 	if s != nil {
 		info.ClusterSize = s.h.grainBytes
-		add("sparse version", strconv.Itoa(int(s.h.Version)))
-		add("grain size", fmt.Sprintf("%d bytes (%d sectors)", s.h.grainBytes, s.h.GrainSize))
+		f = append(f, image.Fact("sparse version", s.h.Version),
+			image.Fact("grain size", s.h.grainBytes, fmt.Sprintf("%d bytes (%d sectors)", s.h.grainBytes, s.h.GrainSize)))
 		if s.h.compressed {
 			info.Compression = "deflate"
 		}
@@ -345,10 +353,10 @@ func (im *Image) Info() image.Info {
 			add("grain directory", "in the footer")
 		}
 		if s.h.zeroedGrain {
-			add("zeroed grains", "yes (GTE 1 reads as zeros)")
+			f = append(f, image.Fact("zeroed grains", true, "yes (GTE 1 reads as zeros)"))
 		}
 		if s.h.Unclean {
-			add("unclean shutdown", "yes")
+			f = append(f, image.Fact("unclean shutdown", true, "yes"))
 		}
 	}
 	for i, x := range im.exts {
@@ -359,10 +367,17 @@ func (im *Image) Info() image.Info {
 		add(fmt.Sprintf("extent %d", i), x.line)
 	}
 	if im.desc != nil {
-		add("hardware version", im.desc.get("ddb.virtualHWVersion"))
+		addNumber("hardware version", im.desc.get("ddb.virtualHWVersion"))
 		add("adapter type", im.desc.get("ddb.adapterType"))
 		if c := im.desc.get("ddb.geometry.cylinders"); c != "" {
-			add("geometry (C/H/S)", c+"/"+im.desc.get("ddb.geometry.heads")+"/"+im.desc.get("ddb.geometry.sectors"))
+			cyl, err1 := strconv.ParseInt(c, 10, 64)
+			heads, err2 := strconv.ParseInt(im.desc.get("ddb.geometry.heads"), 10, 64)
+			secs, err3 := strconv.ParseInt(im.desc.get("ddb.geometry.sectors"), 10, 64)
+			if err1 == nil && err2 == nil && err3 == nil {
+				f = append(f, image.Geometry(cyl, heads, secs))
+			} else {
+				add("geometry (C/H/S)", c+"/"+im.desc.get("ddb.geometry.heads")+"/"+im.desc.get("ddb.geometry.sectors"))
+			}
 		}
 		add("tools version", im.desc.get("ddb.toolsVersion"))
 		add("CID", im.desc.get("CID"))

@@ -400,7 +400,7 @@ func TestBatchKillThenRerun(t *testing.T) {
 	os.Mkdir(out, 0o755)
 	manifest := writeManifest(t, filepath.Join(dir, "disks.jsonl"), []string{
 		jsonLine("source", small, "output", filepath.Join(out, "small.raw")),
-		jsonLine("source", big, "output", "s3://"+e.bucket+"/big.raw"),
+		jsonLine("source", big, "output", "s3://"+e.bucket+"/big.qcow2"),
 		jsonLine("source", other, "output", filepath.Join(out, "other.qcow2"), "output-format", "qcow2"),
 	})
 	state := filepath.Join(dir, "state")
@@ -436,7 +436,7 @@ func TestBatchKillThenRerun(t *testing.T) {
 	if o := got[filepath.Join(out, "small.raw")]; o.Status != "skipped" {
 		t.Errorf("finished disk: %+v", o)
 	}
-	o := got["s3://"+e.bucket+"/big.raw"]
+	o := got["s3://"+e.bucket+"/big.qcow2"]
 	if o.Status != "done" || o.Target == nil || o.Target.PartsReused < 4 {
 		t.Errorf("interrupted upload not resumed: %+v\n%s", o, r.stderr)
 	}
@@ -446,9 +446,9 @@ func TestBatchKillThenRerun(t *testing.T) {
 	// The object holds the disk an uninterrupted single run uploads (a
 	// QCOW2 object, compressed where the link was the bottleneck: the
 	// bytes may differ, the disk may not).
-	single := e.run(big, "-o", "s3://"+e.bucket+"/single.raw")
+	single := e.run(big, "-o", "s3://"+e.bucket+"/single.qcow2")
 	want := testkit.RawSHA256(t, big)
-	if single.code != 0 || srv.GuestSHA256(t, e.bucket, "big.raw", "qcow2") != want || srv.GuestSHA256(t, e.bucket, "single.raw", "qcow2") != want {
+	if single.code != 0 || srv.GuestSHA256(t, e.bucket, "big.qcow2", "qcow2") != want || srv.GuestSHA256(t, e.bucket, "single.qcow2", "qcow2") != want {
 		t.Errorf("the resumed object differs from an uninterrupted run's (exit %d)", single.code)
 	}
 }

@@ -169,7 +169,8 @@ func TestBatchCSVQuotedCells(t *testing.T) {
 	cmd.Stdout = &out
 	cmd.Run()
 	got, _ := parse(t, out.String())
-	if oc := got["out.raw"]; cmd.ProcessState.ExitCode() != 0 || oc.Status != "done" {
+	// Relative paths are the manifest's folder's: the outcome names it.
+	if oc := got[filepath.Join(dir, "out.raw")]; cmd.ProcessState.ExitCode() != 0 || oc.Status != "done" {
 		t.Fatalf("exit %d, %+v", cmd.ProcessState.ExitCode(), got)
 	}
 	if fileSHA(t, filepath.Join(dir, "out.raw")) != fileSHA(t, src) {

@@ -13,8 +13,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -222,6 +225,50 @@ func TestUploadImportWaitThenImportAgain(t *testing.T) {
 	if r := e.run("import-status", imp.TaskID, "424242"); r.code != 6 || !strings.Contains(lastLine(r.stderr), "no import task 424242") {
 		t.Errorf("unknown task: exit %d\n%s", r.code, r.stderr)
 	}
+	// With --wait too, at once: the wait's grace is for a task just
+	// submitted, not for a mistyped id.
+	start := time.Now()
+	if r := e.run("import-status", "424242", "--wait"); r.code != 6 || !strings.Contains(lastLine(r.stderr), "no import task 424242") || time.Since(start) > 30*time.Second {
+		t.Errorf("unknown task with --wait: exit %d after %s\n%s", r.code, time.Since(start).Round(time.Second), r.stderr)
+	}
+}
+
+// TestImportReport: after an import the report says what was done, not
+// how to import (no jdc command, no POST); the hints it gives keep the
+// run's store and API flags; the rate line leaves the import's wait out.
+func TestImportReport(t *testing.T) {
+	testkit.Need(t, "qemu-img")
+	e := newEnv(t, false, jdcloudtest.Options{Polls: 400})
+	flags := "--endpoint " + srv.Endpoint + " --region " + srv.Region + " --jdcloud-api-endpoint " + e.api.URL
+	r := e.run(sample, "-o", "s3://"+e.bucket+"/web01.qcow2", "--import")
+	if r.code != 0 || strings.Contains(r.stdout, "import it with") || strings.Contains(r.stdout, "POST") {
+		t.Errorf("--import: exit %d, the report still says how to import:\n%s", r.code, r.stdout)
+	}
+	if want := regexp.MustCompile(`follow it with:\n  convert import-status \d+ --wait ` + regexp.QuoteMeta(flags) + "\n"); !want.MatchString(r.stdout) {
+		t.Errorf("--import: no hint %q:\n%s", want, r.stdout)
+	}
+	// A dry run checks the API too, and imports nothing.
+	before := len(e.api.Imports())
+	r = e.run(sample, "-o", "s3://"+e.bucket+"/dry.qcow2", "--import", "--wait", "--dry-run")
+	if r.code != 0 || !strings.Contains(r.stdout, "  checked:      the import API at "+e.api.URL) || len(e.api.Imports()) != before {
+		t.Errorf("--dry-run --import: exit %d, %d imports\n%s%s", r.code, len(e.api.Imports())-before, r.stdout, r.stderr)
+	}
+	start := time.Now()
+	r = e.run(sample, "-o", "s3://"+e.bucket+"/web02.qcow2", "--import", "--wait")
+	took := time.Since(start).Seconds()
+	if r.code != 0 || strings.Contains(r.stdout, "import it with") || !strings.Contains(r.stdout, "import finished: image ") {
+		t.Fatalf("--import --wait: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	conv := regexp.MustCompile(` in ([0-9.]+)s[ ;]`).FindStringSubmatch(r.stderr)
+	wait := regexp.MustCompile(`\(task \d+, (\d+)s\)`).FindStringSubmatch(r.stdout)
+	if conv == nil || wait == nil {
+		t.Fatalf("no summary line or wait:\n%s%s", r.stdout, r.stderr)
+	}
+	c, _ := strconv.ParseFloat(conv[1], 64)
+	w, _ := strconv.ParseFloat(wait[1], 64)
+	if w < 2 || c+w-1 > took {
+		t.Errorf("the summary's %gs and the wait's %gs together exceed the run's %.1fs: the rate counts the wait\n%s", c, w, took, r.stderr)
+	}
 }
 
 // uploadOnly puts the sample in the bucket without importing it.
@@ -301,6 +348,12 @@ func TestImportFailures(t *testing.T) {
 			case "task fails":
 				if !strings.Contains(line, "image check failed: no virtio driver found; in the initramfs") {
 					t.Errorf("errorInfo not on one line: %q", line)
+				}
+			case "400 OUT_OF_RANGE":
+				// The hint reaches the same store and API as the run.
+				want := "import it later with `convert import " + obj + " --endpoint " + srv.Endpoint + " --region " + srv.Region + " --jdcloud-api-endpoint " + e.api.URL + "`"
+				if !strings.Contains(r.stderr, want) {
+					t.Errorf("no hint %q:\n%s", want, r.stderr)
 				}
 			case "401 wrong secret":
 				if !strings.Contains(line, "credentials were access key") || strings.Contains(r.stderr, "not-the-secret") {
@@ -406,7 +459,8 @@ func TestBatchImportWait(t *testing.T) {
 	dir := t.TempDir()
 	var lines []string
 	for _, name := range []string{"web01", "web02", "bad", "noimport"} {
-		rec := map[string]any{"source": sample, "output": "s3://" + e.bucket + "/" + name + ".qcow2", "output-format": "qcow2", "image-name": name}
+		abs, _ := filepath.Abs(sample) // a manifest's relative paths are its folder's
+		rec := map[string]any{"source": abs, "output": "s3://" + e.bucket + "/" + name + ".qcow2", "output-format": "qcow2", "image-name": name}
 		if name != "noimport" {
 			rec["import"] = true
 		}
@@ -458,5 +512,57 @@ func TestBatchImportWait(t *testing.T) {
 	}
 	if !together {
 		t.Error("no poll asked for the three tasks together")
+	}
+}
+
+// TestBatchRerunReimports: a batch rerun after a failed import imports
+// the object again, with a new client token, instead of converting and
+// uploading the disk again: not a part is sent; the run after skips it.
+func TestBatchRerunReimports(t *testing.T) {
+	testkit.Need(t, "qemu-img")
+	e := newEnv(t, false, jdcloudtest.Options{Polls: 2})
+	e.api.FailTasks(func(jdcloudtest.Import) string { return "the image has no virtio driver" })
+	proxy := s3test.NewProxy(srv)
+	defer proxy.Close()
+	dir := t.TempDir()
+	out := "s3://" + e.bucket + "/web01.qcow2"
+	abs, _ := filepath.Abs(sample) // a manifest's relative paths are its folder's
+	b, _ := json.Marshal(map[string]any{"source": abs, "output": out, "import": true, "image-name": "web01"})
+	manifest := filepath.Join(dir, "disks.jsonl")
+	os.WriteFile(manifest, append(b, '\n'), 0o644)
+	run := func() (result, map[string]any) {
+		cmd := exec.Command(bin, "batch", manifest, "--state-dir", filepath.Join(dir, "state"), "--wait", "--json", "--endpoint", proxy.URL, "--region", srv.Region,
+			"--jdcloud-api-endpoint", e.api.URL, "--poll-interval", "5ms", "--progress", "never", "--check", "warn")
+		cmd.Env = append(srv.Env(e.home), e.extra...)
+		var o, eb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &o, &eb
+		cmd.Run()
+		var disk map[string]any
+		json.Unmarshal([]byte(strings.SplitN(o.String(), "\n", 2)[0]), &disk)
+		return result{code: cmd.ProcessState.ExitCode(), stdout: o.String(), stderr: eb.String()}, disk
+	}
+	r, disk := run()
+	if r.code != 1 || disk["status"] != "failed" || !strings.Contains(r.stdout, "no virtio driver") {
+		t.Fatalf("first run: exit %d, want 1 and the disk failed at its import\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	sent := proxy.Done("CreateMultipartUpload") + proxy.Done("UploadPart")
+	e.api.FailTasks(nil)
+	r, disk = run()
+	if r.code != 0 || disk["status"] != "done" || !strings.Contains(r.stderr, "importing it again (a new client token), not converting it again") {
+		t.Fatalf("rerun: exit %d, want 0 and the disk imported again\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if n := proxy.Done("CreateMultipartUpload") + proxy.Done("UploadPart"); n != sent {
+		t.Errorf("the rerun uploaded again: %d uploads and parts, %d before", n, sent)
+	}
+	imps := e.api.Imports()
+	if len(imps) != 2 || imps[1].Repeat || imps[0].ClientToken == imps[1].ClientToken || imps[1].Fields["imageName"] != "web01" {
+		t.Fatalf("imports %+v: want a second, new one", imps)
+	}
+	if imp, _ := disk["import"].(map[string]any); imp == nil || imp["status"] != "finished" {
+		t.Errorf("the rerun's import: %v", disk["import"])
+	}
+	// Done now: the next run skips it.
+	if r, disk = run(); r.code != 0 || disk["status"] != "skipped" || len(e.api.Imports()) != 2 {
+		t.Errorf("third run: exit %d, %v, %d imports\n%s", r.code, disk["status"], len(e.api.Imports()), r.stderr)
 	}
 }

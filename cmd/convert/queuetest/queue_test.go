@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -234,6 +235,7 @@ type status struct {
 	State    string `json:"state"`
 	Worker   string `json:"worker"`
 	Delivery int    `json:"delivery"`
+	Stale    bool   `json:"stale"`
 	Outcome  *batch.Outcome
 }
 
@@ -377,6 +379,11 @@ func TestQueueEightDisks(t *testing.T) {
 		t.Errorf("%d messages left in the queue", messages)
 	}
 	e.noLeftovers(8)
+	// The presigned download links stay out of the shared state: not in
+	// the statuses, not in what --wait prints from them.
+	if s := e.run("batch", "status", "--queue", e.nats.URL, "--json"); strings.Contains(s.stdout+r.stdout, "X-Amz-Signature") {
+		t.Errorf("presigned links in the queue's statuses:\n%s", s.stdout)
+	}
 
 	// The same manifest again: nothing queued, every disk skipped.
 	r = e.submit(manifest, "--wait", "--json")()
@@ -388,6 +395,9 @@ func TestQueueEightDisks(t *testing.T) {
 		if o.Status != "skipped" {
 			t.Errorf("resubmission: %s %s", out, o.Status)
 		}
+	}
+	if strings.Contains(r.stdout, "X-Amz-Signature") {
+		t.Errorf("presigned links in the workers' bookkeeping:\n%s", r.stdout)
 	}
 	if _, messages := e.statuses(); messages != 0 {
 		t.Errorf("the resubmission queued %d messages", messages)
@@ -409,7 +419,7 @@ func TestQueueKillWorker(t *testing.T) {
 		}
 		return s3test.Pass
 	})
-	e.worker("a", "--ack-wait", "2s")
+	e.worker("a", "--ack-wait", "2s", "--progress-interval", "200ms")
 	wait := e.submit(manifest, "--wait", "--json", "--upload-concurrency", "2")
 	e.waitFor(60*time.Second, "the upload to get going", func() bool { return e.proxy.Done("UploadPart") >= 4 })
 	if n := e.proxy.Done("UploadPart"); n < 4 {
@@ -420,8 +430,19 @@ func TestQueueKillWorker(t *testing.T) {
 	if p := srv.Pending(t, e.bucket); len(p) != 1 {
 		t.Fatalf("after kill -9: incomplete uploads %v, want 1", p)
 	}
+	// Its log showed the disk moving.
+	if b, _ := os.ReadFile(filepath.Join(e.dir, "worker-a.log")); !regexp.MustCompile(`worker a: \S+ -> \S+: progress: converting, \S+ \S+ / 96.0 MiB \(\d+%\)`).Match(b) {
+		t.Errorf("no progress lines in the worker's log:\n%s", b)
+	}
+	// The disk's status, still running, is told stale once a's
+	// heartbeats are missed.
+	e.waitFor(30*time.Second, "the status to go stale", func() bool { st, _ := e.statuses(); return st[out].Stale })
+	if s := e.run("batch", "status", "--queue", e.nats.URL); !strings.Contains(s.stdout, "stale") || !strings.Contains(s.stdout, "no word from worker a since") || !strings.Contains(s.stdout, "1 running (1 stale)") {
+		t.Errorf("batch status does not tell the stale disk:\n%s", s.stdout)
+	}
 	e.proxy.Inject(0, nil)
-	e.worker("b", "--ack-wait", "2s")
+	// b is told to share the links: they are in the status.
+	e.worker("b", "--ack-wait", "2s", "--share-links")
 	r := wait()
 	if r.code != 0 {
 		t.Fatalf("batch --wait: exit %d\n%s", r.code, r.stderr)
@@ -434,8 +455,10 @@ func TestQueueKillWorker(t *testing.T) {
 		t.Errorf("not resumed: %+v %+v", o, o.Target)
 	}
 	st, _ := e.statuses()
-	if s := st[out]; s.Worker != "b" || s.Delivery < 2 {
+	if s := st[out]; s.Worker != "b" || s.Delivery < 2 || s.Stale {
 		t.Errorf("status %+v: want done by b on a redelivery", s)
+	} else if s.Outcome == nil || s.Outcome.Target == nil || !strings.Contains(s.Outcome.Target.PresignedURL, "X-Amz-Signature") {
+		t.Errorf("--share-links: no presigned link in the status %+v", s.Outcome)
 	}
 	if e.objectRawSHA("big.raw", "") != testkit.RawSHA256(t, big) {
 		t.Error("the resumed object differs from the source")

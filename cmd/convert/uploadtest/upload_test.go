@@ -420,9 +420,33 @@ func TestUploadsLsAbort(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, aws.ToString(cr.UploadId)) {
 		t.Fatalf("uploads ls: exit %d: %s %s", r.code, r.stdout, r.stderr)
 	}
+	// A failed run with --resume keeps its upload and its state file (at
+	// the default place) for the next run.
+	disk := makeDisk(t, t.TempDir(), 24*mib, []run{{mib, 16 * mib}})
+	e.proxy.Inject(0, func(op string, n int) s3test.Fault {
+		if op == "UploadPart" && n >= 2 {
+			return s3test.Deny403
+		}
+		return s3test.Pass
+	})
+	if r := e.run(disk, "-o", "s3://"+e.bucket+"/dir/kept.raw", "--resume", "--part-size", "5M"); r.code != 1 {
+		t.Fatalf("denied part with --resume: exit %d: %s", r.code, r.stderr)
+	}
+	e.proxy.Inject(0, nil)
+	states := func() []string {
+		m, _ := filepath.Glob(filepath.Join(e.home, ".cache", "vmimport", "uploads", "*.json"))
+		return m
+	}
+	if len(states()) != 1 || len(srv.Pending(t, e.bucket)) != 2 {
+		t.Fatalf("the failed run kept state files %v and uploads %v, want one of each (and the other upload)", states(), srv.Pending(t, e.bucket))
+	}
 	r = e.run("uploads", "abort", "s3://"+e.bucket+"/dir/", "--yes")
-	if r.code != 0 || !strings.Contains(r.stdout, "aborted") {
+	if r.code != 0 || !strings.Contains(r.stdout, "aborted") || !strings.Contains(r.stdout, "removed its resume state") {
 		t.Fatalf("uploads abort: exit %d: %s %s", r.code, r.stdout, r.stderr)
+	}
+	// Aborting the upload forgets its state: a --resume finds nothing.
+	if s := states(); len(s) != 0 {
+		t.Errorf("uploads abort left the state files %v", s)
 	}
 	e.nothingLeft()
 }
