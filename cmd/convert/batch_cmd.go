@@ -76,6 +76,7 @@ type batchOptions struct {
 	noState  bool
 	asJSON   bool
 	progress string
+	ob       observeOptions
 }
 
 func (b *batchOptions) register(fs *pflag.FlagSet) {
@@ -89,6 +90,7 @@ func (b *batchOptions) register(fs *pflag.FlagSet) {
 		fs.BoolVar(&b.asJSON, "json", false, "print a JSON object per disk as it ends, then a summary object (stdout)")
 		registerProgress(fs, &b.progress, "progress bars on stderr, one per running disk and a total")
 	})
+	b.ob.register(fs)
 }
 
 // newBatchCmd is convert batch: its own flags, then every flag of a
@@ -157,12 +159,24 @@ func runBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, name str
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(memory + 40<<20)
 	}
+	t, err := bo.ob.start("convert batch", stderr, hostName(), nil)
+	if err != nil {
+		return err
+	}
+	defer t.close()
+	budget := job.NewBudget(memory)
+	if t.m != nil {
+		t.m.WatchBudget(budget)
+	}
+	stderr = bo.textOnly(t, stderr)
 	ui := newBatchUI(bo.progress, stderr, stdout, bo.asJSON, len(items))
-	outs, sum, err := batch.Run(ctx, items, batch.Options{Jobs: bo.jobs, Memory: memory, State: state, Events: ui.event})
+	outs, sum, err := batch.Run(ctx, items, batch.Options{Jobs: bo.jobs, Memory: memory, State: state, Budget: budget,
+		Events: func(e batch.Event) { ui.event(e); t.obs.Batch(e) }})
 	ui.finish()
 	if err != nil {
 		return usageError{err}
 	}
+	t.summary(sum)
 	if err := bo.printSummary(stdout, stderr, outs, sum); err != nil {
 		return err
 	}
