@@ -36,6 +36,7 @@ import (
 type Metrics struct {
 	disks        *prometheus.CounterVec
 	running      prometheus.Gauge
+	inPhase      *prometheus.GaugeVec
 	deliveries   *prometheus.CounterVec
 	redelivered  prometheus.Counter
 	takenOver    prometheus.Counter
@@ -98,6 +99,7 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 	}
 	m.disks = counter("convert_disks_total", "Disks that ended, by result: done, failed (for good), skipped (done before), cancelled.", "result")
 	m.running = prometheus.NewGauge(prometheus.GaugeOpts{Name: "convert_disks_running", Help: "Disks being converted now (or waiting for their import)."})
+	m.inPhase = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "convert_disks_in_phase", Help: "Disks in each phase of their job now (converting, uploading_parts, waiting_import, ...)."}, []string{"phase"})
 	m.deliveries = counter("convert_deliveries_total", "Deliveries of queue messages a worker ended, by how: done, skipped, failed, refused, retry, handed_back, busy, lost, unreadable.", "result")
 	m.redelivered = prometheus.NewCounter(prometheus.CounterOpts{Name: "convert_redelivered_messages_total", Help: "Queue messages this worker got that were delivered before (a worker died, a retry, a hand-back)."})
 	m.takenOver = prometheus.NewCounter(prometheus.CounterOpts{Name: "convert_disks_taken_over_total", Help: "Disks this worker took over from a delivery that never ended (its worker died or stopped answering)."})
@@ -113,7 +115,7 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 	m.imports = counter("convert_import_tasks_total", "Import tasks, by result: finished, failed, refused (ImportImage said no), submitted (not followed), timeout, cancelled.", "result")
 	m.importSecs = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "convert_import_duration_seconds", Help: "Time import tasks took, from the request to their end (finished or failed).", Buckets: importBuckets})
 	m.findings = counter("convert_check_findings_total", "Findings of the import check, by rule and severity (info, warning, error).", "rule", "severity")
-	reg.MustRegister(m.running, m.redelivered, m.takenOver, m.read, m.diskSeconds, m.phaseSeconds, m.partSeconds, m.importSecs)
+	reg.MustRegister(m.running, m.inPhase, m.redelivered, m.takenOver, m.read, m.diskSeconds, m.phaseSeconds, m.partSeconds, m.importSecs)
 	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "convert_build_info", Help: "The binary's version (always 1).", ConstLabels: prometheus.Labels{"version": version}})
 	build.Set(1)
 	reg.MustRegister(build, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -134,6 +136,9 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 	}
 	for _, v := range ImportResults {
 		m.imports.WithLabelValues(v)
+	}
+	for _, v := range phaseLabels {
+		m.inPhase.WithLabelValues(v)
 	}
 	for _, v := range []string{"allocation_map", "detected"} {
 		m.zero.WithLabelValues(v)

@@ -247,6 +247,9 @@ func (o *Observer) jobEvent(d *disk, e job.Event, m mode, now time.Time) {
 	case job.PhaseChanged:
 		o.endPhase(d, now, counting)
 		d.phase, d.since = e.Phase, now
+		if counting {
+			o.m.inPhase.WithLabelValues(phaseLabel(e.Phase)).Inc()
+		}
 		o.record(slog.LevelInfo, "phase", &d.ref, slog.String("phase", phaseLabel(e.Phase)))
 	case job.Progress:
 		if counting {
@@ -328,6 +331,7 @@ func (o *Observer) retried(d *disk, r *objstore.Retry, counting bool, now time.T
 func (o *Observer) endPhase(d *disk, now time.Time, counting bool) {
 	if d.phase != "" && counting {
 		o.m.phaseSeconds.WithLabelValues(phaseLabel(d.phase)).Observe(now.Sub(d.since).Seconds())
+		o.m.inPhase.WithLabelValues(phaseLabel(d.phase)).Dec()
 	}
 	d.phase = ""
 }

@@ -262,6 +262,7 @@ func TestQueueMetrics(t *testing.T) {
 		{"convert_disks_total", []string{"result", "failed"}, 0},
 		{"convert_deliveries_total", []string{"result", "done"}, 12},
 		{"convert_disks_running", nil, 0},
+		{"convert_disks_in_phase", nil, 0},
 		{"convert_upload_bytes_total", nil, uploaded},
 		{"convert_written_bytes_total", []string{"output", "upload"}, uploaded},
 		{"convert_written_bytes_total", nil, written},
