@@ -40,6 +40,10 @@ written at the paths the manifest gave (shared storage).
 
 ` + limitsHelp + `
 
+--metrics-addr :9090 serves Prometheus metrics on /metrics, /healthz (the
+liveness probe) and /readyz (ready while connected to the queue);
+--log-format json writes one JSON record per event of a disk on stderr.
+
 SIGTERM or SIGINT: no new disk; the running ones get --drain-timeout to
 finish, the others go back to the queue (their uploads kept for the next
 worker); exit 0.`
