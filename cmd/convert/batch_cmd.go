@@ -129,7 +129,7 @@ type batchFailed struct{ msg string }
 func (b batchFailed) Error() string { return b.msg }
 func (b batchFailed) ExitCode() int { return exitFailure }
 
-func runBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, name string, stdout, stderr io.Writer) error {
+func runBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, name string, stdout, stderr io.Writer) (err error) {
 	if err := checkProgressMode(bo.progress); err != nil {
 		return usageError{err}
 	}
@@ -164,6 +164,7 @@ func runBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, name str
 		return err
 	}
 	defer t.close()
+	defer func() { err = t.told(ctx, err) }()
 	budget := job.NewBudget(memory)
 	if t.m != nil {
 		t.m.WatchBudget(budget)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -73,6 +75,31 @@ func (o *observeOptions) start(command string, stderr io.Writer, name string, re
 	}
 	t.obs = observe.New(t.m, t.log, name)
 	return t, nil
+}
+
+// told ends a command under --log-format json: its error, if any, is the
+// last record, and main prints no line of text after the records.
+func (t *telemetry) told(ctx context.Context, err error) error {
+	if !t.json || err == nil {
+		return err
+	}
+	code := exitCode(ctx, err)
+	if code == exitOK {
+		return err
+	}
+	t.log.Error("exit", slog.Int("code", code), slog.String("error", message(ctx, code, err)))
+	return loggedError{err}
+}
+
+// loggedError is an error a JSON record told already.
+type loggedError struct{ error }
+
+func (e loggedError) Unwrap() error { return e.error }
+
+// logged tells an error a JSON record told already: main prints no line.
+func logged(err error) bool {
+	var l loggedError
+	return errors.As(err, &l)
 }
 
 // close stops the metrics server.

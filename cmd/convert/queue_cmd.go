@@ -51,7 +51,7 @@ func (q *queueOptions) open(ctx context.Context, client string) (*queue.Queue, e
 
 // runQueueBatch is `convert batch MANIFEST --queue URL`: submit, and with
 // --wait follow the disks to their end.
-func runQueueBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, qo *queueOptions, def *specOptions, name string, stdout, stderr io.Writer) error {
+func runQueueBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, qo *queueOptions, def *specOptions, name string, stdout, stderr io.Writer) (err error) {
 	for _, name := range []string{"jobs", "memory", "state-dir", "no-state"} {
 		if fs.Changed(name) {
 			return usageError{fmt.Errorf("--%s applies to the workers under --queue (convert worker --help)", name)}
@@ -75,6 +75,7 @@ func runQueueBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, qo 
 		return err
 	}
 	defer t.close()
+	defer func() { err = t.told(ctx, err) }()
 	stderr = bo.textOnly(t, stderr)
 	q, err := qo.open(ctx, "convert batch")
 	if err != nil {

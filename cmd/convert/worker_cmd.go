@@ -83,8 +83,7 @@ func newWorkerCmd() *cobra.Command {
 	return c
 }
 
-func runWorker(ctx context.Context, qo *queueOptions, memory string, o queue.WorkerOptions, ob *observeOptions, stderr io.Writer) error {
-	var err error
+func runWorker(ctx context.Context, qo *queueOptions, memory string, o queue.WorkerOptions, ob *observeOptions, stderr io.Writer) (err error) {
 	if o.Memory, err = parseSize(memory); err != nil {
 		return usageError{fmt.Errorf("--memory: %w", err)}
 	}
@@ -111,6 +110,7 @@ func runWorker(ctx context.Context, qo *queueOptions, memory string, o queue.Wor
 		return err
 	}
 	defer t.close()
+	defer func() { err = t.told(ctx, err) }()
 	o.Events, o.Ready = t.obs.Worker, taking.Store
 	if t.json {
 		o.Log = nil // the records say it all
