@@ -31,14 +31,14 @@ func TestLogFormatJSON(t *testing.T) {
 	src := sampleDisk(t, dir)
 	manifest := filepath.Join(dir, "disks.jsonl")
 	os.WriteFile(manifest, []byte(`{"source": "`+src+`", "output": "out.raw"}`+"\n"+`{"source": "`+filepath.Join(dir, "missing.qcow2")+`", "output": "out2.raw"}`+"\n"), 0o644)
-	r := convert(t, dir, "batch", manifest, "--no-state", "--log-format", "json", "--progress", "always")
+	r := convert(t, dir, "batch", manifest, "--no-state", "--log-format", "json", "--progress", "always", "--metrics-addr", "127.0.0.1:0")
 	recs := jsonRecords(t, r.stderr)
 	msgs := map[string]int{}
 	for _, rec := range recs {
 		msgs[rec["msg"].(string)]++
 	}
 	last := recs[len(recs)-1]
-	if r.code != 1 || msgs["done"] != 1 || msgs["failed"] != 1 || msgs["summary"] != 1 || last["msg"] != "exit" || last["code"] != 1.0 ||
+	if r.code != 1 || recs[0]["msg"] != "metrics" || msgs["done"] != 1 || msgs["failed"] != 1 || msgs["summary"] != 1 || last["msg"] != "exit" || last["code"] != 1.0 ||
 		!strings.Contains(last["error"].(string), "1 of 2 disks failed") {
 		t.Errorf("exit %d, records %v, last %v\n%s", r.code, msgs, last, r.stderr)
 	}
