@@ -98,3 +98,40 @@ func BenchmarkObserved(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkEvent is what the observer spends on one event of a running
+// disk (metrics on, records on or off): a conversion tells at most ten
+// Progress events a second and one PartStored per part (5 MiB or more),
+// so this times that rate is the whole cost of observing it.
+func BenchmarkEvent(b *testing.B) {
+	spec := job.Spec{Source: "/srv/d.raw", Output: "s3://b/d.raw"}
+	it := &batch.Item{Line: 1, Spec: spec}
+	for _, mode := range []string{"metrics", "json"} {
+		reg := prometheus.NewRegistry()
+		var log *slog.Logger
+		if mode == "json" {
+			log = slog.New(slog.NewJSONHandler(io.Discard, nil))
+		}
+		obs := observe.New(observe.NewMetrics(reg, "bench"), log, "bench")
+		obs.Batch(batch.Event{Kind: batch.DiskStarted, Item: it})
+		obs.Batch(batch.Event{Kind: batch.DiskEvent, Item: it, Job: job.Event{Kind: job.PhaseChanged, Phase: job.Reading}})
+		b.Run("progress/"+mode, func(b *testing.B) {
+			var st job.Stats
+			for b.Loop() {
+				st.Read += 1 << 20
+				st.Detected += 1 << 19
+				obs.Batch(batch.Event{Kind: batch.DiskEvent, Item: it, Job: job.Event{Kind: job.Progress, Stats: st, Written: st.Read}})
+			}
+		})
+		b.Run("part/"+mode, func(b *testing.B) {
+			for b.Loop() {
+				obs.Batch(batch.Event{Kind: batch.DiskEvent, Item: it, Job: job.Event{Kind: job.PartStored, Part: &upload.PartStored{Num: 2, Bytes: 8 << 20, How: upload.PartSent}}})
+			}
+		})
+		b.Run("phase/"+mode, func(b *testing.B) {
+			for b.Loop() {
+				obs.Batch(batch.Event{Kind: batch.DiskEvent, Item: it, Job: job.Event{Kind: job.PhaseChanged, Phase: job.UploadingParts}})
+			}
+		})
+	}
+}

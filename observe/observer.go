@@ -2,8 +2,8 @@ package observe
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -68,21 +68,22 @@ const (
 
 // Batch hears an event of a local batch (batch.Options.Events).
 func (o *Observer) Batch(e batch.Event) {
-	it := e.Item
-	r := ref{key: batch.Key(&it.Spec), line: it.Line, source: image.Redact(it.Spec.Source), output: it.Spec.Output, worker: o.name}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.batchEvent(fmt.Sprint(e.Index), r, &it.Spec, e, local)
+	o.batchEvent(strconv.Itoa(e.Index), func() ref { return itemRef(e.Item, o.name) }, &e.Item.Spec, e, local)
 }
 
 // Followed hears an event of a submission followed with --wait (a
 // queue.Follow's events): records only, the workers count.
 func (o *Observer) Followed(e batch.Event) {
-	it := e.Item
-	r := ref{key: batch.Key(&it.Spec), line: it.Line, source: image.Redact(it.Spec.Source), output: it.Spec.Output}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.batchEvent("f"+fmt.Sprint(e.Index), r, &it.Spec, e, follower)
+	o.batchEvent("f"+strconv.Itoa(e.Index), func() ref { return itemRef(e.Item, "") }, &e.Item.Spec, e, follower)
+}
+
+// itemRef names a disk of a batch.
+func itemRef(it *batch.Item, worker string) ref {
+	return ref{key: batch.Key(&it.Spec), line: it.Line, source: image.Redact(it.Spec.Source), output: it.Spec.Output, worker: worker}
 }
 
 // Submitted logs the disks a submission queued (or found queued, running
@@ -101,7 +102,7 @@ func (o *Observer) Submitted(subs []queue.Submitted) {
 // Worker hears an event of a queue worker (queue.WorkerOptions.Events).
 func (o *Observer) Worker(e queue.WorkerEvent) {
 	r := ref{key: e.Key, line: e.Line, source: e.Source, output: e.Output, delivery: e.Delivery, worker: e.Worker}
-	id := fmt.Sprintf("%s#%d", e.Key, e.Delivery)
+	id := e.Key + "#" + strconv.Itoa(e.Delivery)
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	switch e.Kind {
@@ -131,7 +132,7 @@ func (o *Observer) Worker(e queue.WorkerEvent) {
 			if e.Batch.Item != nil {
 				spec = &e.Batch.Item.Spec
 			}
-			o.batchEvent(id, r, spec, *e.Batch, worker)
+			o.batchEvent(id, func() ref { return r }, spec, *e.Batch, worker)
 		}
 	case queue.Note:
 		o.record(slog.LevelInfo, "note", &r, slog.String("message", e.Message))
@@ -204,10 +205,10 @@ func outcomeAttrs(oc *batch.Outcome) []slog.Attr {
 }
 
 // batchEvent handles an event of a disk's batch run, told by m.
-func (o *Observer) batchEvent(id string, r ref, spec *job.Spec, e batch.Event, m mode) {
+func (o *Observer) batchEvent(id string, r func() ref, spec *job.Spec, e batch.Event, m mode) {
 	d := o.disks[id]
 	if d == nil {
-		d = &disk{ref: r}
+		d = &disk{ref: r()}
 		if spec != nil {
 			d.kind = outputKind(spec)
 		}
