@@ -90,7 +90,7 @@ image:
 	cp $(CA_BUNDLE) bin/image/ca-certificates.crt
 	printf 'root:x:0:0:root:/:/sbin/nologin\nconvert:x:65532:65532:convert:/home/convert:/sbin/nologin\n' > bin/image/etc/passwd
 	printf 'root:x:0:\nconvert:x:65532:\n' > bin/image/etc/group
-	$(CONTAINER) build --pull=never --platform linux/$(IMAGE_ARCH) --build-arg VERSION=$(RELEASE_VERSION) \
+	$(CONTAINER) build --platform linux/$(IMAGE_ARCH) --build-arg VERSION=$(RELEASE_VERSION) \
 	  -f Containerfile -t $(IMAGE):$(IMAGE_TAG) bin/image
 	@echo "image: $(IMAGE):$(IMAGE_TAG) ($$($(CONTAINER) image inspect --format '{{.Size}}' $(IMAGE):$(IMAGE_TAG)) bytes)"
 
