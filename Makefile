@@ -6,7 +6,7 @@ DEMO_DIR  ?= demo-out
 # The test suite's own limit; CI has 90 minutes, the suite aims at well under 15.
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build test test-short check cross man completions install uninstall release demo bench gobench fuzz faults clean
+.PHONY: all build test test-short check cross man completions install uninstall release image demo bench gobench fuzz faults clean
 
 all: build
 
@@ -63,9 +63,36 @@ release:
 	  os=$${p%/*}; arch=$${p#*/}; ext=; [ $$os = windows ] && ext=.exe; \
 	  out=dist/convert-$(RELEASE_VERSION)-$$os-$$arch$$ext; echo "release: $$out"; \
 	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -buildvcs=auto \
-	    -ldflags "-s -w $(LDFLAGS) -X main.version=$(RELEASE_VERSION)" -o $$out ./cmd/convert || exit 1; \
+	    -ldflags "$(RELEASE_LDFLAGS)" -o $$out ./cmd/convert || exit 1; \
 	done
 	cd dist && sha256sum convert-* > SHA256SUMS
+RELEASE_LDFLAGS = -s -w $(LDFLAGS) -X main.version=$(RELEASE_VERSION)
+
+# The container image (Containerfile): the static Linux release binary of
+# this checkout, built here as make release builds it, on FROM scratch with
+# the host's CA certificates and a user that is not root. Nothing is built
+# or pulled inside the image. Built with podman, or docker when podman is
+# not installed (CONTAINER=docker to choose), tagged $(IMAGE):$(IMAGE_TAG);
+# README.md tells how to push it to a registry.
+IMAGE      ?= convert
+IMAGE_TAG  ?= $(RELEASE_VERSION)
+IMAGE_ARCH ?= $(shell $(GO) env GOARCH)
+CONTAINER  ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null)
+CA_BUNDLE  ?= /etc/ssl/certs/ca-certificates.crt
+IMAGE_BIN   = dist/convert-$(RELEASE_VERSION)-linux-$(IMAGE_ARCH)
+image:
+	@[ -n "$(CONTAINER)" ] || { echo "make image: neither podman nor docker is installed (apt-get install podman)"; exit 1; }
+	@[ -r "$(CA_BUNDLE)" ] || { echo "make image: no CA bundle at $(CA_BUNDLE) (apt-get install ca-certificates, or CA_BUNDLE=FILE)"; exit 1; }
+	@mkdir -p dist && echo "image: $(IMAGE_BIN)"
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -buildvcs=auto -ldflags "$(RELEASE_LDFLAGS)" -o $(IMAGE_BIN) ./cmd/convert
+	rm -rf bin/image && mkdir -p bin/image/etc bin/image/home
+	cp $(IMAGE_BIN) bin/image/convert
+	cp $(CA_BUNDLE) bin/image/ca-certificates.crt
+	printf 'root:x:0:0:root:/:/sbin/nologin\nconvert:x:65532:65532:convert:/home/convert:/sbin/nologin\n' > bin/image/etc/passwd
+	printf 'root:x:0:\nconvert:x:65532:\n' > bin/image/etc/group
+	$(CONTAINER) build --platform linux/$(IMAGE_ARCH) --build-arg VERSION=$(RELEASE_VERSION) \
+	  -f Containerfile -t $(IMAGE):$(IMAGE_TAG) bin/image
+	@echo "image: $(IMAGE):$(IMAGE_TAG) ($$($(CONTAINER) image inspect --format '{{.Size}}' $(IMAGE):$(IMAGE_TAG)) bytes)"
 
 # Everything, with the race detector: readers against qemu-img, the writer,
 # the pipeline, the CLI end to end.

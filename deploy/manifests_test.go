@@ -1,8 +1,10 @@
 // Package deploy checks the deployment files: every Kubernetes manifest
-// decodes strictly (unknown fields rejected) into the k8s.io/api types,
-// and the worker's memory request is derived from its --memory. It is a
-// module of its own so that the tool's module has no Kubernetes
-// dependencies.
+// decodes strictly (unknown fields rejected) into the k8s.io/api types
+// (and the Prometheus Operator's), the worker's memory request is derived
+// from its --memory, the dashboard and the alerts query only metrics a
+// real worker exports, and the manifests name the image make image
+// builds. It is a module of its own so that the tool's module has no
+// Kubernetes dependencies.
 package deploy
 
 import (
@@ -17,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -72,6 +75,10 @@ func decode(name string, doc []byte) (any, error) {
 		obj = &batchv1.Job{}
 	case "v1 ConfigMap":
 		obj = &corev1.ConfigMap{}
+	case "monitoring.coreos.com/v1 PodMonitor":
+		obj = &monitoringv1.PodMonitor{}
+	case "monitoring.coreos.com/v1 PrometheusRule":
+		obj = &monitoringv1.PrometheusRule{}
 	default:
 		return nil, fmt.Errorf("%s: kind %q of %q has no check here", name, tm.Kind, tm.APIVersion)
 	}
@@ -99,6 +106,10 @@ func TestManifestsStrict(t *testing.T) {
 		case *batchv1.Job:
 			kinds["Job"]++
 			checkSubmit(t, name, o)
+		case *monitoringv1.PodMonitor:
+			kinds["PodMonitor"]++
+		case *monitoringv1.PrometheusRule:
+			kinds["PrometheusRule"]++
 		case *corev1.ConfigMap:
 			kinds["ConfigMap"]++
 			if !strings.Contains(o.Data["disks.jsonl"], `"source"`) {
@@ -106,7 +117,7 @@ func TestManifestsStrict(t *testing.T) {
 			}
 		}
 	}
-	if kinds["Deployment"] != 1 || kinds["Job"] != 1 || kinds["ConfigMap"] != 1 {
+	if kinds["Deployment"] != 1 || kinds["Job"] != 1 || kinds["ConfigMap"] != 1 || kinds["PodMonitor"] != 1 || kinds["PrometheusRule"] != 1 {
 		t.Errorf("objects found: %v", kinds)
 	}
 }

@@ -3,6 +3,7 @@ package job
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 
 	"golang.org/x/sync/semaphore"
 
@@ -24,6 +25,7 @@ type Budget struct {
 	total int64
 	sem   *semaphore.Weighted
 	bufs  *bufpool.Pool
+	used  atomic.Int64 // the shares held now
 }
 
 // NewBudget returns a budget of total bytes.
@@ -37,8 +39,21 @@ func (b *Budget) Total() int64 { return b.total }
 // Buffers is the pool the budget's jobs borrow their buffers from.
 func (b *Budget) Buffers() *bufpool.Pool { return b.bufs }
 
-func (b *Budget) acquire(ctx context.Context, n int64) error { return b.sem.Acquire(ctx, n) }
-func (b *Budget) release(n int64)                            { b.sem.Release(n) }
+// Used is the part of the budget the running jobs hold now, in bytes.
+func (b *Budget) Used() int64 { return b.used.Load() }
+
+func (b *Budget) acquire(ctx context.Context, n int64) error {
+	if err := b.sem.Acquire(ctx, n); err != nil {
+		return err
+	}
+	b.used.Add(n)
+	return nil
+}
+
+func (b *Budget) release(n int64) {
+	b.used.Add(-n)
+	b.sem.Release(n)
+}
 
 // DefaultPartsMemory bounds the part buffers of an upload (those in flight
 // and the one being filled; part 1 is apart and small) unless the user

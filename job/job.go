@@ -99,6 +99,13 @@ const (
 	// the pass that move bytes (UploadingParts, VerifyingObject); at most
 	// ten a second, and one when Done reaches Total.
 	PhaseProgress
+	// PartStored: Part is a part of the upload, now in the store (sent,
+	// copied or found); told once per part, from the upload's senders.
+	PartStored
+	// Retried: Retry is a call to the object store that failed and is
+	// tried again; told for every retry (Notice tells them at most once a
+	// second).
+	Retried
 )
 
 // Event is one thing that happened in a job.
@@ -112,6 +119,13 @@ type Event struct {
 	Task    *jdcloud.Task
 	// Done and Total are a PhaseProgress's bytes.
 	Done, Total int64
+	// Written is, with Progress, the bytes the encoder gave the target so
+	// far (the output's size once the pass ended, but for the trailing
+	// tables).
+	Written int64
+	// Part is a PartStored's part; Retry a Retried's call.
+	Part  *upload.PartStored
+	Retry *objstore.Retry
 }
 
 // Result is what a job did. Run returns one even when it fails, filled as

@@ -452,6 +452,7 @@ func (j *run) notice(msg string) { j.emit(Event{Kind: Notice, Message: msg}) }
 // job): counted in the result, and told as a notice, at most one a
 // second, so that a storm of retries is seen and does not flood.
 func (j *run) storeRetry(r objstore.Retry) {
+	j.emit(Event{Kind: Retried, Retry: &r})
 	n := j.retries.Add(1)
 	j.mu.Lock()
 	j.res.StoreRetries = n
@@ -485,6 +486,6 @@ func (j *run) storeRetry(r objstore.Retry) {
 func (j *run) progress(st stream.Stats) {
 	if now := time.Now(); st.Done == st.Size || now.Sub(j.lastProg) >= 100*time.Millisecond {
 		j.lastProg = now
-		j.emit(Event{Kind: Progress, Stats: st})
+		j.emit(Event{Kind: Progress, Stats: st, Written: j.enc.Written()})
 	}
 }

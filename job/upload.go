@@ -154,6 +154,7 @@ func (j *run) startUpload(ctx context.Context) (*upload.Target, error) {
 		StateFile: u.StateFile, Resume: u.Resume, ResumeImplied: u.ResumeImplied, Keep: u.Keep, Source: id, Output: j.outputShape(plan), Verify: u.Verify,
 		PresignTTL: u.PresignTTL, Import: meta, Metadata: stored.ObjectMetadata(j.im.Size()), Preflighted: true,
 		Log: j.notice, Steps: j.uploadStep, Fence: j.env.Fence, Buffers: j.buffers,
+		Parts: func(p upload.PartStored) { j.emit(Event{Kind: PartStored, Part: &p}) },
 	})
 }
 

@@ -322,12 +322,12 @@ func leaseName(s *job.Spec) string {
 // refuse fails a message the worker will not run, at once and for good:
 // its status says why; nothing else is touched (not even an upload the
 // message's endpoint would name).
-func (w *worker) refuse(ctx context.Context, msg jetstream.Msg, st *Status, why error, logf func(string, ...any)) {
+func (w *worker) refuse(ctx context.Context, msg jetstream.Msg, st *Status, why error, logf func(string, ...any), ended func(*batch.Outcome)) {
 	oc := &batch.Outcome{Line: st.Line, Source: st.Source, Output: st.Output, Status: batch.Failed, Error: why.Error(), Err: why}
 	st.State, st.Note, st.Outcome = Failed, "", oc
 	if err := w.settle(ctx, func(ctx context.Context) error { return putStatus(ctx, w.store, st) }); err != nil {
 		logf("status: %v", err)
 	}
 	msg.TermWithReason(firstLine(why.Error()))
-	logf("refused: %v", why)
+	ended(oc)
 }

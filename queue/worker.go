@@ -47,6 +47,13 @@ type WorkerOptions struct {
 	DrainTimeout time.Duration
 	// Log receives a line for every thing that happens. May be nil.
 	Log func(string)
+	// Events, if set, hears every thing that happens, as data: for
+	// metrics and machine-readable logs. From the deliveries' goroutines,
+	// at once.
+	Events func(WorkerEvent)
+	// Ready, if set, hears the worker's consumer made (true: the worker
+	// takes disks) and the worker stopping (false).
+	Ready func(bool)
 	// Clients are the store clients of the worker's disks (one pacer per
 	// store for all of them); nil: the worker makes its own.
 	Clients *job.Clients
@@ -61,6 +68,9 @@ type WorkerOptions struct {
 	// queue sees; without it they are left out (convert import signs a
 	// fresh one).
 	ShareLinks bool
+	// Budget, if set, is the memory budget of the worker's disks instead
+	// of one of Memory bytes (for a caller that watches it).
+	Budget *job.Budget
 }
 
 // Defaults of a worker.
@@ -84,6 +94,9 @@ func (o *WorkerOptions) defaults() error {
 	}
 	if o.Jobs == 0 {
 		o.Jobs = batch.DefaultJobs
+	}
+	if o.Budget != nil {
+		o.Memory = o.Budget.Total()
 	}
 	if o.Memory == 0 {
 		o.Memory = batch.DefaultMemory
@@ -164,13 +177,21 @@ func (q *Queue) Work(ctx context.Context, o WorkerOptions) error {
 	if err != nil {
 		return fmt.Errorf("queue %s: the workers' consumer: %w", q.name, err)
 	}
-	w := &worker{q: q, o: o, cons: cons, budget: job.NewBudget(o.Memory), store: q.Store(), clients: o.Clients,
+	budget := o.Budget
+	if budget == nil {
+		budget = job.NewBudget(o.Memory)
+	}
+	w := &worker{q: q, o: o, cons: cons, budget: budget, store: q.Store(), clients: o.Clients,
 		tick: min(max(o.AckWait/4, 50*time.Millisecond), 2*time.Second)}
 	if w.clients == nil {
 		w.clients = job.NewClients()
 		defer w.clients.Close()
 	}
-	o.Log(fmt.Sprintf("worker %s: taking disks from queue %s (%d at a time, memory %d MiB, ack wait %s)", o.Name, q.url+"/"+q.name, o.Jobs, o.Memory>>20, o.AckWait))
+	if o.Ready != nil {
+		o.Ready(true)
+		defer o.Ready(false)
+	}
+	w.note("taking disks from queue %s (%d at a time, memory %d MiB, ack wait %s)", q.url+"/"+q.name, o.Jobs, o.Memory>>20, o.AckWait)
 
 	// Running disks outlive ctx by DrainTimeout: they run under base.
 	base, stopAll := context.WithCancelCause(context.WithoutCancel(ctx))
@@ -190,7 +211,7 @@ loop:
 			<-slots
 			if err != nil && ctx.Err() == nil {
 				pause = min(max(2*pause, 250*time.Millisecond), 5*time.Second)
-				o.Log(fmt.Sprintf("worker %s: waiting for the queue: %v", o.Name, err))
+				w.note("waiting for the queue: %v", err)
 				select {
 				case <-time.After(pause):
 				case <-ctx.Done():
@@ -209,12 +230,12 @@ loop:
 		}()
 	}
 	if n := len(slots); n > 0 {
-		o.Log(fmt.Sprintf("worker %s: stopping: %d disk(s) running get %s to finish, then go back to the queue", o.Name, n, o.DrainTimeout))
+		w.note("stopping: %d disk(s) running get %s to finish, then go back to the queue", n, o.DrainTimeout)
 	}
 	t := time.AfterFunc(o.DrainTimeout, func() { stopAll(errDrain) })
 	wg.Wait()
 	t.Stop()
-	o.Log(fmt.Sprintf("worker %s: stopped", o.Name))
+	w.note("stopped")
 	return nil
 }
 
@@ -280,24 +301,34 @@ func (w *worker) handle(base context.Context, msg jetstream.Msg, release func())
 	d.end(context.WithoutCancel(base))
 }
 
+// tell tells e, an event of the disk, with the disk's fields filled in.
+func (d *delivery) tell(e WorkerEvent) {
+	e.Key, e.Line, e.Source, e.Output, e.Delivery = d.m.Key, d.m.Line, image.Redact(d.spec.Source), d.spec.Output, d.num
+	d.w.tell(e)
+}
+
 // logf logs a line about the disk.
 func (d *delivery) logf(format string, args ...any) {
-	o := &d.w.o
-	o.Log(fmt.Sprintf("worker %s: %s -> %s: %s", o.Name, image.Redact(d.spec.Source), d.spec.Output, fmt.Sprintf(format, args...)))
+	d.tell(WorkerEvent{Kind: Note, Message: fmt.Sprintf(format, args...)})
+}
+
+// ended tells how the delivery ended, with a line.
+func (d *delivery) ended(end End, oc *batch.Outcome, format string, args ...any) {
+	d.tell(WorkerEvent{Kind: Ended, End: end, Outcome: oc, Message: fmt.Sprintf(format, args...)})
 }
 
 // parse reads the message; an unreadable one is dropped for good.
 func (d *delivery) parse() bool {
-	o := &d.w.o
 	if meta, err := d.msg.Metadata(); err == nil {
 		d.num = int(meta.NumDelivered)
 	}
 	if err := json.Unmarshal(d.msg.Data(), &d.m); err != nil || d.m.Version != messageVersion || d.m.Key == "" {
-		o.Log(fmt.Sprintf("worker %s: dropping an unreadable message on %s: %v", o.Name, d.msg.Subject(), err))
+		d.w.tell(WorkerEvent{Kind: Ended, End: EndUnreadable, Delivery: d.num, Message: fmt.Sprintf("dropping an unreadable message on %s: %v", d.msg.Subject(), err)})
 		d.msg.TermWithReason("unreadable message")
 		return false
 	}
 	d.spec = d.m.Spec
+	d.tell(WorkerEvent{Kind: Received})
 	return true
 }
 
@@ -313,8 +344,8 @@ func (d *delivery) start(ctx context.Context) bool {
 		// Input from the network: checked before anything is done with
 		// it, and refused for good (its status written by no holder: no
 		// worker runs it).
-		d.st = d.status(ctx)
-		w.refuse(ctx, d.msg, d.st, err, d.logf)
+		d.st, _ = d.status(ctx)
+		w.refuse(ctx, d.msg, d.st, err, d.logf, func(oc *batch.Outcome) { d.ended(EndRefused, oc, "refused: %v", err) })
 		return false
 	}
 	l, wait, err := w.q.acquire(ctx, leaseName(spec), d.m.Key, o.Name, o.AckWait)
@@ -322,13 +353,18 @@ func (d *delivery) start(ctx context.Context) bool {
 		if !errors.Is(err, ErrLeaseBusy) {
 			wait = 2 * time.Second
 		}
-		d.logf("%v: again in %s", err, wait.Round(time.Millisecond))
 		d.msg.NakWithDelay(wait + 100*time.Millisecond)
+		d.ended(EndBusy, nil, "%v: again in %s", err, wait.Round(time.Millisecond))
 		return false
 	}
 	d.l, d.store = l, kv.Fenced(w.store, l)
-	st := d.status(ctx)
+	st, before := d.status(ctx)
 	d.st = st
+	if before.State == Running && before.Delivery < d.num {
+		// An earlier delivery began the disk and never ended it.
+		d.tell(WorkerEvent{Kind: TakenOver, From: before.Worker, FromDelivery: before.Delivery,
+			Message: fmt.Sprintf("taken over from %s (delivery %d), which stopped answering", before.Worker, before.Delivery)})
+	}
 	if d.num > o.MaxDeliveries {
 		why := fmt.Sprintf("gave up after %d deliveries (its workers died or it kept failing; last: %s)", o.MaxDeliveries, st.Note)
 		d.fail(ctx, &batch.Outcome{Line: st.Line, Source: st.Source, Output: st.Output, Status: batch.Failed, Error: why})
@@ -339,13 +375,13 @@ func (d *delivery) start(ctx context.Context) bool {
 	if err := putStatus(ctx, d.store, st); err != nil {
 		d.logf("status: %v", err)
 	}
-	d.logf("started (delivery %d)", d.num)
+	d.tell(WorkerEvent{Kind: Started, Message: fmt.Sprintf("started (delivery %d)", d.num)})
 	return true
 }
 
 // status is the disk's status as the bucket holds it (a new one if none),
-// this delivery's.
-func (d *delivery) status(ctx context.Context) *Status {
+// this delivery's, and what it was before this delivery took it.
+func (d *delivery) status(ctx context.Context) (st *Status, before Status) {
 	spec := &d.spec
 	st, _, err := d.w.q.getStatus(ctx, d.m.Key)
 	if st == nil {
@@ -354,8 +390,9 @@ func (d *delivery) status(ctx context.Context) *Status {
 		}
 		st = &Status{Key: d.m.Key, Line: d.m.Line, Source: image.Redact(spec.Source), Output: spec.Output, Digest: batch.Digest(spec), Submitted: d.m.Submitted}
 	}
+	before = *st
 	st.Worker, st.Delivery = d.w.o.Name, d.num
-	return st
+	return st, before
 }
 
 // run converts the disk through the batch layer while a heartbeat keeps
@@ -393,6 +430,7 @@ func (d *delivery) run(base context.Context, release func()) {
 // lease must still be this worker's.
 func (d *delivery) event(ctx context.Context, e batch.Event, cancel context.CancelCauseFunc) {
 	if e.Kind != batch.DiskEvent {
+		d.tell(WorkerEvent{Kind: DiskEvent, Batch: &e})
 		return
 	}
 	je := e.Job
@@ -406,11 +444,15 @@ func (d *delivery) event(ctx context.Context, e batch.Event, cancel context.Canc
 		d.prog.done, d.prog.size = je.Stats.Done, je.Stats.Size
 	}
 	d.prog.mu.Unlock()
+	te := WorkerEvent{Kind: DiskEvent, Batch: &e}
 	switch je.Kind {
 	case job.Warning:
-		d.logf("warning: %s", je.Message)
+		te.Message = "warning: " + je.Message
 	case job.Notice:
-		d.logf("%s", je.Message)
+		te.Message = je.Message
+	}
+	d.tell(te)
+	switch je.Kind {
 	case job.PhaseChanged:
 		if je.Phase == job.Finishing {
 			if err := d.l.renew(ctx); errors.Is(err, ErrLeaseLost) {
@@ -433,13 +475,13 @@ func (d *delivery) end(ctx context.Context) {
 	switch {
 	case errors.Is(d.cause, ErrLeaseLost) || errors.Is(d.cause, errFenced) || errors.Is(d.cause, kv.ErrFenced):
 		// Nothing shared is touched: not the status, not the message.
-		d.logf("stopped: %v; the disk is another worker's now", d.cause)
+		d.ended(EndLost, nil, "stopped: %v; the disk is another worker's now", d.cause)
 	case errors.Is(d.cause, errDrain) && (oc.Status == batch.Cancelled || oc.Status == batch.Failed):
 		st.State, st.Note, st.Outcome = Queued, "handed back by "+o.Name+" (stopping)", nil
 		d.putFinal(ctx)
 		d.l.release(ctx)
 		d.msg.Nak()
-		d.logf("handed back to the queue (the worker is stopping)")
+		d.ended(EndHandedBack, nil, "handed back to the queue (the worker is stopping)")
 	case oc.Status == batch.Done || oc.Status == batch.Skipped:
 		st.State, st.Note, st.Outcome = Done, "", oc
 		st.SourceID = oc.SourceID // as the run opened it
@@ -448,7 +490,11 @@ func (d *delivery) end(ctx context.Context) {
 		if err := w.settle(ctx, func(ctx context.Context) error { return d.msg.DoubleAck(ctx) }); err != nil {
 			d.logf("acknowledging: %v (a redelivery will find it done)", err)
 		}
-		d.logf("%s in %.1fs", oc.Status, oc.Seconds)
+		end := EndDone
+		if oc.Status == batch.Skipped {
+			end = EndSkipped
+		}
+		d.ended(end, oc, "%s in %.1fs", oc.Status, oc.Seconds)
 	case Permanent(oc.Err):
 		d.fail(ctx, oc)
 	case d.num >= o.MaxDeliveries:
@@ -461,7 +507,7 @@ func (d *delivery) end(ctx context.Context) {
 		d.putFinal(ctx)
 		d.l.release(ctx)
 		d.msg.NakWithDelay(delay)
-		d.logf("%s", st.Note)
+		d.tell(WorkerEvent{Kind: Ended, End: EndRetry, Outcome: oc, RetryIn: delay, Message: st.Note})
 	}
 }
 
@@ -571,7 +617,7 @@ func (d *delivery) fail(ctx context.Context, oc *batch.Outcome) {
 	d.putFinal(ctx)
 	d.l.release(ctx)
 	d.msg.TermWithReason("failed: " + firstLine(oc.Error))
-	d.logf("failed: %s", oc.Error)
+	d.ended(EndFailed, oc, "failed: %s", oc.Error)
 }
 
 // abortKept aborts the upload the bucket records for the disk's output, if

@@ -10,6 +10,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -176,9 +177,36 @@ func (l *partLog) record(num int32, sum [16]byte, n int64, how byte) {
 	}
 }
 
+// PartStored is a part of the upload once it is in the store: told to
+// Options.Parts, once per part however often it was tried.
+type PartStored struct {
+	Num   int32
+	Bytes int64
+	// How it got there: "sent", "copied" (from the zero object, no byte
+	// sent) or "reused" (found there from an earlier run, a resume).
+	How string
+	// Took is how long it took to get there, retries included.
+	Took time.Duration
+}
+
+// How a part got to the store, as PartStored tells it.
+const (
+	PartSent   = "sent"
+	PartCopied = "copied"
+	PartReused = "reused"
+)
+
+// stored tells Options.Parts of part j.
+func (t *Target) stored(j job, how string, start time.Time) {
+	if t.o.Parts != nil {
+		t.o.Parts(PartStored{Num: j.num, Bytes: j.n, How: how, Took: time.Since(start)})
+	}
+}
+
 // sendPart makes part j exist in the upload: already there with the same
 // MD5 (resume), copied from the zero object, or sent.
 func (t *Target) sendPart(ctx context.Context, j job) error {
+	start := time.Now()
 	var sum [16]byte
 	if j.buf == nil {
 		sum = t.zero.sum(j.n)
@@ -188,12 +216,14 @@ func (t *Target) sendPart(ctx context.Context, j job) error {
 	want := hex.EncodeToString(sum[:])
 	if p, ok := t.parts.existing[j.num]; ok && p.ETag == want && p.Size == j.n {
 		t.parts.record(j.num, sum, j.n, partReused)
+		t.stored(j, PartReused, start)
 		return nil
 	}
 	if j.buf == nil && j.n > 0 && !t.o.NoZeroCopy && !t.zero.refused.Load() {
 		err := t.zero.copyInto(ctx, t.uploadID, j.num, j.n, want)
 		if err == nil {
 			t.parts.record(j.num, sum, j.n, partCopied)
+			t.stored(j, PartCopied, start)
 			return nil
 		}
 		if !errors.Is(err, errCopyRefused) {
@@ -215,5 +245,6 @@ func (t *Target) sendPart(ctx context.Context, j job) error {
 	}
 	t.parts.sent.Add(j.n)
 	t.parts.record(j.num, sum, j.n, partSent)
+	t.stored(j, PartSent, start)
 	return nil
 }

@@ -72,6 +72,9 @@ type Options struct {
 	// Steps, if set, hears the steps of Commit as they begin and advance
 	// (steps.go), from the goroutine calling Commit and from the workers.
 	Steps func(StepProgress)
+	// Parts, if set, hears every part once it is in the store (sent,
+	// copied or found), from the senders: for metrics and logs.
+	Parts func(PartStored)
 	// Fence, if set, is asked before the upload does what others may take
 	// for done or share: Complete, building the zero object, deleting an
 	// object it completed. An error stops the upload there (a queue

@@ -87,6 +87,7 @@ type batchOptions struct {
 	dryRun   bool
 	// progressEvery is --progress-interval.
 	progressEvery time.Duration
+	ob       observeOptions
 }
 
 func (b *batchOptions) register(fs *pflag.FlagSet) {
@@ -102,6 +103,7 @@ func (b *batchOptions) register(fs *pflag.FlagSet) {
 		registerProgress(fs, &b.progress, "progress bars on stderr, one per running disk and a total")
 		registerProgressInterval(fs, &b.progressEvery)
 	})
+	b.ob.register(fs)
 }
 
 // newBatchCmd is convert batch: its own flags, then every flag of a
@@ -140,7 +142,7 @@ type batchFailed struct{ msg string }
 func (b batchFailed) Error() string { return b.msg }
 func (b batchFailed) ExitCode() int { return exitFailure }
 
-func runBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, name string, stdout, stderr io.Writer) error {
+func runBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, name string, stdout, stderr io.Writer) (err error) {
 	if err := checkProgressMode(bo.progress); err != nil {
 		return usageError{err}
 	}
@@ -175,12 +177,25 @@ func runBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, name str
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(memory + 40<<20)
 	}
+	t, err := bo.ob.start("convert batch", stderr, hostName(), nil)
+	if err != nil {
+		return err
+	}
+	defer t.close()
+	defer func() { err = t.told(ctx, err) }()
+	budget := job.NewBudget(memory)
+	if t.m != nil {
+		t.m.WatchBudget(budget)
+	}
+	stderr = bo.textOnly(t, stderr)
 	ui := newBatchUI(bo.progress, stderr, stdout, bo.asJSON, len(items), linesFor(bo.progress, stderr, bo.progressEvery))
-	outs, sum, err := batch.Run(ctx, items, batch.Options{Jobs: bo.jobs, Memory: memory, State: state, Events: ui.event, DryRun: bo.dryRun})
+	outs, sum, err := batch.Run(ctx, items, batch.Options{Jobs: bo.jobs, Memory: memory, State: state, Budget: budget, DryRun: bo.dryRun,
+		Events: func(e batch.Event) { ui.event(e); t.obs.Batch(e) }})
 	ui.finish()
 	if err != nil {
 		return usageError{err}
 	}
+	t.summary(sum)
 	if err := bo.printSummary(stdout, stderr, outs, sum); err != nil {
 		return err
 	}

@@ -30,6 +30,7 @@ const (
 	groupQueue       = "Queue (many nodes)"
 	groupTrust       = "What a message may make this worker do"
 	groupDisplay     = "Display"
+	groupObserve     = "Metrics and logs (for a fleet)"
 )
 
 // groupKey is the flag annotation that holds a flag's group.

@@ -24,7 +24,7 @@ func main() {
 	catchSIGPIPE()
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	code := exitCode(ctx, err)
-	if err != nil && code != exitOK {
+	if err != nil && code != exitOK && !logged(err) {
 		for _, m := range messages(ctx, code, err) {
 			fmt.Fprintf(os.Stderr, "convert: %s\n", safetext.Escape(m))
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -50,7 +51,7 @@ func (q *queueOptions) open(ctx context.Context, client string) (*queue.Queue, e
 
 // runQueueBatch is `convert batch MANIFEST --queue URL`: submit, and with
 // --wait follow the disks to their end.
-func runQueueBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, qo *queueOptions, def *specOptions, name string, stdout, stderr io.Writer) error {
+func runQueueBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, qo *queueOptions, def *specOptions, name string, stdout, stderr io.Writer) (err error) {
 	for _, name := range []string{"jobs", "memory", "state-dir", "no-state"} {
 		if fs.Changed(name) {
 			return usageError{fmt.Errorf("--%s applies to the workers under --queue (convert worker --help)", name)}
@@ -63,11 +64,28 @@ func runQueueBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, qo 
 	if err != nil {
 		return usageError{err}
 	}
+	var qp atomic.Pointer[queue.Queue]
+	t, err := bo.ob.start("convert batch", stderr, hostName(), func() error {
+		if q := qp.Load(); q == nil || !q.Connected() {
+			return errors.New("not connected to the queue")
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	defer t.close()
+	defer func() { err = t.told(ctx, err) }()
+	stderr = bo.textOnly(t, stderr)
 	q, err := qo.open(ctx, "convert batch")
 	if err != nil {
 		return err
 	}
 	defer q.Close()
+	qp.Store(q)
+	if t.m != nil {
+		t.m.WatchQueue(q)
+	}
 	start := time.Now()
 	subs, err := q.Submit(ctx, items)
 	if err != nil {
@@ -81,14 +99,16 @@ func runQueueBatch(ctx context.Context, fs *pflag.FlagSet, bo *batchOptions, qo 
 		}
 		return fmt.Errorf("queueing the disks: %w (those before were queued; submitting again queues none twice)", err)
 	}
+	t.obs.Submitted(subs)
 	if !def.imp.wait {
 		return printSubmitted(stdout, stderr, subs, bo.asJSON, *qo)
 	}
 	ui := newBatchUI(bo.progress, stderr, stdout, bo.asJSON, len(items), linesFor(bo.progress, stderr, bo.progressEvery))
-	outs := q.Follow(ctx, items, subs, ui.event)
+	outs := q.Follow(ctx, items, subs, func(e batch.Event) { ui.event(e); t.obs.Followed(e) })
 	ui.finish()
 	sum := batch.Tally(outs)
 	sum.Seconds = time.Since(start).Seconds()
+	t.summary(sum)
 	if err := bo.printSummary(stdout, stderr, outs, sum); err != nil {
 		return err
 	}

@@ -2,14 +2,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"vmimport/batch"
+	"vmimport/job"
 	"vmimport/queue"
 )
 
@@ -36,6 +40,10 @@ written at the paths the manifest gave (shared storage).
 
 ` + limitsHelp + `
 
+--metrics-addr :9090 serves Prometheus metrics on /metrics, /healthz (the
+liveness probe) and /readyz (ready while connected to the queue);
+--log-format json writes one JSON record per event of a disk on stderr.
+
 SIGTERM or SIGINT: no new disk; the running ones get --drain-timeout to
 finish, the others go back to the queue (their uploads kept for the next
 worker); exit 0.`
@@ -45,6 +53,7 @@ func newWorkerCmd() *cobra.Command {
 	var memory string
 	var o queue.WorkerOptions
 	var lf limitFlags
+	var ob observeOptions
 	c := &cobra.Command{
 		Use:     "worker --queue nats://HOST:PORT",
 		Short:   "convert disks from a work queue, on this node",
@@ -54,7 +63,7 @@ func newWorkerCmd() *cobra.Command {
 		RunE: func(c *cobra.Command, args []string) error {
 			o.Log = stderrLog(c.ErrOrStderr())
 			o.Limits = lf.limits()
-			return runWorker(c.Context(), &qo, memory, o)
+			return runWorker(c.Context(), &qo, memory, o, &ob, c.ErrOrStderr())
 		},
 	}
 	fs := c.Flags()
@@ -72,11 +81,11 @@ func newWorkerCmd() *cobra.Command {
 		fs.DurationVar(&o.ProgressEvery, "progress-interval", DefaultProgressInterval, "log each running disk's progress (phase, bytes, rate) every this long (0: never)")
 	})
 	flagGroup(fs, groupTrust, func() { lf.register(fs) })
+	ob.register(fs)
 	return c
 }
 
-func runWorker(ctx context.Context, qo *queueOptions, memory string, o queue.WorkerOptions) error {
-	var err error
+func runWorker(ctx context.Context, qo *queueOptions, memory string, o queue.WorkerOptions, ob *observeOptions, stderr io.Writer) (err error) {
 	if o.Memory, err = parseSize(memory); err != nil {
 		return usageError{fmt.Errorf("--memory: %w", err)}
 	}
@@ -86,11 +95,41 @@ func runWorker(ctx context.Context, qo *queueOptions, memory string, o queue.Wor
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(o.Memory + 40<<20)
 	}
-	q, err := qo.open(ctx, "convert worker")
+	// Ready once the worker takes disks, while its connection is up.
+	var taking atomic.Bool
+	var q *queue.Queue
+	var qp atomic.Pointer[queue.Queue]
+	t, err := ob.start("convert worker", stderr, o.Name, func() error {
+		switch q := qp.Load(); {
+		case q == nil || !taking.Load():
+			return errors.New("not taking disks yet")
+		case !q.Connected():
+			return errors.New("not connected to the queue")
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
+	defer t.close()
+	defer func() { err = t.told(ctx, err) }()
+	o.Events, o.Ready = t.obs.Worker, taking.Store
+	if t.json {
+		o.Log = nil // the records say it all
+	}
+	if t.m != nil {
+		o.Budget = job.NewBudget(o.Memory)
+		t.m.WatchBudget(o.Budget)
+		t.m.WatchDeliveries()
+	}
+	if q, err = qo.open(ctx, "convert worker"); err != nil {
+		return err
+	}
 	defer q.Close()
+	qp.Store(q)
+	if t.m != nil {
+		t.m.WatchQueue(q)
+	}
 	if err := q.Work(ctx, o); err != nil {
 		return usageError{err}
 	}
