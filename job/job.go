@@ -195,6 +195,9 @@ type run struct {
 	stepMu   sync.Mutex // guards the upload's step and its last report
 	step     upload.Step
 	lastStep time.Time
+
+	// vs is a vsphere:// source being read (job/vsphere.go).
+	vs *vsphereSource
 }
 
 func (j *run) emit(e Event) {
@@ -235,18 +238,31 @@ func (j *run) run(ctx context.Context) error {
 	// so the opener is there for local sources too; it costs nothing
 	// until a URL is opened.
 	op := remote.New(ctx, ro)
+	open := reader.Options{AllowBacking: s.AllowBacking, AllowPaths: s.AllowPaths, Disk: s.Disk, Warn: j.warn, Remote: op}
+	path, stats := s.Source, op.Stats
+	if s.IsVSphere() {
+		// The VM's disk on its datastore, through its chain's files
+		// (job/vsphere.go); the snapshot goes once the pass is over.
+		if j.vs, err = j.openVSphere(ctx, ro); err != nil {
+			return err
+		}
+		defer j.closeVSphere(ctx, j.vs)
+		path, stats = j.vs.files.Top, j.vs.files.Stats
+		open.Remote, open.AllowBacking, open.Disk = j.vs.files, true, 0
+	}
 	if s.IsRemote() {
 		j.res.Remote = &RemoteResult{}
-		defer func() { j.res.Remote.Fetched = op.Stats() }()
+		defer func() { j.res.Remote.Fetched = stats() }()
 	}
-	im, err := reader.Open(s.Source, reader.Options{
-		AllowBacking: s.AllowBacking, AllowPaths: s.AllowPaths, Disk: s.Disk, Warn: j.warn, Remote: op,
-	})
+	im, err := reader.Open(path, open)
 	if err != nil {
 		return &InputError{err}
 	}
 	defer im.Close()
-	if s.IsRemote() {
+	switch {
+	case j.vs != nil:
+		j.res.Remote.Source = j.vs.files.Identity()
+	case s.IsRemote():
 		j.res.Remote.Source, _ = op.Pinned(s.Source)
 	}
 	if err := j.refuseSameFile(im); err != nil {
@@ -386,6 +402,9 @@ func (j *run) run(ctx context.Context) error {
 	j.phase(Verifying)
 	if err := image.Verify(im); err != nil {
 		return fail(&InputError{err})
+	}
+	if j.vs != nil {
+		j.closeVSphere(ctx, j.vs) // every byte is read: the snapshot can go
 	}
 	if s.Rehearse {
 		j.res.OutputBytes = enc.Written()

@@ -41,8 +41,8 @@ type RemoteSpec struct {
 // on the network rather than on a core.
 const DefaultRemoteWorkers = 8
 
-// IsRemote reports whether the source is a URL.
-func (s *Spec) IsRemote() bool { return image.IsURL(s.Source) }
+// IsRemote reports whether the source is a URL (vsphere:// too).
+func (s *Spec) IsRemote() bool { return image.IsURL(s.Source) || s.IsVSphere() }
 
 // SplitSourceCredentials moves the user info of a source URL
 // (https://user:password@host/...) into an Authorization header, so that
@@ -67,6 +67,9 @@ func (s *Spec) SplitSourceCredentials() {
 func (r *RemoteSpec) validate(s *Spec) error {
 	if r.Retries < -1 || r.Retries > 100 {
 		return fmt.Errorf("--source-retries %d: use 0..100", r.Retries)
+	}
+	if s.IsVSphere() {
+		return nil // VSphereSpec.validate
 	}
 	if !s.IsRemote() {
 		if len(r.Headers) > 0 || r.Retries != 0 || r.Store != (Store{}) {
@@ -204,6 +207,9 @@ func IdentifySource(ctx context.Context, s *Spec) (upload.SourceID, error) {
 	if !s.IsRemote() {
 		return upload.IdentifySource(s.Source)
 	}
+	if s.IsVSphere() {
+		return identifyVSphere(ctx, s)
+	}
 	spec := *s
 	spec.SplitSourceCredentials()
 	o, err := spec.RemoteOptions(nil)
@@ -248,6 +254,9 @@ func (s *Spec) SourceName() string {
 		}
 		return abs
 	}
+	if s.IsVSphere() {
+		return vsphereName(s)
+	}
 	if strings.HasPrefix(strings.ToLower(s.Source), "s3://") {
 		return "s3://" + s.Source[len("s3://"):]
 	}
@@ -260,7 +269,12 @@ func (s *Spec) SourceName() string {
 }
 
 // shown is the source as messages name it: a URL's credentials redacted.
-func (s *Spec) shown() string { return image.Redact(s.Source) }
+func (s *Spec) shown() string {
+	if s.IsVSphere() {
+		return vsphereName(s)
+	}
+	return image.Redact(s.Source)
+}
 
 // sourceBase is the file name of the source, for naming outputs.
 func (s *Spec) sourceBase() string {
