@@ -217,8 +217,8 @@ type VSphereImage struct {
 // OpenVSphere opens the disk of a vsphere:// spec for info and check;
 // notes hears what it does (a snapshot taken).
 func OpenVSphere(ctx context.Context, s Spec, notes func(string)) (*VSphereImage, error) {
-	if err := s.Validate(); err != nil {
-		return nil, err
+	if err := s.VSphere.validate(&s); err != nil {
+		return nil, &SpecError{err}
 	}
 	v, err := openVSphere(ctx, &s, false)
 	if err != nil {

@@ -97,6 +97,9 @@ func runCheckCmd(ctx context.Context, src string, ro *readerOptions, diskSizeGB 
 	if err != nil {
 		return err
 	}
+	if vi, ok := im.(*job.VSphereImage); ok {
+		vi.AddFindings(r) // what vCenter's inventory says
+	}
 	if asJSON {
 		if err := r.WriteJSON(stdout); err != nil {
 			return err

@@ -23,6 +23,8 @@ type infoReport struct {
 	AllocatedSize     int64 `json:"allocated_size"`
 	SuggestedDiskSize int64 `json:"suggested_system_disk_size_gb"`
 	Importable        bool  `json:"importable_size"`
+	// VSphere is the VM and disk of a vsphere:// source.
+	VSphere *vsphereInfo `json:"vsphere,omitempty"`
 }
 
 func newInfoCmd() *cobra.Command {
@@ -65,7 +67,9 @@ func runInfo(ctx context.Context, path string, ro *readerOptions, asJSON bool, s
 	}
 	r := infoReport{Info: im.Info(), SuggestedDiskSize: check.SuggestDiskGB(im.Size())}
 	r.Importable = check.VirtualGB(im.Size()) <= check.MaxDiskGB
-	if fi, err := os.Stat(path); err == nil {
+	if vsphereSizes(im, &r) {
+		// vsphere_cli.go
+	} else if fi, err := os.Stat(path); err == nil {
 		r.FileSize = fi.Size()
 		r.AllocatedSize = fi.Size()
 		if n, ok := allocatedBytes(path, fi); ok && fi.Mode().IsRegular() {
@@ -80,6 +84,7 @@ func runInfo(ctx context.Context, path string, ro *readerOptions, asJSON bool, s
 	if asJSON {
 		return writeJSON(stdout, r)
 	}
+	printVSphereInfo(stdout, r.VSphere)
 	printInfo(stdout, &r.Info, "")
 	fmt.Fprintf(stdout, "file size:         %s (%d bytes)\n", units.Bytes(r.FileSize), r.FileSize)
 	fmt.Fprintf(stdout, "allocated size:    %s\n", units.Bytes(r.AllocatedSize))
@@ -134,7 +139,7 @@ func (r *readerOptions) register(fs *pflag.FlagSet) {
 	fs.StringVarP(&r.format, "source-format", "f", "", "refuse the source unless it is this `format`: "+strings.Join(sourceFormats, ", ")+" (qemu-img's -f; the format is always told by the bytes)")
 	fs.BoolVar(&r.allowBacking, "allow-backing", false, "read through backing files and parent disks (QCOW2 backing chains, VMDK, VHD and VHDX deltas)")
 	fs.StringArrayVar(&r.allowPaths, "allow-path", nil, "a `folder` that backing files and extents may live in besides the image's own (repeatable)")
-	fs.IntVar(&r.disk, "disk", 0, "which disk of a multi-disk container (OVA) to read, from 0")
+	fs.IntVar(&r.disk, "disk", 0, "which disk of a multi-disk container (OVA) or of a vsphere:// VM (as convert vsphere ls lists them, the boot disk first) to read, from 0")
 	r.fs = fs
 	r.source.register(fs)
 }

@@ -19,6 +19,7 @@ var subcommands = []func() *cobra.Command{
 	newBatchCmd,
 	newWorkerCmd,
 	newUploadsCmd,
+	newVSphereCmd,
 	newImportCmd,
 	newImportStatusCmd,
 	newBenchCmd,

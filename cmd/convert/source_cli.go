@@ -25,6 +25,7 @@ type sourceOptions struct {
 	profile   string
 	pathStyle bool
 	retries   int
+	vsphere   vsphereOptions // vsphere:// sources (vsphere_cli.go)
 }
 
 // sourceFlags are the names of the flags above.
@@ -37,6 +38,7 @@ func (so *sourceOptions) register(fs *pflag.FlagSet) {
 	fs.StringVar(&so.profile, "source-profile", "", "AWS profile for the credentials of an s3:// source (default: --profile, AWS_PROFILE)")
 	fs.BoolVar(&so.pathStyle, "source-path-style", false, "address an s3:// source's bucket in the path (default: --path-style)")
 	fs.IntVar(&so.retries, "source-retries", remote.DefaultRetries, "retries of one range of a remote source after a dropped connection, a short body or a 5xx, with backoff (0..100)")
+	so.vsphere.register(fs, true)
 }
 
 // headerLines returns the --source-header values, with @FILE read: one
@@ -74,6 +76,9 @@ func (so *sourceOptions) headerLines() ([]string, error) {
 // batch's command line gave them to every record.
 func (so *sourceOptions) spec(fs *pflag.FlagSet, s *job.Spec, given func(*pflag.FlagSet, string) bool, up job.Store) error {
 	s.SplitSourceCredentials()
+	if err := so.vsphere.spec(fs, s, given); err != nil {
+		return err
+	}
 	if !s.IsRemote() {
 		for _, name := range sourceFlags {
 			if given(fs, name) {
@@ -119,6 +124,10 @@ func (r *readerOptions) open(ctx context.Context, src string, stderr io.Writer) 
 	spec := job.Spec{Source: src}
 	if err := r.source.spec(r.fs, &spec, func(fs *pflag.FlagSet, name string) bool { return fs.Changed(name) }, job.Store{}); err != nil {
 		return nil, nil, usageError{err}
+	}
+	if spec.IsVSphere() {
+		im, err := r.openVSphere(ctx, spec, stderr)
+		return im, nil, err
 	}
 	ro, err := spec.RemoteOptions(o.Warn)
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/property"
-	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
@@ -206,15 +205,9 @@ func (s *Source) Close(ctx context.Context) error {
 }
 
 func (s *Source) removeSnapshot(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Minute)
-	defer cancel()
 	snap := s.snap
-	res, err := methods.RemoveSnapshot_Task(ctx, s.sess.client, &types.RemoveSnapshot_Task{This: snap.ref, RemoveChildren: false, Consolidate: types.NewBool(true)})
-	if err == nil {
-		err = object.NewTask(s.sess.client, res.Returnval).Wait(ctx)
-	}
-	if err != nil {
-		return fmt.Errorf("%s: removing snapshot %q failed: %v; it is still there: remove it in vCenter or with convert vsphere snapshots --remove %s", s.VM.URL, snap.Name, err, s.VM.URL)
+	if err := s.sess.RemoveSnapshot(ctx, s.VM, *snap); err != nil {
+		return fmt.Errorf("%w; it is still there: remove it in vCenter or with convert vsphere snapshots --remove %s", err, s.VM.URL)
 	}
 	s.snap = nil
 	return nil
