@@ -33,7 +33,7 @@ type VSphereSpec struct {
 func (s *Spec) IsVSphere() bool { return vsphere.IsURL(s.Source) }
 
 // vsphereFlags are the settings of vsphere:// sources, for messages.
-const vsphereFlags = "--snapshot, --source-insecure, --source-ca-file and --vsphere-password-file"
+const vsphereFlags = "--snapshot, --source-insecure, --source-ca-file and --source-password-file"
 
 func (v *VSphereSpec) validate(s *Spec) error {
 	if !s.IsVSphere() {

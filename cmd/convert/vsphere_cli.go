@@ -32,7 +32,7 @@ type vsphereOptions struct {
 }
 
 // vsphereFlagNames are the names of the flags above.
-var vsphereFlagNames = []string{"snapshot", "source-insecure", "source-ca-file", "vsphere-password-file"}
+var vsphereFlagNames = []string{"snapshot", "source-insecure", "source-ca-file", "source-password-file"}
 
 // register adds the flags; withSnapshot is false for the commands that
 // read no disk (vsphere ls).
@@ -42,7 +42,7 @@ func (v *vsphereOptions) register(fs *pflag.FlagSet, withSnapshot bool) {
 	}
 	fs.BoolVar(&v.insecure, "source-insecure", false, "do not verify the vCenter's TLS certificate (a lab's self-signed one; prefer --source-ca-file)")
 	fs.StringVar(&v.caFile, "source-ca-file", "", "PEM `file` of the authorities that signed the vCenter's certificate")
-	fs.StringVar(&v.passwordFile, "vsphere-password-file", "", "`file` whose first line is the vCenter account's password (default: $VSPHERE_PASSWORD; the user is the URL's USER@ or $VSPHERE_USER; never a flag's value, never printed or recorded)")
+	fs.StringVar(&v.passwordFile, "source-password-file", "", "`file` whose first line is the vCenter account's password (default: $VSPHERE_PASSWORD; the user is the URL's USER@ or $VSPHERE_USER; never a flag's value, never printed or recorded)")
 }
 
 // spec fills the vSphere settings of s; given tells the flags set for
@@ -88,16 +88,16 @@ func (v *vsphereOptions) config(url string) (vsphere.Config, error) {
 func readPasswordFile(name string) (string, error) {
 	f, err := os.Open(name)
 	if err != nil {
-		return "", fmt.Errorf("--vsphere-password-file: %w", err)
+		return "", fmt.Errorf("--source-password-file: %w", err)
 	}
 	defer f.Close()
 	line, err := bufio.NewReaderSize(io.LimitReader(f, 64<<10), 64<<10).ReadString('\n')
 	if err != nil && err != io.EOF {
-		return "", fmt.Errorf("--vsphere-password-file %s: %w", name, err)
+		return "", fmt.Errorf("--source-password-file %s: %w", name, err)
 	}
 	pw := strings.TrimRight(line, "\r\n")
 	if pw == "" {
-		return "", fmt.Errorf("--vsphere-password-file %s: the first line is empty: write the password on it", name)
+		return "", fmt.Errorf("--source-password-file %s: the first line is empty: write the password on it", name)
 	}
 	return pw, nil
 }
@@ -154,13 +154,13 @@ func printVSphereInfo(w io.Writer, v *vsphereInfo) {
 func newVSphereCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "vsphere",
-		Short: "list the VMs of a vCenter folder, write a batch manifest for them, find snapshots left",
+		Short: "list a vCenter folder's VMs, write a batch manifest, find snapshots left",
 		Long: `Commands for vsphere:// sources: a VM's disks read where they are, on their
 datastore, through vCenter (or an ESXi host), with no export step:
 
   convert vsphere://USER@VCENTER/DC/vm/FOLDER/VM -o s3://BUCKET/KEY [--snapshot]
 
-The password comes from VSPHERE_PASSWORD or --vsphere-password-file, the
+The password comes from VSPHERE_PASSWORD or --source-password-file, the
 user from the URL or VSPHERE_USER. See README.md for the rights the account
 needs.`,
 		Args: cobra.NoArgs,

@@ -87,7 +87,7 @@ func Login(ctx context.Context, cfg Config) (*Session, error) {
 		pw = cfg.getenv(EnvPassword)
 	}
 	if pw == "" {
-		return nil, fmt.Errorf("%w: %s: no password: set %s or give --vsphere-password-file FILE", ErrLogin, loc.String(), EnvPassword)
+		return nil, fmt.Errorf("%w: %s: no password: set %s or give --source-password-file FILE", ErrLogin, loc.String(), EnvPassword)
 	}
 	tc, err := tlsConfig(cfg)
 	if err != nil {

@@ -63,7 +63,7 @@ func ParseURL(s string) (Location, error) {
 		user := auth[:at]
 		auth = auth[at+1:]
 		if strings.Contains(user, ":") {
-			return Location{}, fmt.Errorf("%w: %s carries a password: give it in VSPHERE_PASSWORD or --vsphere-password-file, never on the command line", ErrURL, Redact(s))
+			return Location{}, fmt.Errorf("%w: %s carries a password: give it in VSPHERE_PASSWORD or --source-password-file, never on the command line", ErrURL, Redact(s))
 		}
 		u, err := url.PathUnescape(user)
 		if err != nil || u == "" {
