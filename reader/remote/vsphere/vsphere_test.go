@@ -180,5 +180,45 @@ func TestRefusals(t *testing.T) {
 	if _, err := vsphere.Open(ctx, c, false); err == nil || !strings.Contains(err.Error(), "--source-ca-file") {
 		t.Errorf("self-signed without the CA: %v", err)
 	}
-	_ = image.ErrNotAllowed
+}
+
+// TestPathRules: a descriptor on the datastore cannot make the reader
+// fetch a file outside the folders of the disk's chain, even when
+// --allow-path lets its name through, nor anything from another host.
+func TestPathRules(t *testing.T) {
+	s := start(t)
+	ctx := context.Background()
+	raw := randomRaw(t, filepath.Join(t.TempDir(), "d.raw"), 4*mib, 4096, mib)
+	s.Put(raw, "other/secret-flat.vmdk")
+	for name, extent := range map[string]string{"up01": "../other/secret-flat.vmdk", "abs01": "/folder/other/secret-flat.vmdk", "far01": "https://elsewhere.example/secret-flat.vmdk"} {
+		os.MkdirAll(filepath.Join(s.Dir, name), 0o755)
+		desc := "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\nRW 8192 FLAT \"" + extent + "\" 0\n"
+		os.WriteFile(filepath.Join(s.Dir, name, name+".vmdk"), []byte(desc), 0o644)
+		if err := s.AddVM(ctx, vcsimtest.VM{Name: name, Disks: []vcsimtest.Disk{{Chain: []string{name + "/" + name + ".vmdk"}, Capacity: 4 * mib}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"up01", "abs01", "far01"} {
+		for _, allow := range [][]string{nil, {s.URL + "/", "https://elsewhere.example/"}} {
+			src, err := vsphere.Open(ctx, cfg(s, s.SourceURL("", name)), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			files, err := src.Files(ctx, remote.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			im, err := reader.Open(files.Top, reader.Options{AllowBacking: true, AllowPaths: allow, Remote: files})
+			if err == nil {
+				im.Close()
+				t.Errorf("%s (allow %q): the extent outside the chain's folder was opened", name, allow)
+			} else if !errors.Is(err, image.ErrNotAllowed) {
+				t.Errorf("%s (allow %q): %v", name, allow, err)
+			}
+			src.Close(ctx)
+		}
+	}
+	if n := s.Served()["other/secret-flat.vmdk"]; n != 0 {
+		t.Errorf("%d bytes of the other folder's file were served", n)
+	}
 }
