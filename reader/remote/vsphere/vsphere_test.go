@@ -222,3 +222,56 @@ func TestPathRules(t *testing.T) {
 		t.Errorf("%d bytes of the other folder's file were served", n)
 	}
 }
+
+// TestPreflight: what the inventory says before a byte is read: EFI, the
+// disk taken among several, an independent NVMe disk, existing
+// snapshots, the guest OS.
+func TestPreflight(t *testing.T) {
+	s := start(t)
+	ctx := context.Background()
+	raw := randomRaw(t, filepath.Join(t.TempDir(), "d.raw"), 4*mib, 4096, mib)
+	for _, n := range []string{"a", "b"} {
+		s.Put(raw, "multi01/"+n+"-flat.vmdk")
+		os.WriteFile(filepath.Join(s.Dir, "multi01", n+".vmdk"), []byte("# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"vmfs\"\nRW 8192 VMFS \""+n+"-flat.vmdk\"\n"), 0o644)
+	}
+	err := s.AddVM(ctx, vcsimtest.VM{Name: "multi01", Firmware: "efi", GuestID: "windows2019srv_64Guest", Disks: []vcsimtest.Disk{
+		{Chain: []string{"multi01/a.vmdk"}, Capacity: 4 * mib},
+		{Chain: []string{"multi01/b.vmdk"}, Capacity: 4 * mib, NVMe: true, Mode: "independent_persistent"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Snapshot(ctx, "multi01", "before-upgrade"); err != nil {
+		t.Fatal(err)
+	}
+	c := cfg(s, s.SourceURL("", "multi01"))
+	c.Disk = 1
+	src, err := vsphere.Open(ctx, c, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close(ctx)
+	got := map[string]vsphere.Severity{}
+	for _, f := range src.Findings {
+		if f.Severity > got[f.Rule] || got[f.Rule] == 0 {
+			got[f.Rule] = f.Severity
+		}
+		if strings.Contains(f.Message, s.Password) {
+			t.Errorf("the password shows: %s", f.Message)
+		}
+	}
+	for rule, sev := range map[string]vsphere.Severity{
+		vsphere.RuleFirmware: vsphere.Error, vsphere.RuleDisks: vsphere.Warning, vsphere.RuleDiskKind: vsphere.Warning,
+		vsphere.RuleSnapshots: vsphere.Warning, vsphere.RuleGuestOS: vsphere.Info,
+	} {
+		if g, ok := got[rule]; !ok || g != sev {
+			t.Errorf("%s: severity %v (found: %v), want %v\n%+v", rule, g, ok, sev, src.Findings)
+		}
+	}
+	if d := src.VM.Disks; len(d) != 2 || !d[0].Boot || d[1].Bus != "nvme0:0" || src.Disk.Index != 1 {
+		t.Errorf("disks %+v", d)
+	}
+	if f := src.VM.CrossCheck("linux"); f == nil || f.Rule != vsphere.RuleGuestOS {
+		t.Errorf("a Linux disk in a Windows VM: %+v", f)
+	}
+}
