@@ -62,6 +62,7 @@ type Server struct {
 	mu       sync.Mutex
 	byPath   map[string]int64
 	hook     func(r *http.Request)
+	answer   func(w http.ResponseWriter, r *http.Request) bool
 	model    *simulator.Model
 	sim      *simulator.Server
 	proxy    *httptest.Server
@@ -92,6 +93,12 @@ func Start(ctx context.Context, password string) (*Server, error) {
 	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}
 	rp.ErrorLog = log.New(io.Discard, "", 0) // a client that hung up is no news
 	s.proxy = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		answer := s.answer
+		s.mu.Unlock()
+		if answer != nil && answer(w, r) {
+			return
+		}
 		if !strings.HasPrefix(r.URL.Path, "/folder/") {
 			rp.ServeHTTP(w, r)
 			return
@@ -191,6 +198,15 @@ func (s *Server) Client() *vim25.Client { return s.client }
 func (s *Server) Hook(f func(r *http.Request)) {
 	s.mu.Lock()
 	s.hook = f
+	s.mu.Unlock()
+}
+
+// Intercept, if set, sees every request (the API's and the datastore's)
+// before the simulator does, and answers it itself when it returns true:
+// a redirect, a trickle. A request it answers is not counted.
+func (s *Server) Intercept(f func(w http.ResponseWriter, r *http.Request) bool) {
+	s.mu.Lock()
+	s.answer = f
 	s.mu.Unlock()
 }
 

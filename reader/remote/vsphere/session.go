@@ -100,8 +100,9 @@ func Login(ctx context.Context, cfg Config) (*Session, error) {
 	u.User = nil
 	sc := soap.NewClient(u, cfg.Insecure)
 	sc.DefaultTransport().TLSClientConfig = tc.Clone()
-	// The API is never redirected: a 307 to the Login call would make Go
-	// send its body, the password, to wherever the answer points.
+	// The API's calls follow no redirect: a 302 would take them (as a
+	// GET) to a host nobody said to trust, a 307 the Login's body, the
+	// password, where Go can send it again.
 	sc.Client.CheckRedirect = refuseRedirect
 	vc, err := vim25.NewClient(ctx, sc)
 	if err != nil {
@@ -119,7 +120,7 @@ func Login(ctx context.Context, cfg Config) (*Session, error) {
 // (without the query) in the error.
 func refuseRedirect(req *http.Request, _ []*http.Request) error {
 	to := url.URL{Scheme: req.URL.Scheme, Host: req.URL.Host, Path: req.URL.Path}
-	return fmt.Errorf("the vSphere API redirected to %s: not followed (the login's password would go there); give the vCenter's own address", to.String())
+	return fmt.Errorf("the vSphere API redirected to %s: not followed (the API's calls and the login's password go to the vCenter named, nowhere else); give the vCenter's own address", to.String())
 }
 
 // tlsConfig is the TLS configuration of both the API and the file reads.

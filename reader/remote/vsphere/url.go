@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -74,12 +75,8 @@ func ParseURL(s string) (Location, error) {
 	if auth == "" {
 		return Location{}, fmt.Errorf("%w: %s names no host", ErrURL, Redact(s))
 	}
-	if h, p, err := net.SplitHostPort(auth); err == nil {
-		if h == "" || p == "" {
-			return Location{}, fmt.Errorf("%w: %s: host %q", ErrURL, Redact(s), auth)
-		}
-	} else if strings.ContainsAny(auth, "?#[]") && !strings.HasPrefix(auth, "[") {
-		return Location{}, fmt.Errorf("%w: %s: host %q", ErrURL, Redact(s), auth)
+	if !validHost(auth) {
+		return Location{}, fmt.Errorf("%w: %s: host %q: give a host name or address, and a port if not 443", ErrURL, Redact(s), auth)
 	}
 	loc.Host = strings.ToLower(auth)
 	if strings.ContainsAny(rest, "?#") {
@@ -117,6 +114,77 @@ func ParseURL(s string) (Location, error) {
 	loc.Datacenter = strings.Join(segs[:vm], "/")
 	loc.Path = strings.Join(segs[vm+1:], "/")
 	return loc, nil
+}
+
+// validHost reports whether auth is HOST[:PORT] as the login may use it,
+// and nothing another reader of URLs could take for something else: a
+// name or IPv4 address of letters, digits, dots, hyphens and underscores,
+// or a bracketed IPv6 address; a port of digits, 1..65535. (A # or ? in
+// it would end the host early for net/url, which the API client uses: the
+// worker's allow-lists and the login must see one host.)
+func validHost(auth string) bool {
+	host := auth
+	if h, p, err := net.SplitHostPort(auth); err == nil {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 || strings.Trim(p, "0123456789") != "" {
+			return false
+		}
+		if strings.Contains(h, ":") {
+			return net.ParseIP(h) != nil // [v6]:port
+		}
+		host = h
+	} else if len(auth) > 2 && auth[0] == '[' && auth[len(auth)-1] == ']' {
+		return net.ParseIP(auth[1:len(auth)-1]) != nil
+	}
+	if host == "" {
+		return false
+	}
+	for _, c := range host {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Within reports whether the VM (or folder) the vsphere:// URL u names
+// lies under prefix: a vsphere:// URL of a vCenter (vsphere://HOST/), a
+// datacenter (vsphere://HOST/DC) or a folder of its VMs
+// (vsphere://HOST/DC/vm/FOLDER/): the same host and port (443 when none is
+// given) and an inventory path at or under the prefix's, segment by
+// segment. Both are read as ParseURL reads them, the login's reading; a
+// user in either is not compared. A queue worker's --allow-source.
+func Within(u, prefix string) bool {
+	l, err := ParseURL(u)
+	if err != nil || !IsURL(prefix) {
+		return false
+	}
+	auth, rest, _ := strings.Cut(prefix[len(Scheme)+3:], "/")
+	if at := strings.LastIndexByte(auth, '@'); at >= 0 {
+		auth = auth[at+1:]
+	}
+	if !validHost(auth) || HostPort(l.Host) != HostPort(auth) {
+		return false
+	}
+	if strings.Trim(rest, "/") == "" {
+		return true // the vCenter's every VM
+	}
+	p, err := ParseURL(prefix)
+	if err != nil {
+		return false
+	}
+	a, b := l.InventoryPath(), p.InventoryPath()
+	return a == b || strings.HasPrefix(a, b+"/")
+}
+
+// HostPort is HOST:PORT of a vsphere:// URL's host, lower-cased, with the
+// port 443 when none is given.
+func HostPort(host string) string {
+	host = strings.ToLower(host)
+	if h, p, err := net.SplitHostPort(host); err == nil {
+		return net.JoinHostPort(h, p)
+	}
+	return net.JoinHostPort(strings.Trim(host, "[]"), "443")
 }
 
 // escapeSlash escapes a / inside one name as the inventory does (%2f).

@@ -28,12 +28,48 @@ func TestParseURL(t *testing.T) {
 	for _, in := range []string{
 		"https://vc01/DC1", "vsphere://", "vsphere:///DC1/vm/x", "vsphere://vc01", "vsphere://u:pw@vc01/DC1/vm/x",
 		"vsphere://vc01/DC1/vm/../x", "vsphere://vc01/DC1/vm/x?y", "vsphere://vc01/DC1/vm/%zz",
+		// Hosts another URL reader could take for another host.
+		"vsphere://vc01#x:443/DC1/vm/x", "vsphere://vc01\\evil/DC1/vm/x", "vsphere://vc01:0/DC1/vm/x",
+		"vsphere://vc01:99999/DC1/vm/x", "vsphere://vc01:+443/DC1/vm/x", "vsphere://[vc01]/DC1/vm/x", "vsphere://:443/DC1/vm/x",
 	} {
 		if _, err := ParseURL(in); !errors.Is(err, ErrURL) {
 			t.Errorf("%s: %v", in, err)
 		} else if strings.Contains(err.Error(), ":pw@") {
 			t.Errorf("%s: the password shows: %v", in, err)
 		}
+	}
+}
+
+// TestWithin: a VM lies under a prefix of its vCenter (the same host and
+// port, 443 by default), datacenter or folder, segment by segment; any
+// other host, port or folder is outside, however it is spelt.
+func TestWithin(t *testing.T) {
+	const vm = "vsphere://migrator@VC01/DC1/vm/prod/web01"
+	for _, c := range []struct {
+		prefix string
+		in     bool
+	}{
+		{"vsphere://vc01/", true},
+		{"vsphere://vc01", true},
+		{"vsphere://vc01:443/", true},
+		{"vsphere://other@vc01/DC1", true},
+		{"vsphere://vc01/DC1/vm/prod/", true},
+		{"vsphere://vc01/DC1/vm/prod/web01", true},
+		{"vsphere://vc01/DC1/vm/pro", false},
+		{"vsphere://vc01/DC1/vm/prod/web0", false},
+		{"vsphere://vc01/DC2/", false},
+		{"vsphere://vc01:8443/", false},
+		{"vsphere://vc02/", false},
+		{"vsphere://vc01.evil/", false},
+		{"https://vc01/", false},
+		{"vsphere://vc01#@x/", false},
+	} {
+		if got := Within(vm, c.prefix); got != c.in {
+			t.Errorf("Within(%s, %s) = %v", vm, c.prefix, got)
+		}
+	}
+	if Within("vsphere://vc01#x:443/DC1/vm/a", "vsphere://vc01/") || Within("vsphere://vc01:443/DC1/vm/../a", "vsphere://vc01/") {
+		t.Error("an unusable URL is within a prefix")
 	}
 }
 
