@@ -90,6 +90,12 @@ func VSphereLocation(u string) (host, user, inventoryPath string, err error) {
 	return loc.Host, loc.User, loc.InventoryPath(), nil
 }
 
+// VSphereWithin reports whether the VM the vsphere:// URL u names lies
+// under prefix: a vsphere:// URL of a vCenter, a datacenter or a folder of
+// its VMs (the same host and port, the inventory path at or under the
+// prefix's), both read as the login reads them.
+func VSphereWithin(u, prefix string) bool { return vsphere.Within(u, prefix) }
+
 // vsphereName is the source's name for keys and state: its canonical URL
 // without the user.
 func vsphereName(s *Spec) string {
