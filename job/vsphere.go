@@ -333,8 +333,8 @@ func (src *source) vsphereInspect(r *Inspection) {
 }
 
 // vsphereCheck is the check of a vsphere:// source whose disk could not
-// be opened (an RDM, a vSAN disk) while its inventory shows why: the
-// inventory's findings alone, as the verdict.
+// be opened while its inventory shows why (an RDM or SEsparse disk, a vSAN
+// or vVols datastore): the inventory's findings alone, as the verdict.
 func vsphereCheck(ctx context.Context, spec Spec, openErr error) (*CheckReport, bool) {
 	if !spec.IsVSphere() || errors.Is(openErr, vsphere.ErrRunning) || errors.Is(openErr, vsphere.ErrLogin) || ctx.Err() != nil {
 		return nil, false
@@ -345,7 +345,7 @@ func vsphereCheck(ctx context.Context, spec Spec, openErr error) (*CheckReport, 
 	}
 	defer v.close(ctx)
 	for _, f := range v.findings {
-		if f.Severity == check.Error {
+		if f.Severity == check.Error && (f.Rule == vsphere.RuleDiskKind || f.Rule == vsphere.RuleDatastore) {
 			return check.NewSourceReport("vmdk", v.findings), true
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -213,5 +214,56 @@ func TestVSpherePhases(t *testing.T) {
 	}
 	if n := snaps(); n != 0 {
 		t.Errorf("%d snapshot(s) left by the cancelled run; warnings %q", n, res.Warnings)
+	}
+}
+
+// TestVSphereInspectCheck: Inspect and Check of a vsphere:// source (what
+// convert info and check do): the VM and the disk as the inventory has
+// them, the files' sizes, the inventory's findings in the check; a
+// running VM read as of a snapshot that is gone when they return. A VM on
+// a vSAN datastore, whose disk has no file to read, is checked by its
+// inventory alone.
+func TestVSphereInspectCheck(t *testing.T) {
+	s, _ := vcsim(t)
+	ctx := context.Background()
+	spec := func(vm string, snap bool) Spec {
+		return Spec{Source: s.SourceURL("", vm), VSphere: VSphereSpec{CAFile: s.CAFile, Password: s.Password, Snapshot: snap}}
+	}
+	in, err := Inspect(ctx, spec("run01", true), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.VSphere == nil || in.VSphere.VM.Name != "run01" || in.VSphere.Snapshot == "" || in.Format != "vmdk" || in.FileSize == 0 || in.AllocatedSize == 0 {
+		t.Errorf("inspection %+v, vsphere %+v", in, in.VSphere)
+	}
+	if snaps, _ := s.Snapshots(ctx, "run01"); len(snaps) != 0 {
+		t.Errorf("snapshots left by Inspect: %q", snaps)
+	}
+	if _, err := Inspect(ctx, spec("run01", false), nil); !errors.Is(err, vsphere.ErrRunning) {
+		t.Errorf("a running VM without --snapshot: %v", err)
+	}
+	r, err := Check(ctx, spec("efi01", false), CheckOptions{}, nil)
+	if err != nil || !r.Has(vsphere.RuleFirmware) || !r.Has(vsphere.RuleGuestOS) || r.Count(check.Error) == 0 {
+		t.Errorf("check of the EFI VM: %v, %+v", err, r)
+	}
+
+	// vSAN: the inventory says why the disk cannot be read (an object,
+	// no file on the datastore: the file made for the VM is taken away).
+	if err := s.Put(filepath.Join(s.Dir, "web01", "web01.vmdk"), "vsan01/vsan01.vmdk"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddVM(ctx, vcsimtest.VM{Name: "vsan01", Disks: []vcsimtest.Disk{{Chain: []string{"vsan01/vsan01.vmdk"}, Capacity: 48 << 20}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(s.Dir, "vsan01", "vsan01.vmdk")); err != nil {
+		t.Fatal(err)
+	}
+	s.SetDatastoreType("vsan")
+	r, err = Check(ctx, spec("vsan01", false), CheckOptions{}, nil)
+	if err != nil || !r.Has(vsphere.RuleDatastore) || r.Status != "errors" {
+		t.Errorf("check of the vSAN VM: %v, %+v", err, r)
+	}
+	if _, err := Inspect(ctx, spec("vsan01", false), nil); err == nil {
+		t.Error("Inspect of a disk with no file to read")
 	}
 }

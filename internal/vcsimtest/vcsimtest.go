@@ -210,6 +210,14 @@ func (s *Server) Intercept(f func(w http.ResponseWriter, r *http.Request) bool) 
 	s.mu.Unlock()
 }
 
+// SetDatastoreType makes the datastore say it is of type t ("vsan",
+// "VVOL", ...) in its summary, as vCenter tells it.
+func (s *Server) SetDatastoreType(t string) {
+	m := s.model.Map()
+	ds := m.Any("Datastore").(*simulator.Datastore)
+	m.WithLock(&simulator.Context{Context: context.Background(), Map: m}, ds, func() { ds.Summary.Type = t })
+}
+
 // Served is what the datastore sent of each file, by its path there.
 func (s *Server) Served() map[string]int64 {
 	s.mu.Lock()
