@@ -74,7 +74,8 @@ func TestWithin(t *testing.T) {
 }
 
 // FuzzParseURL: any text parses or is refused with ErrURL, a password
-// never shows in the error, and a parsed URL parses again to the same.
+// never shows in the error, a parsed URL parses again to the same and
+// lies within its own URL and its vCenter, and no other.
 func FuzzParseURL(f *testing.F) {
 	for _, s := range []string{"vsphere://vc01/DC1/vm/prod/web01", "vsphere://u@h:1/F/DC/vm/a%2Fb/c", "vsphere://u:secret@h/DC/vm/x", "vsphere://h/DC", "vsphere://[::1]/D/vm/x y"} {
 		f.Add(s)
@@ -98,6 +99,10 @@ func FuzzParseURL(f *testing.F) {
 		again, err := ParseURL(l.String())
 		if err != nil || again.Host != l.Host || again.Datacenter != l.Datacenter || again.Path != l.Path {
 			t.Fatalf("%q -> %s -> %+v, %v", s, l.String(), again, err)
+		}
+		// Within its own URL and its vCenter, and no other vCenter.
+		if !Within(s, l.String()) || !Within(s, "vsphere://"+l.Host+"/") || Within(s, "vsphere://other.example/") {
+			t.Fatalf("%q: Within its own prefixes wrong", s)
 		}
 	})
 }
