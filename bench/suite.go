@@ -279,6 +279,9 @@ func RunSuite(ctx context.Context, o SuiteOptions) (*Report, string, error) {
 			return rep, "", err
 		}
 	}
+	if err := vsphereCases(ctx, &o, rep, gen, logf); err != nil {
+		return rep, "", err
+	}
 	if err := linkCases(ctx, &o, rep, gen, logf); err != nil {
 		return rep, "", err
 	}

@@ -137,10 +137,11 @@ func (r *Report) addf(rule string, sev Severity, format string, args ...any) *Fi
 
 func at(off int64) *int64 { return &off }
 
-// Add adds a finding made outside the check's own rules (the digest of
-// an OVA's disk, checked by reading it), keeping the order and the status.
-func (r *Report) Add(f Finding) {
-	r.Findings = append(r.Findings, f)
+// Add adds findings made outside the check's own rules (the digest of an
+// OVA's disk, checked by reading it; what a hypervisor's inventory says of
+// the VM: vsphere.* rules), keeping the order and settling the status.
+func (r *Report) Add(fs ...Finding) {
+	r.Findings = append(r.Findings, fs...)
 	r.finish()
 }
 

@@ -18,10 +18,13 @@ func (j *run) importCheck(ctx context.Context, im reader.Image) (*check.Report, 
 	if s.Check == "off" {
 		return nil, s.Force, nil
 	}
-	strict := s.Check == "strict" || (s.Check == "auto" && s.Kind() == ToBucket)
+	strict := j.strict()
 	r, err := check.Run(ctx, im, check.Options{Format: im.Info().Format, DiskSizeGB: s.DiskSizeGB})
 	if err != nil {
 		return nil, false, fmt.Errorf("%s: import check: %w", s.shown(), err)
+	}
+	if j.vs != nil {
+		j.vs.addFindings(r) // what vCenter's inventory says (job/vsphere.go)
 	}
 	j.res.Check = r
 	j.emit(Event{Kind: Checked, Check: r})

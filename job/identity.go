@@ -61,6 +61,8 @@ func (s *Spec) SourceIdentities() []ident.ID {
 			ids = append(ids, id)
 		}
 		return ids
+	case s.IsVSphere():
+		return nil // a VM's disk on a datastore, never an object of a store
 	case strings.HasPrefix(strings.ToLower(s.Source), "s3://"):
 		b, k, err := upload.ParseS3URL(s.Source)
 		if err != nil {

@@ -43,6 +43,8 @@ type Inspection struct {
 	AllocatedSize     int64 `json:"allocated_size"`
 	SuggestedDiskSize int64 `json:"suggested_system_disk_size_gb"`
 	Importable        bool  `json:"importable_size"`
+	// VSphere is the VM and disk of a vsphere:// source.
+	VSphere *VSphereInfo `json:"vsphere,omitempty"`
 }
 
 // source is a source opened for a look: Inspect, Check and Read.
@@ -51,6 +53,9 @@ type source struct {
 	clients *Clients
 	opener  *remote.Opener
 	im      reader.Image
+	// vs is a vsphere:// source's session and snapshot (job/vsphere.go).
+	vs   *vsphereSource
+	warn func(string)
 }
 
 // openSource opens the source of spec (its Source, the reader settings and
@@ -66,14 +71,20 @@ func openSource(ctx context.Context, spec Spec, warn func(string)) (*source, err
 	if err != nil {
 		return nil, &SpecError{err}
 	}
-	src := &source{s: spec, clients: clients, opener: remote.New(ctx, ro)}
-	src.im, err = reader.Open(spec.Source, reader.Options{
-		AllowBacking: spec.AllowBacking, AllowPaths: spec.AllowPaths, Disk: spec.Disk, Warn: warn, Remote: src.opener,
-	})
+	src := &source{s: spec, clients: clients, warn: warn}
+	if spec.IsVSphere() {
+		err = src.openVM(ctx, ro, warn)
+	} else {
+		src.opener = remote.New(ctx, ro)
+		if src.im, err = reader.Open(spec.Source, reader.Options{
+			AllowBacking: spec.AllowBacking, AllowPaths: spec.AllowPaths, Disk: spec.Disk, Warn: warn, Remote: src.opener,
+		}); err != nil {
+			err = &InputError{err}
+		}
+	}
 	if err != nil {
-		src.opener.Close()
-		clients.Close()
-		return nil, &InputError{err}
+		src.close()
+		return nil, err
 	}
 	if err := CheckSourceFormat(spec.SourceFormat, src.im.Info()); err != nil {
 		src.close()
@@ -83,9 +94,16 @@ func openSource(ctx context.Context, spec Spec, warn func(string)) (*source, err
 }
 
 func (src *source) close() {
-	src.im.Close()
-	src.opener.Close()
+	if src.im != nil {
+		src.im.Close()
+	}
+	if src.opener != nil {
+		src.opener.Close()
+	}
 	src.clients.Close()
+	if err := src.vs.close(context.Background()); err != nil && src.warn != nil {
+		src.warn(err.Error()) // a snapshot left: never silently
+	}
 }
 
 // validateSource checks the settings of the source alone.
@@ -98,6 +116,9 @@ func (s *Spec) validateSource() error {
 	}
 	if s.SourceFormat != "" && sourceFormat(s.SourceFormat) == "" {
 		return fmt.Errorf("-f %s: not a format convert reads; use %s", s.SourceFormat, strings.Join(SourceFormats, ", "))
+	}
+	if err := s.VSphere.validate(s); err != nil {
+		return err
 	}
 	return s.Remote.validate(s)
 }
@@ -113,7 +134,9 @@ func Inspect(ctx context.Context, spec Spec, warn func(string)) (*Inspection, er
 	im := src.im
 	r := &Inspection{Info: im.Info(), SuggestedDiskSize: check.SuggestDiskGB(im.Size())}
 	r.Importable = check.VirtualGB(im.Size()) <= check.MaxDiskGB
-	if fi, err := os.Stat(src.s.Source); err == nil && !src.s.IsRemote() {
+	if src.vs != nil {
+		src.vsphereInspect(r)
+	} else if fi, err := os.Stat(src.s.Source); err == nil && !src.s.IsRemote() {
 		r.FileSize = fi.Size()
 		r.AllocatedSize = fi.Size()
 		if n, ok := allocatedBytes(src.s.Source, fi); ok && fi.Mode().IsRegular() {
@@ -143,12 +166,18 @@ type CheckOptions struct {
 func Check(ctx context.Context, spec Spec, o CheckOptions, warn func(string)) (*CheckReport, error) {
 	src, err := openSource(ctx, spec, warn)
 	if err != nil {
+		if r, ok := vsphereCheck(ctx, spec, err); ok {
+			return r, nil // the inventory tells why the disk cannot be read
+		}
 		return nil, err
 	}
 	defer src.close()
 	r, err := check.Run(ctx, src.im, check.Options{Format: src.im.Info().Format, DiskSizeGB: o.DiskSizeGB, Shrink: o.Shrink})
 	if err != nil {
 		return nil, err
+	}
+	if src.vs != nil {
+		src.vs.addFindings(r) // what vCenter's inventory says
 	}
 	if err := checkDigest(ctx, src.im, r); err != nil {
 		return nil, err

@@ -31,6 +31,9 @@ import (
 //	open -> shape -> reserve -> preflight -> checkRules -> openTarget
 //	     -> convert -> verifyDigests -> commit -> importImage
 //
+// A vsphere:// source opens in three more (job/vsphere.go): open ->
+// openVM -> checkInventory -> openDisk -> shape.
+//
 // openTarget goes to finishUpload instead when an earlier run completed
 // the upload and stopped before its cleanup. A phase that fails ends the
 // job; run then aborts the target if one is open and not committed.
@@ -65,6 +68,8 @@ type run struct {
 	forceImport bool
 	target      writer.Target // nil once committed or aborted
 	enc         writer.Encoder
+	// vs is a vsphere:// source: its session and snapshot (job/vsphere.go).
+	vs *vsphereSource
 
 	evMu     sync.Mutex // serializes Events: held only while one is told
 	mu       sync.Mutex // guards Result.Warnings
@@ -93,11 +98,15 @@ func (j *run) run(ctx context.Context) error {
 	return nil
 }
 
-// close lets go of the source, the store's connections, the remote
-// opener's connections and the share of memory.
+// close lets go of the source (a vsphere:// source's snapshot and
+// session too), the store's connections, the remote opener's connections
+// and the share of memory.
 func (j *run) close() {
 	if j.im != nil {
 		j.im.Close()
+	}
+	if j.vs != nil {
+		j.releaseVM(context.Background()) // it has deadlines of its own
 	}
 	if j.ownClients {
 		j.clients.Close()
@@ -130,9 +139,9 @@ func (j *run) abort(ctx context.Context) {
 	}
 }
 
-// open opens the source (a file or a URL) and checks what can be checked
-// before anything else: the output is not one of its files, its format is
-// the one asserted.
+// open opens the source (a file or a URL; a vsphere:// VM goes on to
+// openVM) and checks what can be checked before anything else: the output
+// is not one of its files, its format is the one asserted.
 func (j *run) open(ctx context.Context) (phase, error) {
 	s := &j.s
 	j.phase(Opening)
@@ -140,13 +149,18 @@ func (j *run) open(ctx context.Context) (phase, error) {
 	if err != nil {
 		return nil, &SpecError{err}
 	}
+	if s.IsRemote() {
+		j.res.Remote = &RemoteResult{} // close fills in what was fetched
+	}
+	if s.IsVSphere() {
+		// The VM's inventory first, then its disk on the datastore, read
+		// through an opener of the session's (job/vsphere.go).
+		return j.openVM, nil
+	}
 	// Every file the image names may be a URL (under --allow-path rules),
 	// so the opener is there for local sources too; it costs nothing
 	// until a URL is opened.
 	j.opener = remote.New(ctx, ro)
-	if s.IsRemote() {
-		j.res.Remote = &RemoteResult{} // close fills in what was fetched
-	}
 	if j.im, err = reader.Open(s.Source, reader.Options{
 		AllowBacking: s.AllowBacking, AllowPaths: s.AllowPaths, Disk: s.Disk, Warn: j.warn, Remote: j.opener,
 	}); err != nil {
@@ -155,6 +169,14 @@ func (j *run) open(ctx context.Context) (phase, error) {
 	if s.IsRemote() {
 		j.res.Remote.Source, _ = j.opener.Pinned(s.Source)
 	}
+	return j.checkOpened(ctx)
+}
+
+// checkOpened checks what can be checked of an open source before anything
+// else: its identity is taken, the output is not one of its files, its
+// format is the one asserted.
+func (j *run) checkOpened(context.Context) (phase, error) {
+	s := &j.s
 	if err := j.identifyAtOpen(j.im, j.opener); err != nil {
 		return nil, &InputError{fmt.Errorf("%s: %w", s.shown(), err)}
 	}
@@ -373,6 +395,9 @@ func (j *run) verifyDigests(ctx context.Context) (phase, error) {
 	}
 	if err := j.sourceUnchanged(); err != nil {
 		return nil, err
+	}
+	if j.vs != nil {
+		j.releaseVM(ctx) // every byte is read: the snapshot can go
 	}
 	if j.s.Rehearse {
 		j.res.OutputBytes = j.enc.Written()

@@ -52,8 +52,8 @@ const DefaultRemoteWorkers = 8
 // tried again (--source-retries).
 const DefaultSourceRetries = remote.DefaultRetries
 
-// IsRemote reports whether the source is a URL.
-func (s *Spec) IsRemote() bool { return image.IsURL(s.Source) }
+// IsRemote reports whether the source is a URL (vsphere:// too).
+func (s *Spec) IsRemote() bool { return image.IsURL(s.Source) || s.IsVSphere() }
 
 // SplitSourceCredentials moves the user info of a source URL
 // (https://user:password@host/...) into an Authorization header, so that
@@ -81,6 +81,9 @@ func (r *RemoteSpec) validate(s *Spec) error {
 	}
 	if r.MinRate < -1 || r.RateWindow < 0 || r.RateWindow != 0 && r.RateWindow < time.Second {
 		return errors.New("--source-min-rate: give RATE[/WINDOW], such as 64K/60s, a window of at least 1s (0: no minimum)")
+	}
+	if s.IsVSphere() {
+		return nil // VSphereSpec.validate
 	}
 	if !s.IsRemote() {
 		if len(r.Headers) > 0 || r.Retries != 0 || r.Store != (Store{}) || r.MinRate != 0 || r.RateWindow != 0 {
@@ -209,6 +212,9 @@ func IdentifySource(ctx context.Context, s *Spec) (upload.SourceID, error) {
 	if !s.IsRemote() {
 		return upload.IdentifySource(s.Source)
 	}
+	if s.IsVSphere() {
+		return identifyVSphere(ctx, s)
+	}
 	spec := *s
 	spec.SplitSourceCredentials()
 	clients := NewClients()
@@ -256,6 +262,9 @@ func (s *Spec) SourceName() string {
 		}
 		return abs
 	}
+	if s.IsVSphere() {
+		return vsphereName(s)
+	}
 	if strings.HasPrefix(strings.ToLower(s.Source), "s3://") {
 		return "s3://" + s.Source[len("s3://"):]
 	}
@@ -268,7 +277,12 @@ func (s *Spec) SourceName() string {
 }
 
 // shown is the source as messages name it: a URL's credentials redacted.
-func (s *Spec) shown() string { return image.Redact(s.Source) }
+func (s *Spec) shown() string {
+	if s.IsVSphere() {
+		return vsphereName(s)
+	}
+	return image.Redact(s.Source)
+}
 
 // sourceBase is the file name of the source, for naming outputs.
 func (s *Spec) sourceBase() string {

@@ -38,7 +38,12 @@ type fileAt struct {
 func (j *run) identifyAtOpen(im image.Image, op *remote.Opener) error {
 	s := &j.s
 	a := &atOpen{op: op}
-	if s.IsRemote() {
+	switch {
+	case j.vs != nil:
+		// The disk's files, each pinned to its version; their digest is
+		// the ETag (job/vsphere.go).
+		a.id = sourceID(j.vs.files.Identity())
+	case s.IsRemote():
 		pinned, _ := op.Pinned(s.Source)
 		a.id = sourceID(pinned)
 		if pinned.ETag == "" && pinned.LastModified.IsZero() {
@@ -48,7 +53,7 @@ func (j *run) identifyAtOpen(im image.Image, op *remote.Opener) error {
 			}
 			a.id.Head = h
 		}
-	} else {
+	default:
 		files := image.Files(im)
 		for _, f := range files {
 			fi, err := f.Stat()

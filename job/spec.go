@@ -23,6 +23,8 @@ type Spec struct {
 	Source string `json:"source"`
 	// Remote says how to read a URL source; see RemoteSpec.
 	Remote RemoteSpec `json:"remote,omitzero"`
+	// VSphere says how to read a vsphere:// source (job/vsphere.go).
+	VSphere VSphereSpec `json:"vsphere,omitzero"`
 	// AllowBacking permits reading through backing files and parents.
 	AllowBacking bool `json:"allow_backing,omitempty"`
 	// AllowPaths are folders backing files and extents may live in besides
@@ -264,6 +266,9 @@ func (s *Spec) validate() error {
 		return fmt.Errorf("--disk %d: disks count from 0", s.Disk)
 	}
 	if err := s.Remote.validate(s); err != nil {
+		return err
+	}
+	if err := s.VSphere.validate(s); err != nil {
 		return err
 	}
 	if s.SourceFormat != "" && sourceFormat(s.SourceFormat) == "" {

@@ -84,6 +84,11 @@ func Prepare(s job.Spec) (job.Spec, error) {
 			return s, err
 		}
 	}
+	if s.VSphere.CAFile != "" {
+		if s.VSphere.CAFile, err = filepath.Abs(s.VSphere.CAFile); err != nil {
+			return s, err
+		}
+	}
 	if err := checkPrepared(&s); err != nil {
 		return s, err
 	}

@@ -26,7 +26,9 @@ import (
 type Limits struct {
 	// Sources are folders a local source (and its backing files and
 	// extents) may be read from, and URL prefixes (https://host/path/,
-	// s3://bucket/prefix) a remote one may.
+	// s3://bucket/prefix) a remote one may; a vsphere:// VM may be read
+	// when its vCenter, datacenter or folder is one (vsphere://host/,
+	// vsphere://host/DC/vm/FOLDER/) or its vCenter one of Endpoints.
 	Sources []string
 	// Outputs are folders a file output may be written into, and
 	// s3://bucket/prefix an upload may go to.
@@ -36,6 +38,15 @@ type Limits struct {
 	// that names none uses the worker's own (its environment, or the
 	// target cloud's endpoint of --jdcloud-region): always allowed.
 	Endpoints []string
+	// CAFiles are the PEM files a message may name as the authorities of
+	// a vsphere:// source's vCenter (--source-ca-file); Insecure lets a
+	// message skip the check of its certificate (--source-insecure).
+	// Without them a message may ask for neither, and vCenter's
+	// certificate is checked against the system's authorities: a message
+	// cannot make the worker trust a server it would not, nor have it read
+	// a file of its node as a CA bundle.
+	CAFiles  []string
+	Insecure bool
 }
 
 // ErrRefused: a worker refused a message: it broke a rule every spec
@@ -65,11 +76,26 @@ func (l *Limits) Validate() error {
 			return fmt.Errorf("--allow-endpoint %s: give an endpoint URL, https://HOST[:PORT]", e)
 		}
 	}
+	for _, f := range l.CAFiles {
+		if !filepath.IsAbs(f) {
+			return fmt.Errorf("--allow-ca-file %s: give an absolute path", f)
+		}
+	}
 	return nil
 }
 
 func checkLimit(flag, p string, urls bool) error {
 	switch {
+	case urls && strings.HasPrefix(strings.ToLower(p), "vsphere://"):
+		// A vCenter (vsphere://HOST/), or a datacenter or folder of it.
+		auth, rest, _ := strings.Cut(p[len("vsphere://"):], "/")
+		_, _, _, err := job.VSphereLocation("vsphere://" + auth + "/DC")
+		if err == nil && strings.Trim(rest, "/") != "" {
+			_, _, _, err = job.VSphereLocation(p)
+		}
+		if err != nil {
+			return fmt.Errorf("%s %s: give vsphere://HOST/, vsphere://HOST/DC or vsphere://HOST/DC/vm/FOLDER/", flag, p)
+		}
 	case image.IsURL(p):
 		if !urls && !strings.HasPrefix(strings.ToLower(p), "s3://") {
 			return fmt.Errorf("%s %s: give a folder or s3://BUCKET/PREFIX", flag, p)
@@ -118,6 +144,9 @@ func admit(s job.Spec, l Limits) error {
 	if err := l.source(&s); err != nil {
 		return err
 	}
+	if err := l.vsphereTLS(&s); err != nil {
+		return err
+	}
 	for _, p := range s.AllowPaths {
 		if !l.allowsRead(p, true) {
 			return fmt.Errorf("--allow-path %s: outside the worker's --allow-source", image.Redact(p))
@@ -153,7 +182,14 @@ func checkPrepared(s *job.Spec) error {
 			return fmt.Errorf("%s: the URL carries credentials or a query; messages carry no secrets: give the workers their credentials in their environment", flag)
 		}
 	}
-	if s.IsRemote() {
+	if s.IsVSphere() {
+		if _, user, _, err := job.VSphereLocation(s.Source); err == nil && user != "" {
+			return fmt.Errorf("the source %s names a user: the workers log in as their own VSPHERE_USER with their own VSPHERE_PASSWORD; drop %s@ from the URL", image.Redact(s.Source), user)
+		}
+		if s.VSphere.Password != "" {
+			return errors.New("--source-password-file: passwords do not travel in queue messages: give the workers VSPHERE_USER and VSPHERE_PASSWORD in their environment")
+		}
+	} else if s.IsRemote() {
 		if u, err := url.Parse(s.Source); err == nil && u.User != nil {
 			return fmt.Errorf("the source %s carries credentials in its URL; messages carry no secrets: give the workers a URL that needs none (a presigned URL)", image.Redact(s.Source))
 		}
@@ -165,8 +201,12 @@ func checkPrepared(s *job.Spec) error {
 }
 
 // source checks the source against Sources: a local path by the real path
-// of what it reads, a URL by its prefix.
+// of what it reads, a URL by its prefix, a vsphere:// VM by its vCenter,
+// datacenter or folder (or its vCenter among Endpoints).
 func (l *Limits) source(s *job.Spec) error {
+	if s.IsVSphere() {
+		return l.vsphereSource(s)
+	}
 	if !l.allowsRead(s.Source, false) {
 		what := "folder"
 		if s.IsRemote() {
@@ -175,6 +215,49 @@ func (l *Limits) source(s *job.Spec) error {
 		return fmt.Errorf("the source %s is in no %s the worker allows (--allow-source)", image.Redact(s.Source), what)
 	}
 	return nil
+}
+
+// vsphereSource checks a vsphere:// source: the worker logs in there with
+// its own VSPHERE_PASSWORD, so only to a vCenter it was told to trust.
+func (l *Limits) vsphereSource(s *job.Spec) error {
+	host, _, _, err := job.VSphereLocation(s.Source)
+	if err != nil {
+		return err
+	}
+	for _, a := range l.Sources {
+		if job.VSphereWithin(s.Source, a) {
+			return nil
+		}
+	}
+	if l.allowsEndpoint("https://" + host) {
+		return nil
+	}
+	return fmt.Errorf("the source %s is on a vCenter, datacenter or folder the worker does not allow (--allow-source vsphere://HOST/..., or its vCenter as --allow-endpoint https://HOST): the worker's vSphere password goes to no other", image.Redact(s.Source))
+}
+
+// vsphereTLS checks how a message asks to trust a vsphere:// source's
+// vCenter: --source-insecure only if the worker allows it, a CA file only
+// one of the worker's --allow-ca-file (the same file, however spelt).
+func (l *Limits) vsphereTLS(s *job.Spec) error {
+	v := s.VSphere
+	if v.Insecure && !l.Insecure {
+		return errors.New("--source-insecure: the worker does not skip the check of a vCenter's certificate (--allow-insecure)")
+	}
+	if v.CAFile == "" {
+		return nil
+	}
+	if !filepath.IsAbs(v.CAFile) {
+		return fmt.Errorf("--source-ca-file %s is not an absolute path", v.CAFile)
+	}
+	id, err := ident.Target(v.CAFile)
+	if err == nil {
+		for _, a := range l.CAFiles {
+			if aid, err := ident.Target(a); err == nil && aid == id {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("--source-ca-file %s: not one of the worker's --allow-ca-file", v.CAFile)
 }
 
 // allowsRead tells whether p (a path, or a URL) lies within Sources. A

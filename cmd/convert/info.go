@@ -55,6 +55,7 @@ func runInfo(ctx context.Context, path string, ro *readerOptions, asJSON bool, s
 	if asJSON {
 		return writeJSON(stdout, r)
 	}
+	printVSphereInfo(stdout, r.VSphere) // vsphere_cli.go
 	printInfo(stdout, &r.Info, "")
 	fmt.Fprintf(stdout, "file size:         %s (%d bytes)\n", units.Bytes(r.FileSize), r.FileSize)
 	fmt.Fprintf(stdout, "allocated size:    %s\n", units.Bytes(r.AllocatedSize))
@@ -123,7 +124,7 @@ func (r *readerOptions) register(fs *pflag.FlagSet) {
 	fs.StringVarP(&r.format, "source-format", "f", "", "refuse the source unless it is this `format`: "+strings.Join(sourceFormats, ", ")+" (qemu-img's -f; the format is always told by the bytes)")
 	fs.BoolVar(&r.allowBacking, "allow-backing", false, "read through backing files and parent disks (QCOW2 backing chains, VMDK, VHD and VHDX deltas)")
 	fs.StringArrayVar(&r.allowPaths, "allow-path", nil, "a `folder` that backing files and extents may live in besides the image's own (repeatable)")
-	fs.IntVar(&r.disk, "disk", 0, "which disk of a multi-disk container (OVA) to read, from 0")
+	fs.IntVar(&r.disk, "disk", 0, "which disk of a multi-disk container (OVA) or of a vsphere:// VM (as convert vsphere ls lists them, the boot disk first) to read, from 0")
 	r.fs = fs
 	r.source.register(fs)
 }

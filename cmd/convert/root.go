@@ -19,6 +19,7 @@ var subcommands = []func() *cobra.Command{
 	newBatchCmd,
 	newWorkerCmd,
 	newUploadsCmd,
+	newVSphereCmd,
 	newImportCmd,
 	newImportStatusCmd,
 	newBenchCmd,
@@ -42,7 +43,10 @@ deltas with --allow-backing), OVA (read in place, manifest digest checked,
 block device). The format is told by the file's bytes, never by its name
 (-f asserts it). SRC may be a URL too: https://, http:// or s3://BUCKET/KEY,
 read in place by parallel ranged reads, never downloaded first
-(--source-header, --source-endpoint, ...). OUT is a file, - for stdout, or
+(--source-header, --source-endpoint, ...), or a VM in vSphere:
+vsphere://[USER@]VCENTER/DC/vm/FOLDER/VM, whose disk is read on its
+datastore, no export step (--snapshot for a running VM; convert vsphere ls
+lists a folder's VMs). OUT is a file, - for stdout, or
 s3://BUCKET/KEY; it may follow SRC as a second argument, as with qemu-img
 convert.`
 
@@ -53,6 +57,7 @@ const rootExamples = `  convert disk.qcow2 disk.raw
   convert disk.vmdk -O qcow2 -o s3://bucket/web01.qcow2 --jdcloud-region cn-north-1 --import --wait
   convert https://files.example/exports/web01.vmdk -o web01.raw --source-header @token.txt
   convert s3://exports/web01.ova -O qcow2 -o s3://bucket/web01.qcow2 --source-endpoint https://s3.example
+  VSPHERE_PASSWORD=... convert vsphere://migrator@vc01/DC1/vm/prod/web01 -o s3://bucket/web01.qcow2 --snapshot
   convert batch disks.jsonl --jobs 3 --memory 2G
   convert info disk.vmdk
   convert check disk.vhdx`

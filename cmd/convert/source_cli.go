@@ -23,6 +23,7 @@ type sourceOptions struct {
 	pathStyle bool
 	retries   int
 	minRate   string
+	vsphere   vsphereOptions // vsphere:// sources (vsphere_cli.go)
 }
 
 // sourceFlags are the names of the flags above.
@@ -36,6 +37,7 @@ func (so *sourceOptions) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&so.pathStyle, "source-path-style", false, "address an s3:// source's bucket in the path (default: --path-style)")
 	fs.IntVar(&so.retries, "source-retries", job.DefaultSourceRetries, "retries of one range of a remote source after a dropped connection, a short body or a 5xx, with backoff (0..100)")
 	fs.StringVar(&so.minRate, "source-min-rate", "64K/60s", "a range of a remote source that brings less than this `RATE` (bytes a second, over a window: 64K/60s) is dropped and retried as a stall; 0: no minimum")
+	so.vsphere.register(fs, true)
 }
 
 // parseMinRate reads RATE[/WINDOW]: 64K/60s, 1M, 0 (none: -1).
@@ -93,6 +95,9 @@ func (so *sourceOptions) headerLines() ([]string, error) {
 // batch's command line gave them to every record.
 func (so *sourceOptions) spec(fs *pflag.FlagSet, s *job.Spec, given func(*pflag.FlagSet, string) bool, up job.Store) error {
 	s.SplitSourceCredentials()
+	if err := so.vsphere.spec(fs, s, given); err != nil {
+		return err
+	}
 	if !s.IsRemote() {
 		for _, name := range sourceFlags {
 			if given(fs, name) {

@@ -38,7 +38,10 @@ type page struct {
 // scattered over the file cost a page each, a pass of small reads in file
 // order (compressed grains and clusters) costs one request per span.
 // Reads of span bytes or more take the pages the cache holds and fetch the
-// rest straight into the caller's buffer, without keeping it.
+// rest straight into the caller's buffer, without keeping it; while they
+// run, no small read's look-ahead reaches into their bytes (they would
+// cross the network twice: a pass's blocks in flight next to a short read
+// of the data before them).
 type cache struct {
 	size int64 // page size
 	span int64 // the most a small read fetches, and the threshold of a large read
@@ -48,10 +51,18 @@ type cache struct {
 	m    map[key]*page
 	lru  *list.List // of *page, most recent at the front
 	free [][]byte
+	// large are the ranges of the large reads under way.
+	large map[*extent]struct{}
+}
+
+// extent is a range of bytes of a file, [from, to).
+type extent struct {
+	file     int
+	from, to int64
 }
 
 func newCache(pageSize, span int64, max int) *cache {
-	return &cache{size: pageSize, span: span, max: max, m: map[key]*page{}, lru: list.New()}
+	return &cache{size: pageSize, span: span, max: max, m: map[key]*page{}, lru: list.New(), large: map[*extent]struct{}{}}
 }
 
 // read fills p, which lies inside f, from the cache and the network.
@@ -79,6 +90,18 @@ func (c *cache) read(f *File, p []byte, off int64) error {
 // one request per run of missing pages, and not kept.
 func (c *cache) readLarge(f *File, p []byte, off int64) error {
 	end := off + int64(len(p))
+	// Told before the pages are looked at: a look-ahead that registers
+	// its pages from now on stops short of these bytes, and one that did
+	// before is found below and waited for.
+	x := &extent{file: f.id, from: off, to: end}
+	c.mu.Lock()
+	c.large[x] = struct{}{}
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.large, x)
+		c.mu.Unlock()
+	}()
 	gap := int64(-1) // start of the run of missing bytes, -1 for none
 	flush := func(to int64) error {
 		if gap < 0 {
@@ -167,6 +190,9 @@ func (c *cache) get(f *File, idx, last int64) (*page, error) {
 		if i > idx && c.m[key{f.id, i}] != nil {
 			break // the cache has the rest from here
 		}
+		if i > last && c.inLarge(f.id, i*c.size, min((i+1)*c.size, f.size)) {
+			break // a large read is fetching the rest
+		}
 		n := min(c.size, f.size-i*c.size)
 		pg := &page{key: key{f.id, i}, f: st, data: c.buffer(n)}
 		c.m[pg.key] = pg
@@ -201,6 +227,17 @@ func (c *cache) get(f *File, idx, last int64) (*page, error) {
 		return nil, err
 	}
 	return first, nil
+}
+
+// inLarge reports whether a large read under way covers any of [from,
+// to) of file (under mu).
+func (c *cache) inLarge(file int, from, to int64) bool {
+	for x := range c.large {
+		if x.file == file && x.from < to && from < x.to {
+			return true
+		}
+	}
+	return false
 }
 
 // put adds the first bytes of a file of size bytes, fetched with its

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -383,5 +384,67 @@ func TestCacheBound(t *testing.T) {
 	op.cache.mu.Unlock()
 	if n > o.CacheBytes() {
 		t.Errorf("cache holds %d bytes, bound %d", n, o.CacheBytes())
+	}
+}
+
+// TestLookAheadSparesLargeReads: a short read after what the cache holds
+// reads ahead (a pass of small reads costs one request a span), but not
+// into the bytes a large read is fetching at that moment: a pass's block
+// in flight next to a short run of data before it crossed the network
+// twice (a monolithicSparse VMDK on a datastore fetched 1.15x its file).
+func TestLookAheadSparesLargeReads(t *testing.T) {
+	dir := t.TempDir()
+	want := writeRandom(t, dir, "disk.img", 1<<20, 3)
+	srv := webtest.Start(t, dir)
+	o := fast() // 64 KiB spans of 16 KiB pages
+	const largeOff, largeLen = 80 << 10, 64 << 10
+	largeAt := fmt.Sprintf("bytes=%d-", largeOff)
+	inFlight, release := make(chan struct{}), make(chan struct{})
+	var mu sync.Mutex
+	var ranges []string
+	srv.Set(func(s *webtest.Server) {
+		s.Before = func(r *http.Request) {
+			rg := r.Header.Get("Range")
+			mu.Lock()
+			ranges = append(ranges, rg)
+			mu.Unlock()
+			if strings.HasPrefix(rg, largeAt) {
+				close(inFlight)
+				<-release
+			}
+		}
+	})
+	op := New(context.Background(), o)
+	src, c, err := op.OpenRemote(srv.URL + "/disk.img") // the first span cached
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	large := make([]byte, largeLen)
+	done := make(chan error, 1)
+	go func() {
+		_, err := src.R.ReadAt(large, largeOff)
+		done <- err
+	}()
+	<-inFlight
+	// A short read of the page after the first span: it continues what
+	// the cache holds, so it would read a whole span ahead, into the
+	// large read's bytes.
+	small := make([]byte, 100)
+	if _, err := src.R.ReadAt(small, 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(small, want[64<<10:64<<10+100]) || !bytes.Equal(large, want[largeOff:largeOff+largeLen]) {
+		t.Fatal("wrong bytes")
+	}
+	served := srv.Settle(64<<10 + 16<<10 + largeLen)
+	if served != 64<<10+16<<10+largeLen {
+		mu.Lock()
+		t.Errorf("served %d bytes for %d asked; ranges %q", served, 64<<10+16<<10+largeLen, ranges)
+		mu.Unlock()
 	}
 }
