@@ -87,7 +87,7 @@ type batchOptions struct {
 	dryRun   bool
 	// progressEvery is --progress-interval.
 	progressEvery time.Duration
-	ob       observeOptions
+	ob            observeOptions
 }
 
 func (b *batchOptions) register(fs *pflag.FlagSet) {
