@@ -106,23 +106,8 @@ func resolveURL(base *url.URL, folder, name string, opts *Options, imagePath str
 	if base != nil && sameOrigin(base, &target) && within(folder, target.Path) {
 		return formatURL(&target), nil
 	}
-	if opts != nil {
-		for _, a := range opts.AllowPaths {
-			if !IsURL(a) {
-				continue
-			}
-			au, err := parseURL(a)
-			if err != nil {
-				continue
-			}
-			dir := cleanURLPath(au.Path)
-			if !strings.HasSuffix(dir, "/") {
-				dir += "/"
-			}
-			if sameOrigin(au, &target) && within(dir, target.Path) {
-				return formatURL(&target), nil
-			}
-		}
+	if opts != nil && urlUnder(&target, opts.AllowPaths) {
+		return formatURL(&target), nil
 	}
 	where := "outside the image's folder"
 	switch {
@@ -147,6 +132,13 @@ func URLAllowed(u string, allow []string) bool {
 		return false
 	}
 	target := url.URL{Scheme: strings.ToLower(tu.Scheme), Host: strings.ToLower(tu.Host), Path: cleanURLPath(tu.Path)}
+	return urlUnder(&target, allow)
+}
+
+// urlUnder tells whether target (scheme and host lower-cased, path clean)
+// lies under one of the URL prefixes of allow: the same origin, and a path
+// under the prefix's folder.
+func urlUnder(target *url.URL, allow []string) bool {
 	for _, a := range allow {
 		if !IsURL(a) {
 			continue
@@ -159,7 +151,7 @@ func URLAllowed(u string, allow []string) bool {
 		if !strings.HasSuffix(dir, "/") {
 			dir += "/"
 		}
-		if sameOrigin(au, &target) && within(dir, target.Path) {
+		if sameOrigin(au, target) && within(dir, target.Path) {
 			return true
 		}
 	}
