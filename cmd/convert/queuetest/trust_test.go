@@ -124,10 +124,7 @@ func TestQueueForgedMessages(t *testing.T) {
 	stolen := filepath.Join(t.TempDir(), "written.raw")
 
 	e.worker("w", "--allow-source", images, "--allow-output", "s3://"+e.bucket+"/out/")
-	forged := map[string]struct {
-		spec map[string]any
-		why  string
-	}{
+	forged := map[string]forgedMessage{
 		"disk-secret":   {map[string]any{"source": secret, "output": "s3://" + e.bucket + "/out/x.raw", "upload": map[string]any{"endpoint": evil.URL}, "output_format": "raw"}, "(--allow-source)"},
 		"disk-endpoint": {map[string]any{"source": good, "output": "s3://" + e.bucket + "/out/y.raw", "upload": map[string]any{"endpoint": evil.URL}, "output_format": "raw"}, "--allow-endpoint"},
 		"disk-write":    {map[string]any{"source": web.URL + "/good.raw", "output": stolen}, "(--allow-source)"},
@@ -138,22 +135,7 @@ func TestQueueForgedMessages(t *testing.T) {
 		"disk-statefile": {map[string]any{"source": good, "output": "s3://" + e.bucket + "/out/s.raw", "upload": map[string]any{"state_file": filepath.Join(e.dir, "s.state")}},
 			"--state-file does not apply"},
 	}
-	keys := []string{"disk-good"}
-	e.publish("disk-good", map[string]any{"source": good, "output": "s3://" + e.bucket + "/out/good.raw", "output_format": "raw", "check": "off"})
-	for k, f := range forged {
-		e.publish(k, f.spec)
-		keys = append(keys, k)
-	}
-	st := e.waitEnded(keys...)
-	for k, f := range forged {
-		s := st[k]
-		if s.State != queue.Failed || s.Outcome == nil || !strings.Contains(s.Outcome.Error, "refused by the worker") || !strings.Contains(s.Outcome.Error, f.why) {
-			t.Errorf("%s: %s %+v; want refused (%s)", k, s.State, s.Outcome, f.why)
-		}
-		if s.Delivery > 1 {
-			t.Errorf("%s: delivered %d times; a refusal is for good", k, s.Delivery)
-		}
-	}
+	st := e.publishForged(t, forged, "disk-good", map[string]any{"source": good, "output": "s3://" + e.bucket + "/out/good.raw", "output_format": "raw", "check": "off"})
 	if s := st["disk-good"]; s.State != queue.Done {
 		t.Errorf("the message within the limits: %s %+v", s.State, s.Outcome)
 	}
@@ -338,4 +320,35 @@ func fileSHA(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return fmt.Sprintf("%x", sha256.Sum256(b))
+}
+
+// forgedMessage is a message published by hand that a worker must refuse,
+// and the words its refusal must hold.
+type forgedMessage struct {
+	spec map[string]any
+	why  string
+}
+
+// publishForged publishes the good message under key good and every forged
+// one, waits for all to end, and checks each forged one was refused once,
+// for good, with its reason; it returns the statuses.
+func (e *env) publishForged(t *testing.T, forged map[string]forgedMessage, good string, spec map[string]any) map[string]queue.Status {
+	t.Helper()
+	keys := []string{good}
+	e.publish(good, spec)
+	for k, f := range forged {
+		e.publish(k, f.spec)
+		keys = append(keys, k)
+	}
+	st := e.waitEnded(keys...)
+	for k, f := range forged {
+		s := st[k]
+		if s.State != queue.Failed || s.Outcome == nil || !strings.Contains(s.Outcome.Error, "refused by the worker") || !strings.Contains(s.Outcome.Error, f.why) {
+			t.Errorf("%s: %s %+v; want refused (%s)", k, s.State, s.Outcome, f.why)
+		}
+		if s.Delivery > 1 {
+			t.Errorf("%s: delivered %d times; a refusal is for good", k, s.Delivery)
+		}
+	}
+	return st
 }
